@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The quick start's two commands:
+#   ./dev.sh serve   set up, find or start a Redis, migrate, create a demo admin, run daphne
+#   ./dev.sh test    set up, find or start a Redis, run the whole test suite (pytest args pass through)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+
+ensure_venv() {
+  if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+  fi
+  local want have
+  want=$(cat requirements/*.txt | sha256sum | cut -d' ' -f1)
+  have=$(cat .venv/.requirements.sha256 2>/dev/null || true)
+  if [ "$want" != "$have" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -r requirements/dev.txt
+    echo "$want" > .venv/.requirements.sha256
+  fi
+}
+
+case "${1:-}" in
+  serve)
+    ensure_venv
+    export DEBUG=${DEBUG:-true}
+    REDIS_URL=$(.venv/bin/python scripts/local_redis.py)
+    export REDIS_URL
+    .venv/bin/python manage.py migrate --no-input -v0
+    .venv/bin/python manage.py demo_setup
+    echo "Serving on http://127.0.0.1:${PORT:-8000}/ (Redis: $REDIS_URL)"
+    exec .venv/bin/daphne -b 127.0.0.1 -p "${PORT:-8000}" streamsite.asgi:application
+    ;;
+  test)
+    ensure_venv
+    shift
+    # The tests own one database index (TEST_REDIS_DB, default 15) and flush only that.
+    REDIS_URL=$(.venv/bin/python scripts/local_redis.py --db "${TEST_REDIS_DB:-15}")
+    export REDIS_URL
+    exec .venv/bin/python -m pytest "$@"
+    ;;
+  *)
+    echo "usage: ./dev.sh serve | ./dev.sh test [pytest args]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,219 @@
+"""REST endpoints for streams (django-ninja, async). Thin: parse, call a service, shape."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.http import HttpRequest
+from ninja import Query, Router, Schema
+from ninja.errors import HttpError
+from ninja.security import HttpBearer
+from pydantic import Field
+
+from streams import operations
+from streams.auth import reader_allowed, writer
+from streams.names import InvalidInput, encode_entry, validate_range_id, validate_stream_name
+
+MAX_BATCH = 1000
+MAX_PUBLISH = 1000
+
+
+class WriteAuth(HttpBearer):
+    """A valid API token (Authorization: Bearer ...) or a staff session."""
+
+    async def __call__(self, request: HttpRequest):
+        user = await writer(request)
+        if user is not None:
+            return user
+        if request.headers.get("Authorization"):
+            raise HttpError(401, "invalid or inactive API token")
+        raise HttpError(401, "authentication required: send Authorization: Bearer <token>")
+
+    def authenticate(self, request: HttpRequest, token: str):  # unused: __call__ is async
+        raise NotImplementedError
+
+
+class ReadAuth(WriteAuth):
+    """Anyone when STREAMS_PUBLIC_READ is true; otherwise as for writes."""
+
+    async def __call__(self, request: HttpRequest):
+        if settings.STREAMS_PUBLIC_READ or await reader_allowed(request):
+            return True
+        return await super().__call__(request)
+
+
+router = Router(tags=["streams"])
+batch_router = Router(tags=["batch"])
+
+
+class StreamOut(Schema):
+    name: str
+    length: int | None = None
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+class StreamListOut(Schema):
+    count: int
+    streams: list[StreamOut]
+
+
+class ListQuery(Schema):
+    prefix: str = Field("", max_length=128)
+    limit: int = Field(100, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+    info: bool = False
+
+
+class EntryOut(Schema):
+    id: str
+    data: dict[str, str]
+
+
+class EventsOut(Schema):
+    name: str
+    events: list[EntryOut]
+
+
+class RangeQuery(Schema):
+    start: str = "-"
+    end: str = "+"
+    count: int = Field(100, ge=1, le=1000)
+
+
+class IdsOut(Schema):
+    ids: list[str]
+
+
+class NamesIn(Schema):
+    names: list[str] = Field(..., max_length=MAX_BATCH)
+
+
+class InfoBatchOut(Schema):
+    streams: dict[str, StreamOut | None]
+
+
+class ExistsOut(Schema):
+    exists: dict[str, bool]
+
+
+class DeletedOut(Schema):
+    deleted: int
+
+
+def _info_out(info: operations.StreamInfo) -> dict:
+    return {"name": info.name, "length": info.length, "first_id": info.first_id, "last_id": info.last_id}
+
+
+def _validated_names(names: list[str]) -> list[str]:
+    for name in names:
+        validate_stream_name(name)
+    return names
+
+
+@router.get("/streams", response=StreamListOut, auth=ReadAuth(), summary="List streams")
+async def list_streams(request, q: Query[ListQuery]):
+    page = await operations.streams_list(prefix=q.prefix, limit=q.limit, offset=q.offset)
+    if not q.info:
+        return {"count": page.count, "streams": [{"name": n} for n in page.names]}
+    infos = await operations.stream_info_batch(names=page.names)
+    streams = [_info_out(infos[n]) if infos[n] else {"name": n} for n in page.names]
+    return {"count": page.count, "streams": streams}
+
+
+@router.get("/streams/{name}", response={200: StreamOut}, auth=ReadAuth(), summary="Stream info")
+async def get_stream(request, name: str):
+    validate_stream_name(name)
+    info = (await operations.stream_info_batch(names=[name]))[name]
+    if info is None:
+        raise HttpError(404, f"stream {name!r} not found")
+    return _info_out(info)
+
+
+@router.get("/streams/{name}/events", response=EventsOut, auth=ReadAuth(), summary="Read a range")
+async def read_events(request, name: str, q: Query[RangeQuery]):
+    validate_stream_name(name)
+    start = validate_range_id(q.start, which="start")
+    end = validate_range_id(q.end, which="end")
+    entries = await operations.stream_range(name=name, start=start, end=end, count=q.count)
+    if entries is None:
+        raise HttpError(404, f"stream {name!r} not found")
+    return {"name": name, "events": [{"id": e.id, "data": e.data} for e in entries]}
+
+
+PUBLISH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
+                        {
+                            "type": "array",
+                            "maxItems": MAX_PUBLISH,
+                            "items": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
+                        },
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
+def parse_publish_body(body: bytes) -> list[dict[str, str]]:
+    """One JSON object or an array of up to 1000 objects → encoded entries."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    if isinstance(payload, dict):
+        return [encode_entry(payload)]
+    if isinstance(payload, list):
+        if not payload:
+            raise InvalidInput("an empty array publishes nothing: send at least one entry")
+        if len(payload) > MAX_PUBLISH:
+            raise InvalidInput(f"{len(payload)} entries is more than the limit of {MAX_PUBLISH}")
+        return [encode_entry(item, index=i) for i, item in enumerate(payload)]
+    raise InvalidInput("request body must be a JSON object or an array of objects")
+
+
+@router.post(
+    "/streams/{name}/events",
+    response={201: IdsOut},
+    auth=WriteAuth(),
+    summary="Publish entries",
+    openapi_extra=PUBLISH_BODY,
+)
+async def publish_events(request, name: str):
+    validate_stream_name(name)
+    entries = parse_publish_body(request.body)
+    ids = await operations.stream_publish(name=name, entries=entries)
+    return 201, {"ids": ids}
+
+
+@router.delete("/streams/{name}", response={204: None}, auth=WriteAuth(), summary="Delete a stream")
+async def delete_stream(request, name: str):
+    validate_stream_name(name)
+    if not await operations.streams_delete(names=[name]):
+        raise HttpError(404, f"stream {name!r} not found")
+    return 204, None
+
+
+@batch_router.post("/streams/info", response=InfoBatchOut, auth=ReadAuth(), summary="Info for many streams")
+async def batch_info(request, body: NamesIn):
+    infos = await operations.stream_info_batch(names=_validated_names(body.names))
+    return {"streams": {n: (_info_out(i) if i else None) for n, i in infos.items()}}
+
+
+@batch_router.post("/streams/exists", response=ExistsOut, auth=ReadAuth(), summary="Which streams exist")
+async def batch_exists(request, body: NamesIn):
+    return {"exists": await operations.streams_exist(names=_validated_names(body.names))}
+
+
+@batch_router.post("/streams/delete", response=DeletedOut, auth=WriteAuth(), summary="Delete many streams")
+async def batch_delete(request, body: NamesIn):
+    return {"deleted": await operations.streams_delete(names=_validated_names(body.names))}
+

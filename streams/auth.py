@@ -1,0 +1,46 @@
+"""Who may read and write streams: bearer API tokens, staff sessions, public reads."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.utils import timezone
+
+from streams.models import ApiToken, hash_token
+
+
+def bearer_token(request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+async def user_for_token(raw: str):
+    """The active user behind an active token, or None."""
+    token = (
+        await ApiToken.objects.select_related("user")
+        .filter(key_hash=hash_token(raw), is_active=True, user__is_active=True)
+        .afirst()
+    )
+    if token is None:
+        return None
+    await ApiToken.objects.filter(pk=token.pk).aupdate(last_used_at=timezone.now())
+    return token.user
+
+
+async def writer(request):
+    """The user allowed to write: a valid bearer token's, or a staff session's. None otherwise."""
+    raw = bearer_token(request)
+    if raw is not None:
+        return await user_for_token(raw)
+    user = await request.auser()
+    if user.is_authenticated and user.is_active and user.is_staff:
+        return user
+    return None
+
+
+async def reader_allowed(request) -> bool:
+    if settings.STREAMS_PUBLIC_READ:
+        return True
+    return await writer(request) is not None

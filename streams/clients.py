@@ -1,0 +1,96 @@
+"""Per-event-loop Redis resources: both pools and the registry.
+
+redis-py's asyncio connections belong to the loop that opened them, and Django, pytest and
+management commands each make loops of their own, so nothing is created at import time: the
+first use on a loop builds that loop's ``RedisContext``; ``close_redis_context()`` (server
+shutdown, end of a command or test) stops its tasks and closes its connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from streams.pool import BlockingClientPool, ClientPool, PoolLimits
+from streams.registry import StreamRegistry
+from streamsite.envconfig import RedisConfig
+
+
+@dataclass
+class RedisContext:
+    config: RedisConfig
+    main: ClientPool
+    blocking: BlockingClientPool
+    registry: StreamRegistry
+    started: asyncio.Future
+
+    async def close(self) -> None:
+        await self.registry.close()
+        await asyncio.gather(self.main.close(), self.blocking.close())
+
+
+_contexts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisContext] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def build_context(config: RedisConfig) -> RedisContext:
+    main = ClientPool(
+        config.url,
+        PoolLimits(
+            min=config.pool_min,
+            max=config.pool_max,
+            acquire_timeout_ms=config.pool_acquire_timeout_ms,
+            idle_timeout_ms=config.pool_idle_timeout_ms,
+            health_check_interval_ms=config.pool_health_check_interval_ms,
+        ),
+        name="main",
+    )
+    blocking = BlockingClientPool(
+        config.url,
+        PoolLimits(
+            min=config.blocking_pool_min,
+            max=config.blocking_pool_max,
+            acquire_timeout_ms=config.blocking_pool_acquire_timeout_ms,
+            idle_timeout_ms=config.blocking_pool_idle_timeout_ms,
+            health_check_interval_ms=config.pool_health_check_interval_ms,
+        ),
+        name="blocking",
+    )
+    registry = StreamRegistry(pool=main, config=config)
+    started = asyncio.get_running_loop().create_future()
+    return RedisContext(config=config, main=main, blocking=blocking, registry=registry, started=started)
+
+
+async def redis_context() -> RedisContext:
+    """This loop's Redis resources, started on first use."""
+    loop = asyncio.get_running_loop()
+    ctx = _contexts.get(loop)
+    if ctx is None:
+        ctx = _contexts[loop] = build_context(settings.REDIS)
+        try:
+            await asyncio.gather(ctx.main.start(), ctx.blocking.start())
+            ctx.registry.start()
+        finally:
+            ctx.started.set_result(None)
+    elif not ctx.started.done():
+        await asyncio.shield(ctx.started)
+    return ctx
+
+
+def current_context() -> RedisContext | None:
+    """This loop's context if one was built (for stats; builds nothing)."""
+    try:
+        return _contexts.get(asyncio.get_running_loop())
+    except RuntimeError:
+        return None
+
+
+async def close_redis_context() -> None:
+    """Stop this loop's tasks and close its connections. Safe to call when none exists."""
+    ctx = _contexts.pop(asyncio.get_running_loop(), None)
+    if ctx is not None:
+        await ctx.close()

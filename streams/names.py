@@ -1,0 +1,71 @@
+"""Stream names, ids and entry data: validation shared by every interface."""
+
+from __future__ import annotations
+
+import math
+import re
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# A full or partial stream id as XRANGE accepts it, optionally exclusive with "(".
+RANGE_ID_RE = re.compile(r"^\(?\d{1,20}(-\d{1,20})?$")
+# A concrete entry id ("ms-seq") as used for resume positions.
+ENTRY_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+MAX_FIELDS = 100
+MAX_FIELD_NAME = 256
+
+
+class InvalidInput(ValueError):
+    """Client input that cannot be used; the message names the problem."""
+
+
+def validate_stream_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidInput(
+            f"invalid stream name {name!r}: use 1-128 characters from A-Z a-z 0-9 _ . : -, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def validate_range_id(value: str, *, which: str) -> str:
+    if value in ("-", "+") or RANGE_ID_RE.match(value):
+        return value
+    raise InvalidInput(f"invalid {which} id {value!r}: use -, +, <ms> or <ms>-<seq>")
+
+
+def validate_entry_id(value: str, *, which: str = "id") -> str:
+    if not ENTRY_ID_RE.match(value):
+        raise InvalidInput(f"invalid {which} {value!r}: expected a stream id like 1700000000000-0")
+    return value
+
+
+def encode_entry(data: object, *, index: int | None = None) -> dict[str, str]:
+    """A flat JSON object of string/number/boolean values → Redis field/value strings."""
+    where = "" if index is None else f"entry {index}: "
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{where}an entry must be a JSON object of fields")
+    if not data:
+        raise InvalidInput(f"{where}an entry needs at least one field")
+    if len(data) > MAX_FIELDS:
+        raise InvalidInput(f"{where}{len(data)} fields is more than the limit of {MAX_FIELDS}")
+    fields: dict[str, str] = {}
+    for key, value in data.items():
+        if not key or len(key) > MAX_FIELD_NAME:
+            raise InvalidInput(f"{where}field names must be 1-{MAX_FIELD_NAME} characters")
+        fields[key] = _encode_value(value, f"{where}field {key!r}")
+    return fields
+
+
+def _encode_value(value: object, what: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInput(f"{what}: {value} is not a finite number")
+        return repr(value)
+    if isinstance(value, str):
+        return value
+    raise InvalidInput(f"{what}: values must be strings, numbers or booleans")

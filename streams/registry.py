@@ -1,0 +1,143 @@
+"""The registry of stream names: a Redis SET kept by our writers, cached in-process.
+
+Listing never SCANs on the request path. Our own publish/delete update the SET in the same
+transaction as the write and bump a version counter; a listing costs one GET of that counter
+while the in-process copy is younger than REDIS_REGISTRY_CACHE_EXPIRY, and one SMEMBERS
+otherwise. A background reconcile (``SCAN MATCH <prefix>* TYPE stream``) every
+REDIS_REGISTRY_REFRESH_INTERVAL picks up streams created or deleted behind our back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import time
+from dataclasses import dataclass
+
+from streamsite.envconfig import RedisConfig
+from streams.pool import ClientPool
+from streams.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RegistryPage:
+    count: int
+    names: list[str]
+
+
+def registry_keys(prefix: str) -> tuple[str, str]:
+    """The SET of names and its version counter. '_' cannot start a valid stream name."""
+    return f"{prefix}_registry", f"{prefix}_registry:version"
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+class StreamRegistry:
+    def __init__(self, *, pool: ClientPool, config: RedisConfig) -> None:
+        self._pool = pool
+        self._prefix = config.stream_key_prefix
+        self._set_key, self._version_key = registry_keys(self._prefix)
+        self._expiry = config.registry_cache_expiry_ms / 1000
+        self._interval = config.registry_refresh_interval_ms / 1000
+        self._names: list[str] = []
+        self._version: str | None = None
+        self._fetched_at = float("-inf")
+        self._task: asyncio.Task | None = None
+        self.last_reconcile_at: float | None = None
+
+    @property
+    def set_key(self) -> str:
+        return self._set_key
+
+    @property
+    def version_key(self) -> str:
+        return self._version_key
+
+    # --- lifecycle (the reconcile task is ours) ------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._reconcile_forever(), name="stream-registry-reconcile"
+            )
+
+    async def close(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down: try again next interval
+                log.warning("stream registry reconcile failed: %s", exc)
+            await asyncio.sleep(self._interval)
+
+    # --- reads -----------------------------------------------------------------------------
+    def age_ms(self) -> float | None:
+        if self._fetched_at == float("-inf"):
+            return None
+        return (time.monotonic() - self._fetched_at) * 1000
+
+    async def names(self) -> list[str]:
+        """All names, sorted: from the in-process copy while its version is current."""
+        fresh = time.monotonic() - self._fetched_at < self._expiry
+        async with self._pool.client() as r:
+            if fresh and self._version is not None:
+                if await r.get(self._version_key) == self._version:
+                    return self._names
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.smembers(self._set_key)
+                pipe.get(self._version_key)
+                members, version = await pipe.execute()
+        self._store(sorted(members), version)
+        return self._names
+
+    async def page(self, *, prefix: str = "", limit: int = 100, offset: int = 0) -> RegistryPage:
+        names = await self.names()
+        if prefix:
+            lo = bisect.bisect_left(names, prefix)
+            hi = bisect.bisect_left(names, prefix + "\U0010ffff")
+            names = names[lo:hi]
+        return RegistryPage(count=len(names), names=names[offset : offset + limit])
+
+    def _store(self, names: list[str], version: str | None) -> None:
+        self._names = names
+        self._version = version or "0"
+        self._fetched_at = time.monotonic()
+
+    # --- writes by our own services --------------------------------------------------------
+    def forget_cache(self) -> None:
+        """Our own write changed the set: the next read fetches it again."""
+        self._fetched_at = float("-inf")
+
+    async def reconcile(self) -> tuple[int, int]:
+        """Make the SET match the keyspace. Returns (added, removed)."""
+        found: set[str] = set()
+        cut = len(self._prefix)
+        async with self._pool.client() as r:
+            async for key in r.scan_iter(
+                match=_glob_escape(self._prefix) + "*", count=1000, _type="stream"
+            ):
+                found.add(key[cut:])
+            known = await r.smembers(self._set_key)
+            added = found - known
+            removed = known - found
+            if added or removed:
+                async with r.pipeline(transaction=True) as pipe:
+                    if added:
+                        pipe.sadd(self._set_key, *added)
+                    if removed:
+                        pipe.srem(self._set_key, *removed)
+                    pipe.incr(self._version_key)
+                    await pipe.execute()
+        self.last_reconcile_at = time.monotonic()
+        if added or removed:
+            self.forget_cache()
+        return len(added), len(removed)

@@ -1,0 +1,3 @@
+"""WebSocket routes (filled in by the live-delivery work)."""
+
+websocket_urlpatterns: list = []

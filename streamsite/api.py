@@ -1,0 +1,70 @@
+"""The REST API: one NinjaAPI, error answers as JSON {"detail": ...}."""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import RequestDataTooBig
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streams.api import batch_router, router as streams_router
+from streams.names import InvalidInput
+
+log = logging.getLogger(__name__)
+
+api = NinjaAPI(
+    title="streamsite API",
+    version="1.0",
+    description="Live workout telemetry on Redis Streams.",
+    urls_namespace="api",
+)
+api.add_router("/", streams_router)
+api.add_router("/batch", batch_router)
+
+
+def _detail(request, status: int, detail: str):
+    return api.create_response(request, {"detail": detail}, status=status)
+
+
+def _describe_validation(errors: list[dict]) -> str:
+    parts = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        where = ".".join(loc[1:] if len(loc) > 1 and loc[0] in ("q", "payload") else loc)
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else err.get("msg", "invalid"))
+    return "; ".join(parts) or "invalid request"
+
+
+@api.exception_handler(ValidationError)
+def on_validation_error(request, exc: ValidationError):
+    return _detail(request, 400, _describe_validation(exc.errors))
+
+
+@api.exception_handler(InvalidInput)
+def on_invalid_input(request, exc: InvalidInput):
+    return _detail(request, 400, str(exc))
+
+
+@api.exception_handler(RequestDataTooBig)
+def on_too_big(request, exc):
+    return _detail(request, 413, "request body is larger than the limit of 1 MiB")
+
+
+@api.exception_handler(AuthenticationError)
+def on_auth_error(request, exc):
+    return _detail(request, 401, "authentication required: send Authorization: Bearer <token>")
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request, exc: HttpError):
+    return _detail(request, exc.status_code, str(exc))
+
+
+@api.exception_handler(RedisConnectionError)
+@api.exception_handler(RedisTimeoutError)
+def on_redis_unavailable(request, exc):
+    log.warning("redis unavailable on %s: %s", request.path, exc)
+    return _detail(request, 503, f"redis unavailable: {exc}")

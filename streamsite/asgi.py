@@ -1,0 +1,31 @@
+"""ASGI entry point: ``daphne streamsite.asgi:application``."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streamsite.settings")
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()  # sets Django up before the routing imports
+
+from streams.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": URLRouter(websocket_urlpatterns),
+    }
+)
+
+
+def _log_config_once() -> None:
+    import json
+    import logging
+
+    from django.conf import settings
+
+    logging.getLogger("streamsite").info("redis configuration: %s", json.dumps(settings.REDIS.summary()))
+
+
+_log_config_once()

@@ -1,0 +1,10 @@
+"""Settings for the test suite: production-like (DEBUG off), Redis on its own DB index."""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
+os.environ.setdefault("DEBUG", "false")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+
+from streamsite.settings import *  # noqa: E402,F401,F403
