@@ -8,6 +8,7 @@ from django.conf import settings
 from django.http import HttpRequest
 from ninja import Query, Router, Schema
 from ninja.errors import HttpError
+from ninja.responses import Status
 from ninja.security import HttpBearer
 from pydantic import Field
 
@@ -112,7 +113,7 @@ def _validated_names(names: list[str]) -> list[str]:
     return names
 
 
-@router.get("/streams", response=StreamListOut, auth=ReadAuth(), summary="List streams")
+@router.get("/streams", response=StreamListOut, auth=ReadAuth(), summary="List streams", exclude_unset=True)
 async def list_streams(request, q: Query[ListQuery]):
     page = await operations.streams_list(prefix=q.prefix, limit=q.limit, offset=q.offset)
     if not q.info:
@@ -191,7 +192,7 @@ async def publish_events(request, name: str):
     validate_stream_name(name)
     entries = parse_publish_body(request.body)
     ids = await operations.stream_publish(name=name, entries=entries)
-    return 201, {"ids": ids}
+    return Status(201, {"ids": ids})
 
 
 @router.delete("/streams/{name}", response={204: None}, auth=WriteAuth(), summary="Delete a stream")
@@ -199,7 +200,7 @@ async def delete_stream(request, name: str):
     validate_stream_name(name)
     if not await operations.streams_delete(names=[name]):
         raise HttpError(404, f"stream {name!r} not found")
-    return 204, None
+    return Status(204, None)
 
 
 @batch_router.post("/streams/info", response=InfoBatchOut, auth=ReadAuth(), summary="Info for many streams")

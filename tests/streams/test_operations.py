@@ -1,0 +1,86 @@
+import pytest
+from django.conf import settings
+
+from streams import operations
+from streams.clients import redis_context
+
+P = settings.REDIS.stream_key_prefix
+
+
+async def test_publish_many_in_one_call_returns_ids_in_order(r):
+    ids = await operations.stream_publish(name="ride", entries=[{"power": "1"}, {"power": "2"}])
+    assert len(ids) == 2 and ids[0] < ids[1]
+    entries = await r.xrange(P + "ride")
+    assert [e[1] for e in entries] == [{"power": "1"}, {"power": "2"}]
+    assert await r.sismember((await redis_context()).registry.set_key, "ride")
+
+
+async def test_publish_trims_approximately_to_maxlen(r, settings):
+    from dataclasses import replace
+
+    settings.REDIS = replace(settings.REDIS, stream_maxlen=10)
+    for _ in range(30):
+        await operations.stream_publish(name="trim", entries=[{"i": str(i)} for i in range(10)])
+    length = await r.xlen(P + "trim")
+    assert 10 <= length < 300  # approximate trimming keeps whole macro nodes
+
+
+async def test_info_batch_one_round_trip_with_missing_and_wrong_type(r):
+    await operations.stream_publish(name="a", entries=[{"x": "1"}, {"x": "2"}])
+    await r.set(P + "notastream", "1")
+    info = await operations.stream_info_batch(names=["a", "missing", "notastream"])
+    assert info["missing"] is None
+    assert info["notastream"] is None
+    a = info["a"]
+    assert a.length == 2 and a.first_id < a.last_id
+
+
+async def test_info_batch_uses_one_xinfo_per_stream(r):
+    await operations.stream_publish(name="a", entries=[{"x": "1"}])
+    await r.config_resetstat()
+    await operations.stream_info_batch(names=["a", "b", "c"])
+    stats = await r.info("commandstats")
+    assert stats["cmdstat_xinfo|stream"]["calls"] == 3
+    assert "cmdstat_xrange" not in stats and "cmdstat_xlen" not in stats
+
+
+async def test_script_info_matches_batch_and_survives_script_flush(r):
+    await operations.stream_publish(name="s", entries=[{"x": "1"}, {"x": "2"}, {"x": "3"}])
+    before = await operations.stream_info(name="s")
+    assert before == (await operations.stream_info_batch(names=["s"]))["s"]
+    await r.script_flush()
+    assert await operations.stream_info(name="s") == before
+    assert await operations.stream_info(name="nope") is None
+
+
+async def test_range_read_tells_missing_from_empty_and_survives_script_flush(r):
+    ids = await operations.stream_publish(name="s", entries=[{"n": str(i)} for i in range(5)])
+    assert await operations.stream_range(name="missing") is None
+    await r.script_flush()
+    assert await operations.stream_range(name="s", start="0", end="1") == []  # exists, empty range
+    got = await operations.stream_range(name="s", start=ids[1], end="+", count=2)
+    assert [e.id for e in got] == ids[1:3]
+    assert got[0].data == {"n": "1"}
+    exclusive = await operations.stream_range(name="s", start="(" + ids[3], count=None)
+    assert [e.id for e in exclusive] == [ids[4]]
+
+
+async def test_exists_batch(r):
+    await operations.stream_publish(name="a", entries=[{"x": "1"}])
+    await r.set(P + "str", "1")
+    assert await operations.streams_exist(names=["a", "b", "str"]) == {"a": True, "b": False, "str": False}
+
+
+async def test_delete_batch_counts_existing_and_unregisters(r):
+    await operations.stream_publish(name="a", entries=[{"x": "1"}])
+    await operations.stream_publish(name="b", entries=[{"x": "1"}])
+    assert await operations.streams_delete(names=["a", "b", "zzz", "a"]) == 2
+    assert await r.exists(P + "a", P + "b") == 0
+    page = await operations.streams_list()
+    assert page.names == []
+
+
+@pytest.mark.parametrize("empty_call", ["stream_info_batch", "streams_exist", "streams_delete"])
+async def test_batches_accept_no_names(r, empty_call):
+    result = await getattr(operations, empty_call)(names=[])
+    assert not result

@@ -1,0 +1,62 @@
+import asyncio
+from dataclasses import replace
+
+from django.conf import settings
+
+from streams import operations
+from streams.clients import build_context, redis_context
+
+P = settings.REDIS.stream_key_prefix
+
+
+async def test_published_stream_is_listed_at_once_and_prefix_pages(r):
+    assert (await operations.streams_list()).names == []
+    for name in ["bike-2", "bike-1", "run-1"]:
+        await operations.stream_publish(name=name, entries=[{"x": "1"}])
+    page = await operations.streams_list(prefix="bike")
+    assert page.count == 2 and page.names == ["bike-1", "bike-2"]
+    page = await operations.streams_list(limit=1, offset=1)
+    assert page.count == 3 and page.names == ["bike-2"]
+
+
+async def test_list_does_not_scan(r):
+    await operations.stream_publish(name="a", entries=[{"x": "1"}])
+    ctx = await redis_context()
+    await ctx.registry.close()  # no background reconcile during the measurement
+    await r.config_resetstat()
+    for _ in range(5):
+        await operations.streams_list()
+    stats = await r.info("commandstats")
+    assert "cmdstat_scan" not in stats
+    assert stats.get("cmdstat_smembers", {"calls": 0})["calls"] <= 1  # then served from the cache
+
+
+async def test_reconcile_sees_external_xadd_and_del(r):
+    await operations.stream_publish(name="ours", entries=[{"x": "1"}])
+    await r.xadd(P + "external", {"x": "1"})
+    await r.delete(P + "ours")
+    ctx = await redis_context()
+    assert await ctx.registry.reconcile() == (1, 1)
+    assert (await operations.streams_list()).names == ["external"]
+
+
+async def test_periodic_reconcile_within_one_interval(r, settings):
+    settings.REDIS = replace(settings.REDIS, registry_refresh_interval_ms=100)
+    assert (await operations.streams_list()).names == []
+    await r.xadd(P + "behind-our-back", {"x": "1"})
+    async with asyncio.timeout(2):  # interval is 100 ms; allow generous slack on a busy box
+        while (await operations.streams_list()).names != ["behind-our-back"]:
+            await asyncio.sleep(0.05)
+
+
+async def test_other_process_sees_our_publish_at_once(r):
+    """A second registry (another process) with a warm cache must still see a new stream."""
+    other = build_context(settings.REDIS)
+    try:
+        assert await other.registry.names() == []
+        await operations.stream_publish(name="new", entries=[{"x": "1"}])
+        assert await other.registry.names() == ["new"]
+        await operations.streams_delete(names=["new"])
+        assert await other.registry.names() == []
+    finally:
+        await other.close()
