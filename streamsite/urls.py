@@ -1,5 +1,8 @@
+from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.contrib.staticfiles.views import serve as serve_with_finders
+from django.urls import include, path, re_path
+from django.views.static import serve as serve_collected
 
 from streamsite.api import api
 
@@ -8,3 +11,14 @@ urlpatterns = [
     path("api/", api.urls),
     path("", include("django_prometheus.urls")),
 ]
+
+# daphne serves no static files itself. The admin's few assets are served here: from the
+# apps in DEBUG, from STATIC_ROOT (collectstatic, done in the Docker image) otherwise.
+# Put a CDN or proxy cache in front for heavy traffic.
+static_prefix = settings.STATIC_URL.lstrip("/")
+if settings.DEBUG:
+    urlpatterns.append(re_path(rf"^{static_prefix}(?P<path>.*)$", serve_with_finders, {"insecure": True}))
+else:
+    urlpatterns.append(
+        re_path(rf"^{static_prefix}(?P<path>.*)$", serve_collected, {"document_root": settings.STATIC_ROOT})
+    )

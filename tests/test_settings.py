@@ -1,0 +1,116 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import environ
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+
+from streamsite.envconfig import load_redis_config, redact_url
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_VARS = [
+    "REDIS_URL", "REDIS_POOL_MIN", "REDIS_POOL_MAX", "REDIS_POOL_ACQUIRE_TIMEOUT",
+    "REDIS_POOL_IDLE_TIMEOUT", "REDIS_POOL_HEALTH_CHECK_INTERVAL", "REDIS_BLOCKING_POOL_MIN",
+    "REDIS_BLOCKING_POOL_MAX", "REDIS_BLOCKING_POOL_ACQUIRE_TIMEOUT",
+    "REDIS_BLOCKING_POOL_IDLE_TIMEOUT", "REDIS_REGISTRY_REFRESH_INTERVAL",
+    "REDIS_REGISTRY_CACHE_EXPIRY", "STREAM_KEY_PREFIX", "STREAM_MAXLEN",
+]
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for var in REDIS_VARS:
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+def test_defaults_match_the_seed_plan(clean_env):
+    c = load_redis_config(environ.Env())
+    assert c.url == "redis://localhost:6379"
+    assert (c.pool_min, c.pool_max, c.pool_acquire_timeout_ms, c.pool_idle_timeout_ms) == (2, 10, 5000, 30000)
+    assert c.pool_health_check_interval_ms == 15000
+    assert (c.blocking_pool_min, c.blocking_pool_max) == (5, 50)
+    assert (c.blocking_pool_acquire_timeout_ms, c.blocking_pool_idle_timeout_ms) == (5000, 60000)
+    assert (c.registry_refresh_interval_ms, c.registry_cache_expiry_ms) == (30000, 60000)
+    assert (c.stream_key_prefix, c.stream_maxlen) == ("stream:", 100000)
+
+
+def test_values_are_read(clean_env):
+    clean_env.setenv("REDIS_POOL_MAX", "20")
+    clean_env.setenv("STREAM_MAXLEN", "0")
+    c = load_redis_config(environ.Env())
+    assert c.pool_max == 20 and c.stream_maxlen == 0
+
+
+@pytest.mark.parametrize(
+    "var,value,needle",
+    [
+        ("REDIS_POOL_MAX", "ten", "REDIS_POOL_MAX='ten' is not a valid integer"),
+        ("REDIS_POOL_MIN", "-1", "REDIS_POOL_MIN='-1' must be >= 0"),
+        ("REDIS_POOL_MIN", "11", "REDIS_POOL_MIN=11 is greater than REDIS_POOL_MAX=10"),
+        ("REDIS_BLOCKING_POOL_MIN", "51", "REDIS_BLOCKING_POOL_MIN=51 is greater than"),
+        ("REDIS_BLOCKING_POOL_MAX", "0", "REDIS_BLOCKING_POOL_MAX='0' must be >= 1"),
+        ("REDIS_REGISTRY_REFRESH_INTERVAL", "1.5", "REDIS_REGISTRY_REFRESH_INTERVAL='1.5'"),
+        ("REDIS_URL", "http://x", "REDIS_URL"),
+        ("STREAM_KEY_PREFIX", "", "STREAM_KEY_PREFIX"),
+    ],
+)
+def test_bad_values_name_the_variable(clean_env, var, value, needle):
+    clean_env.setenv(var, value)
+    with pytest.raises(ImproperlyConfigured, match=needle.replace("(", r"\(").replace(".", r"\.")):
+        load_redis_config(environ.Env())
+
+
+def run_manage(*args, **env):
+    full_env = {k: v for k, v in os.environ.items() if k not in REDIS_VARS}
+    full_env.update({"DJANGO_SETTINGS_MODULE": "streamsite.settings", "SECRET_KEY": "x", **env})
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=full_env, capture_output=True, text=True
+    )
+
+
+def test_bad_variable_stops_manage_py_check():
+    result = run_manage("check", REDIS_POOL_MAX="lots")
+    assert result.returncode != 0
+    assert "REDIS_POOL_MAX='lots' is not a valid integer" in result.stderr
+
+
+def test_missing_secret_key_stops_start_up_without_debug():
+    result = run_manage("check", SECRET_KEY="", DEBUG="false")
+    assert result.returncode != 0 and "SECRET_KEY" in result.stderr
+    result = run_manage("check", DEBUG="maybe")
+    assert result.returncode != 0 and "DEBUG='maybe'" in result.stderr
+
+
+def test_redact_url():
+    assert redact_url("redis://:s3cret@host:6380/1") == "redis://:<redacted>@host:6380/1"
+    assert redact_url("redis://user:s3cret@host/0") == "redis://user:<redacted>@host/0"
+    assert redact_url("redis://host:6379") == "redis://host:6379"
+
+
+def test_redis_config_command_redacts_password():
+    result = run_manage("redis_config", REDIS_URL="redis://:hunter2@example:6379/3", REDIS_POOL_MAX="12")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert "hunter2" not in result.stdout
+    assert shown["url"] == "redis://:<redacted>@example:6379/3"
+    assert shown["main_pool"]["max"] == 12
+
+
+@pytest.mark.django_db
+def test_create_api_token_prints_a_working_token(capsys):
+    from django.contrib.auth import get_user_model
+
+    from streams.models import ApiToken, hash_token
+
+    get_user_model().objects.create_user("rider")
+    call_command("create_api_token", "rider", "--name", "bike")
+    raw = capsys.readouterr().out.strip()
+    token = ApiToken.objects.get()
+    assert token.key_hash == hash_token(raw) and raw not in token.key_hash
+    with pytest.raises(Exception, match="no user named 'ghost'"):
+        call_command("create_api_token", "ghost")
