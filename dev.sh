@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
+export PATH="$PWD/.venv/bin:$PATH"
 
 ensure_venv() {
   if [ ! -x .venv/bin/python ]; then
