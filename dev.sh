@@ -29,7 +29,7 @@ case "${1:-}" in
     REDIS_URL=$(.venv/bin/python scripts/local_redis.py)
     export REDIS_URL
     .venv/bin/python manage.py migrate --no-input -v0
-    .venv/bin/python manage.py demo_setup
+    .venv/bin/python manage.py demo_setup --base-url "http://127.0.0.1:${PORT:-8000}"
     echo "Serving on http://127.0.0.1:${PORT:-8000}/ (Redis: $REDIS_URL)"
     exec .venv/bin/daphne -b 127.0.0.1 -p "${PORT:-8000}" streamsite.asgi:application
     ;;

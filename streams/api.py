@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router, Schema
 from ninja.errors import HttpError
 from ninja.responses import Status
@@ -103,6 +103,10 @@ class DeletedOut(Schema):
     deleted: int
 
 
+def fast_json(payload: dict, status: int = 200) -> HttpResponse:
+    return HttpResponse(json.dumps(payload), status=status, content_type="application/json")
+
+
 def _info_out(info: operations.StreamInfo) -> dict:
     return {"name": info.name, "length": info.length, "first_id": info.first_id, "last_id": info.last_id}
 
@@ -113,14 +117,17 @@ def _validated_names(names: list[str]) -> list[str]:
     return names
 
 
-@router.get("/streams", response=StreamListOut, auth=ReadAuth(), summary="List streams", exclude_unset=True)
+@router.get("/streams", response=StreamListOut, auth=ReadAuth(), summary="List streams")
 async def list_streams(request, q: Query[ListQuery]):
     page = await operations.streams_list(prefix=q.prefix, limit=q.limit, offset=q.offset)
-    if not q.info:
-        return {"count": page.count, "streams": [{"name": n} for n in page.names]}
-    infos = await operations.stream_info_batch(names=page.names)
-    streams = [_info_out(infos[n]) if infos[n] else {"name": n} for n in page.names]
-    return {"count": page.count, "streams": streams}
+    if q.info:
+        infos = await operations.stream_info_batch(names=page.names)
+        streams = [_info_out(infos[n]) if infos[n] else {"name": n} for n in page.names]
+    else:
+        streams = [{"name": n} for n in page.names]
+    # The hot path: plain dicts straight to the C JSON encoder. Validating them through the
+    # response schema cost ~1 ms a request for 100 names; the schema still documents it.
+    return fast_json({"count": page.count, "streams": streams})
 
 
 @router.get("/streams/{name}", response={200: StreamOut}, auth=ReadAuth(), summary="Stream info")

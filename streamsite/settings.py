@@ -43,7 +43,10 @@ INSTALLED_APPS = [
     "monitoring",
 ]
 
-MIDDLEWARE = [
+# The admin gets Django's full (sync) middleware stack; the API, health and streaming paths
+# skip it and run only its pure parts on the event loop: see streamsite/middleware.py.
+MIDDLEWARE = ["streamsite.middleware.PathRoutedMiddleware"]
+FULL_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -52,6 +55,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+LEAN_PATH_PREFIXES = ["/api/", "/health/", "/metrics", "/live/"]
+# The admin's checks look for its middleware in MIDDLEWARE; it runs (for /admin/) via
+# FULL_MIDDLEWARE instead.
+SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
 
 ROOT_URLCONF = "streamsite.urls"
 ASGI_APPLICATION = "streamsite.asgi.application"

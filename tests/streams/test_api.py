@@ -193,3 +193,14 @@ async def test_openapi_and_docs(client):
     paths = resp.json()["paths"]
     assert "/api/streams/{name}/events" in paths and "/api/batch/streams/delete" in paths
     assert (await client.get("/api/docs")).status_code == 200
+
+
+async def test_staff_session_write_needs_csrf_token(r):
+    def staff():
+        get_user_model().objects.create_user("staff", password="pw", is_staff=True)
+
+    await sync_to_async(staff)()
+    client = AsyncClient(enforce_csrf_checks=True)
+    await client.alogin(username="staff", password="pw")
+    resp = await client.post("/api/streams/a/events", '{"x": 1}', content_type="application/json")
+    assert resp.status_code == 401

@@ -11,8 +11,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--username", default="admin")
+        parser.add_argument("--base-url", default="http://127.0.0.1:8000")
 
-    def handle(self, *args, username, **options):
+    def handle(self, *args, username, base_url, **options):
         User = get_user_model()
         user, _ = User.objects.get_or_create(username=username)
         password = secrets.token_urlsafe(12)
@@ -21,8 +22,8 @@ class Command(BaseCommand):
         user.save()
         _, token = ApiToken.issue(user=user, name="demo")
         self.stdout.write(
-            f"Demo admin: http://127.0.0.1:8000/admin/  user {username}  password {password}\n"
+            f"Demo admin: {base_url}/admin/  user {username}  password {password}\n"
             f"API token:  {token}\n"
             f"  curl -H 'Authorization: Bearer {token}' -d '{{\"power\": 250}}' "
-            "http://127.0.0.1:8000/api/streams/demo/events"
+            f"{base_url}/api/streams/demo/events"
         )

@@ -1,0 +1,99 @@
+"""Benchmark (a): GET /api/streams with N streams in Redis — cached registry vs SCAN per request.
+
+Seeds N streams into its own Redis database, starts daphne on a loopback port with the
+product plus a SCAN-per-request baseline endpoint (bench/scan_baseline_asgi.py), and drives
+both with wrk. Prints one JSON line per run. Needs wrk (apt-get install wrk).
+
+    .venv/bin/python bench/list_streams.py --streams 10000 --duration 15 --connections 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from streams.registry import registry_keys  # noqa: E402
+
+
+def seed(url: str, n: int, prefix: str) -> None:
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    set_key, version_key = registry_keys(prefix)
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        pipe.xadd(f"{prefix}bench-{i:06d}", {"power": "200"})
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.sadd(set_key, *[f"bench-{i:06d}" for i in range(n)])
+    pipe.incr(version_key)
+    pipe.execute()
+    r.close()
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"daphne did not listen on {port}")
+
+
+def wrk(url: str, duration: int, connections: int, threads: int) -> dict:
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(ROOT / "bench" / "latency.lua"), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--streams", type=int, default=10000)
+    p.add_argument("--duration", type=int, default=15)
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--port", type=int, default=8021)
+    p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
+    args = p.parse_args()
+
+    prefix = "stream:"
+    seed(args.redis_url, args.streams, prefix)
+    env = {
+        **os.environ, "DEBUG": "false", "SECRET_KEY": "bench", "ALLOWED_HOSTS": "127.0.0.1",
+        "STREAMS_PUBLIC_READ": "true", "REDIS_URL": args.redis_url, "LOG_LEVEL": "warning",
+        "STREAM_KEY_PREFIX": prefix,
+    }
+    server = subprocess.Popen(
+        [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(args.port), "--access-log", os.devnull,
+         "bench.scan_baseline_asgi:application"],
+        cwd=ROOT, env=env,
+    )
+    try:
+        wait_port(args.port)
+        base = f"http://127.0.0.1:{args.port}"
+        for label, path in [("registry", "/api/streams?limit=100"), ("scan-baseline", "/bench/streams-scan?limit=100")]:
+            wrk(base + path, 3, args.connections, args.threads)  # warm-up
+            result = wrk(base + path, args.duration, args.connections, args.threads)
+            print(json.dumps({"run": label, "streams": args.streams, "connections": args.connections, **result}))
+    finally:
+        server.terminate()
+        server.wait(10)
+        redis.Redis.from_url(args.redis_url).flushdb()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""The product's ASGI app plus one baseline endpoint for benchmarks only.
+
+``GET /bench/streams-scan`` lists streams the way the seed plan did before its registry: a
+full ``SCAN MATCH <prefix>* TYPE stream`` on every request. It lives here, not in the product.
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streamsite.settings")
+
+from django.conf import settings  # noqa: E402
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_app = get_asgi_application()
+
+from django.http import JsonResponse  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from streams.clients import redis_context  # noqa: E402
+from streamsite import urls  # noqa: E402
+
+
+async def streams_by_scan(request):
+    ctx = await redis_context()
+    prefix = ctx.config.stream_key_prefix
+    limit = int(request.GET.get("limit", 100))
+    async with ctx.main.client() as r:
+        names = sorted(
+            [k[len(prefix):] async for k in r.scan_iter(match=prefix + "*", count=1000, _type="stream")]
+        )
+    return JsonResponse({"count": len(names), "streams": [{"name": n} for n in names[:limit]]})
+
+
+urls.urlpatterns.insert(0, path("bench/streams-scan", streams_by_scan))
+application = django_app
+assert settings.ROOT_URLCONF == "streamsite.urls"
