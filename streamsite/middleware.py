@@ -12,10 +12,20 @@ from __future__ import annotations
 
 from asgiref.sync import markcoroutinefunction
 from django.conf import settings
+from django.http import JsonResponse
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.utils.module_loading import import_string
+
+
+def method_not_allowed(request, original) -> JsonResponse:
+    allowed = original.get("Allow", "")
+    response = JsonResponse(
+        {"detail": f"method {request.method} not allowed on {request.path}; allowed: {allowed}"}, status=405
+    )
+    response["Allow"] = allowed
+    return response
 
 
 def build_chain(paths: list[str], get_response):
@@ -48,4 +58,6 @@ class PathRoutedMiddleware:
         self.session.process_request(request)  # lazy: no I/O unless the session is read
         self.auth.process_request(request)  # lazy: request.auser() loads the user on demand
         response = await self.lean(request)
+        if response.status_code == 405 and not response.get("Content-Type", "").startswith("application/json"):
+            response = method_not_allowed(request, response)
         return self.security.process_response(request, response)

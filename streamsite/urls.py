@@ -22,3 +22,4 @@ else:
     urlpatterns.append(
         re_path(rf"^{static_prefix}(?P<path>.*)$", serve_collected, {"document_root": settings.STATIC_ROOT})
     )
+handler404 = "streamsite.views.not_found"

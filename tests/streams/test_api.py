@@ -204,3 +204,25 @@ async def test_staff_session_write_needs_csrf_token(r):
     await client.alogin(username="staff", password="pw")
     resp = await client.post("/api/streams/a/events", '{"x": 1}', content_type="application/json")
     assert resp.status_code == 401
+
+
+async def test_unknown_api_path_and_wrong_method_answer_json(client):
+    resp = await client.get("/api/nothing-here")
+    assert resp.status_code == 404 and "no such endpoint" in resp.json()["detail"]
+    resp = await client.put("/api/streams/a")
+    assert resp.status_code == 405 and "not allowed" in resp.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_admin_creates_token_and_shows_it_once(admin_client):
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.get(username="admin")
+    resp = admin_client.post("/admin/streams/apitoken/add/", {"user": user.pk, "name": "bike", "is_active": "on"}, follow=True)
+    assert resp.status_code == 200
+    token = ApiToken.objects.get(name="bike")
+    shown = [str(m) for m in resp.context["messages"]]
+    raw = next(m.split(": ")[-1] for m in shown if "shown only once" in m)
+    from streams.models import hash_token
+
+    assert hash_token(raw) == token.key_hash
