@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Query, Router, Schema
 from ninja.errors import HttpError
 from ninja.responses import Status
 from ninja.security import HttpBearer
 from pydantic import Field
 
-from streams import operations
+from streams import operations, sse
 from streams.auth import reader_allowed, writer
 from streams.names import InvalidInput, encode_entry, validate_range_id, validate_stream_name
 
@@ -208,6 +210,49 @@ async def delete_stream(request, name: str):
     if not await operations.streams_delete(names=[name]):
         raise HttpError(404, f"stream {name!r} not found")
     return Status(204, None)
+
+
+SSE_DOC = {
+    "responses": {
+        200: {
+            "description": "An endless text/event-stream (see README: Live delivery)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+    "parameters": [
+        {"in": "header", "name": "Last-Event-ID", "required": False, "schema": {"type": "string"}},
+        {"in": "query", "name": "last_event_id", "required": False, "schema": {"type": "string"}},
+        {"in": "query", "name": "from", "required": False, "schema": {"type": "string", "enum": ["start", "now"]}},
+    ],
+}
+
+
+async def sse_response(follow: sse.Follow) -> StreamingHttpResponse:
+    # Auth may have opened a DB connection in this request's thread: a stream that lasts
+    # hours must not hold it.
+    await sync_to_async(close_old_connections)()
+    response = StreamingHttpResponse(sse.event_source(follow), content_type="text/event-stream")
+    for header, value in sse.SSE_HEADERS.items():
+        response[header] = value
+    return response
+
+
+@router.get("/streams/{name}/sse", auth=ReadAuth(), summary="Follow a stream (SSE)", openapi_extra=SSE_DOC)
+async def follow_stream(request, name: str):
+    return await sse_response(await sse.follow_one(request, name))
+
+
+@router.get(
+    "/sse",
+    auth=ReadAuth(),
+    summary="Follow several streams in one connection (SSE)",
+    openapi_extra={**SSE_DOC, "parameters": [
+        {"in": "query", "name": "streams", "required": True, "schema": {"type": "string"}},
+        *SSE_DOC["parameters"],
+    ]},
+)
+async def follow_streams(request):
+    return await sse_response(await sse.follow_many(request))
 
 
 @batch_router.post("/streams/info", response=InfoBatchOut, auth=ReadAuth(), summary="Info for many streams")

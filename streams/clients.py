@@ -1,4 +1,4 @@
-"""Per-event-loop Redis resources: both pools and the registry.
+"""Per-event-loop Redis resources: both pools, the registry and the live hub.
 
 redis-py's asyncio connections belong to the loop that opened them, and Django, pytest and
 management commands each make loops of their own, so nothing is created at import time: the
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from streams.broadcast import DeletionFeed
+from streams.hub import StreamHub
 from streams.pool import BlockingClientPool, ClientPool, PoolLimits
 from streams.registry import StreamRegistry
 from streamsite.envconfig import RedisConfig
@@ -25,9 +27,19 @@ class RedisContext:
     main: ClientPool
     blocking: BlockingClientPool
     registry: StreamRegistry
+    hub: StreamHub
+    deletions: DeletionFeed
     started: asyncio.Future
 
+    def live_hub(self) -> StreamHub:
+        """The hub, with its cross-process deletion feed running."""
+        self.deletions.start()
+        return self.hub
+
     async def close(self) -> None:
+        """End listeners, stop every task, close every connection."""
+        await self.hub.close()
+        await self.deletions.close()
         await self.registry.close()
         await asyncio.gather(self.main.close(), self.blocking.close())
 
@@ -61,8 +73,23 @@ def build_context(config: RedisConfig) -> RedisContext:
         name="blocking",
     )
     registry = StreamRegistry(pool=main, config=config)
+    hub = StreamHub(
+        main=main,
+        blocking=blocking,
+        prefix=config.stream_key_prefix,
+        keys_per_reader=settings.STREAM_HUB_KEYS_PER_READER,
+        queue_size=settings.SSE_QUEUE_SIZE,
+    )
     started = asyncio.get_running_loop().create_future()
-    return RedisContext(config=config, main=main, blocking=blocking, registry=registry, started=started)
+    return RedisContext(
+        config=config,
+        main=main,
+        blocking=blocking,
+        registry=registry,
+        hub=hub,
+        deletions=DeletionFeed(hub),
+        started=started,
+    )
 
 
 async def redis_context() -> RedisContext:

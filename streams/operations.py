@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 from redis.exceptions import ResponseError
 
+from streams.broadcast import announce_deleted
 from streams.clients import redis_context
 from streams.names import validate_stream_name
+from streams.positions import last_generated_id
 from streams.registry import RegistryPage
 from streams.scripts import run_safe_range_script, run_stream_info_script
 
@@ -142,7 +144,10 @@ async def streams_exist(*, names: list[str]) -> dict[str, bool]:
 
 
 async def streams_delete(*, names: list[str]) -> int:
-    """Delete streams and unregister them in one transaction. Returns how many existed."""
+    """Delete streams and unregister them in one transaction. Returns how many existed.
+
+    Live listeners of those streams, in every process, get a ``deleted`` event.
+    """
     if not names:
         return 0
     ctx = await redis_context()
@@ -155,6 +160,8 @@ async def streams_delete(*, names: list[str]) -> int:
             pipe.incr(ctx.registry.version_key)
             deleted, _, _ = await pipe.execute()
     ctx.registry.forget_cache()
+    if deleted:
+        await announce_deleted(unique, ctx.hub)
     return int(deleted)
 
 
@@ -162,3 +169,10 @@ async def streams_list(*, prefix: str = "", limit: int = 100, offset: int = 0) -
     """A page of stream names from the registry (never a SCAN)."""
     ctx = await redis_context()
     return await ctx.registry.page(prefix=prefix, limit=limit, offset=offset)
+
+
+async def stream_last_id(*, name: str) -> str:
+    """The stream's last-generated-id (what ``$`` would mean now), or ``0-0`` when missing."""
+    ctx = await redis_context()
+    async with ctx.main.client() as r:
+        return await last_generated_id(r, stream_key(ctx.config.stream_key_prefix, name))

@@ -106,6 +106,14 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(env, "DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 *
 REDIS = load_redis_config(env)
 STREAMS_PUBLIC_READ = env_bool(env, "STREAMS_PUBLIC_READ", DEBUG)
 
+# --- Live delivery (hub, SSE, WebSocket) ---------------------------------------------------
+STREAM_HUB_KEYS_PER_READER = env_int(env, "STREAM_HUB_KEYS_PER_READER", 1000, minimum=1)
+SSE_QUEUE_SIZE = env_int(env, "SSE_QUEUE_SIZE", 1000, minimum=1)
+SSE_RETRY_MS = env_int(env, "SSE_RETRY_MS", 2000)
+SSE_HEARTBEAT_INTERVAL = env_int(env, "SSE_HEARTBEAT_INTERVAL", 15000, minimum=1)
+SSE_DELIVERY = env_choice(env, "SSE_DELIVERY", "hub", ("hub", "pool"))
+SSE_MAX_STREAMS = 50
+
 # --- Channels ------------------------------------------------------------------------------
 CHANNEL_LAYERS = {
     "default": {

@@ -1,0 +1,341 @@
+"""StreamHub: one process's live reads, shared by all of its listeners.
+
+A few reader tasks ``XREAD BLOCK`` over every stream that has listeners (at most
+``keys_per_reader`` keys each) on connections borrowed from the BlockingClientPool, and fan
+each entry out to the listeners' bounded queues. So Redis sees a handful of blocked clients
+per process however many SSE/WebSocket listeners there are.
+
+- Readers read forward from a concrete id per key (the key's last-generated-id when it
+  joined, or ``0-0`` for a stream that does not exist yet): never ``$``, which would lose
+  entries added between two XREADs.
+- A key that joins wakes its reader with ``CLIENT UNBLOCK`` so it need not wait out a BLOCK.
+- A reader that loses its connection gets another (with backoff) and carries on from its
+  last ids: nothing is lost and listeners stay connected.
+- A listener whose queue is full is *ended* with reason ``overflow`` (the hub never blocks
+  on a slow listener); the client resumes with Last-Event-ID and loses nothing.
+- Listeners do their own catch-up (XRANGE) after subscribing and drop queued entries at or
+  before the last id they delivered, so there is no gap and no duplicate at the boundary.
+
+The hub owns its reader tasks: ``close()`` ends every listener, then cancels and awaits them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streams.pool import BlockingClientPool, ClientPool, PoolClosedError
+from streams.positions import last_generated_id, parse_id
+from streams.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+BLOCK_MS = 2000  # a safety net only: joins wake the reader at once
+READ_COUNT = 100  # per key per XREAD
+BACKOFF_START = 0.05
+BACKOFF_MAX = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stream entry as delivered to listeners. ``data_json`` is encoded once, shared."""
+
+    name: str
+    id: str
+    pos: tuple[int, int]
+    data_json: str
+
+
+def make_entry(name: str, entry_id: str, fields: dict[str, str]) -> Entry:
+    return Entry(name=name, id=entry_id, pos=parse_id(entry_id), data_json=json.dumps(fields))
+
+
+class Subscription:
+    """One listener's bounded queue of entries across one or more streams."""
+
+    __slots__ = ("names", "maxsize", "_items", "_ready", "end_reason", "end_detail")
+
+    def __init__(self, names: tuple[str, ...], maxsize: int) -> None:
+        self.names = names
+        self.maxsize = maxsize
+        self._items: deque[Entry] = deque()
+        self._ready = asyncio.Event()
+        self.end_reason: str | None = None  # "overflow", "deleted", "shutdown"
+        self.end_detail: str = ""
+
+    def push(self, entry: Entry) -> int:
+        """Queue an entry: 1 queued, 0 ignored (already ended), -1 overflowed by this entry."""
+        if self.end_reason is not None:
+            return 0
+        if len(self._items) >= self.maxsize:
+            self.end("overflow", f"more than {self.maxsize} events queued: the client reads too slowly")
+            return -1
+        self._items.append(entry)
+        self._ready.set()
+        return 1
+
+    def end(self, reason: str, detail: str = "") -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+            self.end_detail = detail
+        self._ready.set()
+
+    async def next_batch(self, timeout: float | None) -> list[Entry]:
+        """Everything queued, waiting up to ``timeout`` for something; [] on timeout."""
+        if not self._items and self.end_reason is None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
+            except TimeoutError:
+                return []
+        self._ready.clear()
+        batch = list(self._items)
+        self._items.clear()
+        return batch
+
+    @property
+    def queued(self) -> int:
+        return len(self._items)
+
+
+@dataclass(frozen=True)
+class HubStats:
+    listeners: int
+    keys: int
+    readers: int
+    events_delivered: int
+    overflow_disconnects: int
+    reconnects: int
+
+
+class _Reader:
+    """One XREAD BLOCK loop over a shard of keys."""
+
+    def __init__(self, hub: "StreamHub", index: int) -> None:
+        self.hub = hub
+        self.index = index
+        self.cursors: dict[str, str] = {}  # name -> last id read
+        self.client_id: int | None = None
+        self.blocked = False
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"stream-hub-reader-{self.index}")
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_START
+        while self.cursors:
+            try:
+                async with self.hub._blocking.client() as client:
+                    self.client_id = await client.client_id()
+                    backoff = BACKOFF_START
+                    await self._read_loop(client)
+            except asyncio.CancelledError:
+                raise
+            except PoolClosedError:
+                return
+            except (RedisConnectionError, RedisTimeoutError, OSError, RedisError) as exc:
+                self.hub._reconnects += 1
+                log.warning("stream hub reader %d lost Redis (%s); retrying in %.2fs", self.index, exc, backoff)
+            except Exception:  # a bug must not silently stop delivery: log, back off, go on
+                self.hub._reconnects += 1
+                log.exception("stream hub reader %d failed; restarting", self.index)
+            finally:
+                self.client_id = None
+                self.blocked = False
+            await asyncio.sleep(backoff * (1 + random.random() / 4))
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _read_loop(self, client) -> None:
+        prefix = self.hub._prefix
+        cut = len(prefix)
+        while self.cursors:
+            streams = {prefix + name: cursor for name, cursor in self.cursors.items()}
+            self.blocked = True
+            try:
+                reply = await client.xread(streams, count=READ_COUNT, block=BLOCK_MS)
+            finally:
+                self.blocked = False
+            for key, entries in reply or ():
+                name = key[cut:]
+                if name not in self.cursors or not entries:
+                    continue  # left the read set meanwhile
+                self.cursors[name] = entries[-1][0]
+                self.hub._fan_out(name, entries)
+
+
+class StreamHub:
+    def __init__(
+        self, *, main: ClientPool, blocking: BlockingClientPool, prefix: str, keys_per_reader: int, queue_size: int
+    ) -> None:
+        self._main = main
+        self._blocking = blocking
+        self._prefix = prefix
+        self._keys_per_reader = keys_per_reader
+        self._queue_size = queue_size
+        self._subs: dict[str, set[Subscription]] = {}
+        self._reader_of: dict[str, _Reader] = {}
+        self._readers: list[_Reader] = []
+        self._joining: dict[str, asyncio.Future] = {}
+        self._delivered = 0
+        self._overflows = 0
+        self._reconnects = 0
+        self._closed = False
+        self._next_index = 0
+        self._chores: set[asyncio.Task] = set()  # wake-ups and retiring readers; awaited by close()
+
+    # --- listeners -----------------------------------------------------------------------
+    async def subscribe(self, names: list[str] | tuple[str, ...]) -> Subscription:
+        """Register a listener on ``names``; entries newer than each key's join point arrive."""
+        if self._closed:
+            raise PoolClosedError("stream hub is shut down")
+        sub = Subscription(tuple(names), self._queue_size)
+        for name in sub.names:
+            self._subs.setdefault(name, set()).add(sub)
+        try:
+            await asyncio.gather(*(self._ensure_key(name) for name in sub.names))
+        except BaseException:
+            self.unsubscribe(sub)
+            raise
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        for name in sub.names:
+            subs = self._subs.get(name)
+            if subs is None:
+                continue
+            subs.discard(sub)
+            if not subs:
+                del self._subs[name]
+                self._drop_key(name)
+
+    def notify_deleted(self, names: list[str]) -> int:
+        """End the listeners of deleted streams with reason ``deleted``. Returns how many."""
+        ended = 0
+        for name in names:
+            for sub in list(self._subs.get(name, ())):
+                sub.end("deleted", name)
+                ended += 1
+        return ended
+
+    def stats(self) -> HubStats:
+        listeners = len({id(s) for subs in self._subs.values() for s in subs})
+        return HubStats(
+            listeners=listeners,
+            keys=len(self._reader_of),
+            readers=len(self._readers),
+            events_delivered=self._delivered,
+            overflow_disconnects=self._overflows,
+            reconnects=self._reconnects,
+        )
+
+    async def close(self) -> None:
+        """End every listener, then cancel and await every reader."""
+        self._closed = True
+        for subs in list(self._subs.values()):
+            for sub in subs:
+                sub.end("shutdown", "server is shutting down")
+        readers, self._readers = self._readers, []
+        self._reader_of.clear()
+        for reader in readers:
+            reader.cursors.clear()
+        chores = list(self._chores)
+        await asyncio.gather(*(cancel_and_wait(t) for t in [*(r.task for r in readers), *chores]))
+
+    # --- keys and readers ----------------------------------------------------------------
+    async def _ensure_key(self, name: str) -> None:
+        if name in self._reader_of:
+            return
+        pending = self._joining.get(name)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._joining[name] = future
+        try:
+            cursor = await self._join_point(name)
+            if name in self._subs and name not in self._reader_of and not self._closed:
+                self._attach(name, cursor)
+            future.set_result(None)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters get it through the shield
+            raise
+        finally:
+            del self._joining[name]
+
+    async def _join_point(self, name: str) -> str:
+        """The concrete id to read after: last-generated-id, or 0-0 for a missing stream."""
+        async with self._main.client() as r:
+            return await last_generated_id(r, self._prefix + name)
+
+    def _attach(self, name: str, cursor: str) -> None:
+        reader = next((r for r in self._readers if len(r.cursors) < self._keys_per_reader), None)
+        if reader is None:
+            reader = _Reader(self, self._next_index)
+            self._next_index += 1
+            self._readers.append(reader)
+        reader.cursors[name] = cursor
+        self._reader_of[name] = reader
+        if reader.task is None or reader.task.done():
+            reader.start()
+        else:
+            self._wake(reader)
+
+    def _drop_key(self, name: str) -> None:
+        reader = self._reader_of.pop(name, None)
+        if reader is None:
+            return
+        reader.cursors.pop(name, None)
+        if not reader.cursors:
+            # Its loop ends by itself once woken; the task is done soon after.
+            # Its loop ends by itself once woken (or when its BLOCK times out).
+            self._readers.remove(reader)
+            self._wake(reader)
+            if reader.task is not None:
+                self._own(reader.task)
+
+    def _wake(self, reader: _Reader) -> None:
+        """Interrupt a reader's BLOCK so it re-reads its key set."""
+        if reader.client_id is None or not reader.blocked:
+            return  # it will see the new key set before its next XREAD
+        client_id = reader.client_id
+
+        async def unblock() -> None:
+            try:
+                async with self._main.client() as r:
+                    # The XREAD may not have reached Redis yet: retry briefly while the
+                    # reader still waits on the same connection.
+                    for _ in range(20):
+                        if await r.client_unblock(client_id) or not reader.blocked or reader.client_id != client_id:
+                            return
+                        await asyncio.sleep(0.005)
+            except RedisError as exc:  # the reader's BLOCK times out soon anyway
+                log.debug("CLIENT UNBLOCK %s failed: %s", client_id, exc)
+
+        self._own(asyncio.get_running_loop().create_task(unblock()))
+
+    def _own(self, task: asyncio.Task) -> None:
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    def _fan_out(self, name: str, entries) -> None:
+        subs = self._subs.get(name)
+        if not subs:
+            return
+        for entry_id, fields in entries:
+            entry = make_entry(name, entry_id, fields)
+            for sub in list(subs):
+                outcome = sub.push(entry)
+                if outcome > 0:
+                    self._delivered += 1
+                elif outcome < 0:
+                    self._overflows += 1

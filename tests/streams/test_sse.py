@@ -1,0 +1,265 @@
+import asyncio
+
+import pytest
+
+from streams import operations
+from streams.clients import redis_context
+from tests.conftest import our_connections
+from tests.streams.sse_client import SSEClient
+
+
+@pytest.fixture(autouse=True)
+def public_reads(settings):
+    settings.STREAMS_PUBLIC_READ = True
+
+
+@pytest.fixture
+async def open_clients():
+    clients: list[SSEClient] = []
+    yield clients
+    for c in clients:
+        await c.close()
+
+
+async def follow(open_clients, path, **headers) -> SSEClient:
+    client = await SSEClient(path, headers=headers).connect()
+    open_clients.append(client)
+    return client
+
+
+async def publish(name, n, start=0, field="i"):
+    return await operations.stream_publish(name=name, entries=[{field: str(start + k)} for k in range(n)])
+
+
+async def wait_for(predicate, timeout=5.0):
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def hub_listening(name: str) -> None:
+    """Wait until the hub reads ``name`` (the subscription is made when streaming starts)."""
+    ctx = await redis_context()
+    await wait_for(lambda: name in ctx.hub._reader_of)
+
+
+async def test_live_entries_with_headers_and_retry(r, open_clients):
+    c = await follow(open_clients, "/api/streams/ride/sse")
+    assert c.status == 200
+    assert c.response_headers["content-type"].startswith("text/event-stream")
+    assert c.response_headers["cache-control"] == "no-cache"
+    assert c.response_headers["x-accel-buffering"] == "no"
+    first = await c.next_event()
+    assert first.retry == 2000
+    await publish("old", 1)
+    await hub_listening("ride")
+    ids = await publish("ride", 3)
+    events = await c.events(3)
+    assert [e.id for e in events] == ids
+    assert [e.json() for e in events] == [{"i": "0"}, {"i": "1"}, {"i": "2"}]
+    assert all(e.event == "message" for e in events)
+
+
+async def test_default_start_skips_history(r, open_clients):
+    await publish("ride", 5)
+    c = await follow(open_clients, "/api/streams/ride/sse")
+    await hub_listening("ride")
+    ids = await publish("ride", 1, start=5)
+    (event,) = await c.events(1)
+    assert event.id == ids[0]
+
+
+async def test_from_start_delivers_history_then_live(r, open_clients):
+    old = await publish("ride", 3)
+    c = await follow(open_clients, "/api/streams/ride/sse?from=start")
+    assert [e.id for e in await c.events(3)] == old
+    await hub_listening("ride")
+    new = await publish("ride", 2, start=3)
+    assert [e.id for e in await c.events(2)] == new
+
+
+async def test_stream_that_does_not_exist_yet_can_be_followed(r, open_clients):
+    c = await follow(open_clients, "/api/streams/later/sse")
+    await hub_listening("later")
+    ids = await publish("later", 2)
+    assert [e.id for e in await c.events(2)] == ids
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+async def test_last_event_id_resumes_after_that_id(r, open_clients, how):
+    ids = await publish("ride", 10)
+    if how == "header":
+        c = await follow(open_clients, "/api/streams/ride/sse", **{"Last-Event-ID": ids[4]})
+    else:
+        c = await follow(open_clients, f"/api/streams/ride/sse?last_event_id={ids[4]}&from=start")
+    assert [e.id for e in await c.events(5)] == ids[5:]
+
+
+async def test_last_event_id_wins_over_from_start(r, open_clients):
+    ids = await publish("ride", 4)
+    c = await follow(open_clients, "/api/streams/ride/sse?from=start", **{"Last-Event-ID": ids[2]})
+    assert [e.id for e in await c.events(1)] == ids[3:]
+
+
+async def test_resume_has_no_gap_and_no_duplicate_while_publishing(r, open_clients, settings):
+    """Catch-up (several XRANGE chunks) races live publishing: every entry exactly once, in order."""
+    first = await publish("race", 1200)
+    total = 3000
+
+    async def producer():
+        for k in range(1200, total, 50):
+            await publish("race", 50, start=k)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(producer())
+    c = await follow(open_clients, "/api/streams/race/sse", **{"Last-Event-ID": first[0]})
+    events = await c.events(total - 1, timeout=10)
+    await task
+    values = [int(e.json()["i"]) for e in events]
+    assert values == list(range(1, total))
+    assert len({e.id for e in events}) == total - 1
+
+
+async def test_heartbeat_comment(r, open_clients, settings):
+    settings.SSE_HEARTBEAT_INTERVAL = 50
+    c = await follow(open_clients, "/api/streams/quiet/sse")
+    assert (await c.next_event()).retry is not None
+    assert (await c.next_event(timeout=2)).comment == "ping"
+
+
+@pytest.mark.parametrize(
+    "path,headers,needle",
+    [
+        ("/api/streams/ride/sse", {"Last-Event-ID": "yesterday"}, "Last-Event-ID"),
+        ("/api/streams/ride/sse?last_event_id=1-2-3", {}, "Last-Event-ID"),
+        ("/api/streams/ride/sse?from=end", {}, "from"),
+        ("/api/streams/bad%20name/sse", {}, "invalid stream name"),
+        ("/api/sse", {}, "streams is required"),
+        ("/api/sse?streams=a,a", {}, "twice"),
+        ("/api/sse?streams=" + ",".join(f"s{i}" for i in range(51)), {}, "51 streams"),
+        ("/api/sse?streams=a,b", {"Last-Event-ID": "1-0"}, "1 positions for 2 streams"),
+        ("/api/sse?streams=a,b", {"Last-Event-ID": "1-0,x"}, "Last-Event-ID position"),
+    ],
+)
+async def test_bad_start_is_400_before_streaming(r, path, headers, needle):
+    c = await SSEClient(path, headers=headers).connect()
+    assert c.status == 400
+    assert needle in (await c.json_body())["detail"]
+
+
+async def test_reads_need_auth_when_not_public(r, settings):
+    settings.STREAMS_PUBLIC_READ = False
+    c = await SSEClient("/api/streams/ride/sse").connect()
+    assert c.status == 401
+
+
+async def test_multi_stream_events_and_composite_resume(r, open_clients):
+    c = await follow(open_clients, "/api/sse?streams=a,b&from=start")
+    await hub_listening("a")
+    await hub_listening("b")
+    a_ids = await publish("a", 2)
+    b_ids = await publish("b", 1)
+    events = await c.events(3)
+    assert [(e.json()["stream"], e.json()["id"]) for e in events] == [("a", a_ids[0]), ("a", a_ids[1]), ("b", b_ids[0])]
+    assert events[0].json()["data"] == {"i": "0"}
+    assert events[1].id == f"{a_ids[1]},0-0"
+    resume_from = events[1].id  # as if the connection dropped after the 2nd event
+    await c.close()
+    more_b = await publish("b", 1, start=1)
+    c2 = await follow(open_clients, "/api/sse?streams=a,b&from=start", **{"Last-Event-ID": resume_from})
+    got = await c2.events(2)
+    assert [e.json()["id"] for e in got] == [b_ids[0], more_b[0]]
+    assert got[-1].id == f"{a_ids[1]},{more_b[0]}"
+
+
+async def test_disconnect_cleans_up_subscription(r):
+    c = await SSEClient("/api/streams/ride/sse").connect()
+    await hub_listening("ride")
+    hub = (await redis_context()).hub
+    assert hub.stats().listeners == 1 and hub.stats().keys == 1
+    await c.close()
+    await wait_for(lambda: hub.stats().listeners == 0)
+    assert hub.stats().keys == 0
+    await wait_for(lambda: hub.stats().readers == 0)
+
+
+async def test_reader_recovers_after_client_kill_without_losing_events(r, open_clients):
+    c = await follow(open_clients, "/api/streams/ride/sse")
+    await hub_listening("ride")
+    total = 600
+
+    async def producer():
+        for k in range(0, total, 20):
+            await publish("ride", 20, start=k)
+            if k in (100, 300, 500):
+                for conn in await our_connections(r, "blocking"):
+                    await r.client_kill_filter(_id=conn["id"])
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(producer())
+    events = await c.events(total, timeout=15)
+    await task
+    assert [int(e.json()["i"]) for e in events] == list(range(total))
+    assert (await redis_context()).hub.stats().reconnects >= 1
+
+
+async def test_slow_listener_gets_overflow_then_resumes_losslessly(r, open_clients, settings):
+    settings.SSE_QUEUE_SIZE = 5
+    c = await follow(open_clients, "/api/streams/ride/sse")
+    await hub_listening("ride")
+    ids = await publish("ride", 50)  # one MULTI: the reader fans all 50 out at once
+    got = await c.events(6)
+    delivered, overflow = got[:-1], got[-1]
+    assert [e.id for e in delivered] == ids[:5]
+    assert overflow.event == "overflow"
+    assert overflow.json()["last_event_id"] == ids[4]
+    with pytest.raises(EOFError):
+        await c.next_event()
+    assert (await redis_context()).hub.stats().overflow_disconnects == 1
+    settings.SSE_QUEUE_SIZE = 1000
+    resumed = await follow(open_clients, "/api/streams/ride/sse", **{"Last-Event-ID": overflow.json()["last_event_id"]})
+    assert [e.id for e in await resumed.events(45)] == ids[5:]
+
+
+async def test_deleted_stream_ends_listeners_with_deleted_event(r, open_clients):
+    await publish("gone", 1)
+    c = await follow(open_clients, "/api/streams/gone/sse")
+    await hub_listening("gone")
+    assert await operations.streams_delete(names=["gone"]) == 1
+    (event,) = await c.events(1)
+    assert event.event == "deleted" and event.json()["stream"] == "gone"
+    with pytest.raises(EOFError):
+        await c.next_event()
+
+
+async def test_deletion_reaches_another_process_over_the_channel_layer(r):
+    from django.conf import settings as dj_settings
+
+    from streams.clients import build_context
+
+    await publish("shared", 1)
+    other = build_context(dj_settings.REDIS)  # what a second server process would have
+    try:
+        hub = other.live_hub()
+        await asyncio.wait_for(other.deletions.joined.wait(), 5)
+        sub = await hub.subscribe(["shared"])
+        await operations.streams_delete(names=["shared"])  # through *this* process's services
+        await wait_for(lambda: sub.end_reason is not None)
+        assert (sub.end_reason, sub.end_detail) == ("deleted", "shared")
+        hub.unsubscribe(sub)
+    finally:
+        await other.close()
+
+
+async def test_hundred_concurrent_listeners_get_every_event(r, open_clients):
+    names = [f"s{i}" for i in range(10)]
+    clients = [await follow(open_clients, f"/api/streams/{names[i % 10]}/sse") for i in range(100)]
+    for name in names:
+        await hub_listening(name)
+    hub = (await redis_context()).hub
+    assert hub.stats().listeners == 100
+    expected = {name: await publish(name, 20) for name in names}
+    for i, c in enumerate(clients):
+        assert [e.id for e in await c.events(20, timeout=10)] == expected[names[i % 10]]
+    blocking = await our_connections(r, "blocking")
+    assert sum(1 for conn in blocking if conn["cmd"] == "xread") == 1  # one reader for all 100
