@@ -239,7 +239,7 @@ async def sse_response(follow: sse.Follow) -> StreamingHttpResponse:
 
 @router.get("/streams/{name}/sse", auth=ReadAuth(), summary="Follow a stream (SSE)", openapi_extra=SSE_DOC)
 async def follow_stream(request, name: str):
-    return await sse_response(await sse.follow_one(request, name))
+    return await sse_response(await sse.follow_for_stream(request, name))
 
 
 @router.get(
@@ -252,7 +252,7 @@ async def follow_stream(request, name: str):
     ]},
 )
 async def follow_streams(request):
-    return await sse_response(await sse.follow_many(request))
+    return await sse_response(await sse.follow_for_streams(request))
 
 
 @batch_router.post("/streams/info", response=InfoBatchOut, auth=ReadAuth(), summary="Info for many streams")

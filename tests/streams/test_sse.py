@@ -172,6 +172,22 @@ async def test_multi_stream_events_and_composite_resume(r, open_clients):
     assert got[-1].id == f"{a_ids[1]},{more_b[0]}"
 
 
+async def test_composite_ids_within_one_batch_are_per_event(r, open_clients):
+    c = await follow(open_clients, "/api/sse?streams=a,b&from=start")
+    await hub_listening("a")
+    await hub_listening("b")
+    async with r.pipeline(transaction=True) as pipe:  # one MULTI: one XREAD reply, one batch
+        pipe.xadd("stream:a", {"i": "0"}).xadd("stream:b", {"i": "0"}).xadd("stream:a", {"i": "1"})
+        a0, b0, a1 = await pipe.execute()
+    events = await c.events(3)
+    position = {"a": "0-0", "b": "0-0"}
+    for event in events:  # each id covers exactly what was delivered up to that event
+        body = event.json()
+        position[body["stream"]] = body["id"]
+        assert event.id == f"{position['a']},{position['b']}"
+    assert position == {"a": a1, "b": b0} and {e.json()["id"] for e in events} == {a0, b0, a1}
+
+
 async def test_disconnect_cleans_up_subscription(r):
     c = await SSEClient("/api/streams/ride/sse").connect()
     await hub_listening("ride")
