@@ -16,10 +16,9 @@ from pydantic import Field
 
 from streams import operations, sse
 from streams.auth import reader_allowed, writer
-from streams.names import InvalidInput, encode_entry, validate_range_id, validate_stream_name
+from streams.names import MAX_ENTRIES, InvalidInput, encode_entries, validate_range_id, validate_stream_name
 
 MAX_BATCH = 1000
-MAX_PUBLISH = 1000
 
 
 class WriteAuth(HttpBearer):
@@ -162,7 +161,7 @@ PUBLISH_BODY = {
                         {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
                         {
                             "type": "array",
-                            "maxItems": MAX_PUBLISH,
+                            "maxItems": MAX_ENTRIES,
                             "items": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
                         },
                     ]
@@ -179,15 +178,7 @@ def parse_publish_body(body: bytes) -> list[dict[str, str]]:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"request body is not valid JSON: {exc}") from None
-    if isinstance(payload, dict):
-        return [encode_entry(payload)]
-    if isinstance(payload, list):
-        if not payload:
-            raise InvalidInput("an empty array publishes nothing: send at least one entry")
-        if len(payload) > MAX_PUBLISH:
-            raise InvalidInput(f"{len(payload)} entries is more than the limit of {MAX_PUBLISH}")
-        return [encode_entry(item, index=i) for i, item in enumerate(payload)]
-    raise InvalidInput("request body must be a JSON object or an array of objects")
+    return encode_entries(payload)
 
 
 @router.post(

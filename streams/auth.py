@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 from ninja.utils import check_csrf
@@ -17,16 +18,21 @@ def bearer_token(request) -> str | None:
     return None
 
 
-async def user_for_token(raw: str):
-    """The active user behind an active token, or None."""
+@database_sync_to_async
+def user_for_token(raw: str):
+    """The active user behind an active token, or None.
+
+    Runs in a worker thread and closes its DB connection afterwards (channels'
+    ``database_sync_to_async``): callers include WebSockets and SSE that live for hours.
+    """
     token = (
-        await ApiToken.objects.select_related("user")
+        ApiToken.objects.select_related("user")
         .filter(key_hash=hash_token(raw), is_active=True, user__is_active=True)
-        .afirst()
+        .first()
     )
     if token is None:
         return None
-    await ApiToken.objects.filter(pk=token.pk).aupdate(last_used_at=timezone.now())
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
     return token.user
 
 

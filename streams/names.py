@@ -12,6 +12,7 @@ RANGE_ID_RE = re.compile(r"^\(?\d{1,20}(-\d{1,20})?$")
 ENTRY_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 MAX_FIELDS = 100
+MAX_ENTRIES = 1000  # per publish call
 MAX_FIELD_NAME = 256
 
 
@@ -69,3 +70,16 @@ def _encode_value(value: object, what: str) -> str:
     if isinstance(value, str):
         return value
     raise InvalidInput(f"{what}: values must be strings, numbers or booleans")
+
+
+def encode_entries(payload: object) -> list[dict[str, str]]:
+    """One entry object or an array of up to MAX_ENTRIES of them → encoded entries."""
+    if isinstance(payload, dict):
+        return [encode_entry(payload)]
+    if isinstance(payload, list):
+        if not payload:
+            raise InvalidInput("an empty array publishes nothing: send at least one entry")
+        if len(payload) > MAX_ENTRIES:
+            raise InvalidInput(f"{len(payload)} entries is more than the limit of {MAX_ENTRIES}")
+        return [encode_entry(item, index=i) for i, item in enumerate(payload)]
+    raise InvalidInput("send a JSON object or an array of objects")

@@ -4,17 +4,17 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streamsite.settings")
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()  # sets Django up before the routing imports
 
-from streams.routing import websocket_urlpatterns  # noqa: E402
+from streams.routing import websocket_application  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": URLRouter(websocket_urlpatterns),
+        "websocket": websocket_application(),
     }
 )
 

@@ -99,7 +99,7 @@ async def test_batch_endpoints(client, token):
         ("get", "/api/streams?limit=0", None, "limit"),
         ("post", "/api/streams/a/events", "not json", "not valid JSON"),
         ("post", "/api/streams/a/events", "[]", "empty array"),
-        ("post", "/api/streams/a/events", "42", "JSON object"),
+        ("post", "/api/streams/a/events", "42", "JSON object or an array"),
         ("post", "/api/streams/a/events", '{"p": {"nested": 1}}', "field 'p'"),
         ("post", "/api/streams/a/events", '[{"p": 1}, {"q": [1]}]', "entry 1"),
         ("post", "/api/streams/a/events", "{}", "at least one field"),

@@ -1,0 +1,124 @@
+import asyncio
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+
+from streams import operations
+from streams.clients import redis_context
+from streams.models import ApiToken
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def app():
+    from streamsite.asgi import application
+
+    return application
+
+
+@pytest.fixture
+async def token(r):
+    def make():
+        user = get_user_model().objects.create_user("device")
+        return ApiToken.issue(user=user)[1]
+
+    return await sync_to_async(make)()
+
+
+@pytest.fixture
+async def sockets():
+    opened: list[WebsocketCommunicator] = []
+    yield opened
+    for ws in opened:
+        await ws.disconnect()
+
+
+async def open_ws(app, sockets, path, headers=None):
+    ws = WebsocketCommunicator(app, path, headers=headers or [])
+    connected, code = await ws.connect()
+    sockets.append(ws)
+    return ws, connected, code
+
+
+async def listening(name):
+    hub = (await redis_context()).hub
+    async with asyncio.timeout(5):
+        while name not in hub._reader_of:
+            await asyncio.sleep(0.01)
+
+
+async def test_follow_then_publish_and_bad_frame(app, sockets, token, settings):
+    settings.STREAMS_PUBLIC_READ = False
+    ws, connected, _ = await open_ws(app, sockets, f"/ws/streams/ride/?token={token}")
+    assert connected
+    await listening("ride")
+    ids = await operations.stream_publish(name="ride", entries=[{"power": "200"}])
+    assert await ws.receive_json_from(5) == {"id": ids[0], "data": {"power": "200"}}
+
+    await ws.send_to(text_data=json.dumps([{"power": 210}, {"power": 220, "hr": 150}]))
+    replies = [await ws.receive_json_from(5) for _ in range(3)]
+    ack = next(m for m in replies if "ids" in m)
+    pushed = [m for m in replies if "id" in m]
+    assert [m["id"] for m in pushed] == ack["ids"]
+    assert pushed[1]["data"] == {"power": "220", "hr": "150"}
+
+    await ws.send_to(text_data="{not json")
+    assert "bad frame" in (await ws.receive_json_from(5))["error"]
+    await ws.send_to(text_data=json.dumps({"p": [1]}))
+    assert "field 'p'" in (await ws.receive_json_from(5))["error"]
+    # still open and working after bad frames
+    await ws.send_to(text_data=json.dumps({"power": 230}))
+    got = [await ws.receive_json_from(5) for _ in range(2)]
+    assert any("ids" in m for m in got)
+
+
+async def test_resume_with_last_event_id(app, sockets, r, settings):
+    settings.STREAMS_PUBLIC_READ = True
+    ids = await operations.stream_publish(name="ride", entries=[{"i": str(i)} for i in range(5)])
+    ws, connected, _ = await open_ws(app, sockets, f"/ws/streams/ride/?last_event_id={ids[1]}")
+    assert connected
+    got = [await ws.receive_json_from(5) for _ in range(3)]
+    assert [m["id"] for m in got] == ids[2:]
+
+
+async def test_publish_without_token_gets_error_frame(app, sockets, r, settings):
+    settings.STREAMS_PUBLIC_READ = True
+    ws, connected, _ = await open_ws(app, sockets, "/ws/streams/ride/")
+    assert connected
+    await ws.send_to(text_data=json.dumps({"power": 1}))
+    assert "token" in (await ws.receive_json_from(5))["error"]
+
+
+async def test_private_reads_refuse_without_token(app, sockets, r, settings):
+    settings.STREAMS_PUBLIC_READ = False
+    _, connected, code = await open_ws(app, sockets, "/ws/streams/ride/")
+    assert not connected and code == 4403
+
+
+async def test_bad_start_id_sends_error_and_closes(app, sockets, r, settings):
+    settings.STREAMS_PUBLIC_READ = True
+    ws, connected, _ = await open_ws(app, sockets, "/ws/streams/ride/?last_event_id=nope")
+    assert connected
+    assert "Last-Event-ID" in (await ws.receive_json_from(5))["error"]
+    assert (await ws.receive_output(5))["type"] == "websocket.close"
+
+
+async def test_foreign_browser_origin_is_refused(app, sockets, r, settings):
+    settings.STREAMS_PUBLIC_READ = True
+    _, connected, _ = await open_ws(app, sockets, "/ws/streams/ride/", headers=[(b"origin", b"https://evil.example")])
+    assert not connected
+
+
+async def test_deleted_stream_sends_event_and_closes(app, sockets, r, settings):
+    settings.STREAMS_PUBLIC_READ = True
+    await operations.stream_publish(name="gone", entries=[{"x": "1"}])
+    ws, _, _ = await open_ws(app, sockets, "/ws/streams/gone/")
+    await listening("gone")
+    await operations.streams_delete(names=["gone"])
+    message = await ws.receive_json_from(5)
+    assert message["event"] == "deleted"
+    assert (await ws.receive_output(5))["type"] == "websocket.close"
