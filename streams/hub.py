@@ -237,12 +237,26 @@ class StreamHub:
             reconnects=self._reconnects,
         )
 
-    async def close(self) -> None:
-        """End every listener, then cancel and await every reader."""
+    def begin_shutdown(self) -> None:
+        """Refuse new listeners and end every current one with reason ``shutdown``."""
         self._closed = True
         for subs in list(self._subs.values()):
             for sub in subs:
-                sub.end("shutdown", "server is shutting down")
+                sub.end("shutdown", "server is shutting down: reconnect with Last-Event-ID")
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait (up to ``timeout`` s) until every listener has unsubscribed."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._subs:
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """End every listener, then cancel and await every reader."""
+        self.begin_shutdown()
         readers, self._readers = self._readers, []
         self._reader_of.clear()
         for reader in readers:

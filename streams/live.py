@@ -128,8 +128,8 @@ async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[lis
         while True:
             batch = await sub.next_batch(heartbeat)
             fresh = _newer(batch, cursors)
-            if fresh or not batch:
-                yield fresh
+            if fresh or (not batch and sub.end_reason is None):
+                yield fresh  # [] = a quiet heartbeat interval
             if sub.end_reason is not None:
                 yield Ended(sub.end_reason, sub.end_detail)
                 return

@@ -113,6 +113,7 @@ SSE_RETRY_MS = env_int(env, "SSE_RETRY_MS", 2000)
 SSE_HEARTBEAT_INTERVAL = env_int(env, "SSE_HEARTBEAT_INTERVAL", 15000, minimum=1)
 SSE_DELIVERY = env_choice(env, "SSE_DELIVERY", "hub", ("hub", "pool"))
 SSE_MAX_STREAMS = 50
+SHUTDOWN_GRACE_MS = env_int(env, "SHUTDOWN_GRACE_MS", 2000)
 
 # --- Channels ------------------------------------------------------------------------------
 CHANNEL_LAYERS = {

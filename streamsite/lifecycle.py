@@ -1,0 +1,83 @@
+"""Graceful shutdown under daphne (Twisted triggers) and ASGI servers with lifespan (uvicorn).
+
+On stop: the hub ends every live listener with ``event: shutdown`` (clients reconnect to
+another process with Last-Event-ID), waits briefly for them to finish, then hub readers are
+cancelled and awaited and both Redis pools and the Channels layer's connections are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from django.conf import settings
+
+from streams.clients import close_redis_context, current_context
+
+log = logging.getLogger("streamsite")
+
+
+def begin_shutdown() -> None:
+    ctx = current_context()
+    if ctx is not None:
+        ctx.hub.begin_shutdown()
+
+
+async def drain_listeners() -> None:
+    ctx = current_context()
+    if ctx is not None and not await ctx.hub.drain(settings.SHUTDOWN_GRACE_MS / 1000):
+        log.warning("shutdown: %d listeners still open after the grace period", ctx.hub.stats().listeners)
+
+
+async def close_everything() -> None:
+    await close_redis_context()
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is not None and hasattr(layer, "close_pools"):
+        await layer.close_pools()
+    log.info("shutdown: live listeners ended, hub stopped, Redis pools closed")
+
+
+async def shutdown() -> None:
+    begin_shutdown()
+    await finish_shutdown()
+
+
+async def finish_shutdown() -> None:
+    await drain_listeners()
+    await close_everything()
+
+
+def install_twisted_hooks() -> None:
+    """Under daphne: on SIGTERM, end listeners, then close everything.
+
+    Both run in Twisted's "before" shutdown phase: in the "during" phase the reactor stops
+    the asyncio loop first (its own ``crash`` trigger), so a coroutine started there never
+    finishes. daphne's own "before" trigger cancels its application instances meanwhile;
+    our listeners have already been told to end and finish their responses cleanly.
+    """
+    if "twisted.internet.reactor" not in sys.modules:
+        return
+    from twisted.internet import defer, reactor
+
+    def before() -> defer.Deferred:
+        begin_shutdown()  # now, before daphne's own trigger cancels the applications
+        d = defer.Deferred.fromFuture(asyncio.ensure_future(finish_shutdown()))
+        d.addErrback(lambda failure: log.error("shutdown failed: %s", failure.getTraceback()))
+        return d
+
+    reactor.addSystemEventTrigger("before", "shutdown", before)
+
+
+async def lifespan(scope, receive, send) -> None:
+    """ASGI lifespan (uvicorn, hypercorn); daphne does not send it and uses the hooks above."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,82 @@
+"""Graceful shutdown of a real daphne process: listeners end cleanly, nothing is left open."""
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+async def daphne(r, tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "streamsite.settings", "DEBUG": "false", "SECRET_KEY": "test",
+        "ALLOWED_HOSTS": "127.0.0.1", "STREAMS_PUBLIC_READ": "true", "REDIS_URL": settings.REDIS.url,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "LOG_LEVEL": "info",
+    }
+    log = open(tmp_path / "daphne.log", "w+")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "streamsite.asgi:application"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    break
+                except OSError:
+                    assert proc.poll() is None, (tmp_path / "daphne.log").read_text()
+                    await asyncio.sleep(0.1)
+        yield proc, port, tmp_path / "daphne.log"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+async def connections_of(r, pid: int) -> list[dict]:
+    return [c for c in await r.client_list() if c.get("name", "").endswith(f":{pid}")]
+
+
+async def test_sigterm_ends_listeners_and_closes_every_connection(r, daphne):
+    proc, port, log_path = daphne
+    async with httpx.AsyncClient(timeout=10) as client:
+        async with client.stream("GET", f"http://127.0.0.1:{port}/api/streams/ride/sse") as resp:
+            assert resp.status_code == 200
+            chunks = resp.aiter_text()
+            assert "retry:" in await anext(chunks)
+            async with asyncio.timeout(10):  # the hub's reader is blocked on our stream
+                while not any(c["cmd"] == "xread" for c in await connections_of(r, proc.pid)):
+                    await asyncio.sleep(0.05)
+            await r.xadd("stream:ride", {"power": "250"})
+            assert '"power": "250"' in await anext(chunks)
+
+            proc.send_signal(signal.SIGTERM)
+            rest = ""
+            async with asyncio.timeout(10):
+                async for text in chunks:  # ends when the server finishes the response
+                    rest += text
+            assert "event: shutdown" in rest
+    assert proc.wait(timeout=15) == 0
+    log = log_path.read_text()
+    assert "Redis pools closed" in log, log
+    assert await connections_of(r, proc.pid) == []
