@@ -4,11 +4,13 @@ from django.contrib.staticfiles.views import serve as serve_with_finders
 from django.urls import include, path, re_path
 from django.views.static import serve as serve_collected
 
+from streams.views import live_page
 from streamsite.api import api
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    path("live/<str:name>", live_page, name="live"),
     path("", include("django_prometheus.urls")),
 ]
 

@@ -279,3 +279,25 @@ async def test_hundred_concurrent_listeners_get_every_event(r, open_clients):
         assert [e.id for e in await c.events(20, timeout=10)] == expected[names[i % 10]]
     blocking = await our_connections(r, "blocking")
     assert sum(1 for conn in blocking if conn["cmd"] == "xread") == 1  # one reader for all 100
+
+
+async def test_pool_mode_gives_each_listener_its_own_connection(r, open_clients, settings):
+    settings.SSE_DELIVERY = "pool"
+    a = await follow(open_clients, "/api/streams/ride/sse?from=start")
+    b = await follow(open_clients, "/api/streams/ride/sse?from=start")
+    ids = await publish("ride", 3)
+    assert [e.id for e in await a.events(3)] == ids
+    assert [e.id for e in await b.events(3)] == ids
+    assert (await redis_context()).blocking.stats().in_use == 2
+    assert (await redis_context()).hub.stats().listeners == 0
+
+
+async def test_live_page_follows_the_stream(r):
+    from django.test import AsyncClient
+
+    resp = await AsyncClient().get("/live/ride-42")
+    assert resp.status_code == 200
+    html = resp.content.decode()
+    assert '"/api/streams/ride-42/sse"' in html and "EventSource" in html
+    assert "<script src" not in html and "<link" not in html  # everything inline: no CDN
+    assert (await AsyncClient().get("/live/bad%20name")).status_code == 400
