@@ -222,6 +222,7 @@ async def sse_response(follow: sse.Follow) -> StreamingHttpResponse:
     # Auth may have opened a DB connection in this request's thread: a stream that lasts
     # hours must not hold it.
     await sync_to_async(close_old_connections)()
+    sse.release_request_thread()
     response = StreamingHttpResponse(sse.event_source(follow), content_type="text/event-stream")
     for header, value in sse.SSE_HEADERS.items():
         response[header] = value

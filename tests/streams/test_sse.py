@@ -301,3 +301,13 @@ async def test_live_page_follows_the_stream(r):
     assert '"/api/streams/ride-42/sse"' in html and "EventSource" in html
     assert "<script src" not in html and "<link" not in html  # everything inline: no CDN
     assert (await AsyncClient().get("/live/bad%20name")).status_code == 400
+
+
+async def test_listeners_do_not_each_keep_a_thread(r, open_clients):
+    import threading
+
+    await follow(open_clients, "/api/streams/warm/sse")  # asgiref's shared threads exist now
+    before = threading.active_count()
+    for i in range(20):
+        await follow(open_clients, f"/api/streams/t{i}/sse")
+    assert threading.active_count() - before < 5
