@@ -56,10 +56,14 @@ class Listener:
         self.writer = None
 
 
-async def listen(listener: Listener, port: int, connected: asyncio.Event, all_in: list[int], n: int, stop: asyncio.Event):
+async def listen(listener: Listener, port: int, connected: asyncio.Event, all_in: list[int], n: int,
+                 stop: asyncio.Event, handshakes: asyncio.Semaphore):
+    await handshakes.acquire()  # bounded connects in flight: held until the headers arrive
+    released = False
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
     except OSError:
+        handshakes.release()
         listener.ended = True
         all_in[1] += 1
         if sum(all_in) >= n:
@@ -74,6 +78,8 @@ async def listen(listener: Listener, port: int, connected: asyncio.Event, all_in
         while (await reader.readline()) not in (b"\r\n", b""):
             pass
         listener.connected = status.startswith(b"HTTP/1.1 200")
+        handshakes.release()
+        released = True
         all_in[0 if listener.connected else 1] += 1
         if sum(all_in) >= n:
             connected.set()
@@ -91,6 +97,8 @@ async def listen(listener: Listener, port: int, connected: asyncio.Event, all_in
     except (OSError, ValueError):
         pass
     finally:
+        if not released:
+            handshakes.release()
         listener.ended = True
         writer.close()
 
@@ -140,11 +148,13 @@ async def run(args) -> dict:
     }
     sync_r = redis.Redis.from_url(args.redis_url, decode_responses=True)
     sync_r.flushdb()
-    server = subprocess.Popen(
-        [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(port), "--access-log", os.devnull,
-         "streamsite.asgi:application"],
-        cwd=ROOT, env=env, stderr=subprocess.DEVNULL,
-    )
+    if args.server == "daphne":
+        command = [str(ROOT / ".venv/bin/daphne"), "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
+                   "--access-log", os.devnull, "streamsite.asgi:application"]
+    else:
+        command = [str(ROOT / ".venv/bin/uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--backlog", "4096",
+                   "--no-access-log", "--log-level", "warning", "streamsite.asgi:application"]
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     listeners: list[Listener] = []
     tasks: list[asyncio.Task] = []
     stop = asyncio.Event()
@@ -164,15 +174,9 @@ async def run(args) -> dict:
         connected = asyncio.Event()
         counts = [0, 0]  # connected, failed
         t0 = time.monotonic()
-        sem = asyncio.Semaphore(200)  # bounded connect burst
-
-        async def open_one(lst):
-            async with sem:
-                task = asyncio.create_task(listen(lst, port, connected, counts, len(listeners), stop))
-                tasks.append(task)
-                await asyncio.sleep(0)
-
-        await asyncio.gather(*(open_one(lst) for lst in listeners))
+        handshakes = asyncio.Semaphore(args.concurrent_connects)
+        for lst in listeners:
+            tasks.append(asyncio.create_task(listen(lst, port, connected, counts, len(listeners), stop, handshakes)))
         try:
             await asyncio.wait_for(connected.wait(), args.connect_timeout)
         except TimeoutError:
@@ -191,7 +195,7 @@ async def run(args) -> dict:
         latencies = [x for lst in listeners for x in lst.latencies]
         idle_listeners = max(1, counts[0])
         return {
-            "delivery": args.delivery, "listeners": args.listeners, "streams": args.streams,
+            "server": args.server, "delivery": args.delivery, "listeners": args.listeners, "streams": args.streams,
             "rate_eps": args.rate, "duration_s": args.duration,
             "connected": counts[0], "failed": counts[1], "connect_s": round(connect_s, 2),
             "published": sum(sent.values()), "expected": expected, "delivered": delivered,
@@ -227,7 +231,9 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=20)
     p.add_argument("--drain", type=float, default=3)
     p.add_argument("--connect-timeout", type=float, default=120)
+    p.add_argument("--concurrent-connects", type=int, default=100)
     p.add_argument("--delivery", choices=["hub", "pool"], default="hub")
+    p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     args = p.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

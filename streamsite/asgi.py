@@ -10,7 +10,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 django_asgi_app = get_asgi_application()  # sets Django up before the routing imports
 
 from streams.routing import websocket_application  # noqa: E402
-from streamsite.lifecycle import install_twisted_hooks, lifespan  # noqa: E402
+from streamsite.lifecycle import install_twisted_hooks, lifespan, tune_gc  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -20,6 +20,7 @@ application = ProtocolTypeRouter(
     }
 )
 install_twisted_hooks()
+tune_gc()
 
 
 def _log_config_once() -> None:

@@ -115,6 +115,23 @@ SSE_DELIVERY = env_choice(env, "SSE_DELIVERY", "hub", ("hub", "pool"))
 SSE_MAX_STREAMS = 50
 SHUTDOWN_GRACE_MS = env_int(env, "SHUTDOWN_GRACE_MS", 2000)
 
+
+def _gc_thresholds(raw: str) -> tuple[int, ...] | None:
+    """``default`` keeps Python's; else three integers ``gen0,gen1,gen2``."""
+    if raw.strip().lower() == "default":
+        return None
+    try:
+        values = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 1:
+        raise ImproperlyConfigured(f"GC_THRESHOLDS={raw!r} must be three positive integers (gen0,gen1,gen2) or 'default'")
+    return values
+
+
+# The server process's garbage collector: see streamsite/lifecycle.py tune_gc().
+GC_THRESHOLDS = _gc_thresholds(env.str("GC_THRESHOLDS", default="50000,20,100"))
+
 # --- Channels ------------------------------------------------------------------------------
 CHANNEL_LAYERS = {
     "default": {
