@@ -12,6 +12,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.api import batch_router, router as streams_router
 from streams.names import InvalidInput
+from workouts.api import router as workouts_router
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ api = NinjaAPI(
 )
 api.add_router("/", streams_router)
 api.add_router("/batch", batch_router)
+api.add_router("/", workouts_router)
 
 
 def _detail(request, status: int, detail: str):

@@ -1,0 +1,137 @@
+import math
+
+import numpy as np
+import pytest
+
+from workouts import metrics as M
+from workouts.simulate import simulate_ride
+
+
+def classic_np(p1):
+    """Hand-computable reference: 30-sample rolling mean of gap-free 1 Hz power."""
+    c = np.cumsum(np.concatenate(([0.0], p1)))
+    means = (c[30:] - c[:-30]) / 30
+    return float(np.mean(means**4) ** 0.25)
+
+
+def run_stream(gen):
+    progress = []
+    try:
+        while True:
+            progress.append(next(gen))
+    except StopIteration as done:
+        return done.value, progress
+
+
+def test_constant_power_gives_that_power():
+    t = np.arange(1200.0)
+    assert M.normalized_power(t, np.full(t.size, 237.0)) == pytest.approx(237.0, rel=1e-12)
+
+
+def test_known_interval_ride_matches_hand_computed_values():
+    # 10 min at 100 W then 10 min at 300 W, 1 Hz: windows 0..570 at 100 W, 30 transition
+    # windows, the rest at 300 W.
+    p = np.concatenate((np.full(600, 100.0), np.full(600, 300.0)))
+    t = np.arange(p.size, dtype=float)
+    means = [100.0] * 571 + [100 + 200 * k / 30 for k in range(1, 30)] + [300.0] * 571
+    expected = (sum(m**4 for m in means) / len(means)) ** 0.25
+    assert M.normalized_power(t, p) == pytest.approx(expected, rel=1e-12)
+    m = M.ride_metrics(t, p, ftp=250)
+    assert m.avg_power == pytest.approx(200.0)
+    assert m.intensity_factor == pytest.approx(expected / 250)
+    assert m.tss == pytest.approx(1200 * expected * (expected / 250) / (250 * 3600) * 100)
+    assert m.variability_index == pytest.approx(expected / 200)
+    assert m.work_kj == pytest.approx(240.0)
+    assert m.peak_5min == pytest.approx(300.0) and m.peak_20min == pytest.approx(200.0)
+    assert m.peak_60min is None
+    assert m.moving_time_s == 1200 and not m.np_low_confidence
+
+
+def test_under_30_seconds_is_none_and_short_rides_are_flagged():
+    t = np.arange(29.0)
+    assert M.normalized_power(t, np.full(29, 200.0)) is None
+    m = M.ride_metrics(np.arange(300.0), np.full(300, 200.0))
+    assert m.normalized_power == pytest.approx(200.0) and m.np_low_confidence
+
+
+@pytest.mark.parametrize("variant", ["2hz", "0.5hz", "jitter"])
+def test_same_ride_at_other_rates_gives_the_same_np(variant):
+    ride = simulate_ride(duration=3600, hz=1, seed=3)
+    base = M.normalized_power(ride["t"], ride["power"])
+    rng = np.random.default_rng(7)
+    t, p = ride["t"], ride["power"]
+    if variant == "2hz":
+        t2 = np.arange(0, t[-1] + 1, 0.5)
+        p2 = np.repeat(p, 2)[: t2.size]
+    elif variant == "0.5hz":
+        t2, p2 = t[::2], np.nanmean(np.vstack((p[::2], p[1::2][: p[::2].size])), axis=0)
+    else:
+        t2 = t + rng.uniform(-0.3, 0.3, t.size)
+        t2[0] = 0.0
+        p2 = p
+    assert M.normalized_power(t2, p2) == pytest.approx(base, rel=0.005)
+
+
+def test_short_dropouts_are_interpolated():
+    t = np.arange(1200.0)
+    p = np.full(t.size, 250.0)
+    p[300:320] = np.nan  # 20 s power-meter dropout while riding
+    assert M.normalized_power(t, p) == pytest.approx(250.0)
+    assert M.ride_metrics(t, p).moving_time_s == 1200
+
+
+def test_pauses_are_left_out_not_filled_with_zeros():
+    t = np.concatenate((np.arange(600.0), 600 + 300 + np.arange(600.0)))  # 5 min stop
+    p = np.full(t.size, 250.0)
+    m = M.ride_metrics(t, p)
+    assert m.normalized_power == pytest.approx(250.0)
+    assert m.moving_time_s == 1200 and m.duration_s == pytest.approx(1500.0)
+    # the same pause given as timer events (samples keep coming while stopped)
+    t2 = np.arange(1500.0)
+    p2 = np.where((t2 >= 600) & (t2 < 900), 0.0, 250.0)
+    assert M.normalized_power(t2, p2, pauses=[(600, 900)]) == pytest.approx(250.0)
+    assert M.normalized_power(t2, p2) < 240  # without the timer events the zeros count
+
+
+def test_coasting_zeros_are_real_power():
+    t = np.arange(1200.0)
+    p = np.where((t // 60) % 2 == 0, 300.0, 0.0)
+    assert M.normalized_power(t, p) > M.ride_metrics(t, p).avg_power * 1.2
+
+
+def test_streaming_form_equals_batch_with_progress():
+    ride = simulate_ride(duration=7200, hz=1, seed=5)
+    t, p = ride["t"].copy(), ride["power"].copy()
+    t[4000:] += 120  # a pause
+    batch = M.normalized_power(t, p)
+    samples = ((ti, None if math.isnan(pi) else pi) for ti, pi in zip(t.tolist(), p.tolist()))
+    value, progress = run_stream(M.normalized_power_stream(samples))
+    assert value == pytest.approx(batch, rel=1e-9)
+    assert progress and all(b.windows % 1000 == 0 for b in progress)
+    assert progress[-1].partial_np == pytest.approx(batch, rel=0.05)
+
+
+def test_streaming_form_with_other_rates_and_timer_pauses():
+    t = np.arange(0, 1500, 0.5)
+    p = np.where((t >= 600) & (t < 900), 0.0, 200.0 + (t % 60))
+    batch = M.normalized_power(t, p, pauses=[(600, 900)])
+    value, _ = run_stream(M.normalized_power_stream(zip(t.tolist(), p.tolist()), pauses=[(600, 900)]))
+    assert value == pytest.approx(batch, rel=1e-9)
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(ValueError, match="increasing"):
+        M.normalized_power([0, 1, 1], [1, 2, 3])
+    with pytest.raises(ValueError, match="same length"):
+        M.normalized_power([0, 1], [1])
+
+
+def test_hr_cadence_and_max_values():
+    t = np.arange(600.0)
+    hr = np.full(600, 140.0)
+    hr[:100] = np.nan
+    cad = np.where(t < 300, 90.0, 0.0)
+    m = M.ride_metrics(t, np.full(600, 200.0), heart_rate=hr, cadence=cad)
+    assert m.avg_hr == pytest.approx(140.0) and m.max_hr == 140.0
+    assert m.avg_cadence == pytest.approx(90.0)  # coasting zeros excluded, as head units do
+    assert m.max_power == 200.0 and m.sample_count == 600

@@ -1,0 +1,247 @@
+import datetime as dt
+import json
+import math
+
+import numpy as np
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.test import AsyncClient
+
+from streams import operations
+from streams.models import ApiToken
+from workouts import metrics as M
+from workouts.models import Workout
+from workouts.samples import SamplesError, samples_from_columns
+from workouts.services import workout_create
+from workouts.simulate import simulate_ride
+from tests.workouts.fitwriter import write_fit
+
+START = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.UTC)
+
+
+def ride_columns(duration=1800, seed=1):
+    ride = simulate_ride(duration=duration, seed=seed)
+    return {k: [None if math.isnan(x) else x for x in v.tolist()] for k, v in ride.items()}
+
+
+@pytest.fixture
+def rider(db):
+    return get_user_model().objects.create_user("rider", password="pw")
+
+
+@pytest.fixture
+def staff(db):
+    return get_user_model().objects.create_user("coach", password="pw", is_staff=True, is_superuser=True)
+
+
+# --- model: computed on save through every path -------------------------------------------
+def test_model_save_computes_metrics_and_recomputes_on_ftp_change(rider):
+    cols = ride_columns()
+    w = workout_create(athlete=rider, title="t", started_at=START, samples=samples_from_columns(cols), ftp=250)
+    arr = {k: np.array([np.nan if v is None else v for v in vals]) for k, vals in cols.items()}
+    expected = M.ride_metrics(arr["t"], arr["power"], arr["heart_rate"], arr["cadence"], ftp=250)
+    w.refresh_from_db()
+    assert w.normalized_power == pytest.approx(expected.normalized_power)
+    assert w.tss == pytest.approx(expected.tss) and w.metrics_version == M.METRICS_VERSION
+    w.ftp = 300
+    w.save()
+    w.refresh_from_db()
+    assert w.intensity_factor == pytest.approx(expected.normalized_power / 300)
+
+
+def test_samples_round_trip_compactly(rider):
+    cols = ride_columns(duration=14400)
+    w = workout_create(athlete=rider, title="4h", started_at=START, samples=samples_from_columns(cols))
+    w = Workout.objects.get(pk=w.pk)
+    assert w.sample_count == 14400
+    assert len(w.samples_blob) < 14400 * 7 * 4  # under float32 size, uncompressed
+    back = w.samples.to_lists()
+    assert back["t"] == cols["t"]
+    assert back["power"][5] == pytest.approx(cols["power"][5], rel=1e-6) or back["power"][5] is None
+
+
+@pytest.mark.parametrize(
+    "columns,needle",
+    [
+        ({"power": [1]}, "samples.t"),
+        ({"t": [0, 1], "power": [1]}, "samples.power has 1 values"),
+        ({"t": [0, 2, 1]}, "t must increase: t[2]"),
+        ({"t": [0, 1], "power": [1, -5]}, "samples.power[1]=-5 is negative"),
+        ({"t": [0, 1], "power": [1, "x"]}, "samples.power[1]='x' is not a number"),
+        ({"t": [0, 1], "power": [1, float("nan")]}, "samples.power[1]=nan is not finite"),
+        ({"t": [0, 1], "watts": [1, 2]}, "unknown sample channels: watts"),
+        ({"t": []}, "empty"),
+    ],
+)
+def test_sample_validation_names_channel_and_index(columns, needle):
+    with pytest.raises(SamplesError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        samples_from_columns(columns)
+
+
+def test_admin_save_and_recompute_action_agree_with_api(client, staff, rider):
+    cols = ride_columns(duration=900)
+    w = workout_create(athlete=rider, title="ride", started_at=START, samples=samples_from_columns(cols), ftp=200)
+    np_before = w.normalized_power
+    Workout.objects.filter(pk=w.pk).update(normalized_power=1.0, metrics_version=0)  # stale
+    client.force_login(staff)
+    resp = client.post("/admin/workouts/workout/", {"action": "recompute_metrics", "_selected_action": [w.pk]}, follow=True)
+    assert resp.status_code == 200
+    w.refresh_from_db()
+    assert w.normalized_power == pytest.approx(np_before) and w.metrics_version == M.METRICS_VERSION
+    page = client.get(f"/admin/workouts/workout/{w.pk}/change/")
+    assert page.status_code == 200 and b"<svg" in page.content and b"polyline" in page.content
+    # editing through the admin form recomputes too (FTP change)
+    data = {"title": "ride", "athlete": rider.pk, "started_at_0": "2026-11-01", "started_at_1": "08:00:00",
+            "sport": "cycling", "ftp": 250, "source": "admin", "notes": "", "pauses": "[]"}
+    resp = client.post(f"/admin/workouts/workout/{w.pk}/change/", data)
+    assert resp.status_code == 302, resp.content[:2000]
+    w.refresh_from_db()
+    assert w.intensity_factor == pytest.approx(np_before / 250)
+
+
+def test_recompute_command_outdated(rider):
+    w = workout_create(athlete=rider, title="r", started_at=START, samples=samples_from_columns(ride_columns(600)))
+    Workout.objects.filter(pk=w.pk).update(metrics_version=0, normalized_power=None)
+    call_command("recompute_metrics", "--outdated")
+    w.refresh_from_db()
+    assert w.metrics_version == M.METRICS_VERSION and w.normalized_power is not None
+
+
+# --- FIT ---------------------------------------------------------------------------------
+def fit_rows(n=900, pause=None):
+    rows = []
+    for i in range(n):
+        t = float(i)
+        if pause and pause[0] <= t < pause[1]:
+            continue
+        rows.append({"t": t, "power": 200 + (i % 30), "heart_rate": 140, "cadence": 90, "speed": 8.5,
+                     "distance": 8.5 * i, "altitude": 120.0})
+    return rows
+
+
+def test_import_fit_command_with_pause_and_file_ftp(tmp_path, rider):
+    data = write_fit(START, fit_rows(1200), ftp=260, timer=[("start", 0), ("stop", 600), ("start", 900)])
+    path = tmp_path / "ride.fit"
+    path.write_bytes(data)
+    call_command("import_fit", str(path), "--athlete", "rider")
+    w = Workout.objects.get()
+    assert w.source == "fit" and w.ftp == 260 and w.started_at == START
+    assert w.pauses == [[600.0, 900.0]]
+    assert w.moving_time_s == 900  # 1200 s recorded, 300 s paused
+    assert w.avg_hr == pytest.approx(140) and w.sample_count == 1200
+    s = w.samples
+    assert s.get("speed")[10] == pytest.approx(8.5, rel=1e-3)
+
+
+def test_corrupt_and_non_fit_files_fail_cleanly(tmp_path, rider):
+    good = write_fit(START, fit_rows(100))
+    bad = tmp_path / "bad.fit"
+    bad.write_bytes(good[:-40] + b"\x00" * 40)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a fit file at all")
+    with pytest.raises(Exception, match="2 of 2 files"):
+        call_command("import_fit", str(bad), str(text), "--athlete", "rider")
+    assert Workout.objects.count() == 0
+
+
+# --- API ---------------------------------------------------------------------------------
+pytest_async = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+async def api_token(r):
+    def make():
+        user = get_user_model().objects.create_user("api-rider")
+        return ApiToken.issue(user=user)[1]
+
+    return await sync_to_async(make)()
+
+
+def auth(token):
+    return {"headers": {"Authorization": f"Bearer {token}"}}
+
+
+@pytest_async
+async def test_api_create_list_get(api_token, settings):
+    settings.STREAMS_PUBLIC_READ = True
+    c = AsyncClient()
+    body = {"title": "Tuesday intervals", "started_at": "2026-11-03T17:00:00Z", "ftp": 250, "samples": ride_columns(1200)}
+    resp = await c.post("/api/workouts", json.dumps(body), content_type="application/json", **auth(api_token))
+    assert resp.status_code == 201, resp.content
+    created = resp.json()
+    assert created["athlete"] == "api-rider" and created["normalized_power"] > 0 and created["tss"] > 0
+    listing = (await c.get("/api/workouts?athlete=api-rider&since=2026-11-01T00:00:00Z")).json()
+    assert listing["count"] == 1 and listing["workouts"][0]["id"] == created["id"]
+    assert (await c.get("/api/workouts?until=2026-11-01T00:00:00Z")).json()["count"] == 0
+    one = (await c.get(f"/api/workouts/{created['id']}?samples=true")).json()
+    assert len(one["samples"]["t"]) == 1200
+    assert (await c.get("/api/workouts/999999")).status_code == 404
+
+
+@pytest_async
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        ({"started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0]}}, "title"),
+        ({"title": "x", "started_at": "yesterday", "samples": {"t": [0]}}, "started_at"),
+        ({"title": "x", "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0, 1], "power": [1, -1]}}, "power[1]"),
+        ({"title": "x", "started_at": "2026-11-03T17:00:00Z", "ftp": -3, "samples": {"t": [0]}}, "ftp"),
+        ({"title": "x", "started_at": "2026-11-03T17:00:00Z", "athlete": "someone-else", "samples": {"t": [0]}}, "staff"),
+    ],
+)
+async def test_api_create_rejects_bad_input(api_token, body, needle):
+    resp = await AsyncClient().post("/api/workouts", json.dumps(body), content_type="application/json", **auth(api_token))
+    assert resp.status_code in (400, 403)
+    assert needle in resp.json()["detail"]
+
+
+@pytest_async
+async def test_api_nan_power_is_400_naming_index(api_token):
+    raw = '{"title": "x", "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0, 1, 2], "power": [1, 2, NaN]}}'
+    resp = await AsyncClient().post("/api/workouts", raw, content_type="application/json", **auth(api_token))
+    assert resp.status_code == 400 and "samples.power[2]" in resp.json()["detail"]
+
+
+@pytest_async
+async def test_archive_stream_matches_posting_the_same_samples(api_token, settings):
+    settings.STREAMS_PUBLIC_READ = True
+    ride = simulate_ride(duration=900, seed=9)
+    entries = []
+    for i in range(ride["t"].size):
+        fields = {"t": f"{ride['t'][i]:.3f}"}
+        for k in ("power", "heart_rate", "cadence"):
+            if not math.isnan(ride[k][i]):
+                fields[k] = f"{ride[k][i]:g}"
+        entries.append(fields)
+    for i in range(0, len(entries), 500):
+        await operations.stream_publish(name="ride-9", entries=entries[i : i + 500])
+    c = AsyncClient()
+    resp = await c.post("/api/streams/ride-9/archive", {"ftp": 250, "delete_stream": True},
+                        content_type="application/json", **auth(api_token))
+    assert resp.status_code == 201, resp.content
+    archived = resp.json()
+    cols = {k: [None if math.isnan(x) else float(f"{x:g}") for x in ride[k].tolist()] for k in ("power", "heart_rate", "cadence")}
+    cols["t"] = [float(f"{x:.3f}") for x in ride["t"].tolist()]
+    body = {"title": "posted", "started_at": "2026-11-03T17:00:00Z", "ftp": 250, "samples": cols}
+    posted = (await c.post("/api/workouts", json.dumps(body), content_type="application/json", **auth(api_token))).json()
+    for field in ("normalized_power", "tss", "avg_power", "moving_time_s", "avg_hr", "peak_5min"):
+        assert archived[field] == pytest.approx(posted[field], rel=1e-5), field
+    assert await operations.streams_exist(names=["ride-9"]) == {"ride-9": False}
+    resp = await c.post("/api/streams/ride-9/archive", {}, content_type="application/json", **auth(api_token))
+    assert resp.status_code == 404
+
+
+@pytest_async
+async def test_api_fit_upload_and_corrupt_upload(api_token):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    c = AsyncClient()
+    data = write_fit(START, fit_rows(600), ftp=240)
+    resp = await c.post("/api/workouts/import", {"file": SimpleUploadedFile("a.fit", data)}, **auth(api_token))
+    assert resp.status_code == 201, resp.content
+    assert resp.json()["ftp"] == 240 and resp.json()["source"] == "fit"
+    resp = await c.post("/api/workouts/import", {"file": SimpleUploadedFile("b.fit", b"garbage" * 10)}, **auth(api_token))
+    assert resp.status_code == 400 and "b.fit" in resp.json()["detail"]
+    assert await Workout.objects.acount() == 1

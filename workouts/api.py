@@ -1,0 +1,192 @@
+"""REST endpoints for workouts (thin: parse, call a service, shape)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from asgiref.sync import sync_to_async
+from django.http import HttpResponse
+from ninja import File, Form, Query, Router, Schema
+from ninja.errors import HttpError
+from ninja.files import UploadedFile
+from pydantic import Field
+
+from streams.api import ReadAuth, WriteAuth
+from streams.names import InvalidInput, validate_stream_name
+from workouts import services
+from workouts.fit import FitError, workout_from_fit
+from workouts.models import DERIVED_FIELDS, Workout
+from workouts.samples import SamplesError, samples_from_columns
+
+router = Router(tags=["workouts"])
+
+
+def workout_out(w: Workout, *, samples: bool = False) -> dict:
+    out = {
+        "id": w.pk, "title": w.title, "athlete": w.athlete.get_username(), "started_at": w.started_at.isoformat(),
+        "sport": w.sport, "ftp": w.ftp, "source": w.source, "notes": w.notes, "pauses": w.pauses,
+        "created_at": w.created_at.isoformat(), "updated_at": w.updated_at.isoformat(),
+        **{field: getattr(w, field) for field in DERIVED_FIELDS},
+    }
+    if samples:
+        out["samples"] = w.samples.to_lists() if w.samples is not None else None
+    return out
+
+
+def json_response(payload, status: int = 200) -> HttpResponse:
+    return HttpResponse(json.dumps(payload), status=status, content_type="application/json")
+
+
+def _parse_started_at(value) -> dt.datetime:
+    if not isinstance(value, str):
+        raise InvalidInput("started_at must be an ISO 8601 date-time string")
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"started_at={value!r} is not an ISO 8601 date-time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _ftp(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2000:
+        raise InvalidInput("ftp must be a whole number of watts between 1 and 2000")
+    return value
+
+
+async def _athlete(request, username: str | None):
+    """The named athlete, or the caller. Only staff may create for someone else."""
+    caller = request.auth
+    if not username or username == caller.get_username():
+        return caller
+    if not caller.is_staff:
+        raise HttpError(403, "only staff may create workouts for another athlete")
+    try:
+        return await sync_to_async(services.athlete_by_username)(username)
+    except SamplesError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+WORKOUT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {
+            "type": "object",
+            "required": ["title", "started_at", "samples"],
+            "properties": {
+                "title": {"type": "string"}, "athlete": {"type": "string"},
+                "started_at": {"type": "string", "format": "date-time"}, "ftp": {"type": "integer"},
+                "notes": {"type": "string"},
+                "samples": {"type": "object", "description": "columnar arrays of equal length; only t is required; null = missing",
+                            "properties": {c: {"type": "array", "items": {"type": ["number", "null"]}}
+                                           for c in ("t", "power", "heart_rate", "cadence", "speed", "distance", "altitude")}},
+            },
+        }}},
+    }
+}
+
+
+@router.post("/workouts", auth=WriteAuth(), summary="Create a workout", openapi_extra=WORKOUT_BODY)
+async def create_workout(request):
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("request body must be a JSON object")
+    title = body.get("title")
+    if not isinstance(title, str) or not title.strip() or len(title) > 200:
+        raise InvalidInput("title is required (1-200 characters)")
+    started_at = _parse_started_at(body.get("started_at"))
+    ftp = _ftp(body.get("ftp"))
+    try:
+        samples = samples_from_columns(body.get("samples"))
+    except SamplesError as exc:
+        raise InvalidInput(str(exc)) from None
+    athlete = await _athlete(request, body.get("athlete"))
+    workout = await sync_to_async(services.workout_create)(
+        athlete=athlete, title=title.strip(), started_at=started_at, samples=samples, ftp=ftp,
+        notes=str(body.get("notes") or ""), source=Workout.Source.API,
+    )
+    return json_response(workout_out(workout), status=201)
+
+
+class WorkoutQuery(Schema):
+    athlete: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    limit: int = Field(50, ge=1, le=500)
+    offset: int = Field(0, ge=0)
+
+
+@router.get("/workouts", auth=ReadAuth(), summary="List workouts")
+async def list_workouts(request, q: Query[WorkoutQuery]):
+    @sync_to_async
+    def fetch():
+        qs = Workout.objects.select_related("athlete").defer("samples_blob")
+        if q.athlete:
+            qs = qs.filter(athlete__username=q.athlete)
+        if q.since:
+            qs = qs.filter(started_at__gte=q.since)
+        if q.until:
+            qs = qs.filter(started_at__lt=q.until)
+        return qs.count(), [workout_out(w) for w in qs[q.offset : q.offset + q.limit]]
+
+    count, items = await fetch()
+    return json_response({"count": count, "workouts": items})
+
+
+@router.post("/workouts/import", auth=WriteAuth(), summary="Import a FIT file")
+async def import_fit(request, file: File[UploadedFile], title: Form[str] = "", ftp: Form[int | None] = None,
+                     athlete: Form[str] = ""):
+    who = await _athlete(request, athlete or None)
+    data = file.read()
+    try:
+        workout = await sync_to_async(workout_from_fit)(
+            data, athlete=who, title=title or file.name or "FIT import", ftp=_ftp(ftp)
+        )
+    except FitError as exc:
+        raise InvalidInput(f"{file.name}: {exc}") from None
+    return json_response(workout_out(workout), status=201)
+
+
+@router.get("/workouts/{workout_id}", auth=ReadAuth(), summary="One workout (samples=true adds the arrays)")
+async def get_workout(request, workout_id: int, samples: bool = False):
+    @sync_to_async
+    def fetch():
+        w = Workout.objects.select_related("athlete").filter(pk=workout_id).first()
+        return None if w is None else workout_out(w, samples=samples)
+
+    out = await fetch()
+    if out is None:
+        raise HttpError(404, f"workout {workout_id} not found")
+    return json_response(out)
+
+
+class ArchiveIn(Schema):
+    title: str | None = Field(None, max_length=200)
+    athlete: str | None = None
+    ftp: int | None = Field(None, ge=1, le=2000)
+    delete_stream: bool = False
+
+
+@router.post("/streams/{name}/archive", auth=WriteAuth(), summary="Turn a stream into a workout")
+async def archive_stream(request, name: str, body: ArchiveIn):
+    validate_stream_name(name)
+    who = await _athlete(request, body.athlete)
+    try:
+        workout = await services.workout_from_stream(
+            name=name, athlete=who, title=body.title, ftp=body.ftp, delete_stream=body.delete_stream
+        )
+    except LookupError as exc:
+        raise HttpError(404, str(exc)) from None
+    except SamplesError as exc:
+        raise InvalidInput(str(exc)) from None
+
+    @sync_to_async
+    def shape():
+        return workout_out(Workout.objects.select_related("athlete").get(pk=workout.pk))
+
+    return json_response(await shape(), status=201)

@@ -1,0 +1,97 @@
+"""FIT files → workouts, with fitdecode (streaming, MIT). Records give the samples; timer
+stop/start events give the pauses; the file's threshold power gives FTP when none is given."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import fitdecode
+from django.db import transaction
+
+from workouts.models import Workout
+from workouts.samples import SamplesError, samples_from_arrays
+
+RECORD_FIELDS = {
+    "power": ("power",),
+    "heart_rate": ("heart_rate",),
+    "cadence": ("cadence",),
+    "speed": ("enhanced_speed", "speed"),
+    "distance": ("distance",),
+    "altitude": ("enhanced_altitude", "altitude"),
+}
+
+
+class FitError(ValueError):
+    """Not a readable FIT activity; the message says why."""
+
+
+def _value(frame, names):
+    for name in names:
+        if frame.has_field(name):
+            value = frame.get_value(name)
+            if isinstance(value, (int, float)):
+                return float(value)
+    return float("nan")
+
+
+def read_fit(data: bytes):
+    """(started_at, columns, pauses, ftp) from FIT bytes. Raises FitError."""
+    times: list[dt.datetime] = []
+    columns: dict[str, list[float]] = {name: [] for name in RECORD_FIELDS}
+    timer: list[tuple[str, dt.datetime]] = []
+    ftp = None
+    try:
+        with fitdecode.FitReader(io.BytesIO(data), check_crc=fitdecode.CrcCheck.RAISE) as reader:
+            for frame in reader:
+                if frame.frame_type != fitdecode.FIT_FRAME_DATA:
+                    continue
+                if frame.name == "record" and frame.has_field("timestamp"):
+                    ts = frame.get_value("timestamp")
+                    if times and ts <= times[-1]:
+                        continue  # duplicate second: keep the first
+                    times.append(ts)
+                    for name, fields in RECORD_FIELDS.items():
+                        columns[name].append(_value(frame, fields))
+                elif frame.name == "event" and frame.has_field("event") and frame.get_value("event") == "timer":
+                    kind = frame.get_value("event_type") if frame.has_field("event_type") else None
+                    if frame.has_field("timestamp") and kind in ("start", "stop", "stop_all", "stop_disable_all"):
+                        timer.append(("start" if kind == "start" else "stop", frame.get_value("timestamp")))
+                elif frame.name in ("zones_target", "user_profile") and ftp is None:
+                    if frame.has_field("functional_threshold_power"):
+                        value = frame.get_value("functional_threshold_power")
+                        ftp = int(value) if isinstance(value, (int, float)) and value > 0 else None
+    except fitdecode.FitError as exc:
+        raise FitError(f"not a readable FIT file ({exc})") from None
+    if not times:
+        raise FitError("the FIT file has no records with timestamps")
+    start = times[0]
+    t = [(ts - start).total_seconds() for ts in times]
+    pauses = []
+    stopped_at = None
+    for kind, ts in timer:
+        offset = (ts - start).total_seconds()
+        if kind == "stop" and stopped_at is None:
+            stopped_at = offset
+        elif kind == "start" and stopped_at is not None:
+            pauses.append((stopped_at, offset))
+            stopped_at = None
+    return start, {"t": t, **columns}, pauses, ftp
+
+
+def workout_from_fit(data: bytes, *, athlete, title: str, ftp: int | None = None) -> Workout:
+    """Create a workout from a FIT file; nothing is saved if the file is bad."""
+    from workouts.services import workout_create
+
+    started_at, columns, pauses, file_ftp = read_fit(data)
+    try:
+        samples = samples_from_arrays(**{k: v for k, v in columns.items() if k == "t" or any(x == x for x in v)})
+    except SamplesError as exc:
+        raise FitError(str(exc)) from None
+    if started_at.tzinfo is None:
+        started_at = started_at.replace(tzinfo=dt.UTC)
+    with transaction.atomic():
+        return workout_create(
+            athlete=athlete, title=title, started_at=started_at, samples=samples, ftp=ftp or file_ftp,
+            source=Workout.Source.FIT, pauses=pauses,
+        )

@@ -1,0 +1,39 @@
+import asyncio
+
+from django.core.management.base import BaseCommand, CommandError
+
+from streams.clients import close_redis_context
+from streams.names import InvalidInput, validate_stream_name
+from workouts.samples import SamplesError
+from workouts.services import athlete_by_username, workout_from_stream
+
+
+class Command(BaseCommand):
+    help = "Turn a stream into a workout (read in chunks), optionally deleting the stream."
+
+    def add_arguments(self, parser):
+        parser.add_argument("stream")
+        parser.add_argument("--athlete", required=True, help="username")
+        parser.add_argument("--title", default=None)
+        parser.add_argument("--ftp", type=int, default=None)
+        parser.add_argument("--delete", action="store_true", help="delete the stream afterwards")
+
+    def handle(self, *args, stream, athlete, title, ftp, delete, **options):
+        try:
+            validate_stream_name(stream)
+            who = athlete_by_username(athlete)
+        except (InvalidInput, SamplesError) as exc:
+            raise CommandError(str(exc)) from None
+
+        async def run():
+            try:
+                return await workout_from_stream(name=stream, athlete=who, title=title, ftp=ftp, delete_stream=delete)
+            finally:
+                await close_redis_context()
+
+        try:
+            workout = asyncio.run(run())
+        except (LookupError, SamplesError) as exc:
+            raise CommandError(str(exc)) from None
+        np_text = "—" if workout.normalized_power is None else f"{workout.normalized_power:.0f} W"
+        self.stdout.write(f"workout {workout.pk}: {workout.sample_count} samples, NP {np_text}")

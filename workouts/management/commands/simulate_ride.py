@@ -1,0 +1,58 @@
+import asyncio
+import math
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from streams import operations
+from streams.clients import close_redis_context
+from streams.names import InvalidInput, validate_stream_name
+from workouts.simulate import simulate_ride
+
+
+class Command(BaseCommand):
+    help = "Publish a realistic ride into a stream, live (the demo source for /live/ and benchmarks)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("stream")
+        parser.add_argument("--duration", type=int, default=3600, help="ride seconds")
+        parser.add_argument("--hz", type=float, default=1.0)
+        parser.add_argument("--speedup", type=float, default=1.0, help="2 = twice real time; 0 = as fast as possible")
+        parser.add_argument("--ftp", type=int, default=250)
+        parser.add_argument("--seed", type=int, default=0)
+
+    def handle(self, *args, stream, duration, hz, speedup, ftp, seed, **options):
+        try:
+            validate_stream_name(stream)
+        except InvalidInput as exc:
+            raise CommandError(str(exc)) from None
+        if duration < 1 or not 0 < hz <= 10 or speedup < 0 or not 50 <= ftp <= 600:
+            raise CommandError("need --duration >= 1, 0 < --hz <= 10, --speedup >= 0, 50 <= --ftp <= 600")
+        ride = simulate_ride(duration=duration, hz=hz, ftp=ftp, seed=seed)
+        asyncio.run(self._publish(stream, ride, speedup))
+
+    async def _publish(self, stream, ride, speedup):
+        names = [k for k in ride if k != "t"]
+        n = ride["t"].size
+        batch = 100 if speedup == 0 else 1
+        start = time.monotonic()
+        try:
+            with tqdm(total=n, unit="sample", disable=None, file=self.stderr) as bar:
+                for i in range(0, n, batch):
+                    if speedup:
+                        due = start + ride["t"][i] / speedup
+                        await asyncio.sleep(max(0.0, due - time.monotonic()))
+                    entries = []
+                    for j in range(i, min(i + batch, n)):
+                        fields = {"t": f"{ride['t'][j]:.3f}"}
+                        for name in names:
+                            value = ride[name][j]
+                            if not math.isnan(value):
+                                fields[name] = f"{value:g}"
+                        entries.append(fields)
+                    await operations.stream_publish(name=stream, entries=entries)
+                    bar.update(len(entries))
+        finally:
+            await close_redis_context()
+        self.stdout.write(f"published {n} samples to {stream}")

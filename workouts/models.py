@@ -1,0 +1,102 @@
+from django.conf import settings
+from django.db import models
+
+from workouts import metrics as ride
+from workouts.samples import Samples, decode, encode
+
+DERIVED_FIELDS = (
+    "duration_s", "moving_time_s", "sample_count", "avg_power", "max_power", "normalized_power",
+    "np_low_confidence", "intensity_factor", "tss", "variability_index", "work_kj", "avg_hr",
+    "max_hr", "avg_cadence", "peak_5s", "peak_1min", "peak_5min", "peak_20min", "peak_60min",
+    "metrics_version",
+)
+
+
+class Workout(models.Model):
+    class Sport(models.TextChoices):
+        CYCLING = "cycling"
+        RUNNING = "running"
+        OTHER = "other"
+
+    class Source(models.TextChoices):
+        API = "api"
+        STREAM = "stream"
+        FIT = "fit"
+        ADMIN = "admin"
+
+    title = models.CharField(max_length=200)
+    athlete = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workouts")
+    started_at = models.DateTimeField(db_index=True)
+    sport = models.CharField(max_length=20, choices=Sport.choices, default=Sport.CYCLING)
+    ftp = models.PositiveIntegerField(null=True, blank=True, help_text="Functional threshold power, watts")
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.ADMIN)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    # Columnar samples (t, power, heart_rate, …) as one compressed .npz blob; timer pauses.
+    samples_blob = models.BinaryField(null=True, blank=True, editable=False)
+    pauses = models.JSONField(default=list, blank=True, help_text="[[start_s, end_s], …] of timer pauses")
+
+    # Derived on every save (workouts/metrics.py); never edited by hand.
+    duration_s = models.FloatField(null=True, editable=False)
+    moving_time_s = models.PositiveIntegerField(default=0, editable=False)
+    sample_count = models.PositiveIntegerField(default=0, editable=False)
+    avg_power = models.FloatField(null=True, editable=False)
+    max_power = models.FloatField(null=True, editable=False)
+    normalized_power = models.FloatField(null=True, editable=False)
+    np_low_confidence = models.BooleanField(default=True, editable=False, help_text="NP from under 10 minutes")
+    intensity_factor = models.FloatField(null=True, editable=False)
+    tss = models.FloatField(null=True, editable=False)
+    variability_index = models.FloatField(null=True, editable=False)
+    work_kj = models.FloatField(null=True, editable=False)
+    avg_hr = models.FloatField(null=True, editable=False)
+    max_hr = models.FloatField(null=True, editable=False)
+    avg_cadence = models.FloatField(null=True, editable=False)
+    peak_5s = models.FloatField(null=True, editable=False)
+    peak_1min = models.FloatField(null=True, editable=False)
+    peak_5min = models.FloatField(null=True, editable=False)
+    peak_20min = models.FloatField(null=True, editable=False)
+    peak_60min = models.FloatField(null=True, editable=False)
+    metrics_version = models.PositiveSmallIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["athlete", "-started_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.started_at:%Y-%m-%d})"
+
+    @property
+    def samples(self) -> Samples | None:
+        cached = getattr(self, "_samples", None)
+        if cached is None and self.samples_blob:
+            cached = self._samples = decode(self.samples_blob)
+        return cached
+
+    @samples.setter
+    def samples(self, value: Samples | None) -> None:
+        self._samples = value
+        self.samples_blob = encode(value) if value is not None else None
+
+    def refresh_metrics(self) -> None:
+        """Recompute every derived field from the samples, pauses and FTP."""
+        s = self.samples
+        if s is None:
+            values = ride.ride_metrics([], ftp=self.ftp).as_dict()
+        else:
+            values = ride.ride_metrics(
+                s.get("t"), s.get("power"), s.get("heart_rate"), s.get("cadence"),
+                ftp=self.ftp, pauses=[tuple(p) for p in self.pauses or ()],
+            ).as_dict()
+        for field in DERIVED_FIELDS:
+            setattr(self, field, values[field])
+
+    def save(self, *args, **kwargs):
+        # "NP computed on save": whatever path saves a workout (admin, API, shell, commands),
+        # the derived fields match its samples. The formula lives in workouts/metrics.py.
+        self.refresh_metrics()
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None:
+            kwargs["update_fields"] = set(update_fields) | set(DERIVED_FIELDS)
+        super().save(*args, **kwargs)

@@ -1,0 +1,142 @@
+"""Workout services: every entry point (admin, API, commands) creates workouts here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from array import array
+from collections.abc import Iterable
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from workouts.models import Workout
+from workouts.samples import CHANNELS, Samples, SamplesError, samples_from_arrays
+
+STREAM_FIELD_ALIASES = {"hr": "heart_rate", "heartrate": "heart_rate", "cad": "cadence", "watts": "power"}
+ARCHIVE_CHUNK = 5000
+
+
+def athlete_by_username(username: str):
+    User = get_user_model()
+    try:
+        return User.objects.get(username=username)
+    except User.DoesNotExist:
+        raise SamplesError(f"no athlete named {username!r}") from None
+
+
+def workout_create(
+    *,
+    athlete,
+    title: str,
+    started_at: dt.datetime,
+    samples: Samples,
+    ftp: int | None = None,
+    source: str = Workout.Source.API,
+    sport: str = Workout.Sport.CYCLING,
+    notes: str = "",
+    pauses: list[tuple[float, float]] | None = None,
+) -> Workout:
+    """Create a workout; its metrics are computed as it is saved."""
+    workout = Workout(
+        athlete=athlete, title=title, started_at=started_at, ftp=ftp, source=source, sport=sport,
+        notes=notes, pauses=[list(p) for p in pauses or ()],
+    )
+    workout.samples = samples
+    workout.save()
+    return workout
+
+
+def workouts_recompute(workouts: Iterable[Workout]) -> int:
+    """Refresh derived fields (e.g. after a formula change). Returns how many were saved."""
+    count = 0
+    for workout in workouts:
+        workout.save(update_fields=["updated_at"])
+        count += 1
+    return count
+
+
+class StreamSamples:
+    """Accumulates stream entries into columnar arrays chunk by chunk (no list of dicts)."""
+
+    def __init__(self) -> None:
+        self.columns = {name: array("d") for name in CHANNELS}
+        self.first_ms: int | None = None
+        self.count = 0
+
+    def add(self, entry_id: str, fields: dict[str, str]) -> None:
+        ms = int(entry_id.split("-")[0])
+        if self.first_ms is None:
+            self.first_ms = ms
+        fields = {STREAM_FIELD_ALIASES.get(k, k): v for k, v in fields.items()}
+        t = _number(fields.get("t"))
+        if t != t:  # no "t" field: the entry id's timestamp gives the time
+            t = (ms - self.first_ms) / 1000
+        if self.count and t <= self.columns["t"][-1]:
+            return  # same instant (two entries in one ms): keep the first
+        self.columns["t"].append(t)
+        for name in CHANNELS[1:]:
+            self.columns[name].append(_number(fields.get(name)))
+        self.count += 1
+
+    def samples(self) -> Samples:
+        arrays = {k: v for k, v in self.columns.items() if k == "t" or any(x == x for x in v)}
+        return samples_from_arrays(**arrays)
+
+    def started_at(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp((self.first_ms or 0) / 1000, tz=dt.UTC)
+
+
+def _number(value) -> float:
+    if value is None or value == "":
+        return float("nan")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return number if number == number and abs(number) != float("inf") else float("nan")
+
+
+async def stream_samples(name: str, *, chunk: int = ARCHIVE_CHUNK) -> StreamSamples | None:
+    """Read a whole stream in chunks into columnar arrays; None if it does not exist."""
+    from streams import operations
+
+    acc = StreamSamples()
+    start = "-"
+    while True:
+        entries = await operations.stream_range(name=name, start=start, end="+", count=chunk)
+        if entries is None:
+            return None
+        for entry in entries:
+            acc.add(entry.id, entry.data)
+        if len(entries) < chunk:
+            return acc
+        start = "(" + entries[-1].id
+
+
+async def workout_from_stream(
+    *, name: str, athlete, title: str | None = None, ftp: int | None = None, delete_stream: bool = False
+) -> Workout:
+    """Archive a stream as a workout (same metrics as posting the same samples)."""
+    from asgiref.sync import sync_to_async
+
+    from streams import operations
+
+    acc = await stream_samples(name)
+    if acc is None:
+        raise LookupError(f"stream {name!r} not found")
+    if acc.count == 0:
+        raise SamplesError(f"stream {name!r} has no entries")
+    samples = acc.samples()
+
+    @sync_to_async
+    def create() -> Workout:
+        with transaction.atomic():
+            return workout_create(
+                athlete=athlete, title=title or name, started_at=acc.started_at(), samples=samples,
+                ftp=ftp, source=Workout.Source.STREAM,
+            )
+
+    workout = await create()
+    if delete_stream:
+        await operations.streams_delete(names=[name])
+    return workout
