@@ -135,3 +135,9 @@ def test_hr_cadence_and_max_values():
     assert m.avg_hr == pytest.approx(140.0) and m.max_hr == 140.0
     assert m.avg_cadence == pytest.approx(90.0)  # coasting zeros excluded, as head units do
     assert m.max_power == 200.0 and m.sample_count == 600
+
+
+@pytest.mark.parametrize("n", [30, 31, M.BLOCK - 1, M.BLOCK, M.BLOCK + 1, M.BLOCK + 29, 2 * M.BLOCK + 7])
+def test_blockwise_np_equals_one_shot_reference_at_block_edges(n):
+    p = np.random.default_rng(n).uniform(0, 500, n)
+    assert M.np_from_1hz(p) == pytest.approx(classic_np(p), rel=1e-9)
