@@ -108,6 +108,11 @@ async def redis_context() -> RedisContext:
     return ctx
 
 
+def all_contexts() -> list[RedisContext]:
+    """Every live context in this process (for stats read from any thread)."""
+    return list(_contexts.values())
+
+
 def current_context() -> RedisContext | None:
     """This loop's context if one was built (for stats; builds nothing)."""
     try:

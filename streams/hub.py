@@ -32,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from monitoring.operations import timed
 from streams.pool import BlockingClientPool, ClientPool, PoolClosedError
 from streams.positions import last_generated_id, parse_id
 from streams.tasks import cancel_and_wait
@@ -161,7 +162,8 @@ class _Reader:
             streams = {prefix + name: cursor for name, cursor in self.cursors.items()}
             self.blocked = True
             try:
-                reply = await client.xread(streams, count=READ_COUNT, block=BLOCK_MS)
+                with timed("xread_hub"):
+                    reply = await client.xread(streams, count=READ_COUNT, block=BLOCK_MS)
             finally:
                 self.blocked = False
             for key, entries in reply or ():

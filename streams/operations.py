@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from redis.exceptions import ResponseError
 
+from monitoring.operations import timed
+from monitoring.prometheus import EVENTS_PUBLISHED
+
 from streams.broadcast import announce_deleted
 from streams.clients import redis_context
 from streams.names import validate_stream_name
@@ -36,6 +39,7 @@ def stream_key(prefix: str, name: str) -> str:
     return prefix + name
 
 
+@timed("publish")
 async def stream_publish(*, name: str, entries: list[dict[str, str]]) -> list[str]:
     """Append entries (already encoded) in one transaction; register the stream. Returns ids.
 
@@ -57,9 +61,11 @@ async def stream_publish(*, name: str, entries: list[dict[str, str]]) -> list[st
             await r.incr(ctx.registry.version_key)
     if added:
         ctx.registry.forget_cache()
+    EVENTS_PUBLISHED.inc(len(ids))
     return ids
 
 
+@timed("stream_info_batch")
 async def stream_info_batch(*, names: list[str]) -> dict[str, StreamInfo | None]:
     """Length and first/last id for many streams: one XINFO STREAM each, one round trip."""
     if not names:
@@ -98,6 +104,7 @@ def _info_from_xinfo(name: str, reply: dict) -> StreamInfo:
     )
 
 
+@timed("script_stream_info")
 async def stream_info(*, name: str) -> StreamInfo | None:
     """One stream's info through the seed's atomic Lua script; None when missing."""
     ctx = await redis_context()
@@ -109,6 +116,7 @@ async def stream_info(*, name: str) -> StreamInfo | None:
     return StreamInfo(name=name, length=int(length), first_id=first_id, last_id=last_id)
 
 
+@timed("range_read")
 async def stream_range(
     *, name: str, start: str = "-", end: str = "+", count: int | None = 100
 ) -> list[StreamEntry] | None:
@@ -129,6 +137,7 @@ def _pairs_to_dict(fields) -> dict[str, str]:
     return dict(zip(fields[::2], fields[1::2]))
 
 
+@timed("exists")
 async def streams_exist(*, names: list[str]) -> dict[str, bool]:
     """Whether each name is a stream (TYPE per key, one round trip)."""
     if not names:
@@ -143,6 +152,7 @@ async def streams_exist(*, names: list[str]) -> dict[str, bool]:
     return {name: kind == "stream" for name, kind in zip(names, types)}
 
 
+@timed("delete")
 async def streams_delete(*, names: list[str]) -> int:
     """Delete streams and unregister them in one transaction. Returns how many existed.
 
@@ -171,6 +181,7 @@ async def streams_list(*, prefix: str = "", limit: int = 100, offset: int = 0) -
     return await ctx.registry.page(prefix=prefix, limit=limit, offset=offset)
 
 
+@timed("stream_last_id")
 async def stream_last_id(*, name: str) -> str:
     """The stream's last-generated-id (what ``$`` would mean now), or ``0-0`` when missing."""
     ctx = await redis_context()

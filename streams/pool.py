@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from monitoring.operations import timed
 from streams.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -145,10 +146,11 @@ class ClientPool:
             raise PoolClosedError(f"redis pool {self.name} is shut down")
         if self._idle:
             return self._idle.pop().client
-        if self._slots < self.limits.max:
-            self._slots += 1
-            return await self._create_in_slot()
-        return await self._wait_for_client()
+        with timed(f"pool_acquire_{self.name}"):  # only the calls that had to connect or wait
+            if self._slots < self.limits.max:
+                self._slots += 1
+                return await self._create_in_slot()
+            return await self._wait_for_client()
 
     def release(self, client: Redis) -> None:
         """Return a borrowed client: to the first waiter, else to the idle set."""

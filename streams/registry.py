@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from monitoring.operations import timed
 from streamsite.envconfig import RedisConfig
 from streams.pool import ClientPool
 from streams.tasks import cancel_and_wait
@@ -80,11 +81,16 @@ class StreamRegistry:
             await asyncio.sleep(self._interval)
 
     # --- reads -----------------------------------------------------------------------------
+    @property
+    def cached_names(self) -> list[str]:
+        return self._names
+
     def age_ms(self) -> float | None:
         if self._fetched_at == float("-inf"):
             return None
         return (time.monotonic() - self._fetched_at) * 1000
 
+    @timed("registry_list")
     async def names(self) -> list[str]:
         """All names, sorted: from the in-process copy while its version is current."""
         fresh = time.monotonic() - self._fetched_at < self._expiry
@@ -117,6 +123,7 @@ class StreamRegistry:
         """Our own write changed the set: the next read fetches it again."""
         self._fetched_at = float("-inf")
 
+    @timed("registry_refresh")
     async def reconcile(self) -> tuple[int, int]:
         """Make the SET match the keyspace. Returns (added, removed)."""
         found: set[str] = set()

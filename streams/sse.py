@@ -18,12 +18,16 @@ reconnect) or ``event: shutdown`` (the server is stopping; reconnect).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 
 from asgiref.sync import SyncToAsync
 from django.conf import settings
 
+from monitoring.operations import operation_metrics, timed
+from monitoring.prometheus import SSE_DURATION, SSE_OPEN
 from streams.clients import redis_context
 from streams.hub import Entry, make_entry
 from streams.live import Ended, Follow, follow_many, follow_one, live_batches
@@ -89,13 +93,28 @@ def format_batch(follow: Follow, batch: list[Entry]) -> str:
     return "".join(parts)
 
 
+@contextlib.asynccontextmanager
+async def sse_connection():
+    """Count the open connection and time it (Prometheus and the operations table)."""
+    SSE_OPEN.inc()
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        SSE_OPEN.dec()
+        seconds = time.perf_counter() - started
+        SSE_DURATION.observe(seconds)
+        operation_metrics().record("sse_connection", seconds * 1000)
+
+
 async def hub_events(follow: Follow) -> AsyncIterator[str]:
-    yield f"retry: {settings.SSE_RETRY_MS}\n\n"
-    async for item in live_batches(follow, heartbeat=settings.SSE_HEARTBEAT_INTERVAL / 1000):
-        if isinstance(item, Ended):
-            yield format_end(follow, item)
-            return
-        yield format_batch(follow, item) if item else ": ping\n\n"
+    async with sse_connection():
+        yield f"retry: {settings.SSE_RETRY_MS}\n\n"
+        async for item in live_batches(follow, heartbeat=settings.SSE_HEARTBEAT_INTERVAL / 1000):
+            if isinstance(item, Ended):
+                yield format_end(follow, item)
+                return
+            yield format_batch(follow, item) if item else ": ping\n\n"
 
 
 async def pool_events(follow: Follow) -> AsyncIterator[str]:
@@ -103,14 +122,15 @@ async def pool_events(follow: Follow) -> AsyncIterator[str]:
     holds a BlockingClientPool connection for its own XREAD. No deletion events."""
     ctx = await redis_context()
     prefix = ctx.config.stream_key_prefix
-    async with ctx.blocking.client() as r:
+    async with sse_connection(), ctx.blocking.client() as r:
         yield f"retry: {settings.SSE_RETRY_MS}\n\n"
         while True:
-            reply = await r.xread(
-                {prefix + n: follow.positions[n] for n in follow.names},
-                count=100,
-                block=settings.SSE_HEARTBEAT_INTERVAL,
-            )
+            with timed("xread_pool"):
+                reply = await r.xread(
+                    {prefix + n: follow.positions[n] for n in follow.names},
+                    count=100,
+                    block=settings.SSE_HEARTBEAT_INTERVAL,
+                )
             if not reply:
                 yield ": ping\n\n"
                 continue

@@ -132,6 +132,19 @@ def _gc_thresholds(raw: str) -> tuple[int, ...] | None:
 # The server process's garbage collector: see streamsite/lifecycle.py tune_gc().
 GC_THRESHOLDS = _gc_thresholds(env.str("GC_THRESHOLDS", default="50000,20,100"))
 
+# --- Monitoring ----------------------------------------------------------------------------
+MONITORING_RECENT_SAMPLES = env_int(env, "MONITORING_RECENT_SAMPLES", 100, minimum=1)
+MONITORING_TOKEN = env.str("MONITORING_TOKEN", default="")
+_DEFAULT_METRICS_CIDRS = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+try:
+    import ipaddress as _ipaddress
+
+    METRICS_ALLOWED_CIDRS = [
+        _ipaddress.ip_network(c.strip()) for c in env.str("METRICS_ALLOWED_CIDRS", default=_DEFAULT_METRICS_CIDRS).split(",") if c.strip()
+    ]
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_CIDRS is not a list of networks: {_exc}") from None
+
 # --- Channels ------------------------------------------------------------------------------
 CHANNEL_LAYERS = {
     "default": {

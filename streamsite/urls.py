@@ -1,9 +1,10 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.staticfiles.views import serve as serve_with_finders
-from django.urls import include, path, re_path
+from django.urls import path, re_path
 from django.views.static import serve as serve_collected
 
+from monitoring import views as monitoring_views
 from streams.views import live_page
 from streamsite.api import api
 
@@ -11,7 +12,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("live/<str:name>", live_page, name="live"),
-    path("", include("django_prometheus.urls")),
+    path("health/", monitoring_views.health, name="health"),
+    path("health/ready", monitoring_views.ready, name="health-ready"),
+    path("health/metrics", monitoring_views.metrics_json, name="health-metrics"),
+    path("metrics", monitoring_views.prometheus, name="prometheus-metrics"),
 ]
 
 # daphne serves no static files itself. The admin's few assets are served here: from the

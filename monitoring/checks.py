@@ -1,0 +1,79 @@
+"""Readiness checks and the JSON snapshot behind /health/metrics and the admin dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+
+from asgiref.sync import sync_to_async
+from django.db import connection
+
+from monitoring.operations import operation_metrics
+from streams.clients import current_context, redis_context
+
+REDIS_PING_TIMEOUT = 1.0
+
+
+async def _timed_check(coro_fn) -> dict:
+    started = time.perf_counter()
+    try:
+        await coro_fn()
+    except Exception as exc:  # any failure makes the check fail; the message says why
+        return {"ok": False, "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                "error": f"{type(exc).__name__}: {exc}"}
+    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+async def _redis_ping() -> None:
+    ctx = await redis_context()
+    async with asyncio.timeout(REDIS_PING_TIMEOUT):
+        async with ctx.main.client() as r:
+            await r.ping()
+
+
+def _db_select_one() -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    finally:
+        connection.close()  # a health probe every few seconds must not pin a connection
+
+
+async def _pools_open() -> None:
+    ctx = current_context()
+    if ctx is not None and (ctx.main.closed or ctx.blocking.closed):
+        raise RuntimeError("a Redis pool is shut down")
+
+
+async def readiness() -> tuple[bool, dict]:
+    checks = {
+        "redis": await _timed_check(_redis_ping),
+        "database": await _timed_check(sync_to_async(_db_select_one, thread_sensitive=False)),
+        "pools": await _timed_check(_pools_open),
+    }
+    return all(c["ok"] for c in checks.values()), checks
+
+
+def _pool(stats) -> dict:
+    return {"total": stats.total, "in_use": stats.in_use, "available": stats.available, "waiting": stats.waiting}
+
+
+def snapshot() -> dict:
+    """The seed's metrics endpoint, snake_case: pools, hub, registry and operation timings."""
+    ctx = current_context()
+    empty = {"total": 0, "in_use": 0, "available": 0, "waiting": 0}
+    hub = ctx.hub.stats().__dict__ if ctx is not None else None
+    registry = None
+    if ctx is not None:
+        age = ctx.registry.age_ms()
+        registry = {"streams": len(ctx.registry.cached_names), "age_ms": None if age is None else round(age)}
+    return {
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+        "blocking_pool": _pool(ctx.blocking.stats()) if ctx else empty,
+        "main_pool": _pool(ctx.main.stats()) if ctx else empty,
+        "hub": hub,
+        "registry": registry,
+        "operations": [op.as_dict() for op in operation_metrics().snapshot()],
+    }

@@ -1,0 +1,59 @@
+"""Health, readiness, the JSON metrics snapshot and the Prometheus endpoint (thin)."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from monitoring.checks import readiness, snapshot
+from monitoring.prometheus import register_collectors
+
+
+async def health(request):
+    return JsonResponse({"status": "ok"})
+
+
+async def ready(request):
+    ok, checks = await readiness()
+    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+
+
+def _has_monitoring_token(request) -> bool:
+    expected = settings.MONITORING_TOKEN
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), expected)
+
+
+async def metrics_json(request):
+    """Staff session or the MONITORING_TOKEN bearer."""
+    if not _has_monitoring_token(request):
+        if request.headers.get("Authorization"):
+            return JsonResponse({"detail": "invalid monitoring token"}, status=403)
+        user = await request.auser()
+        if not user.is_authenticated:
+            return JsonResponse({"detail": "authentication required: staff session or Bearer MONITORING_TOKEN"}, status=401)
+        if not user.is_staff:
+            return JsonResponse({"detail": "staff only"}, status=403)
+    return JsonResponse(snapshot())
+
+
+def _client_allowed(request) -> bool:
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in network for network in settings.METRICS_ALLOWED_CIDRS)
+
+
+async def prometheus(request):
+    """Open with DEBUG; else from METRICS_ALLOWED_CIDRS or with the MONITORING_TOKEN bearer."""
+    if not (settings.DEBUG or _client_allowed(request) or _has_monitoring_token(request)):
+        return JsonResponse({"detail": "metrics are only served to allowed networks or with the monitoring token"}, status=403)
+    register_collectors()
+    body = await sync_to_async(generate_latest, thread_sensitive=False)(REGISTRY)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,82 @@
+from dataclasses import replace
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.test import AsyncClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams import operations
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_health_is_ok_without_dependencies(settings):
+    settings.REDIS = replace(settings.REDIS, url="redis://127.0.0.1:1/0")
+    resp = await AsyncClient().get("/health/")
+    assert resp.status_code == 200 and resp.json() == {"status": "ok"}
+
+
+async def test_ready_reports_each_check(r):
+    resp = await AsyncClient().get("/health/ready")
+    assert resp.status_code == 200, resp.content
+    checks = resp.json()["checks"]
+    assert set(checks) == {"redis", "database", "pools"} and all(c["ok"] for c in checks.values())
+    assert all(c["latency_ms"] >= 0 for c in checks.values())
+
+
+async def test_ready_is_503_when_redis_is_unreachable(r, settings):
+    settings.REDIS = replace(settings.REDIS, url="redis://127.0.0.1:1/0", pool_min=0, blocking_pool_min=0)
+    resp = await AsyncClient().get("/health/ready")
+    assert resp.status_code == 503
+    body = resp.json()
+    assert body["status"] == "unavailable"
+    assert not body["checks"]["redis"]["ok"] and "Error" in body["checks"]["redis"]["error"]
+    assert body["checks"]["database"]["ok"]
+
+
+async def test_metrics_json_auth_and_shape(r, settings):
+    settings.MONITORING_TOKEN = "s3cret-token"
+    c = AsyncClient()
+    assert (await c.get("/health/metrics")).status_code == 401
+    assert (await c.get("/health/metrics", headers={"Authorization": "Bearer nope"})).status_code == 403
+
+    def users():
+        get_user_model().objects.create_user("plain", password="pw")
+        get_user_model().objects.create_user("ops", password="pw", is_staff=True)
+
+    await sync_to_async(users)()
+    await c.alogin(username="plain", password="pw")
+    assert (await c.get("/health/metrics")).status_code == 403
+    await c.alogin(username="ops", password="pw")
+    await operations.stream_publish(name="m", entries=[{"x": "1"}])
+    body = (await c.get("/health/metrics")).json()
+    assert set(body) == {"timestamp", "blocking_pool", "main_pool", "hub", "registry", "operations"}
+    assert set(body["main_pool"]) == {"total", "in_use", "available", "waiting"}
+    publish = next(op for op in body["operations"] if op["name"] == "publish")
+    assert set(publish) == {"name", "count", "total_ms", "min_ms", "max_ms", "avg_ms", "p95_ms"}
+    token = await AsyncClient().get("/health/metrics", headers={"Authorization": "Bearer s3cret-token"})
+    assert token.status_code == 200
+
+
+async def test_prometheus_metrics_parse_and_include_pools(r, settings):
+    await operations.stream_publish(name="m", entries=[{"x": "1"}])
+    resp = await AsyncClient().get("/metrics")  # the test client comes from 127.0.0.1
+    assert resp.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(resp.content.decode())}
+    pool = families["streamsite_redis_pool_connections"]
+    states = {(s.labels["pool"], s.labels["state"]) for s in pool.samples}
+    assert ("main", "in_use") in states and ("blocking", "waiting") in states
+    assert "streamsite_operation_seconds" in families
+    assert "streamsite_events_published" in families
+    assert "streamsite_hub_listeners" in families and "streamsite_registry_streams" in families
+
+
+async def test_prometheus_refuses_public_addresses_without_token(r, settings):
+    settings.DEBUG = False
+    settings.MONITORING_TOKEN = "tok"
+    outside = AsyncClient(client=("203.0.113.9", 5000))
+    assert (await outside.get("/metrics")).status_code == 403
+    assert (await outside.get("/metrics", headers={"Authorization": "Bearer tok"})).status_code == 200
+    inside = AsyncClient(client=("10.1.2.3", 5000))
+    assert (await inside.get("/metrics")).status_code == 200

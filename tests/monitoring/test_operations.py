@@ -1,0 +1,65 @@
+import asyncio
+
+import pytest
+
+from monitoring.operations import OperationMetrics, operation_metrics, p95, timed
+
+
+def test_exact_count_min_max_avg_and_p95_window():
+    m = OperationMetrics(recent=10)
+    for ms in [5.0, 1.0, 3.0]:
+        m.record("op", ms)
+    (s,) = m.snapshot()
+    assert (s.count, s.total_ms, s.min_ms, s.max_ms, s.avg_ms) == (3, 9.0, 1.0, 5.0, 3.0)
+    assert s.p95_ms == 5.0  # ceil(0.95 * 3) - 1 = 2 → the largest of three
+    for ms in range(1, 21):  # 20 more: the window keeps the last 10 (11..20)
+        m.record("op", float(ms))
+    (s,) = m.snapshot()
+    assert s.count == 23 and s.min_ms == 1.0 and s.max_ms == 20.0
+    assert s.p95_ms == 20.0  # ceil(9.5) - 1 = 9 → 10th of 11..20
+    assert p95(range(1, 101)) == 95  # nearest rank
+    assert p95([]) == 0.0
+
+
+def test_timed_on_sync_async_and_exceptions():
+    operation_metrics().clear()
+
+    @timed("sync_op")
+    def sync_fn(x):
+        return x * 2
+
+    @timed("async_op")
+    async def async_fn(x):
+        await asyncio.sleep(0)
+        return x + 1
+
+    @timed("failing_op")
+    def failing():
+        raise KeyError("boom")
+
+    assert sync_fn(2) == 4
+    assert asyncio.run(async_fn(1)) == 2
+    with pytest.raises(KeyError):
+        failing()
+    with timed("block_op"):
+        pass
+
+    async def use_async_cm():
+        async with timed("async_block"):
+            await asyncio.sleep(0)
+
+    asyncio.run(use_async_cm())
+    counts = {s.name: s.count for s in operation_metrics().snapshot()}
+    assert counts == {"sync_op": 1, "async_op": 1, "failing_op": 1, "block_op": 1, "async_block": 1}
+
+
+async def test_concurrent_async_recording_loses_nothing():
+    m = OperationMetrics()
+
+    async def worker():
+        for _ in range(200):
+            m.record("x", 1.0)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(worker() for _ in range(10)))
+    assert m.snapshot()[0].count == 2000
