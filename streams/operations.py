@@ -137,6 +137,21 @@ def _pairs_to_dict(fields) -> dict[str, str]:
     return dict(zip(fields[::2], fields[1::2]))
 
 
+@timed("latest_read")
+async def stream_latest(*, name: str, count: int = 20) -> list[StreamEntry] | None:
+    """The newest ``count`` entries, newest first; None when the stream is missing."""
+    ctx = await redis_context()
+    key = stream_key(ctx.config.stream_key_prefix, name)
+    async with ctx.main.client() as r:
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.exists(key)
+            pipe.xrevrange(key, "+", "-", count=count)
+            exists, reply = await pipe.execute()
+    if not exists:
+        return None
+    return [StreamEntry(id=entry_id, data=_pairs_to_dict(fields)) for entry_id, fields in reply]
+
+
 @timed("exists")
 async def streams_exist(*, names: list[str]) -> dict[str, bool]:
     """Whether each name is a stream (TYPE per key, one round trip)."""

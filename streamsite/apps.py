@@ -1,0 +1,5 @@
+from django.contrib.admin.apps import AdminConfig
+
+
+class StreamsiteAdminConfig(AdminConfig):
+    default_site = "streamsite.admin_site.StreamsiteAdminSite"

@@ -1,0 +1,85 @@
+import asyncio
+
+import pytest
+import redis
+from django.conf import settings as dj_settings
+from django.contrib.auth import get_user_model
+
+
+@pytest.fixture
+def sync_redis():
+    client = redis.Redis.from_url(dj_settings.REDIS.url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def staff_client(client, db):
+    user = get_user_model().objects.create_user("ops", password="pw", is_staff=True, is_superuser=True)
+    client.force_login(user)
+    return client
+
+
+def publish(names):
+    from streams import operations
+    from streams.clients import close_redis_context
+
+    async def run():
+        try:
+            for name in names:
+                await operations.stream_publish(name=name, entries=[{"power": "200"}, {"power": "210"}])
+        finally:
+            await close_redis_context()
+
+    asyncio.run(run())
+
+
+def test_dashboard_for_staff_redirect_for_others(client, staff_client, db):
+    page = staff_client.get("/admin/monitoring/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert '"/health/metrics"' in html and "setInterval" in html
+    assert "cdn" not in html.lower() and "https://" not in html  # only the admin's own static files
+    client.logout()
+    anon = client.get("/admin/monitoring/")
+    assert anon.status_code == 302 and "/admin/login/" in anon["Location"]
+    plain = get_user_model().objects.create_user("plain", password="pw")
+    client.force_login(plain)
+    assert client.get("/admin/monitoring/").status_code == 302
+
+
+def test_admin_index_links_operations_pages(staff_client):
+    html = staff_client.get("/admin/").content.decode()
+    assert "/admin/monitoring/" in html and "/admin/redis-streams/" in html
+
+
+def test_streams_page_lists_with_info_and_searches_by_prefix(staff_client, sync_redis):
+    publish(["bike-1", "bike-2", "run-1"])
+    page = staff_client.get("/admin/redis-streams/?q=bike")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "bike-1" in html and "bike-2" in html and "run-1" not in html
+    assert "/live/bike-1" in html
+    assert page.context["rows"][0]["info"].length == 2
+
+
+def test_stream_detail_shows_latest_entries(staff_client, sync_redis):
+    publish(["ride"])
+    page = staff_client.get("/admin/redis-streams/ride/")
+    assert page.status_code == 200
+    assert [e.data["power"] for e in page.context["entries"]] == ["210", "200"]
+    assert staff_client.get("/admin/redis-streams/nope/").status_code == 404
+
+
+def test_bulk_delete_asks_then_deletes_through_the_service(staff_client, sync_redis):
+    publish(["a", "b", "c"])
+    confirm = staff_client.post("/admin/redis-streams/delete/", {"names": ["a", "b"]})
+    assert confirm.status_code == 200 and b"Yes, delete" in confirm.content
+    assert sync_redis.exists("stream:a", "stream:b") == 2  # nothing deleted before confirming
+    done = staff_client.post("/admin/redis-streams/delete/", {"names": ["a", "b"], "confirm": "yes"}, follow=True)
+    assert done.status_code == 200
+    assert sync_redis.exists("stream:a", "stream:b") == 0 and sync_redis.exists("stream:c") == 1
+    assert not sync_redis.sismember("stream:_registry", "a")
+    assert "Deleted 2 of 2" in done.content.decode()
