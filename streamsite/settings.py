@@ -150,7 +150,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS.url],
+            # redis-py 8 defaults socket_timeout to 5 s, the same as channels-redis' blocking
+            # receive (BZPOPMIN 5 s): give those reads room instead of timing out every time.
+            "hosts": [{"address": REDIS.url, "socket_timeout": 15, "socket_keepalive": True}],
             "prefix": env.str("CHANNEL_LAYER_PREFIX", default="streamsite:asgi"),
         },
     }
