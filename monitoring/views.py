@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import os
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from monitoring.checks import readiness, snapshot
-from monitoring.prometheus import register_collectors
+from monitoring.prometheus import LiveStateCollector, register_collectors
 
 
 async def health(request):
@@ -54,6 +55,17 @@ async def prometheus(request):
     """Open with DEBUG; else from METRICS_ALLOWED_CIDRS or with the MONITORING_TOKEN bearer."""
     if not (settings.DEBUG or _client_allowed(request) or _has_monitoring_token(request)):
         return JsonResponse({"detail": "metrics are only served to allowed networks or with the monitoring token"}, status=403)
-    register_collectors()
-    body = await sync_to_async(generate_latest, thread_sensitive=False)(REGISTRY)
+    body = await sync_to_async(generate_latest, thread_sensitive=False)(scrape_registry())
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+
+
+def scrape_registry():
+    """The default registry; with PROMETHEUS_MULTIPROC_DIR, every process's files instead
+    (counters and histograms summed across processes) plus this process's live gauges."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        register_collectors()
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    registry.register(LiveStateCollector())
+    return registry
