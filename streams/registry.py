@@ -29,6 +29,19 @@ class RegistryPage:
     names: list[str]
 
 
+# Remove names whose key is no longer a stream; bump the version if any went.
+UNREGISTER_MISSING_LUA = """
+local removed = 0
+for i = 2, #ARGV do
+  if redis.call('TYPE', ARGV[1] .. ARGV[i])['ok'] ~= 'stream' then
+    removed = removed + redis.call('SREM', KEYS[1], ARGV[i])
+  end
+end
+if removed > 0 then redis.call('INCR', KEYS[2]) end
+return removed
+"""
+
+
 def registry_keys(prefix: str) -> tuple[str, str]:
     """The SET of names and its version counter. '_' cannot start a valid stream name."""
     return f"{prefix}_registry", f"{prefix}_registry:version"
@@ -125,26 +138,33 @@ class StreamRegistry:
 
     @timed("registry_refresh")
     async def reconcile(self) -> tuple[int, int]:
-        """Make the SET match the keyspace. Returns (added, removed)."""
+        """Make the SET match the keyspace. Returns (added, removed).
+
+        Race-safe against our own writers: the SET is read *before* the SCAN, so a stream
+        published during the scan is never a removal candidate, and a candidate is removed
+        only if its key still is not a stream at that moment (checked inside Redis)."""
         found: set[str] = set()
         cut = len(self._prefix)
         async with self._pool.client() as r:
+            known = await r.smembers(self._set_key)
             async for key in r.scan_iter(
                 match=_glob_escape(self._prefix) + "*", count=1000, _type="stream"
             ):
                 found.add(key[cut:])
-            known = await r.smembers(self._set_key)
             added = found - known
-            removed = known - found
-            if added or removed:
+            if added:
                 async with r.pipeline(transaction=True) as pipe:
-                    if added:
-                        pipe.sadd(self._set_key, *added)
-                    if removed:
-                        pipe.srem(self._set_key, *removed)
+                    pipe.sadd(self._set_key, *added)
                     pipe.incr(self._version_key)
                     await pipe.execute()
+            candidates = sorted(known - found)
+            removed = 0
+            if candidates:
+                script = r.register_script(UNREGISTER_MISSING_LUA)
+                removed = await script(
+                    keys=[self._set_key, self._version_key], args=[self._prefix, *candidates], client=r
+                )
         self.last_reconcile_at = time.monotonic()
         if added or removed:
             self.forget_cache()
-        return len(added), len(removed)
+        return len(added), int(removed)

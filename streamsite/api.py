@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -12,6 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.api import batch_router, router as streams_router
 from streams.names import InvalidInput
+from streamsite.middleware import human_size
 from workouts.api import router as workouts_router
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,8 @@ def on_invalid_input(request, exc: InvalidInput):
 
 @api.exception_handler(RequestDataTooBig)
 def on_too_big(request, exc):
-    return _detail(request, 413, "request body is larger than the limit of 1 MiB")
+    limit = human_size(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+    return _detail(request, 413, f"request body is larger than the limit of {limit}")
 
 
 @api.exception_handler(AuthenticationError)

@@ -19,6 +19,13 @@ from django.middleware.security import SecurityMiddleware
 from django.utils.module_loading import import_string
 
 
+def human_size(n: int) -> str:
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
+
+
 def method_not_allowed(request, original) -> JsonResponse:
     allowed = original.get("Allow", "")
     response = JsonResponse(
@@ -49,12 +56,32 @@ class PathRoutedMiddleware:
         self.session = SessionMiddleware(get_response)
         self.auth = AuthenticationMiddleware(get_response)
 
+    def body_too_big(self, request) -> JsonResponse | None:
+        """API bodies are capped at STREAMS_MAX_BODY (1 MiB), workouts at the larger
+        DATA_UPLOAD_MAX_MEMORY_SIZE (enforced by Django when the body is read)."""
+        path = request.path_info
+        if not path.startswith("/api/") or path.startswith("/api/workouts"):
+            return None
+        try:
+            length = int(request.headers.get("Content-Length") or 0)
+        except ValueError:
+            return JsonResponse({"detail": "invalid Content-Length header"}, status=400)
+        if length > settings.STREAMS_MAX_BODY:
+            return JsonResponse(
+                {"detail": f"request body is larger than the limit of {human_size(settings.STREAMS_MAX_BODY)}"},
+                status=413,
+            )
+        return None
+
     async def __call__(self, request):
         if not request.path_info.startswith(self.prefixes):
             return await self.full(request)
         redirect = self.security.process_request(request)
         if redirect is not None:
             return redirect
+        too_big = self.body_too_big(request)
+        if too_big is not None:
+            return too_big
         self.session.process_request(request)  # lazy: no I/O unless the session is read
         self.auth.process_request(request)  # lazy: request.auser() loads the user on demand
         response = await self.lean(request)

@@ -99,8 +99,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
-# Request bodies: 1 MiB (the API answers 413 above it).
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(env, "DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024, minimum=1)
+# Request bodies: 1 MiB for the streams API (STREAMS_MAX_BODY), more for workouts, whose
+# JSON samples reach ~12 MB at the 200,000-sample limit. Both answer 413 above the limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(env, "DATA_UPLOAD_MAX_MEMORY_SIZE", 32 * 1024 * 1024, minimum=1)
+STREAMS_MAX_BODY = env_int(env, "STREAMS_MAX_BODY", 1024 * 1024, minimum=1)
 
 # --- Redis and streams ---------------------------------------------------------------------
 REDIS = load_redis_config(env)

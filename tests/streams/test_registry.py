@@ -60,3 +60,27 @@ async def test_other_process_sees_our_publish_at_once(r):
         assert await other.registry.names() == []
     finally:
         await other.close()
+
+
+async def test_reconcile_never_unregisters_a_stream_published_during_the_scan(r):
+    """SCAN sees the keyspace before our publish; the SET after it. The stream must stay."""
+    ctx = await redis_context()
+    await ctx.registry.close()
+    real_scan = r.__class__.scan_iter
+    published = False
+
+    async def scan_then_publish(self, *args, **kwargs):
+        nonlocal published
+        async for key in real_scan(self, *args, **kwargs):
+            yield key
+        if not published:
+            published = True
+            await operations.stream_publish(name="fresh", entries=[{"x": "1"}])
+
+    r.__class__.scan_iter = scan_then_publish
+    try:
+        await ctx.registry.reconcile()
+    finally:
+        r.__class__.scan_iter = real_scan
+    assert published
+    assert await r.sismember(ctx.registry.set_key, "fresh")

@@ -245,3 +245,14 @@ async def test_api_fit_upload_and_corrupt_upload(api_token):
     resp = await c.post("/api/workouts/import", {"file": SimpleUploadedFile("b.fit", b"garbage" * 10)}, **auth(api_token))
     assert resp.status_code == 400 and "b.fit" in resp.json()["detail"]
     assert await Workout.objects.acount() == 1
+
+
+@pytest_async
+async def test_large_workout_bodies_are_allowed_up_to_their_own_limit(api_token, settings):
+    body = json.dumps({"title": "long", "started_at": "2026-11-03T17:00:00Z", "samples": ride_columns(20000)})
+    assert len(body) > settings.STREAMS_MAX_BODY  # over the streams API's 1 MiB
+    resp = await AsyncClient().post("/api/workouts", body, content_type="application/json", **auth(api_token))
+    assert resp.status_code == 201
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+    resp = await AsyncClient().post("/api/workouts", body, content_type="application/json", **auth(api_token))
+    assert resp.status_code == 413 and "1 MiB" in resp.json()["detail"]
