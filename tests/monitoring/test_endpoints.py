@@ -95,3 +95,16 @@ async def test_prometheus_refuses_public_addresses_without_token(r, settings):
     assert await get_from("10.1.2.3", "/metrics") == 200
     settings.DEBUG = True
     assert await get_from("203.0.113.9", "/metrics") == 200
+
+
+async def test_prometheus_output_passes_promtool_when_available(r):
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package 'prometheus')")
+    await operations.stream_publish(name="m", entries=[{"x": "1"}])
+    body = (await AsyncClient().get("/metrics")).content
+    result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
+    assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), result
