@@ -31,6 +31,7 @@ from monitoring.prometheus import SSE_DURATION, SSE_OPEN
 from streams.clients import redis_context
 from streams.hub import Entry, make_entry
 from streams.live import Ended, Follow, follow_many, follow_one, live_batches
+from streams.pool import PoolExhaustedError
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -119,28 +120,37 @@ async def hub_events(follow: Follow) -> AsyncIterator[str]:
 
 async def pool_events(follow: Follow) -> AsyncIterator[str]:
     """The seed's design, kept for side-by-side benchmarks (SSE_DELIVERY=pool): each listener
-    holds a BlockingClientPool connection for its own XREAD. No deletion events."""
+    holds a BlockingClientPool connection for its own XREAD. No deletion events. When the pool
+    is exhausted the client gets ``event: error`` and the stream ends."""
     ctx = await redis_context()
     prefix = ctx.config.stream_key_prefix
-    async with sse_connection(), ctx.blocking.client() as r:
+    async with sse_connection():
         yield f"retry: {settings.SSE_RETRY_MS}\n\n"
-        while True:
-            with timed("xread_pool"):
-                reply = await r.xread(
-                    {prefix + n: follow.positions[n] for n in follow.names},
-                    count=100,
-                    block=settings.SSE_HEARTBEAT_INTERVAL,
-                )
-            if not reply:
-                yield ": ping\n\n"
-                continue
-            parts = []
-            for key, entries in reply:
-                name = key[len(prefix):]
-                for entry_id, fields in entries:
-                    follow.positions[name] = entry_id
-                    parts.append(format_entry(follow, make_entry(name, entry_id, fields)))
-            yield "".join(parts)
+        try:
+            r = await ctx.blocking.acquire()
+        except PoolExhaustedError as exc:
+            yield f"event: error\ndata: {json.dumps({'detail': str(exc)})}\n\n"
+            return
+        try:
+            while True:
+                with timed("xread_pool"):
+                    reply = await r.xread(
+                        {prefix + n: follow.positions[n] for n in follow.names},
+                        count=100,
+                        block=settings.SSE_HEARTBEAT_INTERVAL,
+                    )
+                if not reply:
+                    yield ": ping\n\n"
+                    continue
+                parts = []
+                for key, entries in reply:
+                    name = key[len(prefix):]
+                    for entry_id, fields in entries:
+                        follow.positions[name] = entry_id
+                        parts.append(format_entry(follow, make_entry(name, entry_id, fields)))
+                yield "".join(parts)
+        finally:
+            ctx.blocking.release(r)
 
 
 def event_source(follow: Follow) -> AsyncIterator[str]:

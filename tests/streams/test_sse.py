@@ -292,6 +292,22 @@ async def test_pool_mode_gives_each_listener_its_own_connection(r, open_clients,
     assert (await redis_context()).hub.stats().listeners == 0
 
 
+async def test_pool_mode_exhausted_pool_ends_with_error_event(r, open_clients, settings):
+    from dataclasses import replace
+
+    settings.SSE_DELIVERY = "pool"
+    settings.REDIS = replace(settings.REDIS, blocking_pool_min=0, blocking_pool_max=1, blocking_pool_acquire_timeout_ms=50)
+    first = await follow(open_clients, "/api/streams/ride/sse")
+    assert (await first.next_event()).retry is not None
+    blocking = (await redis_context()).blocking
+    await wait_for(lambda: blocking.stats().in_use == 1)  # the first listener holds the only one
+    second = await follow(open_clients, "/api/streams/ride/sse")
+    events = [await second.next_event(), await second.next_event()]
+    assert events[1].event == "error" and "exhausted" in events[1].json()["detail"]
+    with pytest.raises(EOFError):
+        await second.next_event()
+
+
 async def test_live_page_follows_the_stream(r):
     from django.test import AsyncClient
 
