@@ -39,6 +39,17 @@ def stream_key(prefix: str, name: str) -> str:
     return prefix + name
 
 
+async def _one_command_per_stream(names: list[str], command: str, *, raise_on_error: bool = True) -> list:
+    """``command`` on each stream's key, pipelined (not a transaction): one round trip."""
+    ctx = await redis_context()
+    prefix = ctx.config.stream_key_prefix
+    async with ctx.main.client() as r:
+        async with r.pipeline(transaction=False) as pipe:
+            for name in names:
+                getattr(pipe, command)(stream_key(prefix, name))
+            return await pipe.execute(raise_on_error=raise_on_error)
+
+
 @timed("publish")
 async def stream_publish(*, name: str, entries: list[dict[str, str]]) -> list[str]:
     """Append entries (already encoded) in one transaction; register the stream. Returns ids.
@@ -70,13 +81,7 @@ async def stream_info_batch(*, names: list[str]) -> dict[str, StreamInfo | None]
     """Length and first/last id for many streams: one XINFO STREAM each, one round trip."""
     if not names:
         return {}
-    ctx = await redis_context()
-    prefix = ctx.config.stream_key_prefix
-    async with ctx.main.client() as r:
-        async with r.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.xinfo_stream(stream_key(prefix, name))
-            replies = await pipe.execute(raise_on_error=False)
+    replies = await _one_command_per_stream(names, "xinfo_stream", raise_on_error=False)
     result: dict[str, StreamInfo | None] = {}
     for name, reply in zip(names, replies):
         if isinstance(reply, ResponseError):
@@ -157,13 +162,7 @@ async def streams_exist(*, names: list[str]) -> dict[str, bool]:
     """Whether each name is a stream (TYPE per key, one round trip)."""
     if not names:
         return {}
-    ctx = await redis_context()
-    prefix = ctx.config.stream_key_prefix
-    async with ctx.main.client() as r:
-        async with r.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.type(stream_key(prefix, name))
-            types = await pipe.execute()
+    types = await _one_command_per_stream(names, "type")
     return {name: kind == "stream" for name, kind in zip(names, types)}
 
 
