@@ -57,7 +57,6 @@ def api_create(n: int = 14400, repeat: int = 10) -> dict:
     call_command("migrate", verbosity=0)
     import asyncio
 
-    from asgiref.sync import sync_to_async
     from django.contrib.auth import get_user_model
     from django.test import AsyncClient
 

@@ -15,7 +15,7 @@ from ninja.security import HttpBearer
 from pydantic import Field
 
 from streams import operations, sse
-from streams.auth import reader_allowed, writer
+from streams.auth import writer
 from streams.names import MAX_ENTRIES, InvalidInput, encode_entries, validate_range_id, validate_stream_name
 
 MAX_BATCH = 1000
@@ -40,7 +40,7 @@ class ReadAuth(WriteAuth):
     """Anyone when STREAMS_PUBLIC_READ is true; otherwise as for writes."""
 
     async def __call__(self, request: HttpRequest):
-        if settings.STREAMS_PUBLIC_READ or await reader_allowed(request):
+        if settings.STREAMS_PUBLIC_READ:
             return True
         return await super().__call__(request)
 

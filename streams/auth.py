@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.utils import timezone
 from ninja.utils import check_csrf
 
@@ -48,9 +47,3 @@ async def writer(request):
             return None
         return user
     return None
-
-
-async def reader_allowed(request) -> bool:
-    if settings.STREAMS_PUBLIC_READ:
-        return True
-    return await writer(request) is not None

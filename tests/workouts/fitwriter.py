@@ -48,7 +48,7 @@ def write_fit(start: dt.datetime, rows: list[dict], *, ftp: int | None = None, t
             kind, at = events.pop(0)
             body += struct.pack("<BIBB", 2, _fit_ts(start + dt.timedelta(seconds=at)), 0, 0 if kind == "start" else 4)
         values = []
-        for num, size, base, name, scale, offset in RECORD_FIELDS:
+        for _num, _size, base, name, scale, offset in RECORD_FIELDS:
             if name == "timestamp":
                 values.append(_fit_ts(start + dt.timedelta(seconds=row["t"])))
                 continue
