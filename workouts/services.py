@@ -96,8 +96,9 @@ def _number(value) -> float:
     return number if number == number and abs(number) != float("inf") else float("nan")
 
 
-async def stream_samples(name: str, *, chunk: int = ARCHIVE_CHUNK) -> StreamSamples | None:
-    """Read a whole stream in chunks into columnar arrays; None if it does not exist."""
+async def stream_samples(name: str, *, chunk: int = ARCHIVE_CHUNK, progress=None) -> StreamSamples | None:
+    """Read a whole stream in chunks into columnar arrays (8 bytes a value, no list of
+    dicts); None if it does not exist. ``progress(n)`` is called after each chunk."""
     from streams import operations
 
     acc = StreamSamples()
@@ -108,20 +109,23 @@ async def stream_samples(name: str, *, chunk: int = ARCHIVE_CHUNK) -> StreamSamp
             return None
         for entry in entries:
             acc.add(entry.id, entry.data)
+        if progress is not None:
+            progress(len(entries))
         if len(entries) < chunk:
             return acc
         start = "(" + entries[-1].id
 
 
 async def workout_from_stream(
-    *, name: str, athlete, title: str | None = None, ftp: int | None = None, delete_stream: bool = False
+    *, name: str, athlete, title: str | None = None, ftp: int | None = None, delete_stream: bool = False,
+    progress=None,
 ) -> Workout:
     """Archive a stream as a workout (same metrics as posting the same samples)."""
     from asgiref.sync import sync_to_async
 
     from streams import operations
 
-    acc = await stream_samples(name)
+    acc = await stream_samples(name, progress=progress)
     if acc is None:
         raise LookupError(f"stream {name!r} not found")
     if acc.count == 0:

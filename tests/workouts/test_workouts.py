@@ -256,3 +256,28 @@ async def test_large_workout_bodies_are_allowed_up_to_their_own_limit(api_token,
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
     resp = await AsyncClient().post("/api/workouts", body, content_type="application/json", **auth(api_token))
     assert resp.status_code == 413 and "1 MiB" in resp.json()["detail"]
+
+
+@pytest.mark.django_db(transaction=True)  # the command saves from its own event-loop thread
+def test_archive_stream_command_reads_in_chunks_and_deletes(r_sync_stream):
+    get_user_model().objects.create_user("rider")
+    call_command("archive_stream", "cmd-ride", "--athlete", "rider", "--delete")
+    w = Workout.objects.get(source="stream")
+    assert w.sample_count == 12000 and w.normalized_power is not None
+    assert r_sync_stream.exists("stream:cmd-ride") == 0
+
+
+@pytest.fixture
+def r_sync_stream():
+    import redis
+    from django.conf import settings as dj_settings
+
+    client = redis.Redis.from_url(dj_settings.REDIS.url, decode_responses=True)
+    client.flushdb()
+    pipe = client.pipeline(transaction=False)
+    for i in range(12000):  # more than two archive chunks of 5,000
+        pipe.xadd("stream:cmd-ride", {"t": str(i), "power": str(150 + i % 100)})
+    pipe.execute()
+    yield client
+    client.flushdb()
+    client.close()

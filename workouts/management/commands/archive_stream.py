@@ -2,6 +2,9 @@ import asyncio
 
 from django.core.management.base import BaseCommand, CommandError
 
+from tqdm import tqdm
+
+from streams import operations
 from streams.clients import close_redis_context
 from streams.names import InvalidInput, validate_stream_name
 from workouts.samples import SamplesError
@@ -27,7 +30,12 @@ class Command(BaseCommand):
 
         async def run():
             try:
-                return await workout_from_stream(name=stream, athlete=who, title=title, ftp=ftp, delete_stream=delete)
+                info = (await operations.stream_info_batch(names=[stream]))[stream]
+                total = info.length if info else None
+                with tqdm(total=total, unit="entry", disable=None, file=self.stderr) as bar:
+                    return await workout_from_stream(
+                        name=stream, athlete=who, title=title, ftp=ftp, delete_stream=delete, progress=bar.update
+                    )
             finally:
                 await close_redis_context()
 
