@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from monitoring.operations import timed
 from streams.pool import BlockingClientPool, ClientPool, PoolClosedError
 from streams.positions import last_generated_id, parse_id
-from streams.tasks import cancel_and_wait
+from streams.tasks import cancel_and_wait, raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,7 @@ class _Reader:
             try:
                 with timed("xread_hub"):
                     reply = await client.xread(streams, count=READ_COUNT, block=BLOCK_MS)
+                raise_if_cancelled()
             finally:
                 self.blocked = False
             for key, entries in reply or ():

@@ -19,6 +19,7 @@ from streams.clients import redis_context
 from streams.hub import Entry, make_entry
 from streams.names import InvalidInput, validate_entry_id, validate_stream_name
 from streams.positions import START, parse_id
+from streams.tasks import raise_if_cancelled
 
 CATCH_UP_CHUNK = 500
 
@@ -123,10 +124,13 @@ async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[lis
     try:
         for name in follow.names:
             async for batch in _catch_up(name, follow.positions[name]):
+                raise_if_cancelled()
                 if fresh := _newer(batch, cursors):
                     yield fresh
         while True:
+            raise_if_cancelled()
             batch = await sub.next_batch(heartbeat)
+            raise_if_cancelled()
             fresh = _newer(batch, cursors)
             if fresh or (not batch and sub.end_reason is None):
                 yield fresh  # [] = a quiet heartbeat interval

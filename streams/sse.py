@@ -32,6 +32,7 @@ from streams.clients import redis_context
 from streams.hub import Entry, make_entry
 from streams.live import Ended, Follow, follow_many, follow_one, live_batches
 from streams.pool import PoolExhaustedError
+from streams.tasks import raise_if_cancelled
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -139,6 +140,7 @@ async def pool_events(follow: Follow) -> AsyncIterator[str]:
                         count=100,
                         block=settings.SSE_HEARTBEAT_INTERVAL,
                     )
+                raise_if_cancelled()
                 if not reply:
                     yield ": ping\n\n"
                     continue

@@ -327,3 +327,37 @@ async def test_listeners_do_not_each_keep_a_thread(r, open_clients):
     for i in range(20):
         await follow(open_clients, f"/api/streams/t{i}/sse")
     assert threading.active_count() - before < 5
+
+
+async def test_a_swallowed_cancellation_still_ends_the_stream(r, monkeypatch):
+    """Python 3.11's wait_for (used by redis-py) can swallow the cancel Django sends on
+    disconnect; the stream must still end and unsubscribe instead of running forever."""
+    from streams import live
+
+    await publish("ride", 3)
+    entered = asyncio.Event()
+
+    async def range_that_swallows_cancel(**kwargs):
+        entered.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            return []  # what wait_for does when the reply lands as the cancel arrives
+        return []
+
+    monkeypatch.setattr(live.operations, "stream_range", range_that_swallows_cancel)
+    follow_ = await live.follow_one("ride", resume=None, mode="start")
+    stream = live.live_batches(follow_, heartbeat=0.05)
+
+    async def consume():
+        async for _ in stream:
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(entered.wait(), 5)
+    hub = (await redis_context()).hub
+    assert hub.stats().listeners == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert hub.stats().listeners == 0
