@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from django.conf import settings
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Query, Router, Schema

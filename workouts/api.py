@@ -6,13 +6,12 @@ import datetime as dt
 import json
 
 from asgiref.sync import sync_to_async
-from django.http import HttpResponse
 from ninja import File, Form, Query, Router, Schema
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from pydantic import Field
 
-from streams.api import ReadAuth, WriteAuth
+from streams.api import ReadAuth, WriteAuth, fast_json
 from streams.names import InvalidInput, validate_stream_name
 from workouts import services
 from workouts.fit import FitError, workout_from_fit
@@ -32,10 +31,6 @@ def workout_out(w: Workout, *, samples: bool = False) -> dict:
     if samples:
         out["samples"] = w.samples.to_lists() if w.samples is not None else None
     return out
-
-
-def json_response(payload, status: int = 200) -> HttpResponse:
-    return HttpResponse(json.dumps(payload), status=status, content_type="application/json")
 
 
 def _parse_started_at(value) -> dt.datetime:
@@ -110,7 +105,7 @@ async def create_workout(request):
         athlete=athlete, title=title.strip(), started_at=started_at, samples=samples, ftp=ftp,
         notes=str(body.get("notes") or ""), source=Workout.Source.API,
     )
-    return json_response(workout_out(workout), status=201)
+    return fast_json(workout_out(workout), status=201)
 
 
 class WorkoutQuery(Schema):
@@ -135,7 +130,7 @@ async def list_workouts(request, q: Query[WorkoutQuery]):
         return qs.count(), [workout_out(w) for w in qs[q.offset : q.offset + q.limit]]
 
     count, items = await fetch()
-    return json_response({"count": count, "workouts": items})
+    return fast_json({"count": count, "workouts": items})
 
 
 @router.post("/workouts/import", auth=WriteAuth(), summary="Import a FIT file")
@@ -149,7 +144,7 @@ async def import_fit(request, file: File[UploadedFile], title: Form[str] = "", f
         )
     except FitError as exc:
         raise InvalidInput(f"{file.name}: {exc}") from None
-    return json_response(workout_out(workout), status=201)
+    return fast_json(workout_out(workout), status=201)
 
 
 @router.get("/workouts/{workout_id}", auth=ReadAuth(), summary="One workout (samples=true adds the arrays)")
@@ -162,7 +157,7 @@ async def get_workout(request, workout_id: int, samples: bool = False):
     out = await fetch()
     if out is None:
         raise HttpError(404, f"workout {workout_id} not found")
-    return json_response(out)
+    return fast_json(out)
 
 
 class ArchiveIn(Schema):
@@ -189,4 +184,4 @@ async def archive_stream(request, name: str, body: ArchiveIn):
     def shape():
         return workout_out(Workout.objects.select_related("athlete").get(pk=workout.pk))
 
-    return json_response(await shape(), status=201)
+    return fast_json(await shape(), status=201)
