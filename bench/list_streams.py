@@ -66,6 +66,7 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--port", type=int, default=8021)
+    p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     args = p.parse_args()
 
@@ -76,18 +77,20 @@ def main() -> None:
         "STREAMS_PUBLIC_READ": "true", "REDIS_URL": args.redis_url, "LOG_LEVEL": "warning",
         "STREAM_KEY_PREFIX": prefix,
     }
-    server = subprocess.Popen(
-        [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(args.port), "--access-log", os.devnull,
-         "bench.scan_baseline_asgi:application"],
-        cwd=ROOT, env=env,
-    )
+    if args.server == "daphne":
+        command = [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(args.port), "--access-log", os.devnull,
+                   "bench.scan_baseline_asgi:application"]
+    else:
+        command = [str(ROOT / ".venv/bin/uvicorn"), "--host", "127.0.0.1", "--port", str(args.port), "--no-access-log",
+                   "--log-level", "warning", "bench.scan_baseline_asgi:application"]
+    server = subprocess.Popen(command, cwd=ROOT, env=env)
     try:
         wait_port(args.port)
         base = f"http://127.0.0.1:{args.port}"
         for label, path in [("registry", "/api/streams?limit=100"), ("scan-baseline", "/bench/streams-scan?limit=100")]:
             wrk(base + path, 3, args.connections, args.threads)  # warm-up
             result = wrk(base + path, args.duration, args.connections, args.threads)
-            print(json.dumps({"run": label, "streams": args.streams, "connections": args.connections, **result}))
+            print(json.dumps({"run": label, "server": args.server, "streams": args.streams, "connections": args.connections, **result}))
     finally:
         server.terminate()
         server.wait(10)

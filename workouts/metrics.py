@@ -106,11 +106,12 @@ def moving_power_1hz(t, power, pauses: Pauses = None) -> np.ndarray:
     if t.shape != p.shape:
         raise ValueError("t and power must have the same length")
     steps = np.diff(t)
-    if t.size > 1 and not (steps > 0).all():
-        raise ValueError("t must be strictly increasing")
-    # Fast path: gap-free 1 Hz with whole-second steps and no missing value is the answer.
+    # Fast path: gap-free 1 Hz with whole-second steps and no missing value is the answer
+    # (whole-second steps are increasing, so this also validates t).
     if not pauses and t.size > 1 and (steps == 1.0).all() and not np.isnan(p).any():
         return p
+    if t.size > 1 and not (steps > 0).all():
+        raise ValueError("t must be strictly increasing")
     if not np.isfinite(t).all():
         raise ValueError("t must be finite")
     keep = ~np.isnan(p) & ~_in_pause(t, pauses)
