@@ -60,20 +60,20 @@ def _pool(stats) -> dict:
     return {"total": stats.total, "in_use": stats.in_use, "available": stats.available, "waiting": stats.waiting}
 
 
-def snapshot() -> dict:
+async def snapshot() -> dict:
     """The seed's metrics endpoint, snake_case: pools, hub, registry and operation timings."""
-    ctx = current_context()
-    empty = {"total": 0, "in_use": 0, "available": 0, "waiting": 0}
-    hub = ctx.hub.stats().__dict__ if ctx is not None else None
-    registry = None
-    if ctx is not None:
+    ctx = await redis_context()
+    try:
+        streams = len(await ctx.registry.names())  # one GET while the in-process copy is current
         age = ctx.registry.age_ms()
-        registry = {"streams": len(ctx.registry.cached_names), "age_ms": None if age is None else round(age)}
+        registry = {"streams": streams, "age_ms": None if age is None else round(age)}
+    except Exception as exc:  # Redis down: the rest of the snapshot still helps
+        registry = {"streams": None, "age_ms": None, "error": f"{type(exc).__name__}: {exc}"}
     return {
         "timestamp": dt.datetime.now(dt.UTC).isoformat(),
-        "blocking_pool": _pool(ctx.blocking.stats()) if ctx else empty,
-        "main_pool": _pool(ctx.main.stats()) if ctx else empty,
-        "hub": hub,
+        "blocking_pool": _pool(ctx.blocking.stats()),
+        "main_pool": _pool(ctx.main.stats()),
+        "hub": ctx.hub.stats().__dict__,
         "registry": registry,
         "operations": [op.as_dict() for op in operation_metrics().snapshot()],
     }

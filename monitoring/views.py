@@ -40,7 +40,7 @@ async def metrics_json(request):
             return JsonResponse({"detail": "authentication required: staff session or Bearer MONITORING_TOKEN"}, status=401)
         if not user.is_staff:
             return JsonResponse({"detail": "staff only"}, status=403)
-    return JsonResponse(snapshot())
+    return JsonResponse(await snapshot())
 
 
 def _client_allowed(request) -> bool:

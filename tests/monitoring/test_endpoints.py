@@ -53,6 +53,7 @@ async def test_metrics_json_auth_and_shape(r, settings):
     body = (await c.get("/health/metrics")).json()
     assert set(body) == {"timestamp", "blocking_pool", "main_pool", "hub", "registry", "operations"}
     assert set(body["main_pool"]) == {"total", "in_use", "available", "waiting"}
+    assert body["registry"]["streams"] == 1 and body["registry"]["age_ms"] is not None
     publish = next(op for op in body["operations"] if op["name"] == "publish")
     assert set(publish) == {"name", "count", "total_ms", "min_ms", "max_ms", "avg_ms", "p95_ms"}
     token = await AsyncClient().get("/health/metrics", headers={"Authorization": "Bearer s3cret-token"})
