@@ -281,3 +281,25 @@ def r_sync_stream():
     yield client
     client.flushdb()
     client.close()
+
+
+def test_simulate_ride_publishes_a_realistic_ride(r_sync_stream):
+    from workouts.simulate import simulate_ride as ride_arrays
+
+    call_command("simulate_ride", "sim-ride", "--duration", "600", "--speedup", "0", "--seed", "3")
+    entries = r_sync_stream.xrange("stream:sim-ride")
+    assert len(entries) == 600
+    fields = entries[100][1]
+    assert {"t", "heart_rate", "cadence", "speed", "distance", "altitude"} <= set(fields)
+    ride = ride_arrays(duration=600, seed=3)
+    assert float(fields["t"]) == 100.0 and float(fields["heart_rate"]) == ride["heart_rate"][100]
+    powers = [float(f["power"]) for _, f in entries if "power" in f]
+    assert 0.0 in powers  # coasting zeros are published
+    assert len(powers) < 600  # and so are dropouts (no power field)
+
+
+def test_simulate_ride_rejects_bad_arguments(db):
+    with pytest.raises(Exception, match="invalid stream name"):
+        call_command("simulate_ride", "no spaces")
+    with pytest.raises(Exception, match="--hz"):
+        call_command("simulate_ride", "ok", "--hz", "0")
