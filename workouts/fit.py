@@ -85,7 +85,7 @@ def workout_from_fit(data: bytes, *, athlete, title: str, ftp: int | None = None
 
     started_at, columns, pauses, file_ftp = read_fit(data)
     try:
-        samples = samples_from_arrays(**{k: v for k, v in columns.items() if k == "t" or any(x == x for x in v)})
+        samples = samples_from_arrays(**columns)
     except SamplesError as exc:
         raise FitError(str(exc)) from None
     if started_at.tzinfo is None:

@@ -114,24 +114,23 @@ def moving_power_1hz(t, power, pauses: Pauses = None) -> np.ndarray:
         raise ValueError("t must be strictly increasing")
     if not np.isfinite(t).all():
         raise ValueError("t must be finite")
-    keep = ~np.isnan(p) & ~_in_pause(t, pauses)
-    tv = t[keep]
+    unpaused = ~_in_pause(t, pauses)
+    tm, pm = t[unpaused], p[unpaused]  # every sample of moving time, missing power included
+    tv = tm[~np.isnan(pm)]
     if tv.size == 0:
         return np.empty(0)
     starts = np.flatnonzero(np.concatenate(([True], _segment_breaks(tv, pauses))))
     ends = np.append(starts[1:], tv.size)
-    # Missing values inside a segment: interpolate from the valid neighbours at those times.
-    pieces = []
-    for a, b in zip(starts, ends):
-        seg_t_all, seg_p_all = _with_interpolated_gaps(t, p, tv[a], tv[b - 1], pauses)
-        pieces.append(_bin_seconds(seg_t_all, seg_p_all))
-    return np.concatenate(pieces) if pieces else np.empty(0)
+    # A segment runs from its first to its last valid sample; the samples between (missing
+    # power included) are one slice of the moving samples.
+    lo = np.searchsorted(tm, tv[starts], side="left")
+    hi = np.searchsorted(tm, tv[ends - 1], side="right")
+    pieces = [_bin_seconds(*_with_interpolated_gaps(tm[a:b], pm[a:b])) for a, b in zip(lo, hi)]
+    return np.concatenate(pieces)
 
 
-def _with_interpolated_gaps(t, p, t_first, t_last, pauses):
-    inside = (t >= t_first) & (t <= t_last) & ~_in_pause(t, pauses)
-    seg_t = t[inside]
-    seg_p = p[inside]
+def _with_interpolated_gaps(seg_t: np.ndarray, seg_p: np.ndarray):
+    """Missing values inside a segment: interpolated from the valid neighbours."""
     missing = np.isnan(seg_p)
     if missing.any():
         seg_p = seg_p.copy()

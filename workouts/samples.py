@@ -86,13 +86,16 @@ def _channel(name: str, values: list) -> np.ndarray:
 
 
 def samples_from_arrays(max_samples: int = MAX_STORED_SAMPLES, **arrays) -> Samples:
-    """Arrays from our own readers (FIT import, stream archive): the same checks, vectorised."""
+    """Arrays from our own readers (FIT import, stream archive): the same checks, vectorised.
+    A channel with no value at all is left out."""
     out = {}
     n = None
     for name, values in arrays.items():
         if values is None:
             continue
         arr = np.asarray(values, dtype=float)
+        if name != "t" and np.isnan(arr).all():
+            continue
         n = arr.size if n is None else n
         if arr.size != n:
             raise SamplesError(f"samples.{name} has {arr.size} values, expected {n}")

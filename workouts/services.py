@@ -79,8 +79,7 @@ class StreamSamples:
         self.count += 1
 
     def samples(self) -> Samples:
-        arrays = {k: v for k, v in self.columns.items() if k == "t" or any(x == x for x in v)}
-        return samples_from_arrays(**arrays)
+        return samples_from_arrays(**self.columns)
 
     def started_at(self) -> dt.datetime:
         return dt.datetime.fromtimestamp((self.first_ms or 0) / 1000, tz=dt.UTC)
