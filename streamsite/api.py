@@ -6,6 +6,7 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -56,6 +57,11 @@ def on_invalid_input(request, exc: InvalidInput):
 def on_too_big(request, exc):
     limit = human_size(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
     return _detail(request, 413, f"request body is larger than the limit of {limit}")
+
+
+@api.exception_handler(MultiPartParserError)
+def on_bad_multipart(request, exc):
+    return _detail(request, 400, f"request body is not valid multipart/form-data: {exc}")
 
 
 @api.exception_handler(AuthenticationError)

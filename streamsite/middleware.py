@@ -19,6 +19,11 @@ from django.middleware.security import SecurityMiddleware
 from django.utils.module_loading import import_string
 
 
+# Load-balancer probes and Prometheus scrapers reach a pod by its IP, which is rarely one of
+# ALLOWED_HOSTS; /metrics has its own address rules (METRICS_ALLOWED_CIDRS).
+HOST_CHECK_EXEMPT = ("/health/", "/metrics")
+
+
 def human_size(n: int) -> str:
     for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size and n % size == 0:
@@ -76,6 +81,8 @@ class PathRoutedMiddleware:
     async def __call__(self, request):
         if not request.path_info.startswith(self.prefixes):
             return await self.full(request)
+        if not request.path_info.startswith(HOST_CHECK_EXEMPT):
+            request.get_host()  # enforces ALLOWED_HOSTS (DisallowedHost → 400), as CommonMiddleware would
         redirect = self.security.process_request(request)
         if redirect is not None:
             return redirect

@@ -28,4 +28,6 @@ else:
     urlpatterns.append(
         re_path(rf"^{static_prefix}(?P<path>.*)$", serve_collected, {"document_root": settings.STATIC_ROOT})
     )
+handler400 = "streamsite.views.bad_request_json"
 handler404 = "streamsite.views.not_found"
+handler500 = "streamsite.views.server_error_json"

@@ -213,6 +213,11 @@ async def test_unknown_api_path_and_wrong_method_answer_json(client):
     assert resp.status_code == 405 and "not allowed" in resp.json()["detail"]
 
 
+async def test_what_django_rejects_before_a_view_is_json_under_api(client):
+    resp = await client.get("/api/streams", headers={"host": "evil.example"})  # not in ALLOWED_HOSTS
+    assert resp.status_code == 400 and "evil.example" in resp.json()["detail"]
+
+
 @pytest.mark.django_db
 def test_admin_creates_token_and_shows_it_once(admin_client):
     from django.contrib.auth import get_user_model

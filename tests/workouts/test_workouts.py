@@ -244,6 +244,11 @@ async def test_api_fit_upload_and_corrupt_upload(api_token):
     assert resp.json()["ftp"] == 240 and resp.json()["source"] == "fit"
     resp = await c.post("/api/workouts/import", {"file": SimpleUploadedFile("b.fit", b"garbage" * 10)}, **auth(api_token))
     assert resp.status_code == 400 and "b.fit" in resp.json()["detail"]
+    # Found by schemathesis: a multipart body without a boundary was an empty 400 from Django.
+    resp = await c.post("/api/workouts/import", b"garbage", content_type="multipart/form-data", **auth(api_token))
+    assert resp.status_code == 400 and "multipart" in resp.json()["detail"], resp.content
+    resp = await c.post("/api/workouts/import", b"garbage", content_type="multipart/form-data; boundary=x", **auth(api_token))
+    assert resp.status_code == 400 and "file" in resp.json()["detail"], resp.content
     assert await Workout.objects.acount() == 1
 
 
