@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 import sys
+import threading
 
 from django.conf import settings
 
@@ -87,11 +89,35 @@ def install_twisted_hooks() -> None:
     reactor.addSystemEventTrigger("before", "shutdown", before)
 
 
+def chain_stop_signals() -> None:
+    """Under lifespan servers (uvicorn): on SIGTERM/SIGINT, tell listeners first.
+
+    uvicorn answers a stop signal by waiting for open responses to finish, and only then
+    sends ``lifespan.shutdown`` — an SSE stream never finishes by itself, so without this
+    every listener was cut off at ``--timeout-graceful-shutdown`` instead of getting
+    ``event: shutdown``. We wrap the server's own handler (still called, unchanged): the hub
+    starts ending listeners at once, their responses finish, and the server proceeds."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue  # the server does not handle it: its default behaviour stays
+
+        def on_stop(signum, frame, previous=previous):
+            loop.call_soon_threadsafe(begin_shutdown)
+            previous(signum, frame)
+
+        signal.signal(sig, on_stop)
+
+
 async def lifespan(scope, receive, send) -> None:
     """ASGI lifespan (uvicorn, hypercorn); daphne does not send it and uses the hooks above."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            chain_stop_signals()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await shutdown()
