@@ -10,6 +10,8 @@ directly on the event loop. Every other path gets the full stack from ``FULL_MID
 
 from __future__ import annotations
 
+import time
+
 from asgiref.sync import markcoroutinefunction
 from django.conf import settings
 from django.http import JsonResponse
@@ -17,6 +19,8 @@ from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.utils.module_loading import import_string
+
+from monitoring.prometheus import observe_request
 
 
 # Load-balancer probes and Prometheus scrapers reach a pod by its IP, which is rarely one of
@@ -79,6 +83,12 @@ class PathRoutedMiddleware:
         return None
 
     async def __call__(self, request):
+        started = time.perf_counter()
+        response = await self.route(request)
+        observe_request(request, response.status_code, time.perf_counter() - started)
+        return response
+
+    async def route(self, request):
         if not request.path_info.startswith(self.prefixes):
             return await self.full(request)
         if not request.path_info.startswith(HOST_CHECK_EXEMPT):

@@ -73,6 +73,29 @@ async def test_prometheus_metrics_parse_and_include_pools(r, settings):
     assert "streamsite_hub_listeners" in families and "streamsite_registry_streams" in families
 
 
+def request_count(method: str, route: str, status: str) -> float:
+    from prometheus_client import REGISTRY
+
+    labels = {"method": method, "route": route, "status": status}
+    return REGISTRY.get_sample_value("streamsite_http_request_duration_seconds_count", labels) or 0.0
+
+
+async def test_http_requests_are_counted_by_route_not_path(r, settings):
+    settings.STREAMS_PUBLIC_READ = True
+    before = (request_count("GET", "api/streams/<name>", "404"), request_count("GET", "<unmatched>", "404"),
+              request_count("other", "api/streams", "405"))
+    c = AsyncClient()
+    for name in ("one", "two"):  # two paths, one route
+        assert (await c.get(f"/api/streams/{name}")).status_code == 404
+    assert (await c.get("/no/such/page")).status_code == 404
+    assert (await c.generic("BREW", "/api/streams")).status_code == 405
+    after = (request_count("GET", "api/streams/<name>", "404"), request_count("GET", "<unmatched>", "404"),
+             request_count("other", "api/streams", "405"))
+    assert [a - b for a, b in zip(after, before)] == [2, 1, 1]
+    body = (await c.get("/metrics")).content.decode()
+    assert 'streamsite_http_request_duration_seconds_bucket{le="0.001",method="GET",route="api/streams/<name>"' in body
+
+
 async def get_from(address: str, path: str, headers=()) -> int:
     """Status of a GET sent from ``address`` through the real ASGI app."""
     from channels.testing import ApplicationCommunicator
