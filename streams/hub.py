@@ -25,7 +25,6 @@ import asyncio
 import json
 import logging
 import random
-from collections import deque
 from dataclasses import dataclass
 
 from redis.exceptions import ConnectionError as RedisConnectionError

@@ -11,7 +11,7 @@ from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from pydantic import Field
 
-from streams.api import ReadAuth, WriteAuth, fast_json
+from streams.api import ReadAuth, StreamName, WriteAuth, fast_json
 from streams.names import InvalidInput, validate_stream_name
 from workouts import services
 from workouts.fit import FitError, workout_from_fit
@@ -168,7 +168,7 @@ class ArchiveIn(Schema):
 
 
 @router.post("/streams/{name}/archive", auth=WriteAuth(), summary="Turn a stream into a workout")
-async def archive_stream(request, name: str, body: ArchiveIn):
+async def archive_stream(request, name: StreamName, body: ArchiveIn):
     validate_stream_name(name)
     who = await _athlete(request, body.athlete)
     try:
