@@ -33,6 +33,19 @@ def threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
+def gc_collections(prometheus_text: str) -> dict:
+    """Python's collections and collected objects per generation, from prometheus_client's
+    default GC collector: shows whether full (generation 2) collections ran at all."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(prometheus_text):
+        if family.name in ("python_gc_collections", "python_gc_objects_collected"):
+            for sample in family.samples:
+                out[f"{family.name}_gen{sample.labels['generation']}"] = sample.value
+    return out
+
+
 async def churner(port: int, streams: list[str], stop: asyncio.Event, counts: dict) -> None:
     while not stop.is_set():
         name = random.choice(streams)
@@ -98,12 +111,13 @@ async def main(args) -> dict:
         async with httpx.AsyncClient() as client:
             m = (await client.get(f"http://127.0.0.1:{port}/health/metrics",
                                   headers={"Authorization": "Bearer bench"})).json()
+            prom = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
         first, last = samples[0]["rss_mb"], samples[-1]["rss_mb"]
         mid = samples[len(samples) // 2]["rss_mb"]
         return {"concurrency": args.concurrency, "duration_s": args.duration, **counts,
                 "rss_mb_first": first, "rss_mb_mid": mid, "rss_mb_last": last,
                 "rss_mb_max": max(s["rss_mb"] for s in samples), "threads_last": samples[-1]["threads"],
-                "hub_after": m["hub"], "samples": samples}
+                "hub_after": m["hub"], "gc": gc_collections(prom), "samples": samples}
     finally:
         server.terminate()
         server.wait(20)

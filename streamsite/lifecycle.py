@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 
 from django.conf import settings
 
@@ -34,6 +35,50 @@ def tune_gc() -> None:
     if thresholds:
         gc.set_threshold(*thresholds)
     gc.freeze()
+    if thresholds and settings.GC_FULL_COLLECT_INTERVAL_MS:
+        FullCollections.start(settings.GC_FULL_COLLECT_INTERVAL_MS / 1000)
+
+
+class FullCollections:
+    """A full collection every ``interval`` seconds, from one owned thread.
+
+    With our thresholds Python's automatic full collections practically never run (measured:
+    none in a 30-minute churn soak), so cyclic garbage from finished connections — exception
+    tracebacks, Django's per-request task pairs — accumulated at ~4 MB a minute. On a clock
+    instead, memory stays bounded, and the ~1 s pause a full collection costs at 10,000 open
+    connections comes once per interval rather than every few seconds. ``stop()`` (at
+    shutdown) ends and joins the thread."""
+
+    _thread: threading.Thread | None = None
+    _stop = threading.Event()
+    ran = threading.Event()  # set after each collection (observable by tests and tools)
+    runs = 0
+    last_pause_ms: float | None = None
+
+    @classmethod
+    def start(cls, interval: float) -> None:
+        if cls._thread is not None:
+            return
+        cls._stop.clear()
+        cls._thread = threading.Thread(target=cls._run, args=(interval,), name="gc-full-collections", daemon=True)
+        cls._thread.start()
+
+    @classmethod
+    def _run(cls, interval: float) -> None:
+        while not cls._stop.wait(interval):
+            started = time.perf_counter()
+            collected = gc.collect()
+            cls.runs += 1
+            cls.last_pause_ms = (time.perf_counter() - started) * 1000
+            cls.ran.set()
+            log.info("full gc collection: %d objects freed in %.0f ms", collected, cls.last_pause_ms)
+
+    @classmethod
+    def stop(cls) -> None:
+        thread, cls._thread = cls._thread, None
+        if thread is not None:
+            cls._stop.set()
+            thread.join()
 
 
 def begin_shutdown() -> None:
@@ -49,6 +94,7 @@ async def drain_listeners() -> None:
 
 
 async def close_everything() -> None:
+    FullCollections.stop()
     await close_redis_context()
     from channels.layers import get_channel_layer
 

@@ -133,6 +133,9 @@ def _gc_thresholds(raw: str) -> tuple[int, ...] | None:
 
 # The server process's garbage collector: see streamsite/lifecycle.py tune_gc().
 GC_THRESHOLDS = _gc_thresholds(env.str("GC_THRESHOLDS", default="50000,20,100"))
+# With those thresholds Python's own full collections almost never run, so cyclic garbage
+# from finished connections would pile up; the server runs one on this clock (0 = never).
+GC_FULL_COLLECT_INTERVAL_MS = env_int(env, "GC_FULL_COLLECT_INTERVAL", 300000)
 
 # --- Monitoring ----------------------------------------------------------------------------
 MONITORING_RECENT_SAMPLES = env_int(env, "MONITORING_RECENT_SAMPLES", 100, minimum=1)

@@ -86,6 +86,28 @@ def test_missing_secret_key_stops_start_up_without_debug():
     assert result.returncode != 0 and "DEBUG='maybe'" in result.stderr
 
 
+def test_bad_gc_settings_stop_start_up():
+    result = run_manage("check", GC_FULL_COLLECT_INTERVAL="often")
+    assert result.returncode != 0 and "GC_FULL_COLLECT_INTERVAL='often' is not a valid integer" in result.stderr
+    result = run_manage("check", GC_THRESHOLDS="1,2")
+    assert result.returncode != 0 and "GC_THRESHOLDS='1,2'" in result.stderr
+
+
+def test_full_collections_run_on_their_clock_and_stop():
+    from streamsite.lifecycle import FullCollections
+
+    FullCollections.ran.clear()
+    runs = FullCollections.runs
+    FullCollections.start(0.01)
+    try:
+        assert FullCollections.ran.wait(5)
+        assert FullCollections.runs > runs and FullCollections.last_pause_ms >= 0
+    finally:
+        thread = FullCollections._thread
+        FullCollections.stop()
+    assert not thread.is_alive() and FullCollections._thread is None
+
+
 def test_redact_url():
     assert redact_url("redis://:s3cret@host:6380/1") == "redis://:<redacted>@host:6380/1"
     assert redact_url("redis://user:s3cret@host/0") == "redis://user:<redacted>@host/0"
