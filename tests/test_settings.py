@@ -96,6 +96,7 @@ def test_bad_gc_settings_stop_start_up():
 def test_full_collections_run_on_their_clock_and_stop():
     from streamsite.lifecycle import FullCollections
 
+    FullCollections.stop()  # importing streamsite.asgi elsewhere in the suite started one
     FullCollections.ran.clear()
     runs = FullCollections.runs
     FullCollections.start(0.01)
