@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import time
 
 from asgiref.sync import sync_to_async
@@ -76,4 +77,19 @@ async def snapshot() -> dict:
         "hub": ctx.hub.stats().__dict__,
         "registry": registry,
         "operations": [op.as_dict() for op in operation_metrics().snapshot()],
+        "gc": _gc(),
+    }
+
+
+def _gc() -> dict:
+    """Python's collector: automatic collections per generation and our clocked full ones
+    (their pause is what listeners feel; see GC_FULL_COLLECT_INTERVAL)."""
+    from streamsite.lifecycle import FullCollections
+
+    last = FullCollections.last_pause_ms
+    return {
+        "thresholds": list(gc.get_threshold()),
+        "collections": [generation["collections"] for generation in gc.get_stats()],
+        "full_collections_clocked": FullCollections.runs,
+        "last_full_pause_ms": None if last is None else round(last, 1),
     }

@@ -51,7 +51,10 @@ async def test_metrics_json_auth_and_shape(r, settings):
     await c.alogin(username="ops", password="pw")
     await operations.stream_publish(name="m", entries=[{"x": "1"}])
     body = (await c.get("/health/metrics")).json()
-    assert set(body) == {"timestamp", "blocking_pool", "main_pool", "hub", "registry", "operations"}
+    assert set(body) == {"timestamp", "blocking_pool", "main_pool", "hub", "registry", "operations", "gc"}
+    import gc
+
+    assert body["gc"]["thresholds"] == list(gc.get_threshold()) and len(body["gc"]["collections"]) == 3
     assert set(body["main_pool"]) == {"total", "in_use", "available", "waiting"}
     assert body["registry"]["streams"] == 1 and body["registry"]["age_ms"] is not None
     publish = next(op for op in body["operations"] if op["name"] == "publish")
