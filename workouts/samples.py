@@ -69,7 +69,30 @@ def samples_from_columns(columns: object) -> Samples:
     return Samples(arrays)
 
 
+NUMBER_TYPES = frozenset({int, float, type(None)})
+
+
 def _channel(name: str, values: list) -> np.ndarray:
+    """One JSON array → float64, ``None`` → NaN. Vectorised when every value is a plain
+    number or null (numpy turns ``None`` into NaN); anything else — or a NaN/inf literal, a
+    negative value where none is allowed, an int too large for a float — goes through the
+    per-value loop, which names the first bad index."""
+    if set(map(type, values)) <= NUMBER_TYPES:
+        try:
+            out = np.array(values, dtype=float)
+        except OverflowError:
+            return _channel_checked(name, values)
+        missing = np.isnan(out)
+        if (
+            int(missing.sum()) == values.count(None)  # no NaN literal hiding among the nulls
+            and np.isfinite(out[~missing]).all()
+            and not (name in NON_NEGATIVE and (out < 0).any())
+        ):
+            return out
+    return _channel_checked(name, values)
+
+
+def _channel_checked(name: str, values: list) -> np.ndarray:
     out = np.empty(len(values))
     for i, v in enumerate(values):
         if v is None:
@@ -77,12 +100,16 @@ def _channel(name: str, values: list) -> np.ndarray:
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise SamplesError(f"samples.{name}[{i}]={v!r} is not a number")
-        if not math.isfinite(v):
+        try:
+            finite = math.isfinite(v)
+        except OverflowError:
+            raise SamplesError(f"samples.{name}[{i}] is too large for a number") from None
+        if not finite:
             raise SamplesError(f"samples.{name}[{i}]={v} is not finite (use null for a missing value)")
         if v < 0 and name in NON_NEGATIVE:
             raise SamplesError(f"samples.{name}[{i}]={v} is negative")
         out[i] = v
-    return out
+    return out  # e.g. numpy scalars from Python callers: valid, only not plain JSON types
 
 
 def samples_from_arrays(max_samples: int = MAX_STORED_SAMPLES, **arrays) -> Samples:

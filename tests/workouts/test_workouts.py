@@ -71,6 +71,9 @@ def test_samples_round_trip_compactly(rider):
         ({"t": [0, 1], "power": [1, -5]}, "samples.power[1]=-5 is negative"),
         ({"t": [0, 1], "power": [1, "x"]}, "samples.power[1]='x' is not a number"),
         ({"t": [0, 1], "power": [1, float("nan")]}, "samples.power[1]=nan is not finite"),
+        ({"t": [0, 1], "power": [1, float("inf")]}, "samples.power[1]=inf is not finite"),
+        ({"t": [0, 1], "power": [1, 10**400]}, "samples.power[1] is too large"),  # JSON allows it
+        ({"t": [0, 1], "power": [True, 1]}, "samples.power[0]=True is not a number"),
         ({"t": [0, 1], "watts": [1, 2]}, "unknown sample channels: watts"),
         ({"t": []}, "empty"),
     ],
