@@ -20,6 +20,7 @@ from streams.auth import writer
 from streams.names import MAX_ENTRIES, NAME_RE, InvalidInput, encode_entries, validate_range_id, validate_stream_name
 
 MAX_BATCH = 1000
+MAX_OFFSET = 2**31 - 1  # a larger one does not fit an SQL OFFSET (was a 500 on /api/workouts)
 
 
 class WriteAuth(HttpBearer):
@@ -73,7 +74,7 @@ class StreamListOut(Schema):
 class ListQuery(Schema):
     prefix: str = Field("", max_length=128)
     limit: int = Field(100, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
     info: bool = False
 
 

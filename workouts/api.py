@@ -11,7 +11,7 @@ from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from pydantic import Field
 
-from streams.api import ReadAuth, StreamName, WriteAuth, fast_json
+from streams.api import MAX_OFFSET, ReadAuth, StreamName, WriteAuth, fast_json
 from streams.names import InvalidInput, validate_stream_name
 from workouts import services
 from workouts.fit import FitError, workout_from_fit
@@ -113,7 +113,7 @@ class WorkoutQuery(Schema):
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     limit: int = Field(50, ge=1, le=500)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 @router.get("/workouts", auth=ReadAuth(), summary="List workouts")

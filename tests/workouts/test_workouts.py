@@ -181,6 +181,9 @@ async def test_api_create_list_get(api_token, settings):
     one = (await c.get(f"/api/workouts/{created['id']}?samples=true")).json()
     assert len(one["samples"]["t"]) == 1200
     assert (await c.get("/api/workouts/999999")).status_code == 404
+    assert (await c.get(f"/api/workouts?offset={2**31 - 1}")).json()["workouts"] == []
+    resp = await c.get(f"/api/workouts?offset={10**23}")  # was a 500: no SQL OFFSET that large
+    assert resp.status_code == 400 and "offset" in resp.json()["detail"]
 
 
 @pytest_async
