@@ -29,14 +29,22 @@ def validate_stream_name(name: str) -> str:
     return name
 
 
+MAX_ID_PART = 2**64 - 1  # each half of a Redis stream id is an unsigned 64-bit integer
+
+
+def _parts_fit(value: str) -> bool:
+    """20 digits can exceed 2^64-1; Redis then answers with an error (it was a 500)."""
+    return all(int(part) <= MAX_ID_PART for part in value.lstrip("(").split("-"))
+
+
 def validate_range_id(value: str, *, which: str) -> str:
-    if value in ("-", "+") or RANGE_ID_RE.match(value):
+    if value in ("-", "+") or (RANGE_ID_RE.match(value) and _parts_fit(value)):
         return value
-    raise InvalidInput(f"invalid {which} id {value!r}: use -, +, <ms> or <ms>-<seq>")
+    raise InvalidInput(f"invalid {which} id {value!r}: use -, +, <ms> or <ms>-<seq> (each at most 2^64-1)")
 
 
 def validate_entry_id(value: str, *, which: str = "id") -> str:
-    if not ENTRY_ID_RE.match(value):
+    if not (ENTRY_ID_RE.match(value) and _parts_fit(value)):
         raise InvalidInput(f"invalid {which} {value!r}: expected a stream id like 1700000000000-0")
     return value
 
