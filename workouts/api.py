@@ -43,6 +43,23 @@ def _parse_started_at(value) -> dt.datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
+def _text(value, *, field: str, max_length: int, required: bool = False) -> str | None:
+    """A client string for a text column: stripped, bounded, and without NUL characters
+    (PostgreSQL cannot store them: they were a 500 there)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise InvalidInput(f"{field} is required (1-{max_length} characters)")
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a string")
+    if "\x00" in value:
+        raise InvalidInput(f"{field} must not contain NUL characters")
+    value = value.strip()
+    if len(value) > max_length:
+        raise InvalidInput(f"{field} is longer than {max_length} characters")
+    return value
+
+
 def _ftp(value) -> int | None:
     if value is None:
         return None
@@ -54,6 +71,7 @@ def _ftp(value) -> int | None:
 async def _athlete(request, username: str | None):
     """The named athlete, or the caller. Only staff may create for someone else."""
     caller = request.auth
+    username = _text(username, field="athlete", max_length=150)
     if not username or username == caller.get_username():
         return caller
     if not caller.is_staff:
@@ -91,9 +109,8 @@ async def create_workout(request):
         raise InvalidInput(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidInput("request body must be a JSON object")
-    title = body.get("title")
-    if not isinstance(title, str) or not title.strip() or len(title) > 200:
-        raise InvalidInput("title is required (1-200 characters)")
+    title = _text(body.get("title"), field="title", max_length=200, required=True)
+    notes = _text(body.get("notes"), field="notes", max_length=100_000) or ""
     started_at = _parse_started_at(body.get("started_at"))
     ftp = _ftp(body.get("ftp"))
     try:
@@ -102,8 +119,8 @@ async def create_workout(request):
         raise InvalidInput(str(exc)) from None
     athlete = await _athlete(request, body.get("athlete"))
     workout = await sync_to_async(services.workout_create)(
-        athlete=athlete, title=title.strip(), started_at=started_at, samples=samples, ftp=ftp,
-        notes=str(body.get("notes") or ""), source=Workout.Source.API,
+        athlete=athlete, title=title, started_at=started_at, samples=samples, ftp=ftp,
+        notes=notes, source=Workout.Source.API,
     )
     return fast_json(workout_out(workout), status=201)
 
@@ -118,11 +135,13 @@ class WorkoutQuery(Schema):
 
 @router.get("/workouts", auth=ReadAuth(), summary="List workouts")
 async def list_workouts(request, q: Query[WorkoutQuery]):
+    athlete = _text(q.athlete, field="athlete", max_length=150)
+
     @sync_to_async
     def fetch():
         qs = Workout.objects.select_related("athlete").defer("samples_blob")
-        if q.athlete:
-            qs = qs.filter(athlete__username=q.athlete)
+        if athlete:
+            qs = qs.filter(athlete__username=athlete)
         if q.since:
             qs = qs.filter(started_at__gte=q.since)
         if q.until:
@@ -137,11 +156,12 @@ async def list_workouts(request, q: Query[WorkoutQuery]):
 async def import_fit(request, file: File[UploadedFile], title: Form[str] = "", ftp: Form[int | None] = None,
                      athlete: Form[str] = ""):
     who = await _athlete(request, athlete or None)
+    title = _text(title, field="title", max_length=200) or _text(
+        (file.name or "")[:200].replace("\x00", ""), field="file name", max_length=200
+    )
     data = file.read()
     try:
-        workout = await sync_to_async(workout_from_fit)(
-            data, athlete=who, title=title or file.name or "FIT import", ftp=_ftp(ftp)
-        )
+        workout = await sync_to_async(workout_from_fit)(data, athlete=who, title=title or "FIT import", ftp=_ftp(ftp))
     except FitError as exc:
         raise InvalidInput(f"{file.name}: {exc}") from None
     return fast_json(workout_out(workout), status=201)
@@ -171,9 +191,10 @@ class ArchiveIn(Schema):
 async def archive_stream(request, name: StreamName, body: ArchiveIn):
     validate_stream_name(name)
     who = await _athlete(request, body.athlete)
+    title = _text(body.title, field="title", max_length=200)
     try:
         workout = await services.workout_from_stream(
-            name=name, athlete=who, title=body.title, ftp=body.ftp, delete_stream=body.delete_stream
+            name=name, athlete=who, title=title, ftp=body.ftp, delete_stream=body.delete_stream
         )
     except LookupError as exc:
         raise HttpError(404, str(exc)) from None

@@ -184,6 +184,8 @@ async def test_api_create_list_get(api_token, settings):
     assert (await c.get(f"/api/workouts?offset={2**31 - 1}")).json()["workouts"] == []
     resp = await c.get(f"/api/workouts?offset={10**23}")  # was a 500: no SQL OFFSET that large
     assert resp.status_code == 400 and "offset" in resp.json()["detail"]
+    resp = await c.get("/api/workouts?athlete=a%00b")  # was a 500 on PostgreSQL
+    assert resp.status_code == 400 and "NUL" in resp.json()["detail"]
 
 
 @pytest_async
@@ -195,6 +197,11 @@ async def test_api_create_list_get(api_token, settings):
         ({"title": "x", "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0, 1], "power": [1, -1]}}, "power[1]"),
         ({"title": "x", "started_at": "2026-11-03T17:00:00Z", "ftp": -3, "samples": {"t": [0]}}, "ftp"),
         ({"title": "x", "started_at": "2026-11-03T17:00:00Z", "athlete": "someone-else", "samples": {"t": [0]}}, "staff"),
+        # PostgreSQL cannot store NUL: these were 500s there
+        ({"title": "a\u0000b", "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0]}}, "title must not contain NUL"),
+        ({"title": "x", "notes": "\u0000", "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0]}}, "notes"),
+        ({"title": "x", "athlete": "a\u0000", "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0]}}, "athlete"),
+        ({"title": "x" * 201, "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0]}}, "longer than 200"),
     ],
 )
 async def test_api_create_rejects_bad_input(api_token, body, needle):
