@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzz the REST API from its own OpenAPI schema with schemathesis (not part of CI: minutes
-# long, and it needs its own tool venv). Starts daphne on a scratch SQLite DB and Redis DB 13,
-# issues a staff token, and fails on any 5xx.
+# long, and it needs its own tool venv). Starts daphne on a scratch SQLite DB (or
+# FUZZ_DATABASE_URL, e.g. an empty PostgreSQL database: NUL characters fail only there) and
+# Redis DB 13, issues a staff token, and fails on any 5xx or server traceback.
 #
 #   scripts/fuzz_api.sh [extra schemathesis args, e.g. --max-examples 200]
 set -euo pipefail
@@ -16,7 +17,7 @@ fi
 port=${FUZZ_PORT:-8041}
 work=$(mktemp -d)
 export DEBUG=false SECRET_KEY=fuzz ALLOWED_HOSTS=127.0.0.1 STREAMS_PUBLIC_READ=true LOG_LEVEL=warning
-export REDIS_URL=${FUZZ_REDIS_URL:-redis://127.0.0.1:6379/13} DATABASE_URL="sqlite:///$work/db.sqlite3"
+export REDIS_URL=${FUZZ_REDIS_URL:-redis://127.0.0.1:6379/13} DATABASE_URL=${FUZZ_DATABASE_URL:-"sqlite:///$work/db.sqlite3"}
 .venv/bin/python manage.py migrate --no-input -v0
 token=$(.venv/bin/python manage.py shell -c "
 from django.contrib.auth import get_user_model
