@@ -103,6 +103,6 @@ def streams_delete(request):
         return TemplateResponse(request, "monitoring/streams_delete.html", _context(
             request, title="Delete streams?", names=names,
         ))
-    deleted = call_service(operations.streams_delete, names=names)
-    messages.success(request, f"Deleted {deleted} of {len(names)} streams.")
+    outcome = call_service(operations.streams_delete, names=names)
+    messages.success(request, f"Deleted {len(outcome.deleted)} of {len(names)} streams.")
     return HttpResponseRedirect(reverse("admin:redis-streams"))

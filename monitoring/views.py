@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from monitoring.checks import readiness, snapshot
 from monitoring.prometheus import LiveStateCollector, register_collectors
+from streams.identity import AccessError, parse_authorization
 
 
 async def health(request):
@@ -25,14 +26,20 @@ async def ready(request):
 
 
 def _has_monitoring_token(request) -> bool:
+    """Whether the request carries the MONITORING_TOKEN bearer; AccessError (401) for a
+    malformed Authorization header."""
     expected = settings.MONITORING_TOKEN
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), expected)
+    raw = parse_authorization(request.headers.get("Authorization"))
+    return bool(expected) and raw is not None and hmac.compare_digest(raw.encode(), expected.encode())
 
 
 async def metrics_json(request):
     """Staff session or the MONITORING_TOKEN bearer."""
-    if not _has_monitoring_token(request):
+    try:
+        has_token = _has_monitoring_token(request)
+    except AccessError as exc:
+        return JsonResponse({"detail": exc.detail}, status=exc.status)
+    if not has_token:
         if request.headers.get("Authorization"):
             return JsonResponse({"detail": "invalid monitoring token"}, status=403)
         user = await request.auser()
@@ -53,7 +60,11 @@ def _client_allowed(request) -> bool:
 
 async def prometheus(request):
     """Open with DEBUG; else from METRICS_ALLOWED_CIDRS or with the MONITORING_TOKEN bearer."""
-    if not (settings.DEBUG or _client_allowed(request) or _has_monitoring_token(request)):
+    try:
+        has_token = _has_monitoring_token(request)
+    except AccessError as exc:
+        return JsonResponse({"detail": exc.detail}, status=exc.status)
+    if not (settings.DEBUG or _client_allowed(request) or has_token):
         return JsonResponse({"detail": "metrics are only served to allowed networks or with the monitoring token"}, status=403)
     body = await sync_to_async(generate_latest, thread_sensitive=False)(scrape_registry())
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

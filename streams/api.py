@@ -1,12 +1,12 @@
-"""REST endpoints for streams (django-ninja, async). Thin: parse, call a service, shape."""
+"""REST endpoints for streams and shares (django-ninja, async). Thin: parse, ask
+streams.identity who may, call a service, shape."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Path, Query, Router, Schema
@@ -15,37 +15,42 @@ from ninja.responses import Status
 from ninja.security import HttpBearer
 from pydantic import Field, WithJsonSchema
 
-from streams import operations, sse
-from streams.auth import writer
-from streams.names import MAX_ENTRIES, NAME_RE, InvalidInput, encode_entries, validate_range_id, validate_stream_name
+from streams import identity, operations, shares, sse
+from streams.identity import AccessError, Identity
+from streams.live import access_guard
+from streams.names import MAX_ENTRIES, NAME_RE, encode_entries, parse_json, validate_range_id, validate_stream_name
 
 MAX_BATCH = 1000
-MAX_OFFSET = 2**31 - 1  # a larger one does not fit an SQL OFFSET (was a 500 on /api/workouts)
+MAX_OFFSET = 2**31 - 1  # a larger one does not fit an SQL OFFSET
 
 
-class WriteAuth(HttpBearer):
-    """A valid API token (Authorization: Bearer ...) or a staff session."""
+class Caller(HttpBearer):
+    """Resolves the caller (streams.identity) and checks the token's scope. ``request.auth``
+    is then an ``Identity``. Anonymous callers pass only where ``anonymous`` is set."""
 
-    async def __call__(self, request: HttpRequest):
-        user = await writer(request)
-        if user is not None:
-            return user
-        if request.headers.get("Authorization"):
-            raise HttpError(401, "invalid or inactive API token")
-        raise HttpError(401, "authentication required: send Authorization: Bearer <token>")
+    def __init__(self, scope: str, *, anonymous: bool = False) -> None:
+        super().__init__()
+        self.scope = scope
+        self.anonymous = anonymous
+
+    async def __call__(self, request: HttpRequest) -> Identity:
+        try:
+            ident = await identity.identify_request(request)
+            if not self.anonymous:
+                identity.require_user(ident)
+            identity.require_scope(ident, self.scope)
+        except AccessError as exc:
+            raise HttpError(exc.status, exc.detail) from None
+        return ident
 
     def authenticate(self, request: HttpRequest, token: str):  # unused: __call__ is async
         raise NotImplementedError
 
 
-class ReadAuth(WriteAuth):
-    """Anyone when STREAMS_PUBLIC_READ is true; otherwise as for writes."""
-
-    async def __call__(self, request: HttpRequest):
-        if settings.STREAMS_PUBLIC_READ:
-            return True
-        return await super().__call__(request)
-
+READ = Caller("read", anonymous=True)
+READ_AS_USER = Caller("read")
+PUBLISH = Caller("publish")
+MANAGE = Caller("manage")
 
 # Documents the name rule in the OpenAPI schema; the views still validate with
 # validate_stream_name, whose 400 says the rule in words.
@@ -57,6 +62,7 @@ StreamName = Annotated[
 
 router = Router(tags=["streams"])
 batch_router = Router(tags=["batch"])
+shares_router = Router(tags=["shares"])
 
 
 class StreamOut(Schema):
@@ -64,6 +70,9 @@ class StreamOut(Schema):
     length: int | None = None
     first_id: str | None = None
     last_id: str | None = None
+    owner: str | None = None
+    visibility: Literal["public", "private"] | None = None
+    ftp: int | None = None
 
 
 class StreamListOut(Schema):
@@ -98,6 +107,11 @@ class IdsOut(Schema):
     ids: list[str]
 
 
+class SettingsIn(Schema):
+    visibility: Literal["public", "private"] | None = None
+    ftp: int | None = Field(None, ge=1, le=2000, description="watts; null clears it")
+
+
 class NamesIn(Schema):
     names: list[str] = Field(..., max_length=MAX_BATCH)
 
@@ -112,6 +126,7 @@ class ExistsOut(Schema):
 
 class DeletedOut(Schema):
     deleted: int
+    forbidden: list[str]
 
 
 def fast_json(payload: dict, status: int = 200) -> HttpResponse:
@@ -119,7 +134,11 @@ def fast_json(payload: dict, status: int = 200) -> HttpResponse:
 
 
 def _info_out(info: operations.StreamInfo) -> dict:
-    return {"name": info.name, "length": info.length, "first_id": info.first_id, "last_id": info.last_id}
+    meta = info.meta
+    return {
+        "name": info.name, "length": info.length, "first_id": info.first_id, "last_id": info.last_id,
+        "owner": meta.owner, "visibility": meta.visibility, "ftp": meta.ftp,
+    }
 
 
 def _validated_names(names: list[str]) -> list[str]:
@@ -128,9 +147,33 @@ def _validated_names(names: list[str]) -> list[str]:
     return names
 
 
-@router.get("/streams", response=StreamListOut, auth=ReadAuth(), summary="List streams")
+def _readable(ident: Identity, meta: operations.StreamMeta) -> bool:
+    return identity.can_read_stream(ident, owner_id=meta.owner_id, visibility=meta.visibility)
+
+
+def _refusal(ident: Identity, exc: operations.WriteRefused) -> HttpError:
+    """403 to a caller who may read the stream, 404 to one who may not (no leak)."""
+    if _readable(ident, exc.meta):
+        return HttpError(403, f"only the owner of stream {exc.name!r} or a stream manager may write to it")
+    return HttpError(404, f"stream {exc.name!r} not found")
+
+
+async def require_readable(ident: Identity, names: list[str]) -> None:
+    """404 naming the first stream the caller may not read (one round trip for all)."""
+    metas = await operations.stream_meta(names=names)
+    for name in names:
+        meta = metas[name]
+        try:
+            identity.check_read(ident, name, owner_id=meta.owner_id, visibility=meta.visibility)
+        except AccessError as exc:
+            raise HttpError(exc.status, exc.detail) from None
+
+
+@router.get("/streams", response=StreamListOut, auth=READ, summary="List streams")
 async def list_streams(request, q: Query[ListQuery]):
-    page = await operations.streams_list(prefix=q.prefix, limit=q.limit, offset=q.offset)
+    page = await operations.streams_list(
+        prefix=q.prefix, limit=q.limit, offset=q.offset, reader=identity.stream_reader(request.auth)
+    )
     if q.info:
         infos = await operations.stream_info_batch(names=page.names)
         streams = [_info_out(infos[n]) if infos[n] else {"name": n} for n in page.names]
@@ -141,20 +184,39 @@ async def list_streams(request, q: Query[ListQuery]):
     return fast_json({"count": page.count, "streams": streams})
 
 
-@router.get("/streams/{name}", response={200: StreamOut}, auth=ReadAuth(), summary="Stream info")
+@router.get("/streams/{name}", response={200: StreamOut}, auth=READ, summary="Stream info")
 async def get_stream(request, name: StreamName):
     validate_stream_name(name)
     info = (await operations.stream_info_batch(names=[name]))[name]
-    if info is None:
+    if info is None or not _readable(request.auth, info.meta):
         raise HttpError(404, f"stream {name!r} not found")
     return _info_out(info)
 
 
-@router.get("/streams/{name}/events", response=EventsOut, auth=ReadAuth(), summary="Read a range")
+@router.put(
+    "/streams/{name}", response={200: StreamOut, 201: StreamOut}, auth=MANAGE,
+    summary="Create an empty stream, or change its visibility and FTP (owner or manager)",
+)
+async def put_stream(request, name: StreamName, body: SettingsIn):
+    validate_stream_name(name)
+    ftp = body.ftp if "ftp" in body.model_fields_set else ""
+    try:
+        outcome = await operations.stream_settings_update(
+            name=name, actor=identity.actor_of(request.auth), visibility=body.visibility, ftp=ftp
+        )
+    except operations.WriteRefused as exc:
+        raise _refusal(request.auth, exc) from None
+    info = (await operations.stream_info_batch(names=[name]))[name]
+    out = _info_out(info) if info else {"name": name}
+    return Status(201 if outcome.created else 200, out)
+
+
+@router.get("/streams/{name}/events", response=EventsOut, auth=READ, summary="Read a range")
 async def read_events(request, name: StreamName, q: Query[RangeQuery]):
     validate_stream_name(name)
     start = validate_range_id(q.start, which="start")
     end = validate_range_id(q.end, which="end")
+    await require_readable(request.auth, [name])
     entries = await operations.stream_range(name=name, start=start, end=end, count=q.count)
     if entries is None:
         raise HttpError(404, f"stream {name!r} not found")
@@ -184,31 +246,33 @@ PUBLISH_BODY = {
 
 def parse_publish_body(body: bytes) -> list[dict[str, str]]:
     """One JSON object or an array of up to 1000 objects → encoded entries."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
-    return encode_entries(payload)
+    return encode_entries(parse_json(body))
 
 
 @router.post(
     "/streams/{name}/events",
     response={201: IdsOut},
-    auth=WriteAuth(),
+    auth=PUBLISH,
     summary="Publish entries",
     openapi_extra=PUBLISH_BODY,
 )
 async def publish_events(request, name: StreamName):
     validate_stream_name(name)
     entries = parse_publish_body(request.body)
-    ids = await operations.stream_publish(name=name, entries=entries)
+    try:
+        ids = await operations.stream_publish(name=name, entries=entries, actor=identity.actor_of(request.auth))
+    except operations.WriteRefused as exc:
+        raise _refusal(request.auth, exc) from None
     return Status(201, {"ids": ids})
 
 
-@router.delete("/streams/{name}", response={204: None}, auth=WriteAuth(), summary="Delete a stream")
+@router.delete("/streams/{name}", response={204: None}, auth=MANAGE, summary="Delete a stream")
 async def delete_stream(request, name: StreamName):
     validate_stream_name(name)
-    if not await operations.streams_delete(names=[name]):
+    outcome = await operations.streams_delete(names=[name], actor=identity.actor_of(request.auth))
+    if outcome.refused:
+        raise _refusal(request.auth, outcome.refused[0])
+    if not outcome.deleted:
         raise HttpError(404, f"stream {name!r} not found")
     return Status(204, None)
 
@@ -239,14 +303,17 @@ async def sse_response(follow: sse.Follow) -> StreamingHttpResponse:
     return response
 
 
-@router.get("/streams/{name}/sse", auth=ReadAuth(), summary="Follow a stream (SSE)", openapi_extra=SSE_DOC)
+@router.get("/streams/{name}/sse", auth=READ, summary="Follow a stream (SSE)", openapi_extra=SSE_DOC)
 async def follow_stream(request, name: StreamName):
-    return await sse_response(await sse.follow_for_stream(request, name))
+    follow = await sse.follow_for_stream(request, name)  # validates before any access answer
+    await require_readable(request.auth, [name])
+    follow.guard = access_guard(request.auth, follow.names)
+    return await sse_response(follow)
 
 
 @router.get(
     "/sse",
-    auth=ReadAuth(),
+    auth=READ,
     summary="Follow several streams in one connection (SSE)",
     openapi_extra={**SSE_DOC, "parameters": [
         {"in": "query", "name": "streams", "required": True, "schema": {"type": "string"}},
@@ -254,21 +321,66 @@ async def follow_stream(request, name: StreamName):
     ]},
 )
 async def follow_streams(request):
-    return await sse_response(await sse.follow_for_streams(request))
+    follow = await sse.follow_for_streams(request)
+    await require_readable(request.auth, list(follow.names))
+    follow.guard = access_guard(request.auth, follow.names)
+    return await sse_response(follow)
 
 
-@batch_router.post("/streams/info", response=InfoBatchOut, auth=ReadAuth(), summary="Info for many streams")
+@batch_router.post("/streams/info", response=InfoBatchOut, auth=READ, summary="Info for many streams")
 async def batch_info(request, body: NamesIn):
     infos = await operations.stream_info_batch(names=_validated_names(body.names))
-    return {"streams": {n: (_info_out(i) if i else None) for n, i in infos.items()}}
+    return {"streams": {
+        n: (_info_out(i) if i and _readable(request.auth, i.meta) else None) for n, i in infos.items()
+    }}
 
 
-@batch_router.post("/streams/exists", response=ExistsOut, auth=ReadAuth(), summary="Which streams exist")
+@batch_router.post("/streams/exists", response=ExistsOut, auth=READ, summary="Which streams exist")
 async def batch_exists(request, body: NamesIn):
-    return {"exists": await operations.streams_exist(names=_validated_names(body.names))}
+    infos = await operations.stream_info_batch(names=_validated_names(body.names))
+    return {"exists": {n: i is not None and _readable(request.auth, i.meta) for n, i in infos.items()}}
 
 
-@batch_router.post("/streams/delete", response=DeletedOut, auth=WriteAuth(), summary="Delete many streams")
+@batch_router.post(
+    "/streams/delete", response=DeletedOut, auth=MANAGE,
+    summary="Delete many streams (only those the caller may manage)",
+)
 async def batch_delete(request, body: NamesIn):
-    return {"deleted": await operations.streams_delete(names=_validated_names(body.names))}
+    outcome = await operations.streams_delete(
+        names=_validated_names(body.names), actor=identity.actor_of(request.auth)
+    )
+    # A stream the caller may not even read counts as absent: its name does not leak.
+    forbidden = [r.name for r in outcome.refused if _readable(request.auth, r.meta)]
+    return {"deleted": len(outcome.deleted), "forbidden": forbidden}
 
+
+# --- shares ---------------------------------------------------------------------------------
+class ShareIn(Schema):
+    viewer: str = Field(..., min_length=1, max_length=150)
+
+
+class ShareOut(Schema):
+    owner: str
+    viewer: str
+    created_at: str
+
+
+class SharesOut(Schema):
+    given: list[ShareOut]
+    received: list[ShareOut]
+
+
+@shares_router.post("/shares", response={201: ShareOut}, auth=MANAGE, summary="Share my streams and workouts")
+async def create_share(request, body: ShareIn):
+    return Status(201, await shares.share_create(owner_id=request.auth.user_id, viewer_name=body.viewer))
+
+
+@shares_router.get("/shares", response=SharesOut, auth=READ_AS_USER, summary="Shares I gave and received")
+async def list_shares(request):
+    return await shares.shares_of(user_id=request.auth.user_id)
+
+
+@shares_router.delete("/shares/{viewer}", response={204: None}, auth=MANAGE, summary="Revoke a share")
+async def delete_share(request, viewer: str):
+    await shares.share_delete(owner_id=request.auth.user_id, viewer_name=viewer)
+    return Status(204, None)

@@ -2,18 +2,24 @@
 
 Server → client: ``{"id": ..., "data": {...}}`` per entry (same hub and the same start rules
 as SSE: ``?last_event_id=`` / ``?from=start``), ``{"event": "overflow" | "deleted" |
-"shutdown", ...}`` before the server closes, ``{"ids": [...]}`` after a publish, and
+"shutdown" | "forbidden", ...}`` before the server closes, ``{"ids": [...]}`` after a publish, and
 ``{"error": "..."}`` for a bad frame (the socket stays open).
 
 Client → server: a JSON object or an array of objects, published like
 ``POST /api/streams/{name}/events``; needs a valid API token (``?token=`` or an
-``Authorization: Bearer`` header) or a staff session.
+``Authorization: Bearer`` header) or a session, with the rights of REST publish. The caller's
+identity is re-checked (cached, AUTH_CACHE_TTL) on every frame: a revoked token or user gets
+an error frame and the socket closes with 4401.
+
+Refusals at connect: the socket is accepted, one ``{"error": ...}`` frame is sent, then it
+closes with 4401 (bad token), 4403 (missing scope), 4404 (stream not found or not readable)
+or 4400 (bad parameters). A follow whose access is revoked later gets
+``{"event": "forbidden", ...}`` and closes with 4403.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from urllib.parse import parse_qs
 
@@ -22,16 +28,18 @@ from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams import operations
-from streams.auth import user_for_token
-from streams.live import Ended, Follow, follow_one, live_batches
-from streams.names import InvalidInput, encode_entries
+from streams import identity, operations
+from streams.identity import AccessError
+from streams.live import Ended, Follow, access_guard, follow_one, live_batches
+from streams.names import InvalidInput, encode_entries, parse_json, validate_stream_name
 from streams.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-CLOSE_POLICY = 4403  # not allowed to read
 CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
 CLOSE_UNAVAILABLE = 1013  # try again later
 
 
@@ -39,46 +47,51 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         query = {k: v[-1] for k, v in parse_qs(self.scope.get("query_string", b"").decode()).items()}
         self.name = self.scope["url_route"]["kwargs"]["name"]
-        self.writer = await self._writer(query)
         self.forward: asyncio.Task | None = None
-        if not settings.STREAMS_PUBLIC_READ and self.writer is None:
-            await self.close(code=CLOSE_POLICY)
-            return
         try:
-            follow = await follow_one(self.name, resume=query.get("last_event_id"), mode=query.get("from"))
+            self.identity = await identity.identify_scope(self.scope, query.get("token"))
+            readable = await self._may_read()
+            if not readable and not (self.identity.authenticated and "publish" in self.identity.scopes):
+                raise AccessError(404, f"stream {self.name!r} not found")
+            follow = None
+            if readable:
+                follow = await follow_one(self.name, resume=query.get("last_event_id"), mode=query.get("from"))
+                follow.guard = access_guard(self.identity, follow.names)
+        except AccessError as exc:
+            await self._refuse(exc.detail, 4000 + exc.status)
+            return
         except InvalidInput as exc:
-            await self.accept()
-            await self.send_json({"error": str(exc)})
-            await self.close(code=CLOSE_BAD_REQUEST)
+            await self._refuse(str(exc), CLOSE_BAD_REQUEST)
             return
         except (RedisConnectionError, RedisTimeoutError):
             await self.close(code=CLOSE_UNAVAILABLE)
             return
         await self.accept()
-        self.forward = asyncio.get_running_loop().create_task(self._forward(follow))
+        if follow is not None:
+            self.forward = asyncio.get_running_loop().create_task(self._forward(follow))
+
+    async def _may_read(self) -> bool:
+        """Whether this caller may follow the stream (a publish-only token may not)."""
+        validate_stream_name(self.name)
+        if "read" not in self.identity.scopes:
+            return False
+        meta = (await operations.stream_meta(names=[self.name]))[self.name]
+        return identity.can_read_stream(self.identity, owner_id=meta.owner_id, visibility=meta.visibility)
+
+    async def _refuse(self, detail: str, code: int) -> None:
+        await self.accept()
+        await self.send_json({"error": detail})
+        await self.close(code=code)
 
     async def disconnect(self, code):
         await cancel_and_wait(getattr(self, "forward", None))
-
-    async def _writer(self, query: dict[str, str]):
-        headers = dict(self.scope.get("headers", []))
-        raw = query.get("token")
-        scheme, _, value = headers.get(b"authorization", b"").decode().partition(" ")
-        if not raw and scheme.lower() == "bearer":
-            raw = value.strip()
-        if raw:
-            return await user_for_token(raw)
-        user = self.scope.get("user")
-        if user is not None and user.is_authenticated and user.is_staff:
-            return user
-        return None
 
     async def _forward(self, follow: Follow) -> None:
         try:
             async for item in live_batches(follow, heartbeat=settings.SSE_HEARTBEAT_INTERVAL / 1000):
                 if isinstance(item, Ended):
                     await self.send_json({"event": item.reason, "detail": item.detail, "last_event_id": follow.resume_id()})
-                    await self.close()
+                    await self.close(code=CLOSE_FORBIDDEN if item.reason == "forbidden" else 1000)
                     return
                 for entry in item:
                     follow.positions[entry.name] = entry.id
@@ -89,17 +102,27 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         # Parse ourselves so a malformed frame gets an error frame instead of a dropped socket.
-        if self.writer is None:
+        current = await identity.still_valid(self.identity)
+        if current is None:
+            await self.send_json({"error": "the API token or user behind this connection is no longer valid"})
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not current.authenticated:
             await self.send_json({"error": "publishing needs a valid API token (?token= or Authorization: Bearer)"})
             return
+        if "publish" not in current.scopes:
+            await self.send_json({"error": "this API token lacks the 'publish' scope"})
+            return
         try:
-            payload = json.loads(text_data if text_data is not None else bytes_data)
-            entries = encode_entries(payload)
-        except (ValueError, UnicodeDecodeError, TypeError) as exc:
+            entries = encode_entries(parse_json(text_data if text_data is not None else bytes_data, what="frame"))
+        except InvalidInput as exc:
             await self.send_json({"error": f"bad frame: {exc}"})
             return
         try:
-            ids = await operations.stream_publish(name=self.name, entries=entries)
+            ids = await operations.stream_publish(name=self.name, entries=entries, actor=identity.actor_of(current))
+        except operations.WriteRefused:
+            await self.send_json({"error": f"only the owner of stream {self.name!r} or a stream manager may publish to it"})
+            return
         except (RedisConnectionError, RedisTimeoutError) as exc:
             await self.send_json({"error": f"redis unavailable: {exc}"})
             return

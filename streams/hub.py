@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitoring.operations import timed
+from streams.keys import stream_key
 from streams.pool import BlockingClientPool, ClientPool, PoolClosedError
 from streams.positions import last_generated_id, parse_id
 from streams.tasks import cancel_and_wait, raise_if_cancelled
@@ -165,9 +166,9 @@ class _Reader:
 
     async def _read_loop(self, client) -> None:
         prefix = self.hub._prefix
-        cut = len(prefix)
         while self.cursors:
-            streams = {prefix + name: cursor for name, cursor in self.cursors.items()}
+            name_of = {stream_key(prefix, name): name for name in self.cursors}
+            streams = {key: self.cursors[name] for key, name in name_of.items()}
             self.blocked = True
             try:
                 with timed("xread_hub"):
@@ -176,7 +177,7 @@ class _Reader:
             finally:
                 self.blocked = False
             for key, entries in reply or ():
-                name = key[cut:]
+                name = name_of[key]
                 if name not in self.cursors or not entries:
                     continue  # left the read set meanwhile
                 self.cursors[name] = entries[-1][0]
@@ -300,7 +301,7 @@ class StreamHub:
     async def _join_point(self, name: str) -> str:
         """The concrete id to read after: last-generated-id, or 0-0 for a missing stream."""
         async with self._main.client() as r:
-            return await last_generated_id(r, self._prefix + name)
+            return await last_generated_id(r, stream_key(self._prefix, name))
 
     def _attach(self, name: str, cursor: str) -> None:
         reader = next((r for r in self._readers if len(r.cursors) < self._keys_per_reader), None)

@@ -9,12 +9,13 @@ dropped. Result: no gap and no duplicate at the catch-up/live boundary.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from django.conf import settings
 
-from streams import operations
+from streams import identity, operations
 from streams.clients import redis_context
 from streams.hub import Entry, make_entry
 from streams.names import InvalidInput, validate_entry_id, validate_stream_name
@@ -31,6 +32,8 @@ class Follow:
     names: tuple[str, ...]
     positions: dict[str, str]
     multi: bool
+    # Asked every ACCESS_RECHECK_INTERVAL while the feed lives: False ends it (forbidden).
+    guard: Callable[[], Awaitable[bool]] | None = None
 
     def composite_id(self) -> str:
         return ",".join(self.positions[n] for n in self.names)
@@ -41,7 +44,8 @@ class Follow:
 
 @dataclass(frozen=True)
 class Ended:
-    """Why a live feed stopped: overflow, deleted (detail = the stream) or shutdown."""
+    """Why a live feed stopped: overflow, deleted (detail = the stream), shutdown or
+    forbidden (the caller's access was revoked)."""
 
     reason: str
     detail: str
@@ -93,6 +97,45 @@ async def follow_many(streams: str, *, resume: str | None, mode: str | None) -> 
     return Follow(names=names, positions=positions, multi=True)
 
 
+class MetaCache:
+    """Stream metadata for access re-checks, shared by every listener of this process: each
+    stream's metadata is read from Redis at most once per ACCESS_RECHECK_INTERVAL however many
+    listeners follow it."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, operations.StreamMeta]] = {}
+
+    async def get(self, names: tuple[str, ...]) -> dict[str, operations.StreamMeta]:
+        max_age = settings.ACCESS_RECHECK_INTERVAL_MS / 1000
+        now = time.monotonic()
+        stale = [n for n in names if now - self._entries.get(n, (float("-inf"),))[0] >= max_age]
+        if stale:
+            if len(self._entries) > 100_000:
+                self._entries.clear()
+            for name, meta in (await operations.stream_meta(names=stale)).items():
+                self._entries[name] = (now, meta)
+        return {n: self._entries[n][1] for n in names}
+
+
+meta_cache = MetaCache()
+
+
+def access_guard(ident: identity.Identity, names: tuple[str, ...]) -> Callable[[], Awaitable[bool]]:
+    """Whether the caller may still read every stream it follows: its token, user and shares
+    (cached, AUTH_CACHE_TTL) and each stream's visibility (MetaCache)."""
+
+    async def allowed() -> bool:
+        current = await identity.still_valid(ident)
+        if current is None or "read" not in current.scopes:
+            return False
+        metas = await meta_cache.get(names)
+        return all(
+            identity.can_read_stream(current, owner_id=m.owner_id, visibility=m.visibility) for m in metas.values()
+        )
+
+    return allowed
+
+
 async def _catch_up(name: str, after: str) -> AsyncIterator[list[Entry]]:
     while True:
         chunk = await operations.stream_range(name=name, start="(" + after, end="+", count=CATCH_UP_CHUNK)
@@ -115,11 +158,16 @@ def _newer(batch: list[Entry], cursors: dict[str, tuple[int, int]]) -> list[Entr
     return fresh
 
 
+REVOKED = Ended("forbidden", "access to this stream was revoked")
+
+
 async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[list[Entry] | Ended]:
     """Catch-up then live batches of new entries; ``[]`` when ``heartbeat`` s pass quietly;
-    finally an ``Ended`` if the hub ends the feed. Unsubscribes on any exit."""
+    finally an ``Ended`` if the hub ends the feed or the follow's guard says no. Unsubscribes
+    on any exit."""
     hub = (await redis_context()).live_hub()
     cursors = {n: parse_id(p) for n, p in follow.positions.items()}
+    recheck = settings.ACCESS_RECHECK_INTERVAL_MS / 1000
     sub = await hub.subscribe(follow.names)
     try:
         for name in follow.names:
@@ -127,13 +175,23 @@ async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[lis
                 raise_if_cancelled()
                 if fresh := _newer(batch, cursors):
                     yield fresh
+        now = time.monotonic()
+        next_beat, next_check = now + heartbeat, now + recheck
         while True:
             raise_if_cancelled()
-            batch = await sub.next_batch(heartbeat)
+            wait = min(next_beat, next_check if follow.guard else next_beat) - time.monotonic()
+            batch = await sub.next_batch(max(wait, 0))
             raise_if_cancelled()
+            now = time.monotonic()
+            if follow.guard is not None and now >= next_check:
+                if not await follow.guard():
+                    yield REVOKED
+                    return
+                next_check = now + recheck
             fresh = _newer(batch, cursors)
-            if fresh or (not batch and sub.end_reason is None):
+            if fresh or (not batch and sub.end_reason is None and now >= next_beat):
                 yield fresh  # [] = a quiet heartbeat interval
+                next_beat = now + heartbeat
             if sub.end_reason is not None:
                 yield Ended(sub.end_reason, sub.end_detail)
                 return

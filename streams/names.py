@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
+
+from django.conf import settings
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # A full or partial stream id as XRANGE accepts it, optionally exclusive with "(".
@@ -18,6 +21,23 @@ MAX_FIELD_NAME = 256
 
 class InvalidInput(ValueError):
     """Client input that cannot be used; the message names the problem."""
+
+    status = 400
+
+
+class EntryTooLarge(InvalidInput):
+    status = 413
+
+
+def parse_json(data: bytes | str, *, what: str = "request body") -> object:
+    """JSON from a client. Malformed or too deeply nested input (``[`` × 50,000 makes the
+    decoder raise RecursionError) is an InvalidInput."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise InvalidInput(f"{what} is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError, TypeError) as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
 
 
 def validate_stream_name(name: str) -> str:
@@ -59,10 +79,15 @@ def encode_entry(data: object, *, index: int | None = None) -> dict[str, str]:
     if len(data) > MAX_FIELDS:
         raise InvalidInput(f"{where}{len(data)} fields is more than the limit of {MAX_FIELDS}")
     fields: dict[str, str] = {}
+    size = 0
     for key, value in data.items():
         if not key or len(key) > MAX_FIELD_NAME:
             raise InvalidInput(f"{where}field names must be 1-{MAX_FIELD_NAME} characters")
-        fields[key] = _encode_value(value, f"{where}field {key!r}")
+        fields[key] = encoded = _encode_value(value, f"{where}field {key!r}")
+        size += len(key.encode("utf-8", "surrogatepass")) + len(encoded.encode("utf-8", "surrogatepass"))
+    limit = settings.STREAM_MAX_ENTRY_BYTES
+    if size > limit:
+        raise EntryTooLarge(f"{where}{size} bytes is more than STREAM_MAX_ENTRY_BYTES ({limit} bytes) per entry")
     return fields
 
 

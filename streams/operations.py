@@ -1,13 +1,18 @@
 """Stream services: every interface (API, admin, commands, hub) goes through these.
 
 Each function borrows one client from this loop's main pool and makes one round trip, except
-where noted.
+where noted. Writes run as Lua scripts that check the actor against the stream's owner inside
+Redis (streams/scripts.py).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from functools import cache
 
+from django.conf import settings
+from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from monitoring.operations import timed
@@ -15,10 +20,28 @@ from monitoring.prometheus import EVENTS_PUBLISHED
 
 from streams.broadcast import announce_deleted
 from streams.clients import redis_context
+from streams.identity import SYSTEM, Actor
+from streams.keys import stream_keys
 from streams.names import validate_stream_name
 from streams.positions import last_generated_id
-from streams.registry import RegistryPage
-from streams.scripts import run_safe_range_script, run_stream_info_script
+from streams.registry import Reader, RegistryPage
+from streams.scripts import (
+    CLAIM_LUA, DELETE_LUA, PUBLISH_LUA, SAFE_RANGE_LUA, SETTINGS_LUA, STREAM_INFO_LUA,
+)
+
+
+@dataclass(frozen=True)
+class StreamMeta:
+    """Who owns a stream and how it is shared; all None for a stream nobody owns."""
+
+    owner_id: int | None = None
+    owner: str | None = None
+    visibility: str | None = None
+    ftp: int | None = None
+
+
+NO_META = StreamMeta()
+META_FIELDS = ("owner", "owner_name", "visibility", "ftp")
 
 
 @dataclass(frozen=True)
@@ -27,6 +50,7 @@ class StreamInfo:
     length: int
     first_id: str | None
     last_id: str | None
+    meta: StreamMeta = NO_META
 
 
 @dataclass(frozen=True)
@@ -35,61 +59,185 @@ class StreamEntry:
     data: dict[str, str]
 
 
-def stream_key(prefix: str, name: str) -> str:
-    return prefix + name
+class WriteRefused(Exception):
+    """The stream belongs to someone else (or to nobody, and the actor is no manager)."""
+
+    def __init__(self, name: str, meta: StreamMeta) -> None:
+        super().__init__(f"stream {name!r} belongs to someone else")
+        self.name = name
+        self.meta = meta
 
 
-async def _one_command_per_stream(names: list[str], command: str, *, raise_on_error: bool = True) -> list:
-    """``command`` on each stream's key, pipelined (not a transaction): one round trip."""
+@dataclass(frozen=True)
+class DeleteOutcome:
+    deleted: list[str]
+    refused: list[WriteRefused]
+
+
+@dataclass(frozen=True)
+class SettingsOutcome:
+    created: bool
+    meta: StreamMeta
+
+
+@cache
+def script(source: str):
+    """A registered script, usable with any client or pipeline (``client=`` at call time)."""
+    return Redis().register_script(source)
+
+
+def default_visibility() -> str:
+    return "public" if settings.STREAMS_PUBLIC_READ else "private"
+
+
+def _meta_from(values: list) -> StreamMeta:
+    owner_id, owner, visibility, ftp = values
+    return StreamMeta(
+        owner_id=int(owner_id) if owner_id else None,
+        owner=owner or None,
+        visibility=visibility or None,
+        ftp=int(ftp) if ftp else None,
+    )
+
+
+def _refusal_meta(owner_id: str, visibility: str) -> StreamMeta:
+    return StreamMeta(owner_id=int(owner_id) if owner_id else None, visibility=visibility or None)
+
+
+def _write_keys(ctx, name: str) -> list[str]:
+    keys = stream_keys(ctx.config.stream_key_prefix, name)
+    return [keys.stream, keys.meta, *ctx.registry.write_keys()]
+
+
+def _actor_args(name: str, actor: Actor) -> list[str]:
+    return [name, "" if actor.user_id is None else str(actor.user_id), actor.username, "1" if actor.manager else "0"]
+
+
+def _now_ms() -> str:
+    return str(int(time.time() * 1000))
+
+
+# --- writes ---------------------------------------------------------------------------------
+@timed("publish")
+async def stream_publish(*, name: str, entries: list[dict[str, str]], actor: Actor = SYSTEM) -> list[str]:
+    """Append entries (already encoded) atomically, checking the actor against the owner; the
+    first publish makes the actor the owner (visibility: public when STREAMS_PUBLIC_READ, else
+    private). Trims approximately to STREAM_MAXLEN. One round trip. Raises ``WriteRefused``."""
+    validate_stream_name(name)
+    ctx = await redis_context()
+    args = [*_actor_args(name, actor), default_visibility(), str(ctx.config.stream_maxlen or 0), _now_ms(),
+            str(len(entries))]
+    for fields in entries:
+        args.append(str(len(fields)))
+        for key, value in fields.items():
+            args += (key, value)
+    async with ctx.main.client() as r:
+        reply = await script(PUBLISH_LUA)(keys=_write_keys(ctx, name), args=args, client=r)
+    if reply[0] == 0:
+        raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
+    if reply[1]:
+        ctx.registry.forget_cache()
+    ids = reply[2:]
+    EVENTS_PUBLISHED.inc(len(ids))
+    return ids
+
+
+@timed("stream_settings")
+async def stream_settings_update(
+    *, name: str, actor: Actor, visibility: str | None = None, ftp: int | None | str = ""
+) -> SettingsOutcome:
+    """Create an empty stream owned by the actor, or change its visibility / FTP
+    (``ftp=""`` keeps it, ``None`` clears it). Raises ``WriteRefused``."""
+    validate_stream_name(name)
+    ctx = await redis_context()
+    ftp_arg = "" if ftp == "" else ("-" if ftp is None else str(int(ftp)))
+    args = [*_actor_args(name, actor), visibility or "", ftp_arg, _now_ms(), default_visibility()]
+    async with ctx.main.client() as r:
+        reply = await script(SETTINGS_LUA)(keys=_write_keys(ctx, name), args=args, client=r)
+    if reply[0] == 0:
+        raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
+    ctx.registry.forget_cache()
+    return SettingsOutcome(created=bool(reply[1]), meta=(await stream_meta(names=[name]))[name])
+
+
+@timed("stream_claim")
+async def stream_claim(*, name: str, user_id: int, username: str) -> bool:
+    """Make a user the owner of an existing stream (``claim_stream``). False when missing."""
+    validate_stream_name(name)
+    ctx = await redis_context()
+    async with ctx.main.client() as r:
+        reply = await script(CLAIM_LUA)(
+            keys=_write_keys(ctx, name), args=[name, str(user_id), username, default_visibility()], client=r
+        )
+    ctx.registry.forget_cache()
+    return bool(reply[0])
+
+
+@timed("delete")
+async def streams_delete(*, names: list[str], actor: Actor = SYSTEM) -> DeleteOutcome:
+    """Delete the streams the actor may manage, with their metadata and registry entries, each
+    checked and deleted atomically; one round trip. Names the actor may not manage come back
+    in ``refused``. Live listeners of deleted streams, in every process, get ``deleted``."""
+    if not names:
+        return DeleteOutcome(deleted=[], refused=[])
+    ctx = await redis_context()
+    unique = list(dict.fromkeys(names))
+    delete = script(DELETE_LUA)
+    async with ctx.main.client() as r:
+        async with r.pipeline(transaction=False) as pipe:
+            for name in unique:
+                await delete(keys=_write_keys(ctx, name), args=_actor_args(name, actor), client=pipe)
+            replies = await pipe.execute()
+    ctx.registry.forget_cache()
+    deleted = [n for n, reply in zip(unique, replies) if reply[0] == 1 and reply[1] == 1]
+    refused = [WriteRefused(n, _refusal_meta(reply[1], reply[2])) for n, reply in zip(unique, replies) if reply[0] == 0]
+    if deleted:
+        await announce_deleted(deleted, ctx.hub)
+    return DeleteOutcome(deleted=deleted, refused=refused)
+
+
+# --- reads ----------------------------------------------------------------------------------
+@timed("stream_meta")
+async def stream_meta(*, names: list[str]) -> dict[str, StreamMeta]:
+    """Owner, visibility and FTP of each stream (one HMGET each, one round trip)."""
+    if not names:
+        return {}
     ctx = await redis_context()
     prefix = ctx.config.stream_key_prefix
     async with ctx.main.client() as r:
         async with r.pipeline(transaction=False) as pipe:
             for name in names:
-                getattr(pipe, command)(stream_key(prefix, name))
-            return await pipe.execute(raise_on_error=raise_on_error)
-
-
-@timed("publish")
-async def stream_publish(*, name: str, entries: list[dict[str, str]]) -> list[str]:
-    """Append entries (already encoded) in one transaction; register the stream. Returns ids.
-
-    Trims approximately to STREAM_MAXLEN. A brand-new stream costs a second round trip to
-    bump the registry version, so other processes see it at their next listing.
-    """
-    validate_stream_name(name)
-    ctx = await redis_context()
-    cfg = ctx.config
-    key = stream_key(cfg.stream_key_prefix, name)
-    trim = {"maxlen": cfg.stream_maxlen, "approximate": True} if cfg.stream_maxlen else {}
-    async with ctx.main.client() as r:
-        async with r.pipeline(transaction=True) as pipe:
-            for fields in entries:
-                pipe.xadd(key, fields, **trim)
-            pipe.sadd(ctx.registry.set_key, name)
-            *ids, added = await pipe.execute()
-        if added:
-            await r.incr(ctx.registry.version_key)
-    if added:
-        ctx.registry.forget_cache()
-    EVENTS_PUBLISHED.inc(len(ids))
-    return ids
+                pipe.hmget(stream_keys(prefix, name).meta, META_FIELDS)
+            replies = await pipe.execute()
+    return {name: _meta_from(values) for name, values in zip(names, replies)}
 
 
 @timed("stream_info_batch")
 async def stream_info_batch(*, names: list[str]) -> dict[str, StreamInfo | None]:
-    """Length and first/last id for many streams: one XINFO STREAM each, one round trip."""
+    """Length, first/last id and metadata for many streams: one XINFO STREAM and one HMGET
+    each, one round trip. A missing stream is None."""
     if not names:
         return {}
-    replies = await _one_command_per_stream(names, "xinfo_stream", raise_on_error=False)
+    ctx = await redis_context()
+    prefix = ctx.config.stream_key_prefix
+    async with ctx.main.client() as r:
+        async with r.pipeline(transaction=False) as pipe:
+            for name in names:
+                keys = stream_keys(prefix, name)
+                pipe.xinfo_stream(keys.stream)
+                pipe.hmget(keys.meta, META_FIELDS)
+            replies = await pipe.execute(raise_on_error=False)
     result: dict[str, StreamInfo | None] = {}
-    for name, reply in zip(names, replies):
+    for i, name in enumerate(names):
+        reply, meta = replies[2 * i], replies[2 * i + 1]
+        if isinstance(meta, ResponseError):
+            raise meta
         if isinstance(reply, ResponseError):
             if _is_missing_or_wrong_type(reply):
                 result[name] = None
                 continue
             raise reply
-        result[name] = _info_from_xinfo(name, reply)
+        result[name] = _info_from_xinfo(name, reply, _meta_from(meta))
     return result
 
 
@@ -98,7 +246,7 @@ def _is_missing_or_wrong_type(error: ResponseError) -> bool:
     return "no such key" in text or "wrongtype" in text
 
 
-def _info_from_xinfo(name: str, reply: dict) -> StreamInfo:
+def _info_from_xinfo(name: str, reply: dict, meta: StreamMeta) -> StreamInfo:
     first = reply.get("first-entry")
     last = reply.get("last-entry")
     return StreamInfo(
@@ -106,6 +254,7 @@ def _info_from_xinfo(name: str, reply: dict) -> StreamInfo:
         length=int(reply["length"]),
         first_id=first[0] if first else None,
         last_id=last[0] if last else None,
+        meta=meta,
     )
 
 
@@ -114,7 +263,7 @@ async def stream_info(*, name: str) -> StreamInfo | None:
     """One stream's info through the seed's atomic Lua script; None when missing."""
     ctx = await redis_context()
     async with ctx.main.client() as r:
-        reply = await run_stream_info_script(r, stream_key(ctx.config.stream_key_prefix, name))
+        reply = await script(STREAM_INFO_LUA)(keys=[stream_keys(ctx.config.stream_key_prefix, name).stream], client=r)
     if reply is None:
         return None
     length, first_id, last_id = reply
@@ -127,10 +276,10 @@ async def stream_range(
 ) -> list[StreamEntry] | None:
     """Entries between two ids (inclusive, ``(`` for exclusive); None when the stream is missing."""
     ctx = await redis_context()
+    args = [start, end, "" if count is None else str(count)]
     async with ctx.main.client() as r:
-        reply = await run_safe_range_script(
-            r, stream_key(ctx.config.stream_key_prefix, name), start, end, count
-        )
+        reply = await script(SAFE_RANGE_LUA)(keys=[stream_keys(ctx.config.stream_key_prefix, name).stream],
+                                             args=args, client=r)
     if reply is None:
         return None
     return [StreamEntry(id=entry_id, data=_pairs_to_dict(fields)) for entry_id, fields in reply]
@@ -146,7 +295,7 @@ def _pairs_to_dict(fields) -> dict[str, str]:
 async def stream_latest(*, name: str, count: int = 20) -> list[StreamEntry] | None:
     """The newest ``count`` entries, newest first; None when the stream is missing."""
     ctx = await redis_context()
-    key = stream_key(ctx.config.stream_key_prefix, name)
+    key = stream_keys(ctx.config.stream_key_prefix, name).stream
     async with ctx.main.client() as r:
         async with r.pipeline(transaction=False) as pipe:
             pipe.exists(key)
@@ -162,37 +311,23 @@ async def streams_exist(*, names: list[str]) -> dict[str, bool]:
     """Whether each name is a stream (TYPE per key, one round trip)."""
     if not names:
         return {}
-    types = await _one_command_per_stream(names, "type")
+    ctx = await redis_context()
+    prefix = ctx.config.stream_key_prefix
+    async with ctx.main.client() as r:
+        async with r.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.type(stream_keys(prefix, name).stream)
+            types = await pipe.execute()
     return {name: kind == "stream" for name, kind in zip(names, types)}
 
 
-@timed("delete")
-async def streams_delete(*, names: list[str]) -> int:
-    """Delete streams and unregister them in one transaction. Returns how many existed.
-
-    Live listeners of those streams, in every process, get a ``deleted`` event.
-    """
-    if not names:
-        return 0
+async def streams_list(
+    *, prefix: str = "", limit: int = 100, offset: int = 0, reader: Reader | None = None
+) -> RegistryPage:
+    """A page of stream names from the registry (never a SCAN); with ``reader``, only the
+    streams that reader may read."""
     ctx = await redis_context()
-    prefix = ctx.config.stream_key_prefix
-    unique = list(dict.fromkeys(names))
-    async with ctx.main.client() as r:
-        async with r.pipeline(transaction=True) as pipe:
-            pipe.delete(*(stream_key(prefix, n) for n in unique))
-            pipe.srem(ctx.registry.set_key, *unique)
-            pipe.incr(ctx.registry.version_key)
-            deleted, _, _ = await pipe.execute()
-    ctx.registry.forget_cache()
-    if deleted:
-        await announce_deleted(unique, ctx.hub)
-    return int(deleted)
-
-
-async def streams_list(*, prefix: str = "", limit: int = 100, offset: int = 0) -> RegistryPage:
-    """A page of stream names from the registry (never a SCAN)."""
-    ctx = await redis_context()
-    return await ctx.registry.page(prefix=prefix, limit=limit, offset=offset)
+    return await ctx.registry.page(prefix=prefix, limit=limit, offset=offset, reader=reader)
 
 
 @timed("stream_last_id")
@@ -200,4 +335,4 @@ async def stream_last_id(*, name: str) -> str:
     """The stream's last-generated-id (what ``$`` would mean now), or ``0-0`` when missing."""
     ctx = await redis_context()
     async with ctx.main.client() as r:
-        return await last_generated_id(r, stream_key(ctx.config.stream_key_prefix, name))
+        return await last_generated_id(r, stream_keys(ctx.config.stream_key_prefix, name).stream)

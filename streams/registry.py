@@ -13,10 +13,12 @@ import asyncio
 import bisect
 import logging
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from monitoring.operations import timed
 from streamsite.envconfig import RedisConfig
+from streams.keys import stream_keys
 from streams.pool import ClientPool
 from streams.tasks import cancel_and_wait
 
@@ -29,12 +31,26 @@ class RegistryPage:
     names: list[str]
 
 
+@dataclass(frozen=True)
+class Reader:
+    """Who lists: ``may_read(owner_id, visibility)`` decides per stream (owner_id and
+    visibility None for a stream nobody owns); ``key`` names the decision, so the filtered
+    list is computed once per registry version for everyone who decides alike."""
+
+    key: Hashable
+    may_read: Callable[[int | None, str | None], bool]
+
+
+FILTER_CACHE_ENTRIES = 1000
+
+
 # Remove names whose key is no longer a stream; bump the version if any went.
 UNREGISTER_MISSING_LUA = """
 local removed = 0
 for i = 2, #ARGV do
   if redis.call('TYPE', ARGV[1] .. ARGV[i])['ok'] ~= 'stream' then
     removed = removed + redis.call('SREM', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[3], ARGV[i])
   end
 end
 if removed > 0 then redis.call('INCR', KEYS[2]) end
@@ -42,9 +58,16 @@ return removed
 """
 
 
-def registry_keys(prefix: str) -> tuple[str, str]:
-    """The SET of names and its version counter. '_' cannot start a valid stream name."""
-    return f"{prefix}_registry", f"{prefix}_registry:version"
+def registry_keys(prefix: str) -> tuple[str, str, str]:
+    """The SET of names, its version counter, and the access index (name → "visibility|owner
+    id", for owned streams: listing filters by it without a read per stream). '_' cannot
+    start a valid stream name."""
+    return f"{prefix}_registry", f"{prefix}_registry:version", f"{prefix}_registry:access"
+
+
+def _parse_access(value: str) -> tuple[str | None, int | None]:
+    visibility, _, owner = value.partition("|")
+    return visibility or None, int(owner) if owner else None
 
 
 def _glob_escape(text: str) -> str:
@@ -55,10 +78,12 @@ class StreamRegistry:
     def __init__(self, *, pool: ClientPool, config: RedisConfig) -> None:
         self._pool = pool
         self._prefix = config.stream_key_prefix
-        self._set_key, self._version_key = registry_keys(self._prefix)
+        self._set_key, self._version_key, self._access_key = registry_keys(self._prefix)
         self._expiry = config.registry_cache_expiry_ms / 1000
         self._interval = config.registry_refresh_interval_ms / 1000
         self._names: list[str] = []
+        self._access: dict[str, tuple[str | None, int | None]] = {}
+        self._filtered: dict[Hashable, list[str]] = {}
         self._version: str | None = None
         self._fetched_at = float("-inf")
         self._task: asyncio.Task | None = None
@@ -71,6 +96,10 @@ class StreamRegistry:
     @property
     def version_key(self) -> str:
         return self._version_key
+
+    def write_keys(self) -> list[str]:
+        """The keys a stream write script keeps in step: set, version, access index."""
+        return [self._set_key, self._version_key, self._access_key]
 
     # --- lifecycle (the reconcile task is ours) ------------------------------------------------
     def start(self) -> None:
@@ -113,21 +142,40 @@ class StreamRegistry:
                     return self._names
             async with r.pipeline(transaction=True) as pipe:
                 pipe.smembers(self._set_key)
+                pipe.hgetall(self._access_key)
                 pipe.get(self._version_key)
-                members, version = await pipe.execute()
-        self._store(sorted(members), version)
+                members, access, version = await pipe.execute()
+        self._store(sorted(members), access, version)
         return self._names
 
-    async def page(self, *, prefix: str = "", limit: int = 100, offset: int = 0) -> RegistryPage:
+    async def page(
+        self, *, prefix: str = "", limit: int = 100, offset: int = 0, reader: Reader | None = None
+    ) -> RegistryPage:
         names = await self.names()
+        if reader is not None:
+            names = self._readable(names, reader)
         if prefix:
             lo = bisect.bisect_left(names, prefix)
             hi = bisect.bisect_left(names, prefix + "\U0010ffff")
             names = names[lo:hi]
         return RegistryPage(count=len(names), names=names[offset : offset + limit])
 
-    def _store(self, names: list[str], version: str | None) -> None:
+    def _readable(self, names: list[str], reader: Reader) -> list[str]:
+        cached = self._filtered.get(reader.key)
+        if cached is not None:
+            return cached
+        no_owner = (None, None)
+        access = self._access
+        allowed = [n for n in names if reader.may_read(*access.get(n, no_owner)[::-1])]
+        if len(self._filtered) >= FILTER_CACHE_ENTRIES:
+            self._filtered.clear()
+        self._filtered[reader.key] = allowed
+        return allowed
+
+    def _store(self, names: list[str], access: dict[str, str], version: str | None) -> None:
         self._names = names
+        self._access = {name: _parse_access(value) for name, value in access.items()}
+        self._filtered = {}
         self._version = version or "0"
         self._fetched_at = time.monotonic()
 
@@ -135,6 +183,21 @@ class StreamRegistry:
     def forget_cache(self) -> None:
         """Our own write changed the set: the next read fetches it again."""
         self._fetched_at = float("-inf")
+
+    async def _register_found(self, r, names: list[str]) -> None:
+        """Streams written behind our back: register them, with their owner when their
+        metadata survived (a stream deleted and re-created by a device's own XADD)."""
+        async with r.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hmget(stream_keys(self._prefix, name).meta, ("owner", "visibility"))
+            metas = await pipe.execute()
+        async with r.pipeline(transaction=True) as pipe:
+            pipe.sadd(self._set_key, *names)
+            for name, (owner, visibility) in zip(names, metas):
+                if owner or visibility:
+                    pipe.hset(self._access_key, name, f"{visibility or ''}|{owner or ''}")
+            pipe.incr(self._version_key)
+            await pipe.execute()
 
     @timed("registry_refresh")
     async def reconcile(self) -> tuple[int, int]:
@@ -153,16 +216,14 @@ class StreamRegistry:
                 found.add(key[cut:])
             added = found - known
             if added:
-                async with r.pipeline(transaction=True) as pipe:
-                    pipe.sadd(self._set_key, *added)
-                    pipe.incr(self._version_key)
-                    await pipe.execute()
+                await self._register_found(r, sorted(added))
             candidates = sorted(known - found)
             removed = 0
             if candidates:
                 script = r.register_script(UNREGISTER_MISSING_LUA)
                 removed = await script(
-                    keys=[self._set_key, self._version_key], args=[self._prefix, *candidates], client=r
+                    keys=[self._set_key, self._version_key, self._access_key],
+                    args=[self._prefix, *candidates], client=r,
                 )
         self.last_reconcile_at = time.monotonic()
         if added or removed:

@@ -1,11 +1,16 @@
-"""The seed plan's two Lua scripts, run through redis-py's ``register_script``.
+"""The Lua scripts behind stream writes and the seed's two read scripts, run through
+redis-py's ``register_script``.
 
 ``register_script`` sends EVALSHA and reloads the script on NOSCRIPT, so these keep working
-after ``SCRIPT FLUSH``, a restart or a failover (the seed's "SCRIPT LOAD once and cache the SHA"
-breaks there).
-"""
+after ``SCRIPT FLUSH``, a restart or a failover.
 
-from redis.asyncio import Redis
+The write scripts check the caller against the stream's owner *inside* Redis, so "who may
+write" and the write itself are one atomic step (no check-then-act race), and a publish stays
+one round trip. Keys, in this order, for every write script:
+``KEYS = [stream, meta, registry set, registry version, registry access]``.
+A refusal answers ``{0, owner id or '', visibility or ''}`` so the caller can tell a reader
+(403) from a stranger (404).
+"""
 
 STREAM_INFO_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -32,13 +37,99 @@ end
 return redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2])
 """
 
+# Shared head of the write scripts. ARGV[1] name, ARGV[2] caller id ('' = none),
+# ARGV[3] caller name, ARGV[4] '1' when the caller manages every stream.
+# Sets `owner`, `visibility`, `exists`; returns the refusal when the caller may not write.
+_WRITE_GUARD = """
+local owner = redis.call('HGET', KEYS[2], 'owner')
+local visibility = redis.call('HGET', KEYS[2], 'visibility')
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+local manager = ARGV[4] == '1'
+if owner == false then owner = '' end
+if visibility == false then visibility = '' end
+local claimed = owner ~= '' or exists
+if claimed and not manager and (owner == '' or owner ~= ARGV[2]) then
+  return {0, owner, visibility}
+end
+"""
 
-async def run_stream_info_script(client: Redis, key: str):
-    """[length, first_id or None, last_id or None], or None when the key is missing."""
-    return await client.register_script(STREAM_INFO_LUA)(keys=[key], client=client)
+# ARGV[5] visibility for a new stream, ARGV[6] MAXLEN ('0' = none), ARGV[7] now (ms),
+# ARGV[8] number of entries, then per entry: field count, field, value, ...
+# Returns {1, registry changed (0/1), id, id, ...}.
+PUBLISH_LUA = _WRITE_GUARD + """
+local changed = 0
+if not claimed and ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[2], 'owner', ARGV[2], 'owner_name', ARGV[3], 'visibility', ARGV[5], 'created_ms', ARGV[7])
+  redis.call('HSET', KEYS[5], ARGV[1], ARGV[5] .. '|' .. ARGV[2])
+  changed = 1
+end
+local reply = {1, 0}
+local i = 9
+for e = 1, tonumber(ARGV[8]) do
+  local n = tonumber(ARGV[i])
+  local args = {'XADD', KEYS[1]}
+  if ARGV[6] ~= '0' then
+    args[3] = 'MAXLEN'; args[4] = '~'; args[5] = ARGV[6]
+  end
+  args[#args + 1] = '*'
+  for j = i + 1, i + 2 * n do args[#args + 1] = ARGV[j] end
+  reply[#reply + 1] = redis.call(unpack(args))
+  i = i + 1 + 2 * n
+end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 1 then changed = 1 end
+if changed == 1 then redis.call('INCR', KEYS[4]) end
+reply[2] = changed
+return reply
+"""
 
+# ARGV[5] visibility ('' = keep; for a new stream: the default, ARGV[8]), ARGV[6] ftp
+# ('' = keep, '-' = clear), ARGV[7] now (ms), ARGV[8] default visibility.
+# Returns {1, created (0/1), owner, visibility, ftp}.
+SETTINGS_LUA = _WRITE_GUARD + """
+local created = 0
+if not exists then
+  redis.call('XGROUP', 'CREATE', KEYS[1], 'streamsite-mkstream', '$', 'MKSTREAM')
+  redis.call('XGROUP', 'DESTROY', KEYS[1], 'streamsite-mkstream')
+  created = 1
+end
+if owner == '' and not claimed and ARGV[2] ~= '' then
+  owner = ARGV[2]
+  redis.call('HSET', KEYS[2], 'owner', ARGV[2], 'owner_name', ARGV[3], 'created_ms', ARGV[7])
+end
+local new_visibility = ARGV[5]
+if new_visibility == '' then new_visibility = visibility end
+if new_visibility == '' then new_visibility = ARGV[8] end
+redis.call('HSET', KEYS[2], 'visibility', new_visibility)
+if ARGV[6] == '-' then redis.call('HDEL', KEYS[2], 'ftp')
+elseif ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'ftp', ARGV[6]) end
+local index = new_visibility .. '|' .. owner
+if redis.call('HGET', KEYS[5], ARGV[1]) ~= index then
+  redis.call('HSET', KEYS[5], ARGV[1], index)
+  redis.call('INCR', KEYS[4])
+end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 1 then redis.call('INCR', KEYS[4]) end
+return {1, created, owner, new_visibility, redis.call('HGET', KEYS[2], 'ftp') or ''}
+"""
 
-async def run_safe_range_script(client: Redis, key: str, start: str, end: str, count: int | None):
-    """Raw XRANGE reply, or None when the key is missing."""
-    args = [start, end, "" if count is None else str(count)]
-    return await client.register_script(SAFE_RANGE_LUA)(keys=[key], args=args, client=client)
+# Returns {1, 1 when a stream was deleted}; a missing stream without metadata is {1, 0}.
+DELETE_LUA = _WRITE_GUARD + """
+local deleted = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
+if deleted == 1 or owner ~= '' then redis.call('INCR', KEYS[4]) end
+return {1, deleted}
+"""
+
+# ARGV[1] name, ARGV[2] new owner id, ARGV[3] new owner name, ARGV[4] visibility if unset.
+# Returns {1 when the stream exists, visibility}.
+CLAIM_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
+local visibility = redis.call('HGET', KEYS[2], 'visibility')
+if visibility == false then visibility = ARGV[4] end
+redis.call('HSET', KEYS[2], 'owner', ARGV[2], 'owner_name', ARGV[3], 'visibility', visibility)
+redis.call('HSET', KEYS[5], ARGV[1], visibility .. '|' .. ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('INCR', KEYS[4])
+return {1, visibility}
+"""

@@ -30,6 +30,7 @@ from monitoring.operations import operation_metrics, timed
 from monitoring.prometheus import SSE_DURATION, SSE_OPEN
 from streams.clients import redis_context
 from streams.hub import Entry, make_entry
+from streams.keys import stream_key
 from streams.live import Ended, Follow, follow_many, follow_one, live_batches
 from streams.pool import PoolExhaustedError
 from streams.tasks import raise_if_cancelled
@@ -136,7 +137,7 @@ async def pool_events(follow: Follow) -> AsyncIterator[str]:
             while True:
                 with timed("xread_pool"):
                     reply = await r.xread(
-                        {prefix + n: follow.positions[n] for n in follow.names},
+                        {stream_key(prefix, n): follow.positions[n] for n in follow.names},
                         count=100,
                         block=settings.SSE_HEARTBEAT_INTERVAL,
                     )

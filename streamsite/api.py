@@ -12,7 +12,8 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams.api import batch_router, router as streams_router
+from streams.api import batch_router, router as streams_router, shares_router
+from streams.identity import AccessError
 from streams.names import InvalidInput
 from streamsite.middleware import human_size
 from workouts.api import router as workouts_router
@@ -28,6 +29,7 @@ api = NinjaAPI(
 api.add_router("/", streams_router)
 api.add_router("/batch", batch_router)
 api.add_router("/", workouts_router)
+api.add_router("/", shares_router)
 
 
 def _detail(request, status: int, detail: str):
@@ -50,7 +52,12 @@ def on_validation_error(request, exc: ValidationError):
 
 @api.exception_handler(InvalidInput)
 def on_invalid_input(request, exc: InvalidInput):
-    return _detail(request, 400, str(exc))
+    return _detail(request, exc.status, str(exc))
+
+
+@api.exception_handler(AccessError)
+def on_access_error(request, exc: AccessError):
+    return _detail(request, exc.status, exc.detail)
 
 
 @api.exception_handler(RequestDataTooBig)

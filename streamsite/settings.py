@@ -104,9 +104,25 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(env, "DATA_UPLOAD_MAX_MEMORY_SIZE", 32 * 1024 * 1024, minimum=1)
 STREAMS_MAX_BODY = env_int(env, "STREAMS_MAX_BODY", 1024 * 1024, minimum=1)
 
+WORKOUTS_MAX_UPLOAD = env_int(env, "WORKOUTS_MAX_UPLOAD", 16 * 1024 * 1024, minimum=1)
+
 # --- Redis and streams ---------------------------------------------------------------------
 REDIS = load_redis_config(env)
+# The visibility of a stream created by its first publish (public when true), and whether
+# streams nobody owns are readable by everyone.
 STREAMS_PUBLIC_READ = env_bool(env, "STREAMS_PUBLIC_READ", DEBUG)
+STREAM_MAX_ENTRY_BYTES = env_int(env, "STREAM_MAX_ENTRY_BYTES", 64 * 1024, minimum=1)
+
+# --- Identity ------------------------------------------------------------------------------
+# Token and user identities are cached per process this long: a token, user or share
+# deactivated anywhere stops working everywhere within it. Open follows re-check access on
+# the second clock.
+AUTH_CACHE_TTL_MS = env_int(env, "AUTH_CACHE_TTL", 4000)
+if AUTH_CACHE_TTL_MS > 5000:
+    raise ImproperlyConfigured(f"AUTH_CACHE_TTL={AUTH_CACHE_TTL_MS} must be at most 5000 ms (revocation promise)")
+ACCESS_RECHECK_INTERVAL_MS = env_int(env, "ACCESS_RECHECK_INTERVAL", 5000, minimum=100)
+if ACCESS_RECHECK_INTERVAL_MS > 6000:
+    raise ImproperlyConfigured(f"ACCESS_RECHECK_INTERVAL={ACCESS_RECHECK_INTERVAL_MS} must be at most 6000 ms")
 
 # --- Live delivery (hub, SSE, WebSocket) ---------------------------------------------------
 STREAM_HUB_KEYS_PER_READER = env_int(env, "STREAM_HUB_KEYS_PER_READER", 1000, minimum=1)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from ninja import File, Form, Query, Router, Schema
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from pydantic import Field
 
-from streams.api import MAX_OFFSET, ReadAuth, StreamName, WriteAuth, fast_json
-from streams.names import InvalidInput, validate_stream_name
+from django.contrib.auth import get_user_model
+
+from streams import identity, operations
+from streams.api import MANAGE, MAX_OFFSET, PUBLISH, READ_AS_USER, StreamName, fast_json
+from streams.identity import Identity
+from streams.names import InvalidInput, parse_json, validate_stream_name
 from workouts import services
 from workouts.fit import FitError, workout_from_fit
 from workouts.models import DERIVED_FIELDS, Workout
@@ -68,18 +72,29 @@ def _ftp(value) -> int | None:
     return value
 
 
-async def _athlete(request, username: str | None):
-    """The named athlete, or the caller. Only staff may create for someone else."""
-    caller = request.auth
+async def _athlete(ident: Identity, username: str | None, *, default_id: int | None = None):
+    """The named athlete, else ``default_id``'s user, else the caller. Naming another athlete
+    needs the workouts.add_workout permission (or, for an archive, managing every stream)."""
     username = _text(username, field="athlete", max_length=150)
-    if not username or username == caller.get_username():
-        return caller
-    if not caller.is_staff:
-        raise HttpError(403, "only staff may create workouts for another athlete")
-    try:
-        return await sync_to_async(services.athlete_by_username)(username)
-    except SamplesError as exc:
-        raise InvalidInput(str(exc)) from None
+    if username and username != ident.username:
+        if not (ident.has_perm(identity.ADD_ANY_WORKOUT) or identity.manages_all_streams(ident)):
+            raise HttpError(403, "creating a workout for another athlete needs the workouts.add_workout permission")
+        try:
+            return await sync_to_async(services.athlete_by_username)(username)
+        except SamplesError as exc:
+            raise InvalidInput(str(exc)) from None
+    user_id = default_id or ident.user_id
+    user = await get_user_model().objects.filter(pk=user_id).afirst()
+    if user is None:
+        raise InvalidInput(f"athlete #{user_id} no longer exists")
+    return user
+
+
+def _visible(qs, ident: Identity):
+    """Workouts the caller may read: their own, shared with them, or all with workouts.view_workout."""
+    if ident.has_perm(identity.VIEW_ALL_WORKOUTS):
+        return qs
+    return qs.filter(athlete_id__in=ident.readable_owners())
 
 
 WORKOUT_BODY = {
@@ -101,12 +116,9 @@ WORKOUT_BODY = {
 }
 
 
-@router.post("/workouts", auth=WriteAuth(), summary="Create a workout", openapi_extra=WORKOUT_BODY)
+@router.post("/workouts", auth=PUBLISH, summary="Create a workout", openapi_extra=WORKOUT_BODY)
 async def create_workout(request):
-    try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    body = parse_json(request.body)
     if not isinstance(body, dict):
         raise InvalidInput("request body must be a JSON object")
     title = _text(body.get("title"), field="title", max_length=200, required=True)
@@ -117,7 +129,7 @@ async def create_workout(request):
         samples = samples_from_columns(body.get("samples"))
     except SamplesError as exc:
         raise InvalidInput(str(exc)) from None
-    athlete = await _athlete(request, body.get("athlete"))
+    athlete = await _athlete(request.auth, body.get("athlete"))
     workout = await sync_to_async(services.workout_create)(
         athlete=athlete, title=title, started_at=started_at, samples=samples, ftp=ftp,
         notes=notes, source=Workout.Source.API,
@@ -133,13 +145,13 @@ class WorkoutQuery(Schema):
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
-@router.get("/workouts", auth=ReadAuth(), summary="List workouts")
+@router.get("/workouts", auth=READ_AS_USER, summary="List workouts (own, shared with me, or all with workouts.view_workout)")
 async def list_workouts(request, q: Query[WorkoutQuery]):
     athlete = _text(q.athlete, field="athlete", max_length=150)
 
     @sync_to_async
     def fetch():
-        qs = Workout.objects.select_related("athlete").defer("samples_blob")
+        qs = _visible(Workout.objects.select_related("athlete").defer("samples_blob"), request.auth)
         if athlete:
             qs = qs.filter(athlete__username=athlete)
         if q.since:
@@ -152,10 +164,12 @@ async def list_workouts(request, q: Query[WorkoutQuery]):
     return fast_json({"count": count, "workouts": items})
 
 
-@router.post("/workouts/import", auth=WriteAuth(), summary="Import a FIT file")
+@router.post("/workouts/import", auth=PUBLISH, summary="Import a FIT file")
 async def import_fit(request, file: File[UploadedFile], title: Form[str] = "", ftp: Form[int | None] = None,
                      athlete: Form[str] = ""):
-    who = await _athlete(request, athlete or None)
+    who = await _athlete(request.auth, athlete or None)
+    if file.size is not None and file.size > settings.WORKOUTS_MAX_UPLOAD:
+        raise HttpError(413, f"FIT file is larger than WORKOUTS_MAX_UPLOAD ({settings.WORKOUTS_MAX_UPLOAD} bytes)")
     title = _text(title, field="title", max_length=200) or _text(
         (file.name or "")[:200].replace("\x00", ""), field="file name", max_length=200
     )
@@ -167,11 +181,14 @@ async def import_fit(request, file: File[UploadedFile], title: Form[str] = "", f
     return fast_json(workout_out(workout), status=201)
 
 
-@router.get("/workouts/{workout_id}", auth=ReadAuth(), summary="One workout (samples=true adds the arrays)")
+@router.get("/workouts/{workout_id}", auth=READ_AS_USER, summary="One workout (samples=true adds the arrays)")
 async def get_workout(request, workout_id: int, samples: bool = False):
+    if not 1 <= workout_id < 2**63:
+        raise HttpError(404, f"workout {workout_id} not found")
+
     @sync_to_async
     def fetch():
-        w = Workout.objects.select_related("athlete").filter(pk=workout_id).first()
+        w = _visible(Workout.objects.select_related("athlete"), request.auth).filter(pk=workout_id).first()
         return None if w is None else workout_out(w, samples=samples)
 
     out = await fetch()
@@ -187,10 +204,16 @@ class ArchiveIn(Schema):
     delete_stream: bool = False
 
 
-@router.post("/streams/{name}/archive", auth=WriteAuth(), summary="Turn a stream into a workout")
+@router.post("/streams/{name}/archive", auth=MANAGE, summary="Turn a stream into a workout (owner or manager)")
 async def archive_stream(request, name: StreamName, body: ArchiveIn):
     validate_stream_name(name)
-    who = await _athlete(request, body.athlete)
+    info = (await operations.stream_info_batch(names=[name]))[name]
+    if info is None:
+        raise HttpError(404, f"stream {name!r} not found")
+    meta = info.meta
+    identity.check_manage(request.auth, name, owner_id=meta.owner_id, visibility=meta.visibility)
+    # The workout goes to the stream's owner unless a manager names another athlete.
+    who = await _athlete(request.auth, body.athlete, default_id=meta.owner_id)
     title = _text(body.title, field="title", max_length=200)
     try:
         workout = await services.workout_from_stream(

@@ -85,7 +85,7 @@ async def test_batch_endpoints(client, token):
     resp = await client.post("/api/batch/streams/exists", {"names": ["a", "b"]}, content_type="application/json", **auth(token))
     assert resp.json() == {"exists": {"a": True, "b": False}}
     resp = await client.post("/api/batch/streams/delete", {"names": ["a", "b"]}, content_type="application/json", **auth(token))
-    assert resp.json() == {"deleted": 1}
+    assert resp.json() == {"deleted": 1, "forbidden": []}
 
 
 @pytest.mark.parametrize(
@@ -156,26 +156,31 @@ async def test_inactive_token_is_refused(client, token):
     assert resp.status_code == 401
 
 
-async def test_staff_session_may_write_non_staff_may_not(client, r):
+async def test_session_users_write_as_themselves(client, r):
     def users():
         get_user_model().objects.create_user("staff", password="pw", is_staff=True)
         get_user_model().objects.create_user("plain", password="pw")
 
     await sync_to_async(users)()
-    await client.alogin(username="plain", password="pw")
     resp = await client.post("/api/streams/a/events", '{"x": 1}', content_type="application/json")
     assert resp.status_code == 401
-    await client.alogin(username="staff", password="pw")
+    await client.alogin(username="plain", password="pw")
     resp = await client.post("/api/streams/a/events", '{"x": 1}', content_type="application/json")
     assert resp.status_code == 201
+    assert (await client.get("/api/streams/a")).json()["owner"] == "plain"
+    await client.alogin(username="staff", password="pw")  # staff is no stream manager by itself
+    resp = await client.post("/api/streams/a/events", '{"x": 1}', content_type="application/json")
+    assert resp.status_code in (403, 404)
 
 
-async def test_reads_public_only_when_configured(client, token, settings):
+async def test_anonymous_lists_only_public_streams(client, token, settings):
     settings.STREAMS_PUBLIC_READ = False
-    assert (await client.get("/api/streams")).status_code == 401
-    assert (await client.get("/api/streams", **auth(token))).status_code == 200
+    await publish(client, token, "mine", {"x": 1})  # private: STREAMS_PUBLIC_READ is off
+    assert (await client.get("/api/streams")).json() == {"count": 0, "streams": []}
+    assert (await client.get("/api/streams", **auth(token))).json()["count"] == 1
     settings.STREAMS_PUBLIC_READ = True
-    assert (await client.get("/api/streams")).status_code == 200
+    await publish(client, token, "open", {"x": 1})
+    assert (await client.get("/api/streams")).json()["streams"] == [{"name": "open"}]
 
 
 async def test_redis_unreachable_is_503(client, token, settings):
@@ -214,13 +219,13 @@ async def test_staff_session_write_needs_csrf_token(r):
     client = AsyncClient(enforce_csrf_checks=True)
     await client.alogin(username="staff", password="pw")
     resp = await client.post("/api/streams/a/events", '{"x": 1}', content_type="application/json")
-    assert resp.status_code == 401
+    assert resp.status_code == 403 and "CSRF" in resp.json()["detail"]
 
 
 async def test_unknown_api_path_and_wrong_method_answer_json(client):
     resp = await client.get("/api/nothing-here")
     assert resp.status_code == 404 and "no such endpoint" in resp.json()["detail"]
-    resp = await client.put("/api/streams/a")
+    resp = await client.patch("/api/streams/a")
     assert resp.status_code == 405 and "not allowed" in resp.json()["detail"]
 
 

@@ -74,7 +74,8 @@ async def test_exists_batch(r):
 async def test_delete_batch_counts_existing_and_unregisters(r):
     await operations.stream_publish(name="a", entries=[{"x": "1"}])
     await operations.stream_publish(name="b", entries=[{"x": "1"}])
-    assert await operations.streams_delete(names=["a", "b", "zzz", "a"]) == 2
+    outcome = await operations.streams_delete(names=["a", "b", "zzz", "a"])
+    assert outcome.deleted == ["a", "b"] and outcome.refused == []
     assert await r.exists(P + "a", P + "b") == 0
     page = await operations.streams_list()
     assert page.names == []
@@ -83,4 +84,4 @@ async def test_delete_batch_counts_existing_and_unregisters(r):
 @pytest.mark.parametrize("empty_call", ["stream_info_batch", "streams_exist", "streams_delete"])
 async def test_batches_accept_no_names(r, empty_call):
     result = await getattr(operations, empty_call)(names=[])
-    assert not result
+    assert not (result.deleted if empty_call == "streams_delete" else result)

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 
 from streams import operations
 from streams.clients import redis_context
+from streams.identity import Actor
 from streams.models import ApiToken
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,12 +22,13 @@ def app():
 
 
 @pytest.fixture
-async def token(r):
-    def make():
-        user = get_user_model().objects.create_user("device")
-        return ApiToken.issue(user=user)[1]
+async def device(r):
+    return await get_user_model().objects.acreate(username="device")
 
-    return await sync_to_async(make)()
+
+@pytest.fixture
+async def token(device):
+    return await sync_to_async(lambda: ApiToken.issue(user=device)[1])()
 
 
 @pytest.fixture
@@ -51,12 +53,14 @@ async def listening(name):
             await asyncio.sleep(0.01)
 
 
-async def test_follow_then_publish_and_bad_frame(app, sockets, token, settings):
+async def test_follow_then_publish_and_bad_frame(app, sockets, token, device, settings):
     settings.STREAMS_PUBLIC_READ = False
+    owner = Actor(user_id=device.pk, username="device")
+    await operations.stream_settings_update(name="ride", actor=owner)  # a private stream of the device's
     ws, connected, _ = await open_ws(app, sockets, f"/ws/streams/ride/?token={token}")
     assert connected
     await listening("ride")
-    ids = await operations.stream_publish(name="ride", entries=[{"power": "200"}])
+    ids = await operations.stream_publish(name="ride", entries=[{"power": "200"}], actor=owner)
     assert await ws.receive_json_from(5) == {"id": ids[0], "data": {"power": "200"}}
 
     await ws.send_to(text_data=json.dumps([{"power": 210}, {"power": 220, "hr": 150}]))
@@ -95,8 +99,10 @@ async def test_publish_without_token_gets_error_frame(app, sockets, r, settings)
 
 async def test_private_reads_refuse_without_token(app, sockets, r, settings):
     settings.STREAMS_PUBLIC_READ = False
-    _, connected, code = await open_ws(app, sockets, "/ws/streams/ride/")
-    assert not connected and code == 4403
+    ws, connected, _ = await open_ws(app, sockets, "/ws/streams/ride/")
+    assert connected
+    assert "not found" in (await ws.receive_json_from(5))["error"]
+    assert await ws.receive_output(5) == {"type": "websocket.close", "code": 4404}
 
 
 async def test_bad_start_id_sends_error_and_closes(app, sockets, r, settings):

@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.test import AsyncClient
 
 from streams import operations
+from streams.identity import Actor
 from streams.models import ApiToken
 from workouts import metrics as M
 from workouts.models import Workout
@@ -175,16 +176,17 @@ async def test_api_create_list_get(api_token, settings):
     assert resp.status_code == 201, resp.content
     created = resp.json()
     assert created["athlete"] == "api-rider" and created["normalized_power"] > 0 and created["tss"] > 0
-    listing = (await c.get("/api/workouts?athlete=api-rider&since=2026-11-01T00:00:00Z")).json()
+    assert (await c.get("/api/workouts")).status_code == 401  # workouts are never public
+    listing = (await c.get("/api/workouts?athlete=api-rider&since=2026-11-01T00:00:00Z", **auth(api_token))).json()
     assert listing["count"] == 1 and listing["workouts"][0]["id"] == created["id"]
-    assert (await c.get("/api/workouts?until=2026-11-01T00:00:00Z")).json()["count"] == 0
-    one = (await c.get(f"/api/workouts/{created['id']}?samples=true")).json()
+    assert (await c.get("/api/workouts?until=2026-11-01T00:00:00Z", **auth(api_token))).json()["count"] == 0
+    one = (await c.get(f"/api/workouts/{created['id']}?samples=true", **auth(api_token))).json()
     assert len(one["samples"]["t"]) == 1200
-    assert (await c.get("/api/workouts/999999")).status_code == 404
-    assert (await c.get(f"/api/workouts?offset={2**31 - 1}")).json()["workouts"] == []
-    resp = await c.get(f"/api/workouts?offset={10**23}")  # was a 500: no SQL OFFSET that large
+    assert (await c.get("/api/workouts/999999", **auth(api_token))).status_code == 404
+    assert (await c.get(f"/api/workouts?offset={2**31 - 1}", **auth(api_token))).json()["workouts"] == []
+    resp = await c.get(f"/api/workouts?offset={10**23}", **auth(api_token))  # no SQL OFFSET that large
     assert resp.status_code == 400 and "offset" in resp.json()["detail"]
-    resp = await c.get("/api/workouts?athlete=a%00b")  # was a 500 on PostgreSQL
+    resp = await c.get("/api/workouts?athlete=a%00b", **auth(api_token))  # PostgreSQL cannot store NUL
     assert resp.status_code == 400 and "NUL" in resp.json()["detail"]
 
 
@@ -196,7 +198,7 @@ async def test_api_create_list_get(api_token, settings):
         ({"title": "x", "started_at": "yesterday", "samples": {"t": [0]}}, "started_at"),
         ({"title": "x", "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0, 1], "power": [1, -1]}}, "power[1]"),
         ({"title": "x", "started_at": "2026-11-03T17:00:00Z", "ftp": -3, "samples": {"t": [0]}}, "ftp"),
-        ({"title": "x", "started_at": "2026-11-03T17:00:00Z", "athlete": "someone-else", "samples": {"t": [0]}}, "staff"),
+        ({"title": "x", "started_at": "2026-11-03T17:00:00Z", "athlete": "someone-else", "samples": {"t": [0]}}, "workouts.add_workout"),
         # PostgreSQL cannot store NUL: these were 500s there
         ({"title": "a\u0000b", "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0]}}, "title must not contain NUL"),
         ({"title": "x", "notes": "\u0000", "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0]}}, "notes"),
@@ -228,8 +230,10 @@ async def test_archive_stream_matches_posting_the_same_samples(api_token, settin
             if not math.isnan(ride[k][i]):
                 fields[k] = f"{ride[k][i]:g}"
         entries.append(fields)
+    rider = await get_user_model().objects.aget(username="api-rider")
     for i in range(0, len(entries), 500):
-        await operations.stream_publish(name="ride-9", entries=entries[i : i + 500])
+        await operations.stream_publish(name="ride-9", entries=entries[i : i + 500],
+                                        actor=Actor(user_id=rider.pk, username="api-rider"))
     c = AsyncClient()
     resp = await c.post("/api/streams/ride-9/archive", {"ftp": 250, "delete_stream": True},
                         content_type="application/json", **auth(api_token))
