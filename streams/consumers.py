@@ -50,8 +50,8 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         self.forward: asyncio.Task | None = None
         try:
             self.identity = await identity.identify_scope(self.scope, query.get("token"))
-            readable = await self._may_read()
-            if not readable and not (self.identity.authenticated and "publish" in self.identity.scopes):
+            readable, writable = await self._access()
+            if not readable and not writable:
                 raise AccessError(404, f"stream {self.name!r} not found")
             follow = None
             if readable:
@@ -70,13 +70,20 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         if follow is not None:
             self.forward = asyncio.get_running_loop().create_task(self._forward(follow))
 
-    async def _may_read(self) -> bool:
-        """Whether this caller may follow the stream (a publish-only token may not)."""
+    async def _access(self) -> tuple[bool, bool]:
+        """(may follow, may publish). A publish-only token (a device) connects to publish."""
         validate_stream_name(self.name)
-        if "read" not in self.identity.scopes:
-            return False
-        meta = (await operations.stream_meta(names=[self.name]))[self.name]
-        return identity.can_read_stream(self.identity, owner_id=meta.owner_id, visibility=meta.visibility)
+        ident = self.identity
+        info = (await operations.stream_info_batch(names=[self.name]))[self.name]
+        meta = info.meta if info is not None else operations.NO_META
+        readable = "read" in ident.scopes and identity.can_read_stream(
+            ident, owner_id=meta.owner_id, visibility=meta.visibility
+        )
+        unclaimed = info is None and meta.owner_id is None
+        writable = ident.authenticated and "publish" in ident.scopes and (
+            unclaimed or identity.can_manage_stream(ident, owner_id=meta.owner_id)
+        )
+        return readable, writable
 
     async def _refuse(self, detail: str, code: int) -> None:
         await self.accept()

@@ -39,3 +39,13 @@ async def our_connections(client, pool_name: str) -> list[dict]:
 
     name = f"streamsite:{pool_name}:{os.getpid()}"
     return [c for c in await client.client_list() if c.get("name") == name]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_identities():
+    """Cached identities are keyed by token hash and user id; ids repeat across tests."""
+    from streams.identity import identity_cache
+
+    identity_cache.clear()
+    yield
+    identity_cache.clear()

@@ -72,12 +72,15 @@ def _ftp(value) -> int | None:
     return value
 
 
-async def _athlete(ident: Identity, username: str | None, *, default_id: int | None = None):
+async def _athlete(ident: Identity, username: str | None, *, default_id: int | None = None, archive: bool = False):
     """The named athlete, else ``default_id``'s user, else the caller. Naming another athlete
     needs the workouts.add_workout permission (or, for an archive, managing every stream)."""
     username = _text(username, field="athlete", max_length=150)
-    if username and username != ident.username:
-        if not (ident.has_perm(identity.ADD_ANY_WORKOUT) or identity.manages_all_streams(ident)):
+    default_name = None
+    if default_id is not None and default_id != ident.user_id:
+        default_name = (await get_user_model().objects.filter(pk=default_id).values_list("username", flat=True).afirst())
+    if username and username not in (ident.username, default_name):
+        if not (ident.has_perm(identity.ADD_ANY_WORKOUT) or (archive and identity.manages_all_streams(ident))):
             raise HttpError(403, "creating a workout for another athlete needs the workouts.add_workout permission")
         try:
             return await sync_to_async(services.athlete_by_username)(username)
@@ -213,7 +216,7 @@ async def archive_stream(request, name: StreamName, body: ArchiveIn):
     meta = info.meta
     identity.check_manage(request.auth, name, owner_id=meta.owner_id, visibility=meta.visibility)
     # The workout goes to the stream's owner unless a manager names another athlete.
-    who = await _athlete(request.auth, body.athlete, default_id=meta.owner_id)
+    who = await _athlete(request.auth, body.athlete, default_id=meta.owner_id, archive=True)
     title = _text(body.title, field="title", max_length=200)
     try:
         workout = await services.workout_from_stream(

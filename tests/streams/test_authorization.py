@@ -1,0 +1,247 @@
+"""Who may do what: one table over every route and role (README: "Who may do what").
+
+A private stream ``priv`` and a public stream ``pub`` belong to ``owner``; ``viewer`` holds a
+share from ``owner``; ``readonly`` is a token of ``owner`` with only the ``read`` scope;
+``manager`` has ``streams.manage_all_streams``; ``other`` is just another athlete.
+"""
+
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.test import AsyncClient
+
+from streams import operations
+from streams.identity import Actor
+from streams.models import ApiToken, Share
+from tests.streams.sse_client import SSEClient
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROLES = ("anonymous", "owner", "other", "viewer", "readonly", "manager", "superuser")
+RIDE = [{"t": str(i), "power": str(200 + i % 7)} for i in range(60)]
+
+
+@pytest.fixture
+async def world(r, settings):
+    settings.STREAMS_PUBLIC_READ = False
+
+    def make():
+        User = get_user_model()
+        users = {name: User.objects.create_user(name) for name in ("owner", "other", "viewer", "manager")}
+        users["superuser"] = User.objects.create_superuser("root", password="x")
+        users["manager"].user_permissions.add(Permission.objects.get(codename="manage_all_streams"))
+        Share.objects.create(owner=users["owner"], viewer=users["viewer"])
+        tokens = {name: ApiToken.issue(user=user)[1] for name, user in users.items()}
+        tokens["readonly"] = ApiToken.issue(user=users["owner"], scopes=["read"])[1]
+        return users, tokens
+
+    users, tokens = await sync_to_async(make)()
+    owner = Actor(user_id=users["owner"].pk, username="owner")
+    await operations.stream_publish(name="priv", entries=RIDE, actor=owner)
+    await operations.stream_settings_update(name="pub", actor=owner, visibility="public")
+    await operations.stream_publish(name="pub", entries=RIDE[:2], actor=owner)
+    return users, tokens
+
+
+def headers(tokens, role):
+    return {} if role == "anonymous" else {"Authorization": f"Bearer {tokens[role]}"}
+
+
+async def call(tokens, role, method, path, body=None):
+    client = AsyncClient()
+    kwargs = {"headers": headers(tokens, role)}
+    if body is not None:
+        kwargs.update(data=json.dumps(body), content_type="application/json")
+    return await getattr(client, method)(path, **kwargs)
+
+
+def row(route, *statuses):
+    return [pytest.param(route, role, status, id=f"{route}-{role}") for role, status in zip(ROLES, statuses)]
+
+
+#            route                        anon owner other viewer readonly manager super
+TABLE = [
+    *row("info priv",                      404, 200, 404, 200, 200, 200, 200),
+    *row("info pub",                       200, 200, 200, 200, 200, 200, 200),
+    *row("range priv",                     404, 200, 404, 200, 200, 200, 200),
+    *row("sse priv",                       404, 200, 404, 200, 200, 200, 200),
+    *row("multi-sse priv,pub",             404, 200, 404, 200, 200, 200, 200),
+    *row("live priv",                      404, 200, 404, 200, 200, 200, 200),
+    *row("publish priv",                   401, 201, 404, 403, 403, 201, 201),
+    *row("publish pub",                    401, 201, 403, 403, 403, 201, 201),
+    *row("publish new",                    401, 201, 201, 201, 403, 201, 201),
+    *row("settings priv",                  401, 200, 404, 403, 403, 200, 200),
+    *row("settings new",                   401, 201, 201, 201, 403, 201, 201),
+    *row("delete priv",                    401, 204, 404, 403, 403, 204, 204),
+    *row("archive priv",                   401, 201, 404, 403, 403, 201, 201),
+    *row("shares create",                  401, 201, 201, 201, 403, 201, 201),
+    *row("shares list",                    401, 200, 200, 200, 200, 200, 200),
+]
+
+
+async def run_route(world, route, role):
+    users, tokens = world
+    h = headers(tokens, role)
+    match route:
+        case "info priv":
+            return (await call(tokens, role, "get", "/api/streams/priv")).status_code
+        case "info pub":
+            return (await call(tokens, role, "get", "/api/streams/pub")).status_code
+        case "range priv":
+            return (await call(tokens, role, "get", "/api/streams/priv/events?count=5")).status_code
+        case "sse priv" | "multi-sse priv,pub":
+            path = "/api/streams/priv/sse" if route == "sse priv" else "/api/sse?streams=priv,pub"
+            c = await SSEClient(path, headers=h).connect()
+            try:
+                return c.status
+            finally:
+                await c.close()
+        case "live priv":
+            return (await call(tokens, role, "get", "/live/priv")).status_code
+        case "publish priv" | "publish pub" | "publish new":
+            name = route.split()[1]
+            return (await call(tokens, role, "post", f"/api/streams/{name}/events", {"power": 1})).status_code
+        case "settings priv" | "settings new":
+            name = route.split()[1]
+            return (await call(tokens, role, "put", f"/api/streams/{name}", {"ftp": 250})).status_code
+        case "delete priv":
+            return (await call(tokens, role, "delete", "/api/streams/priv")).status_code
+        case "archive priv":
+            return (await call(tokens, role, "post", "/api/streams/priv/archive", {"title": "x"})).status_code
+        case "shares create":
+            target = "other" if role != "other" else "viewer"
+            return (await call(tokens, role, "post", "/api/shares", {"viewer": target})).status_code
+        case "shares list":
+            return (await call(tokens, role, "get", "/api/shares")).status_code
+    raise AssertionError(route)
+
+
+@pytest.mark.parametrize("route,role,expected", TABLE)
+async def test_who_may_do_what(world, route, role, expected):
+    assert await run_route(world, route, role) == expected
+
+
+# Listings and batches: what each role sees of the private stream (others as absent).
+SEES_PRIV = {"anonymous": False, "owner": True, "other": False, "viewer": True, "readonly": True,
+             "manager": True, "superuser": True}
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_listings_and_batches_show_only_readable_streams(world, role):
+    _, tokens = world
+    sees = SEES_PRIV[role]
+    listed = [s["name"] for s in (await call(tokens, role, "get", "/api/streams")).json()["streams"]]
+    assert listed == (["priv", "pub"] if sees else ["pub"])
+    info = (await call(tokens, role, "post", "/api/batch/streams/info", {"names": ["priv", "pub"]})).json()
+    assert (info["streams"]["priv"] is not None) is sees and info["streams"]["pub"]["owner"] == "owner"
+    exists = (await call(tokens, role, "post", "/api/batch/streams/exists", {"names": ["priv", "pub"]})).json()
+    assert exists["exists"] == {"priv": sees, "pub": True}
+
+
+BATCH_DELETE = {  # role: (status, deleted, forbidden)
+    "anonymous": (401, None, None), "owner": (200, 2, []), "other": (200, 0, ["pub"]),
+    "viewer": (200, 0, ["priv", "pub"]), "readonly": (403, None, None), "manager": (200, 2, []),
+    "superuser": (200, 2, []),
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_batch_delete_deletes_only_what_the_caller_manages(world, role):
+    _, tokens = world
+    status, deleted, forbidden = BATCH_DELETE[role]
+    resp = await call(tokens, role, "post", "/api/batch/streams/delete", {"names": ["priv", "pub", "absent"]})
+    assert resp.status_code == status
+    if status == 200:
+        assert resp.json() == {"deleted": deleted, "forbidden": forbidden}
+
+
+WS_FOLLOWS = {"anonymous": 4404, "owner": None, "other": 4404, "viewer": None, "readonly": None,
+              "manager": None, "superuser": None}
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_websocket_follow_of_a_private_stream(world, role):
+    from streamsite.asgi import application
+
+    _, tokens = world
+    query = "" if role == "anonymous" else f"?token={tokens[role]}&from=start"
+    ws = WebsocketCommunicator(application, f"/ws/streams/priv/{query}")
+    connected, _ = await ws.connect()
+    try:
+        assert connected
+        first = await ws.receive_json_from(5)
+        if WS_FOLLOWS[role] is None:
+            assert first["data"] == RIDE[0]
+        else:
+            assert "not found" in first["error"]
+            assert await ws.receive_output(5) == {"type": "websocket.close", "code": WS_FOLLOWS[role]}
+    finally:
+        await ws.disconnect()
+
+
+WORKOUT_READ = {"anonymous": 401, "owner": 200, "other": 404, "viewer": 200, "readonly": 200,
+                "manager": 404, "superuser": 200}
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_workouts_belong_to_their_athlete(world, role):
+    users, tokens = world
+    created = await call(tokens, "owner", "post", "/api/workouts",
+                         {"title": "t", "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0, 1], "power": [1, 2]}})
+    assert created.status_code == 201
+    wid = created.json()["id"]
+    assert (await call(tokens, role, "get", f"/api/workouts/{wid}")).status_code == WORKOUT_READ[role]
+    listing = await call(tokens, role, "get", "/api/workouts")
+    if WORKOUT_READ[role] == 401:
+        assert listing.status_code == 401
+    else:
+        assert listing.json()["count"] == (1 if WORKOUT_READ[role] == 200 else 0)
+    for_owner = await call(tokens, role, "post", "/api/workouts",
+                           {"title": "t", "athlete": "owner", "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0]}})
+    expected = {"anonymous": 401, "owner": 201, "readonly": 403, "superuser": 201}.get(role, 403)
+    assert for_owner.status_code == expected
+
+
+async def test_archive_gives_the_workout_to_the_streams_owner(world):
+    _, tokens = world
+    resp = await call(tokens, "manager", "post", "/api/streams/priv/archive", {"title": "by manager"})
+    assert resp.status_code == 201 and resp.json()["athlete"] == "owner"
+    resp = await call(tokens, "manager", "post", "/api/streams/priv/archive", {"athlete": "other"})
+    assert resp.status_code == 201 and resp.json()["athlete"] == "other"
+    resp = await call(tokens, "owner", "post", "/api/streams/priv/archive", {"athlete": "other"})
+    assert resp.status_code == 403
+
+
+async def test_info_shows_owner_and_visibility_and_settings_change_them(world):
+    _, tokens = world
+    body = (await call(tokens, "owner", "get", "/api/streams/priv")).json()
+    assert (body["owner"], body["visibility"], body["length"]) == ("owner", "private", len(RIDE))
+    resp = await call(tokens, "owner", "put", "/api/streams/priv", {"visibility": "public", "ftp": 260})
+    assert resp.status_code == 200 and (resp.json()["visibility"], resp.json()["ftp"]) == ("public", 260)
+    assert (await call(tokens, "anonymous", "get", "/api/streams/priv")).status_code == 200
+    resp = await call(tokens, "owner", "put", "/api/streams/priv", {"ftp": None})
+    assert resp.json()["ftp"] is None and resp.json()["visibility"] == "public"
+    resp = await call(tokens, "owner", "put", "/api/streams/priv", {"visibility": "secret"})
+    assert resp.status_code == 400 and "visibility" in resp.json()["detail"]
+    resp = await call(tokens, "other", "put", "/api/streams/early", {"visibility": "private"})
+    assert resp.status_code == 201 and resp.json()["length"] == 0 and resp.json()["owner"] == "other"
+
+
+async def test_unowned_streams_are_managed_by_managers_and_claimed_by_command(world, settings):
+    from django.core.management import call_command
+
+    _, tokens = world
+    await operations.stream_publish(name="device", entries=[{"x": "1"}])  # a device's own XADD: no owner
+    assert (await call(tokens, "owner", "get", "/api/streams/device")).status_code == 404
+    assert (await call(tokens, "owner", "post", "/api/streams/device/events", {"x": 2})).status_code == 404
+    assert (await call(tokens, "manager", "post", "/api/streams/device/events", {"x": 2})).status_code == 201
+    settings.STREAMS_PUBLIC_READ = True
+    assert (await call(tokens, "anonymous", "get", "/api/streams/device")).status_code == 200
+    assert (await call(tokens, "owner", "post", "/api/streams/device/events", {"x": 2})).status_code == 403
+    await sync_to_async(call_command)("claim_stream", "device", "owner")
+    assert (await call(tokens, "owner", "post", "/api/streams/device/events", {"x": 3})).status_code == 201
+    assert (await call(tokens, "owner", "get", "/api/streams/device")).json()["owner"] == "owner"
