@@ -245,3 +245,93 @@ async def test_unowned_streams_are_managed_by_managers_and_claimed_by_command(wo
     await sync_to_async(call_command)("claim_stream", "device", "owner")
     assert (await call(tokens, "owner", "post", "/api/streams/device/events", {"x": 3})).status_code == 201
     assert (await call(tokens, "owner", "get", "/api/streams/device")).json()["owner"] == "owner"
+
+
+async def test_a_known_token_costs_no_database_query(world, monkeypatch):
+    from django.db.backends import utils
+
+    _, tokens = world
+    assert (await call(tokens, "owner", "get", "/api/streams")).status_code == 200  # loads the identity
+    queries = []  # every SQL statement, from any thread (sync_to_async runs them elsewhere)
+    for method in ("execute", "executemany"):
+        original = getattr(utils.CursorWrapper, method)
+        monkeypatch.setattr(utils.CursorWrapper, method,
+                            lambda self, sql, *a, _o=original, **k: (queries.append(sql), _o(self, sql, *a, **k))[1])
+    assert (await call(tokens, "readonly", "get", "/api/streams")).status_code == 200
+    assert queries, "a token not seen before is loaded from the database (and counted)"
+    queries.clear()
+    assert (await call(tokens, "owner", "get", "/api/streams")).status_code == 200
+    assert (await call(tokens, "owner", "post", "/api/streams/priv/events", {"p": 1})).status_code == 201
+    assert (await call(tokens, "owner", "get", "/api/streams/priv/events")).status_code == 200
+    assert queries == []
+
+
+async def test_deactivation_and_expiry_take_effect(world, settings):
+    from django.utils import timezone
+
+    from streams.identity import identity_cache
+
+    users, tokens = world
+    assert (await call(tokens, "other", "get", "/api/streams")).status_code == 200
+    # Another process deactivates the token: this one sees it when its cache entry expires.
+    await ApiToken.objects.filter(user=users["other"]).aupdate(is_active=False)  # no signal: like elsewhere
+    assert (await call(tokens, "other", "get", "/api/streams")).status_code == 200  # still cached
+    identity_cache.clear()  # = AUTH_CACHE_TTL passed
+    assert (await call(tokens, "other", "get", "/api/streams")).status_code == 401
+    await ApiToken.objects.filter(user=users["viewer"]).aupdate(expires_at=timezone.now())
+    identity_cache.clear()
+    resp = await call(tokens, "viewer", "get", "/api/streams")
+    assert resp.status_code == 401 and "expired" in resp.json()["detail"]
+
+
+async def test_out_of_scope_call_names_the_scope(world):
+    _, tokens = world
+    resp = await call(tokens, "readonly", "delete", "/api/streams/priv")
+    assert resp.status_code == 403 and "'manage'" in resp.json()["detail"]
+
+
+async def test_revoking_a_share_ends_the_viewers_follows(world, settings):
+    settings.ACCESS_RECHECK_INTERVAL_MS = 200
+    users, tokens = world
+    sse = await SSEClient("/api/streams/priv/sse", headers=headers(tokens, "viewer")).connect()
+    from streamsite.asgi import application
+
+    ws = WebsocketCommunicator(application, f"/ws/streams/priv/?token={tokens['viewer']}")
+    assert (await ws.connect())[0]
+    try:
+        assert sse.status == 200
+        resp = await call(tokens, "owner", "delete", "/api/shares/viewer")
+        assert resp.status_code == 204
+        ended = [e for e in await sse.events(1, timeout=10) if e.event == "forbidden"]
+        assert ended and "revoked" in ended[0].json()["detail"]
+        assert (await ws.receive_json_from(10))["event"] == "forbidden"
+        assert await ws.receive_output(5) == {"type": "websocket.close", "code": 4403}
+    finally:
+        await sse.close()
+        await ws.disconnect()
+
+
+async def test_websocket_publish_stops_when_the_token_is_revoked(world):
+    from streams.identity import identity_cache
+    from streamsite.asgi import application
+
+    users, tokens = world
+    ws = WebsocketCommunicator(application, f"/ws/streams/priv/?token={tokens['owner']}")
+    assert (await ws.connect())[0]
+    try:
+        await ws.send_to(text_data=json.dumps({"p": 1}))
+        replies = [await ws.receive_json_from(5) for _ in range(2)]  # the ack and the echo
+        assert any("ids" in m for m in replies)
+        await ApiToken.objects.filter(user=users["owner"]).aupdate(is_active=False)
+        identity_cache.clear()  # = AUTH_CACHE_TTL passed
+        await ws.send_to(text_data=json.dumps({"p": 2}))
+        frames = []
+        while True:
+            out = await ws.receive_output(5)
+            frames.append(out)
+            if out["type"] == "websocket.close":
+                break
+        assert any("no longer valid" in f.get("text", "") for f in frames)
+        assert frames[-1]["code"] == 4401
+    finally:
+        await ws.disconnect()
