@@ -10,14 +10,17 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 django_asgi_app = get_asgi_application()  # sets Django up before the routing imports
 
 from streams.routing import websocket_application  # noqa: E402
+from streamsite.asgi_guards import BodyLimit, TrustedProxies  # noqa: E402
 from streamsite.lifecycle import install_twisted_hooks, lifespan, tune_gc  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": websocket_application(),
-        "lifespan": lifespan,
-    }
+application = TrustedProxies(
+    ProtocolTypeRouter(
+        {
+            "http": BodyLimit(django_asgi_app),
+            "websocket": websocket_application(),
+            "lifespan": lifespan,
+        }
+    )
 )
 install_twisted_hooks()
 tune_gc()

@@ -166,6 +166,15 @@ try:
 except ValueError as _exc:
     raise ImproperlyConfigured(f"METRICS_ALLOWED_CIDRS is not a list of networks: {_exc}") from None
 
+# Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (streamsite/asgi_guards.py).
+# Run the server without --proxy-headers: these wrappers do it, for trusted peers only.
+try:
+    TRUSTED_PROXIES = [
+        _ipaddress.ip_network(c.strip()) for c in env.str("TRUSTED_PROXIES", default="").split(",") if c.strip()
+    ]
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"TRUSTED_PROXIES is not a list of networks: {_exc}") from None
+
 # --- Channels ------------------------------------------------------------------------------
 CHANNEL_LAYERS = {
     "default": {

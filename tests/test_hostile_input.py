@@ -1,0 +1,140 @@
+"""Hostile input: each is a 4xx with a JSON detail, never a 500, never unbounded reading."""
+
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import ApplicationCommunicator, WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.test import AsyncClient
+
+from streams.models import ApiToken
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DEEP = "[" * 50_000
+
+
+@pytest.fixture
+async def token(r):
+    user = await get_user_model().objects.acreate(username="rider")
+    return await sync_to_async(lambda: ApiToken.issue(user=user)[1])()
+
+
+def auth(token):
+    return {"headers": {"Authorization": f"Bearer {token}"}}
+
+
+def http_scope(path, *, method="POST", headers=(), client=("127.0.0.1", 50000)):
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+        "headers": [(b"host", b"testserver"), *headers], "client": client, "server": ("testserver", 80),
+    }
+
+
+async def response_of(comm):
+    start = await comm.receive_output(5)
+    body = b""
+    while True:
+        message = await comm.receive_output(5)
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return start, body
+
+
+async def test_chunked_body_over_the_limit_is_413_and_reading_stops(token, settings):
+    from streamsite.asgi import application
+
+    chunk = b"x" * 65536
+    chunks = 48  # 3 MiB, no Content-Length (chunked)
+    comm = ApplicationCommunicator(application, http_scope(
+        "/api/streams/a/events", headers=[(b"authorization", f"Bearer {token}".encode()),
+                                          (b"content-type", b"application/json")]))
+    for i in range(chunks):
+        await comm.send_input({"type": "http.request", "body": chunk, "more_body": i < chunks - 1})
+    start, body = await response_of(comm)
+    assert start["status"] == 413 and "STREAMS_MAX_BODY" in json.loads(body)["detail"]
+    unread = comm.input_queue.qsize()
+    assert unread >= chunks - settings.STREAMS_MAX_BODY // len(chunk) - 1  # stopped at the limit
+    await comm.wait(5)
+
+
+async def test_chunked_body_under_the_limit_goes_through(token):
+    from streamsite.asgi import application
+
+    comm = ApplicationCommunicator(application, http_scope(
+        "/api/streams/a/events", headers=[(b"authorization", f"Bearer {token}".encode()),
+                                          (b"content-type", b"application/json")]))
+    await comm.send_input({"type": "http.request", "body": b'{"po', "more_body": True})
+    await comm.send_input({"type": "http.request", "body": b'wer": 1}', "more_body": False})
+    start, body = await response_of(comm)
+    assert start["status"] == 201, body
+
+
+@pytest.mark.parametrize("path", ["/api/streams/a/events", "/api/batch/streams/info", "/api/workouts",
+                                  "/api/streams/a/archive", "/api/shares"])
+async def test_deeply_nested_json_is_400(token, path):
+    resp = await AsyncClient().post(path, DEEP, content_type="application/json", **auth(token))
+    assert resp.status_code == 400, resp.content
+    assert resp.json()["detail"]
+
+
+async def test_deeply_nested_websocket_frame_is_an_error_frame(token):
+    from streamsite.asgi import application
+
+    ws = WebsocketCommunicator(application, f"/ws/streams/a/?token={token}")
+    assert (await ws.connect())[0]
+    try:
+        await ws.send_to(text_data=DEEP)
+        assert "nested too deeply" in (await ws.receive_json_from(5))["error"]
+    finally:
+        await ws.disconnect()
+
+
+@pytest.mark.parametrize("path", ["/api/streams", "/health/metrics", "/metrics", "/api/workouts"])
+@pytest.mark.parametrize("header", ["Bearer \u00e9t\u00e9", "Basic abc", "Bearer", "Bearer a b"])
+async def test_malformed_authorization_is_401(r, path, header):
+    resp = await AsyncClient().get(path, headers={"Authorization": header})
+    assert resp.status_code == 401, (path, header, resp.content)
+    assert "Authorization" in resp.json()["detail"]
+
+
+async def test_entry_over_the_size_cap_is_413_naming_it(token, settings):
+    settings.STREAM_MAX_ENTRY_BYTES = 1000
+    resp = await AsyncClient().post("/api/streams/a/events", json.dumps([{"ok": 1}, {"blob": "x" * 1000}]),
+                                    content_type="application/json", **auth(token))
+    assert resp.status_code == 413 and "STREAM_MAX_ENTRY_BYTES" in resp.json()["detail"]
+    assert "entry 1" in resp.json()["detail"]
+
+
+async def test_fit_upload_over_its_cap_is_413(token, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.WORKOUTS_MAX_UPLOAD = 1000
+    upload = SimpleUploadedFile("ride.fit", b"\0" * 2000)
+    resp = await AsyncClient().post("/api/workouts/import", {"file": upload}, **auth(token))
+    assert resp.status_code == 413 and "WORKOUTS_MAX_UPLOAD" in resp.json()["detail"]
+
+
+async def test_forwarded_for_is_believed_only_from_trusted_proxies(r, settings):
+    from streamsite.asgi import application
+
+    settings.DEBUG = False
+    spoof = [(b"x-forwarded-for", b"127.0.0.1")]
+    comm = ApplicationCommunicator(application, http_scope("/metrics", method="GET", headers=spoof, client=("8.8.8.8", 1)))
+    await comm.send_input({"type": "http.request", "body": b""})
+    assert (await response_of(comm))[0]["status"] == 403  # a client cannot claim an internal address
+    settings.TRUSTED_PROXIES = [__import__("ipaddress").ip_network("8.8.8.8/32")]
+    comm = ApplicationCommunicator(application, http_scope("/metrics", method="GET", headers=spoof, client=("8.8.8.8", 1)))
+    await comm.send_input({"type": "http.request", "body": b""})
+    assert (await response_of(comm))[0]["status"] == 200  # our proxy says the client is internal
+
+
+@pytest.mark.parametrize("path", ["/api/streams", "/health/", "/live/a", "/api/nothing", "/admin/login/"])
+async def test_security_headers_on_every_path(r, path, settings):
+    settings.STREAMS_PUBLIC_READ = True
+    resp = await AsyncClient().get(path)
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["Referrer-Policy"] == "same-origin"
+    assert resp.headers["X-Frame-Options"] == "DENY"
