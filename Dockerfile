@@ -14,12 +14,15 @@ RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home app
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY --chown=app:app . /app
+# The application's files belong to root and are read-only to the app user: a compromised
+# process cannot rewrite its own code or static files.
+COPY . /app
 # collectstatic only reads settings: DEBUG=true lets it run without a real SECRET_KEY,
 # which is supplied at run time and never stored in the image.
 RUN DEBUG=true python manage.py collectstatic --no-input -v0 \
-    && chown -R app:app /app/staticfiles
+    && chmod -R a-w,a+rX /app
 USER 10001:10001
 EXPOSE 8000
 ENTRYPOINT ["/app/docker-entrypoint.sh"]
-CMD ["daphne", "--bind", "0.0.0.0", "--port", "8000", "--proxy-headers", "streamsite.asgi:application"]
+# Forwarded headers are not taken from every client: X-Forwarded-* are applied only for TRUSTED_PROXIES (streamsite/asgi_guards.py).
+CMD ["daphne", "--bind", "0.0.0.0", "--port", "8000", "streamsite.asgi:application"]

@@ -10,13 +10,18 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 django_asgi_app = get_asgi_application()  # sets Django up before the routing imports
 
 from streams.routing import websocket_application  # noqa: E402
+from django.conf import settings  # noqa: E402
+
 from streamsite.asgi_guards import BodyLimit, TrustedProxies  # noqa: E402
+from streamsite.handlers import LeanASGIHandler, PathRouter  # noqa: E402
 from streamsite.lifecycle import install_twisted_hooks, lifespan, tune_gc  # noqa: E402
 
 application = TrustedProxies(
     ProtocolTypeRouter(
         {
-            "http": BodyLimit(django_asgi_app),
+            "http": BodyLimit(
+                PathRouter(standard=django_asgi_app, lean=LeanASGIHandler(), prefixes=settings.LEAN_PATH_PREFIXES)
+            ),
             "websocket": websocket_application(),
             "lifespan": lifespan,
         }

@@ -1,11 +1,13 @@
-"""One async-native middleware in front of everything.
+"""Our two async-native middleware classes.
 
 Django's own middleware (sessions, CSRF, auth, messages, …) subclasses ``MiddlewareMixin``,
 which under ASGI runs every hook through ``sync_to_async``: two hops through one shared
 thread per middleware per request. Measured here, that stack cut the API's throughput by more
-than half. The admin needs that stack; the API, health and streaming paths do not: for them
-we run just the pure, non-blocking parts (security headers, a lazy session, a lazy user)
-directly on the event loop. Every other path gets the full stack from ``FULL_MIDDLEWARE``.
+than half. So the API, health and streaming paths are served by a second Django handler
+(streamsite/handlers.py) whose stack is ``LEAN_MIDDLEWARE``: ``LeanGuardMiddleware`` runs the
+pure, non-blocking parts of Django's stack on the event loop, then ``ApiShapeMiddleware``.
+Every other path (the admin) gets Django's standard ``MIDDLEWARE``, which also starts with
+``ApiShapeMiddleware``.
 """
 
 from __future__ import annotations
@@ -14,14 +16,12 @@ import time
 
 from asgiref.sync import markcoroutinefunction
 from django.conf import settings
-from django.http import JsonResponse
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.http import JsonResponse
 from django.middleware.security import SecurityMiddleware
-from django.utils.module_loading import import_string
 
 from monitoring.prometheus import observe_request
-
 
 # Load-balancer probes and Prometheus scrapers reach a pod by its IP, which is rarely one of
 # ALLOWED_HOSTS; /metrics has its own address rules (METRICS_ALLOWED_CIDRS).
@@ -44,26 +44,18 @@ def method_not_allowed(request, original) -> JsonResponse:
     return response
 
 
-def build_chain(paths: list[str], get_response):
-    handler = get_response
-    for path in reversed(paths):
-        handler = import_string(path)(handler)
-    return handler
-
-
-class PathRoutedMiddleware:
+class AsyncMiddleware:
     async_capable = True
     sync_capable = False
 
     def __init__(self, get_response):
         markcoroutinefunction(self)
-        self.lean = get_response
-        self.full = build_chain(settings.FULL_MIDDLEWARE, get_response)
-        self.prefixes = tuple(settings.LEAN_PATH_PREFIXES)
-        # Used only for their pure, non-blocking hooks.
-        self.security = SecurityMiddleware(get_response)
-        self.session = SessionMiddleware(get_response)
-        self.auth = AuthenticationMiddleware(get_response)
+        self.get_response = get_response
+
+
+class ApiShapeMiddleware(AsyncMiddleware):
+    """Request metrics for every path; under /api/, the body cap by Content-Length (the
+    ASGI ``BodyLimit`` also counts what is actually read) and JSON 405 answers."""
 
     def body_too_big(self, request) -> JsonResponse | None:
         """API bodies are capped at STREAMS_MAX_BODY (1 MiB), workouts at the larger
@@ -84,27 +76,35 @@ class PathRoutedMiddleware:
 
     async def __call__(self, request):
         started = time.perf_counter()
-        response = await self.route(request)
+        response = self.body_too_big(request) or await self.get_response(request)
+        if (
+            response.status_code == 405
+            and request.path_info.startswith("/api/")
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            response = method_not_allowed(request, response)
         observe_request(request, response.status_code, time.perf_counter() - started)
         return response
 
-    async def route(self, request):
-        if not request.path_info.startswith(self.prefixes):
-            return await self.full(request)
+
+class LeanGuardMiddleware(AsyncMiddleware):
+    """What the lean paths keep of Django's stack, all without I/O: ALLOWED_HOSTS, the
+    security headers and HTTPS redirect, X-Frame-Options, a lazy session and a lazy user."""
+
+    def __init__(self, get_response):
+        super().__init__(get_response)
+        self.security = SecurityMiddleware(get_response)
+        self.session = SessionMiddleware(get_response)
+        self.auth = AuthenticationMiddleware(get_response)
+
+    async def __call__(self, request):
         if not request.path_info.startswith(HOST_CHECK_EXEMPT):
             request.get_host()  # enforces ALLOWED_HOSTS (DisallowedHost → 400), as CommonMiddleware would
-        redirect = self.security.process_request(request)
-        if redirect is not None:
-            return redirect
-        too_big = self.body_too_big(request)
-        if too_big is not None:
-            return too_big
-        self.session.process_request(request)  # lazy: no I/O unless the session is read
-        self.auth.process_request(request)  # lazy: request.auser() loads the user on demand
-        response = await self.lean(request)
-        if response.status_code == 405 and not response.get("Content-Type", "").startswith("application/json"):
-            response = method_not_allowed(request, response)
+        response = self.security.process_request(request)
+        if response is None:
+            self.session.process_request(request)  # lazy: no I/O unless the session is read
+            self.auth.process_request(request)  # lazy: request.auser() loads the user on demand
+            response = await self.get_response(request)
         response = self.security.process_response(request, response)
-        # What XFrameOptionsMiddleware does for the full stack: no page of ours in a frame.
         response.headers.setdefault("X-Frame-Options", settings.X_FRAME_OPTIONS)
         return response

@@ -43,10 +43,10 @@ INSTALLED_APPS = [
     "monitoring",
 ]
 
-# The admin gets Django's full (sync) middleware stack; the API, health and streaming paths
-# skip it and run only its pure parts on the event loop: see streamsite/middleware.py.
-MIDDLEWARE = ["streamsite.middleware.PathRoutedMiddleware"]
-FULL_MIDDLEWARE = [
+# Django's standard stack serves the admin; the API, health and streaming paths are served by a
+# second handler with only async-native middleware: see streamsite/handlers.py.
+MIDDLEWARE = [
+    "streamsite.middleware.ApiShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -56,9 +56,22 @@ FULL_MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 LEAN_PATH_PREFIXES = ["/api/", "/health/", "/metrics", "/live/"]
-# The admin's checks look for its middleware in MIDDLEWARE; it runs (for /admin/) via
-# FULL_MIDDLEWARE instead.
-SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
+LEAN_MIDDLEWARE = ["streamsite.middleware.LeanGuardMiddleware", "streamsite.middleware.ApiShapeMiddleware"]
+
+# --- HTTPS and security headers (secure by default when DEBUG is off) -----------------------
+# Behind a TLS-terminating proxy, list it in TRUSTED_PROXIES: its X-Forwarded-Proto then
+# counts (SECURE_PROXY_SSL_HEADER), and no other peer's does (streamsite/asgi_guards.py).
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool(env, "SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]  # probes and scrapers speak plain HTTP by IP
+SECURE_HSTS_SECONDS = env_int(env, "SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool(env, "SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool(env, "SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool(env, "SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool(env, "CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 ROOT_URLCONF = "streamsite.urls"
 ASGI_APPLICATION = "streamsite.asgi.application"

@@ -39,3 +39,15 @@ def test_bakes_in_no_secret():
     for line in re.findall(r"^(?:ENV|ARG)\s+.*$", DOCKERFILE, re.M):
         assert not re.search(r"SECRET|PASSWORD|TOKEN", line, re.I), line
     assert ".env" in (ROOT / ".dockerignore").read_text().split()
+
+
+def test_application_files_are_read_only_to_the_app_user():
+    assert "--chown" not in DOCKERFILE  # copied as root
+    assert re.search(r"chmod -R a-w", DOCKERFILE)
+    assert "--proxy-headers" not in DOCKERFILE  # forwarded headers only from TRUSTED_PROXIES
+
+
+def test_compose_requires_the_database_password_and_keeps_streams_from_eviction():
+    compose = (ROOT / "docker-compose.yml").read_text()
+    assert "POSTGRES_PASSWORD:-" not in compose and "${POSTGRES_PASSWORD:?" in compose
+    assert '"--maxmemory-policy", "noeviction"' in compose

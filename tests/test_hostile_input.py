@@ -138,3 +138,42 @@ async def test_security_headers_on_every_path(r, path, settings):
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert resp.headers["Referrer-Policy"] == "same-origin"
     assert resp.headers["X-Frame-Options"] == "DENY"
+
+
+async def asgi_get(path, headers=()):
+    from streamsite.asgi import application
+
+    comm = ApplicationCommunicator(application, http_scope(path, method="GET", headers=list(headers)))
+    await comm.send_input({"type": "http.request", "body": b""})
+    start, body = await response_of(comm)
+    return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, body
+
+
+@pytest.mark.parametrize("path", ["/api/streams", "/health/", "/live/a", "/api/nothing", "/admin/login/"])
+async def test_security_headers_through_the_production_entry(r, path, settings):
+    settings.STREAMS_PUBLIC_READ = True
+    _, headers, _ = await asgi_get(path)
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "same-origin"
+    assert headers["x-frame-options"] == "DENY"
+
+
+async def test_lean_paths_check_the_host_except_for_probes(r):
+    status, _, body = await asgi_get("/api/streams", headers=[(b"host", b"evil.example")])
+    assert status == 400 and b"evil.example" in body
+    assert (await asgi_get("/health/", headers=[(b"host", b"10.0.0.7")]))[0] == 200
+
+
+def test_the_lean_handler_runs_only_the_lean_stack(settings):
+    from streamsite.handlers import LeanASGIHandler
+
+    before = list(settings.MIDDLEWARE)
+    handler = LeanASGIHandler()
+    assert settings.MIDDLEWARE == before  # restored after building
+    assert handler._view_middleware == []  # no CSRF process_view hop on the API path
+    chain, names = handler._middleware_chain, []
+    while chain is not None:
+        target = getattr(chain, "__wrapped__", chain)
+        names.append(type(target).__name__)
+        chain = getattr(target, "get_response", None)
+    assert names[:2] == ["LeanGuardMiddleware", "ApiShapeMiddleware"] and len(names) == 3

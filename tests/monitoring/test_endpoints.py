@@ -25,13 +25,17 @@ async def test_ready_reports_each_check(r):
     assert all(c["latency_ms"] >= 0 for c in checks.values())
 
 
-async def test_ready_is_503_when_redis_is_unreachable(r, settings):
+async def test_ready_is_503_when_redis_is_unreachable(r, settings, caplog):
     settings.REDIS = replace(settings.REDIS, url="redis://127.0.0.1:1/0", pool_min=0, blocking_pool_min=0)
     resp = await AsyncClient().get("/health/ready")
     assert resp.status_code == 503
     body = resp.json()
     assert body["status"] == "unavailable"
-    assert not body["checks"]["redis"]["ok"] and "Error" in body["checks"]["redis"]["error"]
+    assert not body["checks"]["redis"]["ok"] and body["checks"]["redis"]["error"] == (
+        "redis check failed (details in the server log)"
+    )
+    assert "127.0.0.1:1" not in resp.content.decode()  # no raw exception text to the prober
+    assert any("readiness check redis failed" in m and "Error" in m for m in caplog.messages)
     assert body["checks"]["database"]["ok"]
 
 

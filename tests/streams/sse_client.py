@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from channels.testing import ApplicationCommunicator
-from django.core.asgi import get_asgi_application
 
 
 @dataclass
@@ -43,7 +42,9 @@ class SSEClient:
             "query_string": parts.query.encode(), "headers": headers,
             "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
         }
-        self._comm = ApplicationCommunicator(get_asgi_application(), scope)
+        from streamsite.asgi import application  # the production entry: its lean handler and guards
+
+        self._comm = ApplicationCommunicator(application, scope)
         await self._comm.send_input({"type": "http.request", "body": b"", "more_body": False})
         start = await self._comm.receive_output(timeout)
         assert start["type"] == "http.response.start", start

@@ -239,11 +239,11 @@ def test_admin_creates_token_and_shows_it_once(admin_client):
     from django.contrib.auth import get_user_model
 
     user = get_user_model().objects.get(username="admin")
-    resp = admin_client.post("/admin/streams/apitoken/add/", {"user": user.pk, "name": "bike", "is_active": "on"}, follow=True)
+    resp = admin_client.post("/admin/streams/apitoken/add/", {"user": user.pk, "name": "bike", "scopes": "read,publish", "is_active": "on"}, follow=True)
     assert resp.status_code == 200
     token = ApiToken.objects.get(name="bike")
     shown = [str(m) for m in resp.context["messages"]]
     raw = next(m.split(": ")[-1] for m in shown if "shown only once" in m)
     from streams.models import hash_token
 
-    assert hash_token(raw) == token.key_hash
+    assert hash_token(raw) == token.key_hash and token.scopes == "read,publish"
