@@ -29,7 +29,7 @@ from streams.registry import registry_keys  # noqa: E402
 def seed(url: str, n: int, prefix: str) -> None:
     r = redis.Redis.from_url(url)
     r.flushdb()
-    set_key, version_key = registry_keys(prefix)
+    set_key, version_key = registry_keys(prefix)[:2]
     pipe = r.pipeline(transaction=False)
     for i in range(n):
         pipe.xadd(f"{prefix}bench-{i:06d}", {"power": "200"})

@@ -32,5 +32,10 @@ async def streams_by_scan(request):
 
 
 urls.urlpatterns.insert(0, path("bench/streams-scan", streams_by_scan))
-application = django_app
+
+from streamsite.asgi import application as product  # noqa: E402
+from streamsite.handlers import LeanASGIHandler, PathRouter  # noqa: E402
+
+# The baseline gets the same lean handler as the product's API paths.
+application = PathRouter(standard=product, lean=LeanASGIHandler(), prefixes=["/bench/"])
 assert settings.ROOT_URLCONF == "streamsite.urls"
