@@ -2,11 +2,13 @@ import asyncio
 import math
 import time
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from streams import operations
 from streams.clients import close_redis_context
+from streams.identity import SYSTEM, Actor
 from streams.names import InvalidInput, validate_stream_name
 from workouts.simulate import simulate_ride
 
@@ -21,18 +23,26 @@ class Command(BaseCommand):
         parser.add_argument("--speedup", type=float, default=1.0, help="2 = twice real time; 0 = as fast as possible")
         parser.add_argument("--ftp", type=int, default=250)
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--owner", default=None,
+                            help="publish as this user (the stream's owner); default: as the system, no owner")
 
-    def handle(self, *args, stream, duration, hz, speedup, ftp, seed, **options):
+    def handle(self, *args, stream, duration, hz, speedup, ftp, seed, owner, **options):
         try:
             validate_stream_name(stream)
         except InvalidInput as exc:
             raise CommandError(str(exc)) from None
         if duration < 1 or not 0 < hz <= 10 or speedup < 0 or not 50 <= ftp <= 600:
             raise CommandError("need --duration >= 1, 0 < --hz <= 10, --speedup >= 0, 50 <= --ftp <= 600")
+        actor = SYSTEM
+        if owner is not None:
+            user = get_user_model().objects.filter(username=owner).first()
+            if user is None:
+                raise CommandError(f"no user named {owner!r}")
+            actor = Actor(user_id=user.pk, username=user.get_username())
         ride = simulate_ride(duration=duration, hz=hz, ftp=ftp, seed=seed)
-        asyncio.run(self._publish(stream, ride, speedup))
+        asyncio.run(self._publish(stream, ride, speedup, actor))
 
-    async def _publish(self, stream, ride, speedup):
+    async def _publish(self, stream, ride, speedup, actor):
         names = [k for k in ride if k != "t"]
         n = ride["t"].size
         batch = 100 if speedup == 0 else 1
@@ -51,8 +61,10 @@ class Command(BaseCommand):
                             if not math.isnan(value):
                                 fields[name] = f"{value:g}"
                         entries.append(fields)
-                    await operations.stream_publish(name=stream, entries=entries)
+                    await operations.stream_publish(name=stream, entries=entries, actor=actor)
                     bar.update(len(entries))
+        except operations.WriteRefused:
+            raise CommandError(f"stream {stream!r} belongs to someone else") from None
         finally:
             await close_redis_context()
         self.stdout.write(f"published {n} samples to {stream}")
