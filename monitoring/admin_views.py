@@ -7,12 +7,14 @@ import json
 
 from asgiref.sync import async_to_sync
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from streams import operations
 from streams.clients import close_redis_context, current_context
+from streams.identity import MANAGE_ALL_STREAMS, VIEW_ALL_STREAMS
 from streams.names import InvalidInput, validate_stream_name
 
 PAGE_SIZE = 50
@@ -47,7 +49,17 @@ def dashboard(request):
     ))
 
 
+def _require(request, *perms: str) -> None:
+    """The streams pages show every athlete's data: staff alone is not enough."""
+    if not any(request.user.has_perm(p) for p in perms):
+        raise PermissionDenied(f"needs the permission {' or '.join(perms)}")
+
+
+READ_PERMS = (VIEW_ALL_STREAMS, MANAGE_ALL_STREAMS)
+
+
 def streams_list(request):
+    _require(request, *READ_PERMS)
     prefix = request.GET.get("q", "").strip()[:128]
     try:
         page_number = max(1, int(request.GET.get("page", "1")))
@@ -69,6 +81,7 @@ def streams_list(request):
 
 
 def stream_detail(request, name: str):
+    _require(request, *READ_PERMS)
     try:
         validate_stream_name(name)
     except InvalidInput:
@@ -87,6 +100,7 @@ def stream_detail(request, name: str):
 
 def streams_delete(request):
     """POST names → confirmation page; POST names + confirm → delete through the service."""
+    _require(request, MANAGE_ALL_STREAMS)
     if request.method != "POST":
         return HttpResponseRedirect(reverse("admin:redis-streams"))
     names = [n for n in request.POST.getlist("names") if n]

@@ -83,3 +83,17 @@ def test_bulk_delete_asks_then_deletes_through_the_service(staff_client, sync_re
     assert sync_redis.exists("stream:a", "stream:b") == 0 and sync_redis.exists("stream:c") == 1
     assert not sync_redis.sismember("stream:_registry", "a")
     assert "Deleted 2 of 2" in done.content.decode()
+
+
+def test_streams_pages_need_the_stream_permissions_not_just_staff(client, db, sync_redis):
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.create_user("desk", password="pw", is_staff=True)
+    client.force_login(user)
+    assert client.get("/admin/redis-streams/").status_code == 403
+    assert client.post("/admin/redis-streams/delete/", {"names": ["a"], "confirm": "yes"}).status_code == 403
+    user.user_permissions.add(Permission.objects.get(codename="view_all_streams"))
+    user = get_user_model().objects.get(pk=user.pk)  # permissions are cached per user object
+    client.force_login(user)
+    assert client.get("/admin/redis-streams/").status_code == 200
+    assert client.post("/admin/redis-streams/delete/", {"names": ["a"], "confirm": "yes"}).status_code == 403
