@@ -137,3 +137,47 @@ def test_create_api_token_prints_a_working_token(capsys):
     assert token.key_hash == hash_token(raw) and raw not in token.key_hash
     with pytest.raises(Exception, match="no user named 'ghost'"):
         call_command("create_api_token", "ghost")
+
+
+@pytest.mark.parametrize(
+    "var,value,needle",
+    [
+        ("AUTH_CACHE_TTL", "9000", "AUTH_CACHE_TTL=9000 must be at most 5000"),
+        ("ACCESS_RECHECK_INTERVAL", "soon", "ACCESS_RECHECK_INTERVAL='soon' is not a valid integer"),
+        ("TRUSTED_PROXIES", "10.0.0.0/33", "TRUSTED_PROXIES is not a list of networks"),
+        ("STREAM_MAX_ENTRY_BYTES", "0", "STREAM_MAX_ENTRY_BYTES='0' must be >= 1"),
+        ("SECURE_SSL_REDIRECT", "sometimes", "SECURE_SSL_REDIRECT='sometimes' is not a boolean"),
+    ],
+)
+def test_bad_security_settings_stop_start_up(var, value, needle):
+    result = run_manage("check", **{var: value})
+    assert result.returncode != 0 and needle in result.stderr
+
+
+def test_check_deploy_is_clean_with_nothing_silenced():
+    result = run_manage("check", "--deploy", DEBUG="false", SECRET_KEY="k" * 60 + "-Zq9", ALLOWED_HOSTS="example.com",
+                        SECURE_SSL_REDIRECT="")  # the production default (the suite's settings turn it off)
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout + result.stderr, result.stderr
+
+
+@pytest.mark.django_db
+def test_create_api_token_scopes_and_expiry(capsys):
+    from django.contrib.auth import get_user_model
+
+    from streams.models import ApiToken
+
+    get_user_model().objects.create_user("device")
+    call_command("create_api_token", "device", "--scopes", "publish", "--expires-in-days", "30")
+    token = ApiToken.objects.get()
+    assert token.scopes == "publish" and token.expires_at is not None
+    with pytest.raises(Exception, match="scopes must be"):
+        call_command("create_api_token", "device", "--scopes", "read,admin")
+    with pytest.raises(Exception, match="expires-in-days"):
+        call_command("create_api_token", "device", "--expires-in-days", "0")
+
+
+def test_existing_tokens_migrate_to_every_scope():
+    from streams.models import ALL_SCOPES, ApiToken
+
+    assert ApiToken._meta.get_field("scopes").default == ALL_SCOPES == "read,publish,manage"
