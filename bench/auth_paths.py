@@ -81,6 +81,8 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=4)
     p.add_argument("--port", type=int, default=8023)
     p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
+    p.add_argument("--order", choices=["public-first", "token-first"], default="public-first",
+                   help="which list run comes first (the VM drifts; alternate to see it)")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     args = p.parse_args()
 
@@ -110,9 +112,11 @@ def main() -> None:
     try:
         wait_port(args.port)
         base = f"http://127.0.0.1:{args.port}"
-        runs = [("list-public", "/api/streams?limit=100", None, False),
-                ("list-token", "/api/streams?limit=100", token, False),
-                ("publish-token", "/api/streams/bench-000000/events", token, True)]
+        lists = [("list-public", "/api/streams?limit=100", None, False),
+                 ("list-token", "/api/streams?limit=100", token, False)]
+        if args.order == "token-first":
+            lists.reverse()
+        runs = [*lists, ("publish-token", "/api/streams/bench-000000/events", token, True)]
         for label, path, tok, post in runs:
             wrk(base + path, 3, args.connections, token=tok, post=post)  # warm-up
             result = wrk(base + path, args.duration, args.connections, token=tok, post=post)
