@@ -29,7 +29,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.list_streams import wait_port  # noqa: E402
+from bench.list_streams import server_command, wait_port  # noqa: E402
 
 
 def seed(url: str, n: int, prefix: str, owner_id: int) -> None:
@@ -102,13 +102,7 @@ def main() -> None:
     token = subprocess.run([python, "manage.py", "create_api_token", "bench"], cwd=ROOT, env=env, check=True,
                            capture_output=True, text=True).stdout.strip().splitlines()[-1]
     seed(args.redis_url, args.streams, "stream:", owner_id)
-    if args.server == "daphne":
-        command = [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(args.port), "--access-log", os.devnull,
-                   "streamsite.asgi:application"]
-    else:
-        command = [str(ROOT / ".venv/bin/uvicorn"), "--host", "127.0.0.1", "--port", str(args.port), "--no-access-log",
-                   "--log-level", "warning", "streamsite.asgi:application"]
-    server = subprocess.Popen(command, cwd=ROOT, env=env)
+    server = subprocess.Popen(server_command(args.server, args.port, "streamsite.asgi:application"), cwd=ROOT, env=env)
     try:
         wait_port(args.port)
         base = f"http://127.0.0.1:{args.port}"

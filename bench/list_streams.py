@@ -51,6 +51,13 @@ def wait_port(port: int, timeout: float = 20) -> None:
     raise SystemExit(f"daphne did not listen on {port}")
 
 
+def server_command(server: str, port: int, app: str) -> list[str]:
+    if server == "daphne":
+        return [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(port), "--access-log", os.devnull, app]
+    return [str(ROOT / ".venv/bin/uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+            "--log-level", "warning", app]
+
+
 def wrk(url: str, duration: int, connections: int, threads: int) -> dict:
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(ROOT / "bench" / "latency.lua"), url],
@@ -77,13 +84,8 @@ def main() -> None:
         "STREAMS_PUBLIC_READ": "true", "REDIS_URL": args.redis_url, "LOG_LEVEL": "warning",
         "STREAM_KEY_PREFIX": prefix,
     }
-    if args.server == "daphne":
-        command = [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(args.port), "--access-log", os.devnull,
-                   "bench.scan_baseline_asgi:application"]
-    else:
-        command = [str(ROOT / ".venv/bin/uvicorn"), "--host", "127.0.0.1", "--port", str(args.port), "--no-access-log",
-                   "--log-level", "warning", "bench.scan_baseline_asgi:application"]
-    server = subprocess.Popen(command, cwd=ROOT, env=env)
+    server = subprocess.Popen(server_command(args.server, args.port, "bench.scan_baseline_asgi:application"),
+                              cwd=ROOT, env=env)
     try:
         wait_port(args.port)
         base = f"http://127.0.0.1:{args.port}"

@@ -197,18 +197,23 @@ async def streams_delete(*, names: list[str], actor: Actor = SYSTEM) -> DeleteOu
 
 
 # --- reads ----------------------------------------------------------------------------------
-@timed("stream_meta")
-async def stream_meta(*, names: list[str]) -> dict[str, StreamMeta]:
-    """Owner, visibility and FTP of each stream (one HMGET each, one round trip)."""
+async def _per_stream(names: list[str], queue, *, raise_on_error: bool = True) -> list:
+    """``queue(pipe, keys)`` for each stream, pipelined (not a transaction): one round trip."""
     if not names:
-        return {}
+        return []
     ctx = await redis_context()
     prefix = ctx.config.stream_key_prefix
     async with ctx.main.client() as r:
         async with r.pipeline(transaction=False) as pipe:
             for name in names:
-                pipe.hmget(stream_keys(prefix, name).meta, META_FIELDS)
-            replies = await pipe.execute()
+                queue(pipe, stream_keys(prefix, name))
+            return await pipe.execute(raise_on_error=raise_on_error)
+
+
+@timed("stream_meta")
+async def stream_meta(*, names: list[str]) -> dict[str, StreamMeta]:
+    """Owner, visibility and FTP of each stream (one HMGET each, one round trip)."""
+    replies = await _per_stream(names, lambda pipe, keys: pipe.hmget(keys.meta, META_FIELDS))
     return {name: _meta_from(values) for name, values in zip(names, replies)}
 
 
@@ -216,17 +221,11 @@ async def stream_meta(*, names: list[str]) -> dict[str, StreamMeta]:
 async def stream_info_batch(*, names: list[str]) -> dict[str, StreamInfo | None]:
     """Length, first/last id and metadata for many streams: one XINFO STREAM and one HMGET
     each, one round trip. A missing stream is None."""
-    if not names:
-        return {}
-    ctx = await redis_context()
-    prefix = ctx.config.stream_key_prefix
-    async with ctx.main.client() as r:
-        async with r.pipeline(transaction=False) as pipe:
-            for name in names:
-                keys = stream_keys(prefix, name)
-                pipe.xinfo_stream(keys.stream)
-                pipe.hmget(keys.meta, META_FIELDS)
-            replies = await pipe.execute(raise_on_error=False)
+    def queue(pipe, keys):
+        pipe.xinfo_stream(keys.stream)
+        pipe.hmget(keys.meta, META_FIELDS)
+
+    replies = await _per_stream(names, queue, raise_on_error=False)
     result: dict[str, StreamInfo | None] = {}
     for i, name in enumerate(names):
         reply, meta = replies[2 * i], replies[2 * i + 1]
@@ -309,15 +308,7 @@ async def stream_latest(*, name: str, count: int = 20) -> list[StreamEntry] | No
 @timed("exists")
 async def streams_exist(*, names: list[str]) -> dict[str, bool]:
     """Whether each name is a stream (TYPE per key, one round trip)."""
-    if not names:
-        return {}
-    ctx = await redis_context()
-    prefix = ctx.config.stream_key_prefix
-    async with ctx.main.client() as r:
-        async with r.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.type(stream_keys(prefix, name).stream)
-            types = await pipe.execute()
+    types = await _per_stream(names, lambda pipe, keys: pipe.type(keys.stream))
     return {name: kind == "stream" for name, kind in zip(names, types)}
 
 
