@@ -74,12 +74,11 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         """(may follow, may publish). A publish-only token (a device) connects to publish."""
         validate_stream_name(self.name)
         ident = self.identity
-        info = (await operations.stream_info_batch(names=[self.name]))[self.name]
-        meta = info.meta if info is not None else operations.NO_META
+        meta = (await operations.stream_meta(names=[self.name]))[self.name]
         readable = "read" in ident.scopes and identity.can_read_stream(
             ident, owner_id=meta.owner_id, visibility=meta.visibility
         )
-        unclaimed = info is None and meta.owner_id is None
+        unclaimed = meta.owner_id is None and not (await operations.streams_exist(names=[self.name]))[self.name]
         writable = ident.authenticated and "publish" in ident.scopes and (
             unclaimed or identity.can_manage_stream(ident, owner_id=meta.owner_id)
         )

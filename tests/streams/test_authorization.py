@@ -335,3 +335,28 @@ async def test_websocket_publish_stops_when_the_token_is_revoked(world):
         assert frames[-1]["code"] == 4401
     finally:
         await ws.disconnect()
+
+
+async def test_a_publish_only_device_token_publishes_over_websocket_without_following(world):
+    from streamsite.asgi import application
+
+    users, _ = world
+    device_token = await sync_to_async(lambda: ApiToken.issue(user=users["other"], scopes=["publish"])[1])()
+    ws = WebsocketCommunicator(application, f"/ws/streams/trainer/?token={device_token}")
+    assert (await ws.connect())[0]
+    try:
+        await ws.send_to(text_data=json.dumps({"power": 300}))
+        ack = await ws.receive_json_from(5)
+        assert len(ack["ids"]) == 1
+        assert await ws.receive_nothing(0.2)  # not following: no echo of its own entry
+    finally:
+        await ws.disconnect()
+    info = await call({"o": (await sync_to_async(lambda: ApiToken.issue(user=users["other"])[1])())}, "o", "get",
+                      "/api/streams/trainer")
+    assert info.json()["owner"] == "other"
+    ws = WebsocketCommunicator(application, f"/ws/streams/priv/?token={device_token}")  # someone else's stream
+    assert (await ws.connect())[0]
+    try:
+        assert "not found" in (await ws.receive_json_from(5))["error"]
+    finally:
+        await ws.disconnect()
