@@ -203,6 +203,7 @@ class StreamHub:
         self._closed = False
         self._next_index = 0
         self._chores: set[asyncio.Task] = set()  # wake-ups and retiring readers; awaited by close()
+        self._attach_waiters: dict[str, list[asyncio.Future]] = {}
 
     # --- listeners -----------------------------------------------------------------------
     async def subscribe(self, names: list[str] | tuple[str, ...]) -> Subscription:
@@ -237,6 +238,22 @@ class StreamHub:
                 sub.end("deleted", name)
                 ended += 1
         return ended
+
+    async def reading(self, name: str) -> None:
+        """Return once a reader reads ``name``: an entry added after this reaches its
+        listeners. (What a caller that just started a follow elsewhere can await.)"""
+        if name in self._reader_of:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._attach_waiters.setdefault(name, []).append(waiter)
+        try:
+            await waiter
+        finally:
+            waiters = self._attach_waiters.get(name, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._attach_waiters.pop(name, None)
 
     def stats(self) -> HubStats:
         listeners = len({id(s) for subs in self._subs.values() for s in subs})
@@ -311,6 +328,9 @@ class StreamHub:
             self._readers.append(reader)
         reader.cursors[name] = cursor
         self._reader_of[name] = reader
+        for waiter in self._attach_waiters.pop(name, ()):
+            if not waiter.done():
+                waiter.set_result(None)
         if reader.task is None or reader.task.done():
             reader.start()
         else:

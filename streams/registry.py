@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from monitoring.operations import timed
 from streamsite.envconfig import RedisConfig
-from streams.keys import stream_keys
+from streams.keys import stream_key, stream_keys
 from streams.pool import ClientPool
 from streams.tasks import cancel_and_wait
 
@@ -45,16 +45,36 @@ FILTER_CACHE_ENTRIES = 1000
 
 
 # Remove names whose key is no longer a stream; bump the version if any went.
+# ARGV: name, stream key, name, stream key, ...
 UNREGISTER_MISSING_LUA = """
 local removed = 0
-for i = 2, #ARGV do
-  if redis.call('TYPE', ARGV[1] .. ARGV[i])['ok'] ~= 'stream' then
+for i = 1, #ARGV, 2 do
+  if redis.call('TYPE', ARGV[i + 1])['ok'] ~= 'stream' then
     removed = removed + redis.call('SREM', KEYS[1], ARGV[i])
     redis.call('HDEL', KEYS[3], ARGV[i])
   end
 end
 if removed > 0 then redis.call('INCR', KEYS[2]) end
 return removed
+"""
+
+
+# Register streams found by the reconcile SCAN, each only if its key is still a stream at this
+# moment (a delete may have run since the SCAN saw it), with its owner when its metadata
+# survived (a device deleted and re-created the key itself). ARGV: name, stream key, meta key, ...
+REGISTER_FOUND_LUA = """
+local added = 0
+for i = 1, #ARGV, 3 do
+  if redis.call('TYPE', ARGV[i + 1])['ok'] == 'stream' then
+    added = added + redis.call('SADD', KEYS[1], ARGV[i])
+    local meta = redis.call('HMGET', ARGV[i + 2], 'owner', 'visibility')
+    if meta[1] or meta[2] then
+      redis.call('HSET', KEYS[3], ARGV[i], (meta[2] or '') .. '|' .. (meta[1] or ''))
+    end
+  end
+end
+if added > 0 then redis.call('INCR', KEYS[2]) end
+return added
 """
 
 
@@ -184,28 +204,23 @@ class StreamRegistry:
         """Our own write changed the set: the next read fetches it again."""
         self._fetched_at = float("-inf")
 
-    async def _register_found(self, r, names: list[str]) -> None:
-        """Streams written behind our back: register them, with their owner when their
-        metadata survived (a stream deleted and re-created by a device's own XADD)."""
-        async with r.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hmget(stream_keys(self._prefix, name).meta, ("owner", "visibility"))
-            metas = await pipe.execute()
-        async with r.pipeline(transaction=True) as pipe:
-            pipe.sadd(self._set_key, *names)
-            for name, (owner, visibility) in zip(names, metas):
-                if owner or visibility:
-                    pipe.hset(self._access_key, name, f"{visibility or ''}|{owner or ''}")
-            pipe.incr(self._version_key)
-            await pipe.execute()
+    async def _register_found(self, r, names: list[str]) -> int:
+        """Streams written behind our back (see REGISTER_FOUND_LUA). Returns how many."""
+        args = []
+        for name in names:
+            keys = stream_keys(self._prefix, name)
+            args += (name, keys.stream, keys.meta)
+        script = r.register_script(REGISTER_FOUND_LUA)
+        return int(await script(keys=[self._set_key, self._version_key, self._access_key], args=args, client=r))
 
     @timed("registry_refresh")
     async def reconcile(self) -> tuple[int, int]:
         """Make the SET match the keyspace. Returns (added, removed).
 
         Race-safe against our own writers: the SET is read *before* the SCAN, so a stream
-        published during the scan is never a removal candidate, and a candidate is removed
-        only if its key still is not a stream at that moment (checked inside Redis)."""
+        published during the scan is never a removal candidate; a candidate is removed only if
+        its key still is not a stream, and a found stream is added only if its key still is one
+        (both checked inside Redis, so a delete during the scan is not undone)."""
         found: set[str] = set()
         cut = len(self._prefix)
         async with self._pool.client() as r:
@@ -214,18 +229,16 @@ class StreamRegistry:
                 match=_glob_escape(self._prefix) + "*", count=1000, _type="stream"
             ):
                 found.add(key[cut:])
-            added = found - known
-            if added:
-                await self._register_found(r, sorted(added))
+            added = await self._register_found(r, sorted(found - known)) if found - known else 0
             candidates = sorted(known - found)
             removed = 0
             if candidates:
                 script = r.register_script(UNREGISTER_MISSING_LUA)
+                args = [part for name in candidates for part in (name, stream_key(self._prefix, name))]
                 removed = await script(
-                    keys=[self._set_key, self._version_key, self._access_key],
-                    args=[self._prefix, *candidates], client=r,
+                    keys=[self._set_key, self._version_key, self._access_key], args=args, client=r,
                 )
         self.last_reconcile_at = time.monotonic()
         if added or removed:
             self.forget_cache()
-        return len(added), int(removed)
+        return added, int(removed)

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from django.conf import settings
+
+from tests.helpers import key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,7 +81,7 @@ async def test_sigterm_ends_listeners_and_closes_every_connection(r, server):
             async with asyncio.timeout(10):  # the hub's reader is blocked on our stream
                 while not any(c["cmd"] == "xread" for c in await connections_of(r, proc.pid)):
                     await asyncio.sleep(0.05)
-            await r.xadd("stream:ride", {"power": "250"})
+            await r.xadd(key("ride"), {"power": "250"})
             assert '"power": "250"' in await anext(chunks)
 
             proc.send_signal(signal.SIGTERM)

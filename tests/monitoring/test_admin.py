@@ -1,18 +1,16 @@
 import asyncio
 
 import pytest
-import redis
 from django.conf import settings as dj_settings
 from django.contrib.auth import get_user_model
 
+from streams.registry import registry_keys
+from tests.helpers import key
+
 
 @pytest.fixture
-def sync_redis():
-    client = redis.Redis.from_url(dj_settings.REDIS.url, decode_responses=True)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+def sync_redis(sync_r):
+    return sync_r
 
 
 @pytest.fixture
@@ -77,11 +75,11 @@ def test_bulk_delete_asks_then_deletes_through_the_service(staff_client, sync_re
     publish(["a", "b", "c"])
     confirm = staff_client.post("/admin/redis-streams/delete/", {"names": ["a", "b"]})
     assert confirm.status_code == 200 and b"Yes, delete" in confirm.content
-    assert sync_redis.exists("stream:a", "stream:b") == 2  # nothing deleted before confirming
+    assert sync_redis.exists(key("a"), key("b")) == 2  # nothing deleted before confirming
     done = staff_client.post("/admin/redis-streams/delete/", {"names": ["a", "b"], "confirm": "yes"}, follow=True)
     assert done.status_code == 200
-    assert sync_redis.exists("stream:a", "stream:b") == 0 and sync_redis.exists("stream:c") == 1
-    assert not sync_redis.sismember("stream:_registry", "a")
+    assert sync_redis.exists(key("a"), key("b")) == 0 and sync_redis.exists(key("c")) == 1
+    assert not sync_redis.sismember(registry_keys(dj_settings.REDIS.stream_key_prefix)[0], "a")
     assert "Deleted 2 of 2" in done.content.decode()
 
 

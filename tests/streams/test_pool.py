@@ -11,6 +11,7 @@ from streams.pool import (
     PoolLimits,
 )
 from tests.conftest import our_connections
+from tests.helpers import eventually, key
 
 
 def limits(**kw) -> PoolLimits:
@@ -70,8 +71,7 @@ async def test_waiters_are_served_in_fifo_order(r, make_pool):
     tasks = []
     for i in range(3):
         tasks.append(asyncio.create_task(borrower(i)))
-        while pool.stats().waiting < i + 1:
-            await asyncio.sleep(0)
+        await eventually(lambda: pool.stats().waiting >= i + 1, interval=0)
     pool.release(held)
     await asyncio.gather(*tasks)
     assert order == [0, 1, 2]
@@ -88,8 +88,10 @@ async def test_cancelled_borrower_returns_its_client(r, make_pool):
 
     task = asyncio.create_task(blocked_read())
     await started.wait()
-    while not any(c["cmd"] == "blpop" for c in await our_connections(r, "main")):
-        await asyncio.sleep(0.01)  # wait until Redis has the command: cancel mid-command
+    async def blocked_in_redis():  # wait until Redis has the command: cancel mid-command
+        return any(c["cmd"] == "blpop" for c in await our_connections(r, "main"))
+
+    await eventually(blocked_in_redis)
     assert pool.stats().in_use == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -103,8 +105,7 @@ async def test_cancelled_waiter_leaves_the_queue(r, make_pool):
     pool = make_pool(max=1, acquire_timeout_ms=5000)
     held = await pool.acquire()
     waiter = asyncio.create_task(pool.acquire())
-    while pool.stats().waiting == 0:
-        await asyncio.sleep(0)
+    await eventually(lambda: pool.stats().waiting > 0, interval=0)
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
@@ -145,8 +146,7 @@ async def test_close_rejects_waiters_and_closes_every_connection(r, make_pool):
     await pool.start()
     borrowed = [await pool.acquire() for _ in range(3)]
     waiter = asyncio.create_task(pool.acquire())
-    while pool.stats().waiting == 0:
-        await asyncio.sleep(0)
+    await eventually(lambda: pool.stats().waiting > 0, interval=0)
     assert len(await our_connections(r, "main")) == 3
     await pool.close()
     with pytest.raises(PoolClosedError):
@@ -171,7 +171,19 @@ async def test_connection_failure_frees_the_slot(make_pool):
 
 
 async def test_blocking_pool_survives_xread_block_past_socket_timeout(r, make_pool):
-    pool = make_pool(cls=BlockingClientPool, name="blocking", max=1)
-    async with pool.client() as client:
-        # redis-py 8's default socket_timeout is 5 s; a 6 s BLOCK must come back empty, not fail.
-        assert await client.xread({"stream:none": "$"}, block=6000) == []
+    """redis-py 8 gives every connection a 5 s socket timeout, which kills a longer BLOCK.
+    Shown with a 0.3 s timeout instead of waiting 6 s: the same BLOCK fails on a pool with a
+    socket timeout and comes back empty on the blocking pool, which has none."""
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    class ShortTimeoutPool(ClientPool):
+        connection_options = {"socket_timeout": 0.3}
+
+    short = make_pool(cls=ShortTimeoutPool, max=1)
+    async with short.client() as client:
+        with pytest.raises(RedisTimeoutError):
+            await client.xread({key("none"): "$"}, block=600)
+    blocking = make_pool(cls=BlockingClientPool, name="blocking", max=1)
+    async with blocking.client() as client:
+        assert await client.xread({key("none"): "$"}, block=600) == []
+        assert client.connection_pool.connection_kwargs["socket_timeout"] is None

@@ -19,14 +19,14 @@ async def test_published_stream_is_listed_at_once_and_prefix_pages(r):
     assert page.count == 3 and page.names == ["bike-2"]
 
 
-async def test_list_does_not_scan(r):
+async def test_list_does_not_scan(private_r):
     await operations.stream_publish(name="a", entries=[{"x": "1"}])
     ctx = await redis_context()
     await ctx.registry.close()  # no background reconcile during the measurement
-    await r.config_resetstat()
+    await private_r.config_resetstat()  # server-wide: hence a Redis of our own
     for _ in range(5):
         await operations.streams_list()
-    stats = await r.info("commandstats")
+    stats = await private_r.info("commandstats")
     assert "cmdstat_scan" not in stats
     assert stats.get("cmdstat_smembers", {"calls": 0})["calls"] <= 1  # then served from the cache
 

@@ -5,6 +5,7 @@ import pytest
 from streams import operations
 from streams.clients import redis_context
 from tests.conftest import our_connections
+from tests.helpers import eventually, key
 from tests.streams.sse_client import SSEClient
 
 
@@ -32,15 +33,13 @@ async def publish(name, n, start=0, field="i"):
 
 
 async def wait_for(predicate, timeout=5.0):
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
+    await eventually(predicate, timeout=timeout)
 
 
 async def hub_listening(name: str) -> None:
     """Wait until the hub reads ``name`` (the subscription is made when streaming starts)."""
-    ctx = await redis_context()
-    await wait_for(lambda: name in ctx.hub._reader_of)
+    async with asyncio.timeout(5):
+        await (await redis_context()).hub.reading(name)
 
 
 async def test_live_entries_with_headers_and_retry(r, open_clients):
@@ -177,7 +176,7 @@ async def test_composite_ids_within_one_batch_are_per_event(r, open_clients):
     await hub_listening("a")
     await hub_listening("b")
     async with r.pipeline(transaction=True) as pipe:  # one MULTI: one XREAD reply, one batch
-        pipe.xadd("stream:a", {"i": "0"}).xadd("stream:b", {"i": "0"}).xadd("stream:a", {"i": "1"})
+        pipe.xadd(key("a"), {"i": "0"}).xadd(key("b"), {"i": "0"}).xadd(key("a"), {"i": "1"})
         a0, b0, a1 = await pipe.execute()
     events = await c.events(3)
     position = {"a": "0-0", "b": "0-0"}
@@ -220,10 +219,13 @@ async def test_reader_recovers_after_client_kill_without_losing_events(r, open_c
 
 
 async def test_slow_listener_gets_overflow_then_resumes_losslessly(r, open_clients, settings):
-    settings.SSE_QUEUE_SIZE = 5
-    c = await follow(open_clients, "/api/streams/ride/sse")
+    settings.SSE_QUEUE_SIZE = 5  # read when this test's hub is built (on first use, below)
+    assert (await redis_context()).hub._queue_size == 5
+    (first,) = await publish("ride", 1)
+    c = await follow(open_clients, "/api/streams/ride/sse?from=start")
+    assert (await c.events(1))[0].id == first  # its catch-up is over: what follows is queued
     await hub_listening("ride")
-    ids = await publish("ride", 50)  # one MULTI: the reader fans all 50 out at once
+    ids = await publish("ride", 50)  # one script: the reader fans all 50 out at once
     got = await c.events(6)
     delivered, overflow = got[:-1], got[-1]
     assert [e.id for e in delivered] == ids[:5]
@@ -232,7 +234,6 @@ async def test_slow_listener_gets_overflow_then_resumes_losslessly(r, open_clien
     with pytest.raises(EOFError):
         await c.next_event()
     assert (await redis_context()).hub.stats().overflow_disconnects == 1
-    settings.SSE_QUEUE_SIZE = 1000
     resumed = await follow(open_clients, "/api/streams/ride/sse", **{"Last-Event-ID": overflow.json()["last_event_id"]})
     assert [e.id for e in await resumed.events(45)] == ids[5:]
 

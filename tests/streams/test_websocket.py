@@ -47,10 +47,8 @@ async def open_ws(app, sockets, path, headers=None):
 
 
 async def listening(name):
-    hub = (await redis_context()).hub
     async with asyncio.timeout(5):
-        while name not in hub._reader_of:
-            await asyncio.sleep(0.01)
+        await (await redis_context()).hub.reading(name)
 
 
 async def test_follow_then_publish_and_bad_frame(app, sockets, token, device, settings):

@@ -11,6 +11,7 @@ from django.test import AsyncClient
 
 from streams import operations
 from streams.identity import Actor
+from tests.helpers import key
 from streams.models import ApiToken
 from workouts import metrics as M
 from workouts.models import Workout
@@ -286,30 +287,23 @@ def test_archive_stream_command_reads_in_chunks_and_deletes(r_sync_stream):
     call_command("archive_stream", "cmd-ride", "--athlete", "rider", "--delete")
     w = Workout.objects.get(source="stream")
     assert w.sample_count == 12000 and w.normalized_power is not None
-    assert r_sync_stream.exists("stream:cmd-ride") == 0
+    assert r_sync_stream.exists(key("cmd-ride")) == 0
 
 
 @pytest.fixture
-def r_sync_stream():
-    import redis
-    from django.conf import settings as dj_settings
-
-    client = redis.Redis.from_url(dj_settings.REDIS.url, decode_responses=True)
-    client.flushdb()
-    pipe = client.pipeline(transaction=False)
+def r_sync_stream(sync_r):
+    pipe = sync_r.pipeline(transaction=False)
     for i in range(12000):  # more than two archive chunks of 5,000
-        pipe.xadd("stream:cmd-ride", {"t": str(i), "power": str(150 + i % 100)})
+        pipe.xadd(key("cmd-ride"), {"t": str(i), "power": str(150 + i % 100)})
     pipe.execute()
-    yield client
-    client.flushdb()
-    client.close()
+    return sync_r
 
 
 def test_simulate_ride_publishes_a_realistic_ride(r_sync_stream):
     from workouts.simulate import simulate_ride as ride_arrays
 
     call_command("simulate_ride", "sim-ride", "--duration", "600", "--speedup", "0", "--seed", "3")
-    entries = r_sync_stream.xrange("stream:sim-ride")
+    entries = r_sync_stream.xrange(key("sim-ride"))
     assert len(entries) == 600
     fields = entries[100][1]
     assert {"t", "heart_rate", "cadence", "speed", "distance", "altitude"} <= set(fields)

@@ -1,0 +1,77 @@
+"""Helpers shared by the tests: users and tokens, stream keys, ASGI scopes, tools, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import shutil
+import sys
+from pathlib import Path
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user_model
+
+from streams.identity import Actor
+from streams.keys import stream_key
+from streams.models import ApiToken
+
+
+def key(name: str) -> str:
+    """A stream's Redis key, from the configured prefix."""
+    return stream_key(settings.REDIS.stream_key_prefix, name)
+
+
+def make_user(username: str, *, password: str | None = None, staff: bool = False, superuser: bool = False):
+    User = get_user_model()
+    if superuser:
+        return User.objects.create_superuser(username, password=password or "pw")
+    return User.objects.create_user(username, password=password, is_staff=staff)
+
+
+async def user_with_token(username: str, **token_kwargs) -> tuple[object, str]:
+    """(user, raw token) for a new user; token_kwargs go to ``ApiToken.issue``."""
+
+    def make():
+        user = make_user(username)
+        return user, ApiToken.issue(user=user, **token_kwargs)[1]
+
+    return await sync_to_async(make)()
+
+
+def bearer(token: str) -> dict:
+    """Keyword arguments for Django's test clients."""
+    return {"headers": {"Authorization": f"Bearer {token}"}}
+
+
+def actor(user) -> Actor:
+    return Actor(user_id=user.pk, username=user.get_username())
+
+
+def http_scope(path: str, *, method: str = "GET", headers=(), query: str = "", client=("127.0.0.1", 50000)) -> dict:
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": query.encode(),
+        "headers": [(b"host", b"testserver"), *headers], "client": client, "server": ("testserver", 80),
+    }
+
+
+def venv_tool(name: str) -> str | None:
+    """A command installed beside this Python (the venv), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+async def eventually(predicate, *, timeout: float = 5.0, interval: float = 0.01, what: str = "condition") -> None:
+    """Wait until ``predicate()`` (sync or async) is true; fail after ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                value = predicate()
+                if inspect.isawaitable(value):
+                    value = await value
+                if value:
+                    return
+                await asyncio.sleep(interval)
+    except TimeoutError:
+        raise AssertionError(f"{what} not reached within {timeout} s") from None
