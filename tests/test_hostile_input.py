@@ -3,12 +3,10 @@
 import json
 
 import pytest
-from asgiref.sync import sync_to_async
 from channels.testing import ApplicationCommunicator, WebsocketCommunicator
-from django.contrib.auth import get_user_model
 from django.test import AsyncClient
 
-from streams.models import ApiToken
+from tests.helpers import bearer, http_scope, user_with_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -17,20 +15,10 @@ DEEP = "[" * 50_000
 
 @pytest.fixture
 async def token(r):
-    user = await get_user_model().objects.acreate(username="rider")
-    return await sync_to_async(lambda: ApiToken.issue(user=user)[1])()
+    return (await user_with_token("rider"))[1]
 
 
-def auth(token):
-    return {"headers": {"Authorization": f"Bearer {token}"}}
-
-
-def http_scope(path, *, method="POST", headers=(), client=("127.0.0.1", 50000)):
-    return {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-        "headers": [(b"host", b"testserver"), *headers], "client": client, "server": ("testserver", 80),
-    }
+auth = bearer
 
 
 async def response_of(comm):
@@ -49,7 +37,7 @@ async def test_chunked_body_over_the_limit_is_413_and_reading_stops(token, setti
     chunk = b"x" * 65536
     chunks = 48  # 3 MiB, no Content-Length (chunked)
     comm = ApplicationCommunicator(application, http_scope(
-        "/api/streams/a/events", headers=[(b"authorization", f"Bearer {token}".encode()),
+        "/api/streams/a/events", method="POST", headers=[(b"authorization", f"Bearer {token}".encode()),
                                           (b"content-type", b"application/json")]))
     for i in range(chunks):
         await comm.send_input({"type": "http.request", "body": chunk, "more_body": i < chunks - 1})
@@ -64,7 +52,7 @@ async def test_chunked_body_under_the_limit_goes_through(token):
     from streamsite.asgi import application
 
     comm = ApplicationCommunicator(application, http_scope(
-        "/api/streams/a/events", headers=[(b"authorization", f"Bearer {token}".encode()),
+        "/api/streams/a/events", method="POST", headers=[(b"authorization", f"Bearer {token}".encode()),
                                           (b"content-type", b"application/json")]))
     await comm.send_input({"type": "http.request", "body": b'{"po', "more_body": True})
     await comm.send_input({"type": "http.request", "body": b'wer": 1}', "more_body": False})

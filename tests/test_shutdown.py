@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from django.conf import settings
 
 from tests.helpers import key

@@ -5,7 +5,7 @@ from django.conf import settings as dj_settings
 from django.contrib.auth import get_user_model
 
 from streams.registry import registry_keys
-from tests.helpers import key
+from tests.helpers import key, make_user
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def sync_redis(sync_r):
 
 @pytest.fixture
 def staff_client(client, db):
-    user = get_user_model().objects.create_user("ops", password="pw", is_staff=True, is_superuser=True)
+    user = make_user("ops", superuser=True)
     client.force_login(user)
     return client
 
@@ -86,7 +86,7 @@ def test_bulk_delete_asks_then_deletes_through_the_service(staff_client, sync_re
 def test_streams_pages_need_the_stream_permissions_not_just_staff(client, db, sync_redis):
     from django.contrib.auth.models import Permission
 
-    user = get_user_model().objects.create_user("desk", password="pw", is_staff=True)
+    user = make_user("desk", staff=True)
     client.force_login(user)
     assert client.get("/admin/redis-streams/").status_code == 403
     assert client.post("/admin/redis-streams/delete/", {"names": ["a"], "confirm": "yes"}).status_code == 403

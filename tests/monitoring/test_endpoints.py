@@ -7,6 +7,7 @@ from django.test import AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams import operations
+from tests.helpers import http_scope, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,18 +48,23 @@ async def test_metrics_json_auth_and_shape(r, settings):
 
     def users():
         get_user_model().objects.create_user("plain", password="pw")
-        get_user_model().objects.create_user("ops", password="pw", is_staff=True)
+        make_user("ops", password="pw", staff=True)
 
     await sync_to_async(users)()
     await c.alogin(username="plain", password="pw")
     assert (await c.get("/health/metrics")).status_code == 403
     await c.alogin(username="ops", password="pw")
     await operations.stream_publish(name="m", entries=[{"x": "1"}])
-    body = (await c.get("/health/metrics")).json()
-    assert set(body) == {"timestamp", "blocking_pool", "main_pool", "hub", "registry", "operations", "gc"}
     import gc
 
-    assert body["gc"]["thresholds"] == list(gc.get_threshold()) and len(body["gc"]["collections"]) == 3
+    thresholds = gc.get_threshold()
+    gc.set_threshold(12345, 17, 3)  # values no process runs with: the snapshot must report them
+    try:
+        body = (await c.get("/health/metrics")).json()
+    finally:
+        gc.set_threshold(*thresholds)
+    assert set(body) == {"timestamp", "blocking_pool", "main_pool", "hub", "registry", "operations", "gc"}
+    assert body["gc"]["thresholds"] == [12345, 17, 3] and len(body["gc"]["collections"]) == 3
     assert set(body["main_pool"]) == {"total", "in_use", "available", "waiting"}
     assert body["registry"]["streams"] == 1 and body["registry"]["age_ms"] is not None
     publish = next(op for op in body["operations"] if op["name"] == "publish")
@@ -106,12 +112,10 @@ async def test_http_requests_are_counted_by_route_not_path(r, settings):
 async def get_from(address: str, path: str, headers=()) -> int:
     """Status of a GET sent from ``address`` through the real ASGI app."""
     from channels.testing import ApplicationCommunicator
-    from django.core.asgi import get_asgi_application
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"testserver"), *headers], "client": (address, 5000), "server": ("testserver", 80)}
-    comm = ApplicationCommunicator(get_asgi_application(), scope)
+    from streamsite.asgi import application
+
+    comm = ApplicationCommunicator(application, http_scope(path, headers=headers, client=(address, 5000)))
     await comm.send_input({"type": "http.request", "body": b"", "more_body": False})
     start = await comm.receive_output(5)
     await comm.wait(5)

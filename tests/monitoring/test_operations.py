@@ -54,13 +54,29 @@ def test_timed_on_sync_async_and_exceptions():
     assert counts == dict.fromkeys(mine, 1)
 
 
-async def test_concurrent_async_recording_loses_nothing():
+def test_concurrent_recording_from_threads_loses_nothing():
+    """Async tasks cannot interleave inside record(); threads can (sync views, admin,
+    Prometheus scrapes in worker threads): the lock must keep every call."""
+    import sys
+    import threading
+
     m = OperationMetrics()
+    start = threading.Barrier(8)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
 
-    async def worker():
-        for _ in range(200):
+    def worker():
+        start.wait()
+        for _ in range(5000):
             m.record("x", 1.0)
-            await asyncio.sleep(0)
 
-    await asyncio.gather(*(worker() for _ in range(10)))
-    assert m.snapshot()[0].count == 2000
+    try:
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        sys.setswitchinterval(switch)
+    (stats,) = m.snapshot()
+    assert stats.count == 40000 and stats.total_ms == pytest.approx(40000.0)

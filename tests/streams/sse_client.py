@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 from channels.testing import ApplicationCommunicator
 
+from tests.helpers import http_scope
+
 
 @dataclass
 class Event:
@@ -35,14 +37,11 @@ class SSEClient:
 
     async def connect(self, timeout: float = 5) -> "SSEClient":
         parts = urlsplit(self.path)
-        headers = [(b"host", b"testserver")] + [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-            "scheme": "http", "path": parts.path, "raw_path": parts.path.encode(), "root_path": "",
-            "query_string": parts.query.encode(), "headers": headers,
-            "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
-        }
-        from streamsite.asgi import application  # the production entry: its lean handler and guards
+        headers = [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]
+        scope = http_scope(parts.path, headers=headers, query=parts.query)
+        from streamsite.asgi import (
+            application,  # the production entry: its lean handler and guards
+        )
 
         self._comm = ApplicationCommunicator(application, scope)
         await self._comm.send_input({"type": "http.request", "body": b"", "more_body": False})

@@ -7,17 +7,14 @@ from django.contrib.auth import get_user_model
 from django.test import AsyncClient
 
 from streams.models import ApiToken
+from tests.helpers import bearer, make_user, user_with_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 async def token(r):
-    def make():
-        user = get_user_model().objects.create_user("writer", password="x")
-        return ApiToken.issue(user=user, name="t")[1]
-
-    return await sync_to_async(make)()
+    return (await user_with_token("writer"))[1]
 
 
 @pytest.fixture
@@ -25,8 +22,7 @@ def client():
     return AsyncClient()
 
 
-def auth(token):
-    return {"headers": {"Authorization": f"Bearer {token}"}}
+auth = bearer
 
 
 async def publish(client, token, name, body):
@@ -158,8 +154,8 @@ async def test_inactive_token_is_refused(client, token):
 
 async def test_session_users_write_as_themselves(client, r):
     def users():
-        get_user_model().objects.create_user("staff", password="pw", is_staff=True)
-        get_user_model().objects.create_user("plain", password="pw")
+        make_user("staff", password="pw", staff=True)
+        make_user("plain", password="pw")
 
     await sync_to_async(users)()
     resp = await client.post("/api/streams/a/events", '{"x": 1}', content_type="application/json")
@@ -213,7 +209,7 @@ async def test_openapi_and_docs(client):
 
 async def test_staff_session_write_needs_csrf_token(r):
     def staff():
-        get_user_model().objects.create_user("staff", password="pw", is_staff=True)
+        make_user("staff", password="pw", staff=True)
 
     await sync_to_async(staff)()
     client = AsyncClient(enforce_csrf_checks=True)
@@ -236,7 +232,6 @@ async def test_what_django_rejects_before_a_view_is_json_under_api(client):
 
 @pytest.mark.django_db
 def test_admin_creates_token_and_shows_it_once(admin_client):
-    from django.contrib.auth import get_user_model
 
     user = get_user_model().objects.get(username="admin")
     resp = admin_client.post("/admin/streams/apitoken/add/", {"user": user.pk, "name": "bike", "scopes": "read,publish", "is_active": "on"}, follow=True)

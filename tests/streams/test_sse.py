@@ -36,6 +36,12 @@ async def wait_for(predicate, timeout=5.0):
     await eventually(predicate, timeout=timeout)
 
 
+async def assert_nothing_more(client: SSEClient, wait: float = 0.3) -> None:
+    """No further event (a duplicate, say) within ``wait`` s; heartbeats are 15 s apart."""
+    with pytest.raises(TimeoutError):
+        await client.next_event(timeout=wait)
+
+
 async def hub_listening(name: str) -> None:
     """Wait until the hub reads ``name`` (the subscription is made when streaming starts)."""
     async with asyncio.timeout(5):
@@ -92,6 +98,7 @@ async def test_last_event_id_resumes_after_that_id(r, open_clients, how):
     else:
         c = await follow(open_clients, f"/api/streams/ride/sse?last_event_id={ids[4]}&from=start")
     assert [e.id for e in await c.events(5)] == ids[5:]
+    await assert_nothing_more(c)
 
 
 async def test_last_event_id_wins_over_from_start(r, open_clients):
@@ -169,6 +176,7 @@ async def test_multi_stream_events_and_composite_resume(r, open_clients):
     got = await c2.events(2)
     assert [e.json()["id"] for e in got] == [b_ids[0], more_b[0]]
     assert got[-1].id == f"{a_ids[1]},{more_b[0]}"
+    await assert_nothing_more(c2)  # nothing of a's twice
 
 
 async def test_composite_ids_within_one_batch_are_per_event(r, open_clients):

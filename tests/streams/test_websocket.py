@@ -2,14 +2,11 @@ import asyncio
 import json
 
 import pytest
-from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth import get_user_model
 
 from streams import operations
 from streams.clients import redis_context
-from streams.identity import Actor
-from streams.models import ApiToken
+from tests.helpers import actor, user_with_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,13 +19,18 @@ def app():
 
 
 @pytest.fixture
-async def device(r):
-    return await get_user_model().objects.acreate(username="device")
+async def device_and_token(r):
+    return await user_with_token("device")
 
 
 @pytest.fixture
-async def token(device):
-    return await sync_to_async(lambda: ApiToken.issue(user=device)[1])()
+def device(device_and_token):
+    return device_and_token[0]
+
+
+@pytest.fixture
+def token(device_and_token):
+    return device_and_token[1]
 
 
 @pytest.fixture
@@ -53,7 +55,7 @@ async def listening(name):
 
 async def test_follow_then_publish_and_bad_frame(app, sockets, token, device, settings):
     settings.STREAMS_PUBLIC_READ = False
-    owner = Actor(user_id=device.pk, username="device")
+    owner = actor(device)
     await operations.stream_settings_update(name="ride", actor=owner)  # a private stream of the device's
     ws, connected, _ = await open_ws(app, sockets, f"/ws/streams/ride/?token={token}")
     assert connected
@@ -85,6 +87,7 @@ async def test_resume_with_last_event_id(app, sockets, r, settings):
     assert connected
     got = [await ws.receive_json_from(5) for _ in range(3)]
     assert [m["id"] for m in got] == ids[2:]
+    assert await ws.receive_nothing(0.2)  # no duplicate of what the resume already sent
 
 
 async def test_publish_without_token_gets_error_frame(app, sockets, r, settings):
@@ -126,3 +129,5 @@ async def test_deleted_stream_sends_event_and_closes(app, sockets, r, settings):
     message = await ws.receive_json_from(5)
     assert message["event"] == "deleted"
     assert (await ws.receive_output(5))["type"] == "websocket.close"
+    await operations.stream_publish(name="gone", entries=[{"x": "2"}])  # re-created: not for this socket
+    assert await ws.receive_nothing(0.2)
