@@ -10,6 +10,7 @@ dropped. Result: no gap and no duplicate at the catch-up/live boundary.
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -36,10 +37,16 @@ class Follow:
     guard: Callable[[], Awaitable[bool]] | None = None
 
     def composite_id(self) -> str:
-        return ",".join(self.positions[n] for n in self.names)
+        """One position per stream, in the order of ``names``, then ``~`` and a fingerprint
+        of that list, so a resume with another list (or another order) is refused."""
+        return ",".join(self.positions[n] for n in self.names) + "~" + streams_fingerprint(self.names)
 
     def resume_id(self) -> str:
         return self.composite_id() if self.multi else self.positions[self.names[0]]
+
+
+def streams_fingerprint(names: tuple[str, ...]) -> str:
+    return f"{zlib.crc32(','.join(names).encode()):08x}"
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,12 @@ async def follow_many(streams: str, *, resume: str | None, mode: str | None) -> 
         validate_stream_name(name)
     mode = start_mode(mode)
     if resume:
-        ids = [part.strip() for part in resume.split(",")]
+        positions_part, _, fingerprint = resume.partition("~")
+        if fingerprint and fingerprint.strip() != streams_fingerprint(names):
+            raise InvalidInput(
+                "Last-Event-ID belongs to another list of streams: resume with the same streams in the same order"
+            )
+        ids = [part.strip() for part in positions_part.split(",")]
         if len(ids) != len(names):
             raise InvalidInput(
                 f"Last-Event-ID has {len(ids)} positions for {len(names)} streams: "

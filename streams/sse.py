@@ -7,9 +7,10 @@ Single stream (``/api/streams/{name}/sse``): each entry is ``id: <stream id>`` p
 Several streams (``/api/sse?streams=a,b,c``): each entry is
 ``data: {"stream": name, "id": stream id, "data": {...}}`` (default event type) and its
 ``id:`` is the *composite* position: one stream id per requested stream, in the order of the
-``streams`` parameter, joined by commas (``1700000000000-0,0-0,1700000000123-4``). A browser
-reconnects with the same URL and that composite id as ``Last-Event-ID``, so every stream
-resumes exactly where it stopped.
+``streams`` parameter, joined by commas, then ``~`` and a fingerprint of the list
+(``1700000000000-0,0-0,1700000000123-4~9f3a01c2``). A browser reconnects with the same URL and
+that composite id as ``Last-Event-ID``, so every stream resumes exactly where it stopped; the
+fingerprint refuses (400) a resume with another list or order.
 
 A stream ends with one of ``event: overflow`` (the client read too slowly; reconnect with
 Last-Event-ID, nothing is lost), ``event: deleted`` (the stream was deleted; do not

@@ -75,3 +75,21 @@ async def eventually(predicate, *, timeout: float = 5.0, interval: float = 0.01,
                 await asyncio.sleep(interval)
     except TimeoutError:
         raise AssertionError(f"{what} not reached within {timeout} s") from None
+
+
+async def asgi_response(scope: dict, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of one request through the production ASGI entry."""
+    from channels.testing import ApplicationCommunicator
+
+    from streamsite.asgi import application
+
+    comm = ApplicationCommunicator(application, scope)
+    await comm.send_input({"type": "http.request", "body": body})
+    start = await comm.receive_output(5)
+    content = b""
+    while True:
+        message = await comm.receive_output(5)
+        content += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, content

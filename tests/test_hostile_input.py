@@ -6,7 +6,7 @@ import pytest
 from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 from django.test import AsyncClient
 
-from tests.helpers import bearer, http_scope, user_with_token
+from tests.helpers import asgi_response, bearer, http_scope, user_with_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -129,12 +129,7 @@ async def test_security_headers_on_every_path(r, path, settings):
 
 
 async def asgi_get(path, headers=()):
-    from streamsite.asgi import application
-
-    comm = ApplicationCommunicator(application, http_scope(path, method="GET", headers=list(headers)))
-    await comm.send_input({"type": "http.request", "body": b""})
-    start, body = await response_of(comm)
-    return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, body
+    return await asgi_response(http_scope(path, headers=list(headers)))
 
 
 @pytest.mark.parametrize("path", ["/api/streams", "/health/", "/live/a", "/api/nothing", "/admin/login/"])
