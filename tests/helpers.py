@@ -93,3 +93,24 @@ async def asgi_response(scope: dict, body: bytes = b"") -> tuple[int, dict[str, 
         if not message.get("more_body"):
             break
     return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, content
+
+
+async def publish(name: str, n: int, *, start: int = 0, field: str = "i", actor=None) -> list[str]:
+    """``n`` entries ``{field: start..start+n-1}`` through the publish service; their ids."""
+    from streams import operations
+
+    kwargs = {} if actor is None else {"actor": actor}
+    return await operations.stream_publish(name=name, entries=[{field: str(start + k)} for k in range(n)], **kwargs)
+
+
+def publish_sync(name: str, n: int, **kwargs) -> list[str]:
+    """The same from synchronous code: on a loop of its own, closing what it opened there."""
+    from streams.clients import close_redis_context
+
+    async def run():
+        try:
+            return await publish(name, n, **kwargs)
+        finally:
+            await close_redis_context()
+
+    return asyncio.run(run())

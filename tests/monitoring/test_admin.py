@@ -1,11 +1,10 @@
-import asyncio
 
 import pytest
 from django.conf import settings as dj_settings
 from django.contrib.auth import get_user_model
 
 from streams.registry import registry_keys
-from tests.helpers import key, make_user
+from tests.helpers import key, make_user, publish_sync
 
 
 @pytest.fixture
@@ -21,17 +20,8 @@ def staff_client(client, db):
 
 
 def publish(names):
-    from streams import operations
-    from streams.clients import close_redis_context
-
-    async def run():
-        try:
-            for name in names:
-                await operations.stream_publish(name=name, entries=[{"power": "200"}, {"power": "210"}])
-        finally:
-            await close_redis_context()
-
-    asyncio.run(run())
+    for name in names:
+        publish_sync(name, 2, field="power", start=200)
 
 
 def test_dashboard_for_staff_redirect_for_others(client, staff_client, db):
@@ -67,7 +57,7 @@ def test_stream_detail_shows_latest_entries(staff_client, sync_redis):
     publish(["ride"])
     page = staff_client.get("/admin/redis-streams/ride/")
     assert page.status_code == 200
-    assert [e.data["power"] for e in page.context["entries"]] == ["210", "200"]
+    assert [e.data["power"] for e in page.context["entries"]] == ["201", "200"]
     assert staff_client.get("/admin/redis-streams/nope/").status_code == 404
 
 

@@ -6,7 +6,7 @@ from streams import operations
 from streams.clients import redis_context
 from streams.live import streams_fingerprint
 from tests.conftest import our_connections
-from tests.helpers import eventually, key
+from tests.helpers import eventually, key, publish
 from tests.streams.sse_client import SSEClient
 
 
@@ -27,10 +27,6 @@ async def follow(open_clients, path, **headers) -> SSEClient:
     client = await SSEClient(path, headers=headers).connect()
     open_clients.append(client)
     return client
-
-
-async def publish(name, n, start=0, field="i"):
-    return await operations.stream_publish(name=name, entries=[{field: str(start + k)} for k in range(n)])
 
 
 async def wait_for(predicate, timeout=5.0):
