@@ -82,6 +82,7 @@ def main() -> None:
     env = {
         **os.environ, "DEBUG": "false", "SECRET_KEY": "bench", "ALLOWED_HOSTS": "127.0.0.1",
         "STREAMS_PUBLIC_READ": "true", "REDIS_URL": args.redis_url, "LOG_LEVEL": "warning",
+        "SECURE_SSL_REDIRECT": "false", "LIVE_MAX_CONNECTIONS_PER_USER": "1000000",
         "STREAM_KEY_PREFIX": prefix,
     }
     server = subprocess.Popen(server_command(args.server, args.port, "bench.scan_baseline_asgi:application"),

@@ -88,6 +88,7 @@ async def main(args) -> dict:
         port = s.getsockname()[1]
     env = {**os.environ, "DEBUG": "false", "SECRET_KEY": "bench", "ALLOWED_HOSTS": "127.0.0.1",
            "STREAMS_PUBLIC_READ": "true", "REDIS_URL": args.redis_url, "LOG_LEVEL": "warning",
+        "SECURE_SSL_REDIRECT": "false", "LIVE_MAX_CONNECTIONS_PER_USER": "1000000",
            "MONITORING_TOKEN": "bench", "DATABASE_URL": "sqlite:////tmp/streamsite-churn.sqlite3"}
     server = subprocess.Popen([str(ROOT / ".venv/bin/daphne"), "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
                                "--access-log", os.devnull, "streamsite.asgi:application"],

@@ -143,6 +143,7 @@ async def run(args) -> dict:
     env = {
         **os.environ, "DEBUG": "false", "SECRET_KEY": "bench", "ALLOWED_HOSTS": "127.0.0.1",
         "STREAMS_PUBLIC_READ": "true", "REDIS_URL": args.redis_url, "LOG_LEVEL": "warning",
+        "SECURE_SSL_REDIRECT": "false", "LIVE_MAX_CONNECTIONS_PER_USER": "1000000",
         "SSE_DELIVERY": args.delivery, "SSE_HEARTBEAT_INTERVAL": "15000",
         "DATABASE_URL": "sqlite:////tmp/streamsite-bench.sqlite3",
     }

@@ -12,6 +12,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from monitoring.operations import operation_metrics
+from streams.capacity import capacity_stats
 from streams.clients import current_context, redis_context
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ async def snapshot() -> dict:
         "blocking_pool": _pool(ctx.blocking.stats()),
         "main_pool": _pool(ctx.main.stats()),
         "hub": ctx.hub.stats().__dict__,
+        "capacity": capacity_stats(ctx.hub),
         "registry": registry,
         "operations": [op.as_dict() for op in operation_metrics().snapshot()],
         "gc": _gc(),

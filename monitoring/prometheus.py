@@ -6,6 +6,7 @@ read from live state at scrape time by a collector (so they are never stale).
 
 from __future__ import annotations
 
+from django.conf import settings
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -63,6 +64,12 @@ class LiveStateCollector:
             ("reconnects", "streamsite_hub_reader_reconnects", "Hub reader reconnects to Redis"),
         ):
             yield CounterMetricFamily(name, help_text, value=sum(getattr(s, field) for s in hub_stats))
+        from streams.capacity import connections
+
+        yield GaugeMetricFamily("streamsite_live_connections", "Open live connections counted against "
+                                "LIVE_MAX_CONNECTIONS_PER_USER", value=connections.stats()["connections"])
+        yield GaugeMetricFamily("streamsite_live_followed_streams_limit", "LIVE_MAX_FOLLOWED_STREAMS",
+                                value=settings.LIVE_MAX_FOLLOWED_STREAMS)
         sizes = [len(ctx.registry.cached_names) for ctx in contexts]
         yield GaugeMetricFamily("streamsite_registry_streams", "Streams in the registry (in-process copy)",
                                 value=max(sizes) if sizes else 0)

@@ -15,7 +15,8 @@ from ninja.responses import Status
 from ninja.security import HttpBearer
 from pydantic import Field, WithJsonSchema
 
-from streams import identity, operations, shares, sse
+from streams import capacity, identity, operations, shares, sse
+from streams.clients import redis_context
 from streams.identity import AccessError, Identity
 from streams.live import access_guard
 from streams.names import MAX_ENTRIES, NAME_RE, encode_entries, parse_json, validate_range_id, validate_stream_name
@@ -292,12 +293,23 @@ SSE_DOC = {
 }
 
 
-async def sse_response(follow: sse.Follow) -> StreamingHttpResponse:
-    # Auth may have opened a DB connection in this request's thread: a stream that lasts
-    # hours must not hold it.
-    await sync_to_async(close_old_connections)()
-    sse.release_request_thread()
-    response = StreamingHttpResponse(sse.event_source(follow), content_type="text/event-stream")
+async def sse_response(request, follow: sse.Follow) -> StreamingHttpResponse:
+    """429/503 at once when a capacity limit is reached (streams/capacity.py); else the stream."""
+    hub = (await redis_context()).live_hub()
+    client = (request.META.get("REMOTE_ADDR") or None)
+    try:
+        admission = capacity.admit_follow(hub=hub, ident=request.auth, client_address=client, names=follow.names)
+    except AccessError as exc:
+        raise HttpError(exc.status, exc.detail) from None
+    try:
+        # Auth may have opened a DB connection in this request's thread: a stream that lasts
+        # hours must not hold it.
+        await sync_to_async(close_old_connections)()
+        sse.release_request_thread()
+        response = StreamingHttpResponse(sse.event_source(follow, admission), content_type="text/event-stream")
+    except BaseException:
+        admission.release()
+        raise
     for header, value in sse.SSE_HEADERS.items():
         response[header] = value
     return response
@@ -308,7 +320,7 @@ async def follow_stream(request, name: StreamName):
     follow = await sse.follow_for_stream(request, name)  # validates before any access answer
     await require_readable(request.auth, [name])
     follow.guard = access_guard(request.auth, follow.names)
-    return await sse_response(follow)
+    return await sse_response(request, follow)
 
 
 @router.get(
@@ -324,7 +336,7 @@ async def follow_streams(request):
     follow = await sse.follow_for_streams(request)
     await require_readable(request.auth, list(follow.names))
     follow.guard = access_guard(request.auth, follow.names)
-    return await sse_response(follow)
+    return await sse_response(request, follow)
 
 
 @batch_router.post("/streams/info", response=InfoBatchOut, auth=READ, summary="Info for many streams")

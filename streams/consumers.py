@@ -12,8 +12,8 @@ identity is re-checked (cached, AUTH_CACHE_TTL) on every frame: a revoked token 
 an error frame and the socket closes with 4401.
 
 Refusals at connect: the socket is accepted, one ``{"error": ...}`` frame is sent, then it
-closes with 4401 (bad token), 4403 (missing scope), 4404 (stream not found or not readable)
-or 4400 (bad parameters). A follow whose access is revoked later gets
+closes with 4401 (bad token), 4403 (missing scope), 4404 (stream not found or not readable),
+4429 / 4503 (a capacity limit: streams/capacity.py) or 4400 (bad parameters). A follow whose access is revoked later gets
 ``{"event": "forbidden", ...}`` and closes with 4403.
 """
 
@@ -28,7 +28,8 @@ from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams import identity, operations
+from streams import capacity, identity, operations
+from streams.clients import redis_context
 from streams.identity import AccessError
 from streams.live import Ended, Follow, access_guard, follow_one, live_batches
 from streams.names import InvalidInput, encode_entries, parse_json, validate_stream_name
@@ -48,6 +49,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         query = {k: v[-1] for k, v in parse_qs(self.scope.get("query_string", b"").decode()).items()}
         self.name = self.scope["url_route"]["kwargs"]["name"]
         self.forward: asyncio.Task | None = None
+        self.admission = None
         try:
             self.identity = await identity.identify_scope(self.scope, query.get("token"))
             readable, writable = await self._access()
@@ -57,6 +59,11 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             if readable:
                 follow = await follow_one(self.name, resume=query.get("last_event_id"), mode=query.get("from"))
                 follow.guard = access_guard(self.identity, follow.names)
+                hub = (await redis_context()).live_hub()
+                client = (self.scope.get("client") or (None,))[0]
+                self.admission = capacity.admit_follow(
+                    hub=hub, ident=self.identity, client_address=client, names=follow.names
+                )
         except AccessError as exc:
             await self._refuse(exc.detail, 4000 + exc.status)
             return
@@ -91,6 +98,8 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code):
         await cancel_and_wait(getattr(self, "forward", None))
+        if getattr(self, "admission", None) is not None:
+            self.admission.release()
 
     async def _forward(self, follow: Follow) -> None:
         try:

@@ -239,6 +239,10 @@ class StreamHub:
                 ended += 1
         return ended
 
+    def reads(self, name: str) -> bool:
+        """Whether a reader already reads ``name`` (a new listener of it adds no key)."""
+        return name in self._reader_of or name in self._joining
+
     async def reading(self, name: str) -> None:
         """Return once a reader reads ``name``: an entry added after this reaches its
         listeners. (What a caller that just started a follow elsewhere can await.)"""

@@ -157,5 +157,28 @@ async def pool_events(follow: Follow) -> AsyncIterator[str]:
             ctx.blocking.release(r)
 
 
-def event_source(follow: Follow) -> AsyncIterator[str]:
-    return pool_events(follow) if settings.SSE_DELIVERY == "pool" else hub_events(follow)
+class EventStream:
+    """The response body: the events, plus ``close()``, which Django calls when the response
+    ends (streamed or not), to give back the caller's live-connection place."""
+
+    def __init__(self, events: AsyncIterator[str], admission) -> None:
+        self._events = events
+        self._admission = admission
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            return await self._events.__anext__()
+        except BaseException:  # the end, a disconnect, an error: the place is free again
+            self._admission.release()
+            raise
+
+    def close(self) -> None:
+        self._admission.release()
+
+
+def event_source(follow: Follow, admission) -> EventStream:
+    events = pool_events(follow) if settings.SSE_DELIVERY == "pool" else hub_events(follow)
+    return EventStream(events, admission)

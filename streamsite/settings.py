@@ -145,6 +145,16 @@ SSE_HEARTBEAT_INTERVAL = env_int(env, "SSE_HEARTBEAT_INTERVAL", 15000, minimum=1
 SSE_DELIVERY = env_choice(env, "SSE_DELIVERY", "hub", ("hub", "pool"))
 SSE_MAX_STREAMS = 50
 SHUTDOWN_GRACE_MS = env_int(env, "SHUTDOWN_GRACE_MS", 2000)
+# Capacity (streams/capacity.py): a follow beyond either limit is refused at once (503 / 429).
+LIVE_MAX_FOLLOWED_STREAMS = env_int(env, "LIVE_MAX_FOLLOWED_STREAMS", 10000, minimum=1)
+LIVE_MAX_CONNECTIONS_PER_USER = env_int(env, "LIVE_MAX_CONNECTIONS_PER_USER", 100, minimum=1)
+_readable_keys = REDIS.blocking_pool_max * STREAM_HUB_KEYS_PER_READER
+if LIVE_MAX_FOLLOWED_STREAMS > _readable_keys:
+    raise ImproperlyConfigured(
+        f"LIVE_MAX_FOLLOWED_STREAMS={LIVE_MAX_FOLLOWED_STREAMS} is more than the hub can read: "
+        f"REDIS_BLOCKING_POOL_MAX={REDIS.blocking_pool_max} x STREAM_HUB_KEYS_PER_READER={STREAM_HUB_KEYS_PER_READER}"
+        f" = {_readable_keys}"
+    )
 
 
 def _gc_thresholds(raw: str) -> tuple[int, ...] | None:

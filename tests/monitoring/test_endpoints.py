@@ -63,7 +63,7 @@ async def test_metrics_json_auth_and_shape(r, settings):
         body = (await c.get("/health/metrics")).json()
     finally:
         gc.set_threshold(*thresholds)
-    assert set(body) == {"timestamp", "blocking_pool", "main_pool", "hub", "registry", "operations", "gc"}
+    assert set(body) == {"timestamp", "blocking_pool", "main_pool", "hub", "capacity", "registry", "operations", "gc"}
     assert body["gc"]["thresholds"] == [12345, 17, 3] and len(body["gc"]["collections"]) == 3
     assert set(body["main_pool"]) == {"total", "in_use", "available", "waiting"}
     assert body["registry"]["streams"] == 1 and body["registry"]["age_ms"] is not None
