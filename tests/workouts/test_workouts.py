@@ -315,3 +315,23 @@ def test_simulate_ride_rejects_bad_arguments(db):
         call_command("simulate_ride", "no spaces")
     with pytest.raises(Exception, match="--hz"):
         call_command("simulate_ride", "ok", "--hz", "0")
+
+
+@pytest_async
+async def test_workout_bodies_are_parsed_off_the_event_loop(api_token, monkeypatch):
+    import threading
+
+    from workouts import api as workouts_api
+
+    seen = []
+    original = workouts_api.samples_from_columns
+
+    def spy(columns):
+        seen.append(threading.get_ident())
+        return original(columns)
+
+    monkeypatch.setattr(workouts_api, "samples_from_columns", spy)
+    body = {"title": "t", "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0, 1], "power": [100, 110]}}
+    resp = await AsyncClient().post("/api/workouts", json.dumps(body), content_type="application/json", **auth(api_token))
+    assert resp.status_code == 201
+    assert seen and seen[0] != threading.get_ident()  # not the thread running the event loop
