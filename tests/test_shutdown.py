@@ -94,3 +94,22 @@ async def test_sigterm_ends_listeners_and_closes_every_connection(r, server):
     log = log_path.read_text()
     assert "Redis pools closed" in log, log
     assert await connections_of(r, proc.pid) == []
+
+
+async def test_websocket_follows_and_publishes_under_every_server(r, server):
+    """uvicorn answers WebSocket upgrades only with a WebSocket library installed
+    (uvicorn[standard] brings websockets): follow and publish through a real process."""
+    import json
+
+    import websockets
+
+    name, proc, port, log_path = server
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws/streams/wsride/") as ws:
+        async with asyncio.timeout(10):  # the hub's reader is blocked on our stream
+            while not any(c["cmd"] == "xread" for c in await connections_of(r, proc.pid)):
+                await asyncio.sleep(0.05)
+        entry_id = await r.xadd(key("wsride"), {"power": "250"})
+        message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert message == {"id": entry_id, "data": {"power": "250"}}, log_path.read_text()
+        await ws.send(json.dumps({"power": 1}))  # no token: an error frame, the socket stays open
+        assert "token" in json.loads(await asyncio.wait_for(ws.recv(), 10))["error"]
