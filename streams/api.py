@@ -19,6 +19,7 @@ from streams import capacity, identity, operations, shares, sse
 from streams.clients import redis_context
 from streams.identity import AccessError, Identity
 from streams.live import access_guard
+from streamsite.compat import release_request_thread
 from streams.names import MAX_ENTRIES, NAME_RE, encode_entries, parse_json, validate_range_id, validate_stream_name
 
 MAX_BATCH = 1000
@@ -305,7 +306,7 @@ async def sse_response(request, follow: sse.Follow) -> StreamingHttpResponse:
         # Auth may have opened a DB connection in this request's thread: a stream that lasts
         # hours must not hold it.
         await sync_to_async(close_old_connections)()
-        sse.release_request_thread()
+        release_request_thread()
         response = StreamingHttpResponse(sse.event_source(follow, admission), content_type="text/event-stream")
     except BaseException:
         admission.release()

@@ -24,7 +24,6 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-from asgiref.sync import SyncToAsync
 from django.conf import settings
 
 from monitoring.operations import operation_metrics, timed
@@ -37,26 +36,6 @@ from streams.pool import PoolExhaustedError
 from streams.tasks import raise_if_cancelled
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def release_request_thread() -> None:
-    """Stop the worker thread Django's ASGI handler keeps for this request.
-
-    Django runs each request in an asgiref ``ThreadSensitiveContext``; the first sync call in
-    it (its own request_started receivers, our auth's DB lookup) starts a one-thread
-    executor that lives until the request ends. For a stream that lasts hours that is one
-    idle thread per listener (measured: ~60 KB RSS each, and 10,000 threads at 10,000
-    listeners). After the last sync call we shut it down; a later sync call in this request
-    (Django's ``response.close()`` at the very end) simply starts a fresh one briefly.
-    This reaches into asgiref's ``SyncToAsync`` class attributes (asgiref 3.x).
-    """
-    try:
-        context = SyncToAsync.thread_sensitive_context.get()
-    except LookupError:
-        return
-    executor = SyncToAsync.context_to_thread_executor.pop(context, None)
-    if executor is not None:
-        executor.shutdown(wait=False)
 
 
 def requested_resume_id(request) -> str | None:

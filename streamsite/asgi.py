@@ -9,6 +9,10 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()  # sets Django up before the routing imports
 
+from streamsite.compat import check_library_versions  # noqa: E402
+
+check_library_versions()
+
 from streams.routing import websocket_application  # noqa: E402
 from django.conf import settings  # noqa: E402
 

@@ -12,17 +12,12 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 
+from streamsite.compat import load_middleware_from
+
 
 class LeanASGIHandler(ASGIHandler):
     def load_middleware(self, is_async=False):
-        # BaseHandler.load_middleware reads settings.MIDDLEWARE: point it at the lean list for
-        # this one call, made once when the handler is built at start-up.
-        standard = settings.MIDDLEWARE
-        settings.MIDDLEWARE = settings.LEAN_MIDDLEWARE
-        try:
-            super().load_middleware(is_async=is_async)
-        finally:
-            settings.MIDDLEWARE = standard
+        load_middleware_from(self, settings.LEAN_MIDDLEWARE, is_async)
 
 
 class PathRouter:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import signal
-import sys
 import threading
 import time
 
 from django.conf import settings
 
 from streams.clients import close_redis_context, current_context
+from streamsite.compat import add_twisted_shutdown_trigger
+from streamsite.compat import chain_stop_signals as wrap_stop_signals
 
 log = logging.getLogger("streamsite")
 
@@ -122,17 +122,16 @@ def install_twisted_hooks() -> None:
     finishes. daphne's own "before" trigger cancels its application instances meanwhile;
     our listeners have already been told to end and finish their responses cleanly.
     """
-    if "twisted.internet.reactor" not in sys.modules:
-        return
-    from twisted.internet import defer, reactor
 
-    def before() -> defer.Deferred:
+    def before():
+        from twisted.internet import defer
+
         begin_shutdown()  # now, before daphne's own trigger cancels the applications
         d = defer.Deferred.fromFuture(asyncio.ensure_future(finish_shutdown()))
         d.addErrback(lambda failure: log.error("shutdown failed: %s", failure.getTraceback()))
         return d
 
-    reactor.addSystemEventTrigger("before", "shutdown", before)
+    add_twisted_shutdown_trigger(before)
 
 
 def chain_stop_signals() -> None:
@@ -141,21 +140,9 @@ def chain_stop_signals() -> None:
     uvicorn answers a stop signal by waiting for open responses to finish, and only then
     sends ``lifespan.shutdown`` — an SSE stream never finishes by itself, so without this
     every listener was cut off at ``--timeout-graceful-shutdown`` instead of getting
-    ``event: shutdown``. We wrap the server's own handler (still called, unchanged): the hub
-    starts ending listeners at once, their responses finish, and the server proceeds."""
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be set from the main thread
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous = signal.getsignal(sig)
-        if not callable(previous):
-            continue  # the server does not handle it: its default behaviour stays
-
-        def on_stop(signum, frame, previous=previous):
-            loop.call_soon_threadsafe(begin_shutdown)
-            previous(signum, frame)
-
-        signal.signal(sig, on_stop)
+    ``event: shutdown``. The server's own handler is still called, unchanged: the hub starts
+    ending listeners at once, their responses finish, and the server proceeds."""
+    wrap_stop_signals(begin_shutdown)
 
 
 async def lifespan(scope, receive, send) -> None:

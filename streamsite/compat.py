@@ -1,0 +1,115 @@
+"""Every reach into another library's internals, in one place.
+
+Each is written for the versions in ``WRITTEN_FOR``; ``check_library_versions()`` runs when
+the ASGI application loads and stops start-up with an error naming the library when another
+major.minor is installed (re-check the reach, then update the entry). ``tests/test_compat.py``
+fails when one of these internals changes under us.
+
+- asgiref: the per-request executor Django keeps for a request's sync work
+  (``release_request_thread``).
+- Django: ``BaseHandler.load_middleware`` reads ``settings.MIDDLEWARE``
+  (``load_middleware_from``, used by the lean handler).
+- uvicorn: its stop-signal handlers are plain ``signal.signal`` handlers we can wrap
+  (``chain_stop_signals``).
+- Twisted/daphne: a "before shutdown" trigger runs before daphne cancels its applications
+  (``add_twisted_shutdown_trigger``).
+- django-ninja: an ``HttpBearer`` subclass may define an async ``__call__`` that ninja awaits
+  (``streams.api.Caller``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+
+from django.core.exceptions import ImproperlyConfigured
+
+WRITTEN_FOR = {
+    "asgiref": "3.13",
+    "Django": "5.2",
+    "uvicorn": "0.54",
+    "Twisted": "26.10",
+    "daphne": "4.2",
+    "django-ninja": "1.7",
+}
+
+
+def check_library_versions(installed: Callable[[str], str] = version) -> None:
+    for package, expected in WRITTEN_FOR.items():
+        try:
+            found = installed(package)
+        except PackageNotFoundError:
+            continue  # an optional server that is not installed: its reach is never used
+        if found != expected and not found.startswith(expected + "."):
+            raise ImproperlyConfigured(
+                f"{package} {found} is installed, but streamsite/compat.py reaches into {package} {expected}'s "
+                f"internals: check that code against {package} {found}, then update WRITTEN_FOR"
+            )
+
+
+def release_request_thread() -> None:
+    """Stop the worker thread Django's ASGI handler keeps for this request.
+
+    Django runs each request in an asgiref ``ThreadSensitiveContext``; the first sync call in
+    it (its own request_started receivers, our auth's DB lookup) starts a one-thread
+    executor that lives until the request ends. For a stream that lasts hours that is one
+    idle thread per listener (measured: ~60 KB RSS each, and 10,000 threads at 10,000
+    listeners). After the last sync call we shut it down; a later sync call in this request
+    (Django's ``response.close()`` at the very end) simply starts a fresh one briefly.
+    """
+    from asgiref.sync import SyncToAsync
+
+    try:
+        context = SyncToAsync.thread_sensitive_context.get()
+    except LookupError:
+        return
+    executor = SyncToAsync.context_to_thread_executor.pop(context, None)
+    if executor is not None:
+        executor.shutdown(wait=False)
+
+
+def load_middleware_from(handler, middleware: list[str], is_async: bool) -> None:
+    """Build ``handler``'s middleware chain from ``middleware`` instead of
+    ``settings.MIDDLEWARE`` (which ``BaseHandler.load_middleware`` reads), once, at start-up."""
+    from django.conf import settings
+    from django.core.handlers.base import BaseHandler
+
+    standard = settings.MIDDLEWARE
+    settings.MIDDLEWARE = middleware
+    try:
+        BaseHandler.load_middleware(handler, is_async=is_async)
+    finally:
+        settings.MIDDLEWARE = standard
+
+
+def chain_stop_signals(on_stop: Callable[[], None]) -> None:
+    """Call ``on_stop`` on the event loop when SIGTERM/SIGINT arrive, then the server's own
+    handler (uvicorn's, unchanged). From the main thread only (signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue  # the server does not handle it: its default behaviour stays
+
+        def handler(signum, frame, previous=previous):
+            loop.call_soon_threadsafe(on_stop)
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
+def add_twisted_shutdown_trigger(before: Callable[[], object]) -> bool:
+    """Under daphne (Twisted's reactor is running this process): call ``before`` in the
+    "before shutdown" phase; it may return a Deferred that shutdown waits for."""
+    if "twisted.internet.reactor" not in sys.modules:
+        return False
+    from twisted.internet import reactor
+
+    reactor.addSystemEventTrigger("before", "shutdown", before)
+    return True

@@ -1,0 +1,78 @@
+"""The internals streamsite/compat.py reaches into are still there (fails when a library
+changes under us), and a library version it was not written for stops start-up."""
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from streamsite import compat
+
+
+def test_installed_versions_are_the_ones_written_for():
+    compat.check_library_versions()
+
+
+def test_another_version_stops_start_up_naming_the_library():
+    def installed(package):
+        return "4.0.0" if package == "asgiref" else compat.WRITTEN_FOR[package] + ".0"
+
+    with pytest.raises(ImproperlyConfigured, match=r"asgiref 4\.0\.0 is installed.*asgiref 3\.13"):
+        compat.check_library_versions(installed)
+
+
+def test_asgiref_keeps_a_per_request_executor_where_we_release_it():
+    from asgiref.sync import SyncToAsync
+
+    assert hasattr(SyncToAsync, "thread_sensitive_context")
+    assert callable(getattr(SyncToAsync.context_to_thread_executor, "pop", None))
+
+
+async def test_release_request_thread_shuts_the_executor_down():
+    from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
+
+    async with ThreadSensitiveContext():
+        await sync_to_async(lambda: None)()  # starts this context's one-thread executor
+        context = SyncToAsync.thread_sensitive_context.get()
+        executor = SyncToAsync.context_to_thread_executor[context]
+        compat.release_request_thread()
+        assert context not in SyncToAsync.context_to_thread_executor
+        assert executor._shutdown
+
+
+def test_django_builds_the_chain_from_settings_middleware():
+    import inspect
+
+    from django.core.handlers.base import BaseHandler
+
+    assert "settings.MIDDLEWARE" in inspect.getsource(BaseHandler.load_middleware)
+
+
+def test_ninja_awaits_an_async_bearer_call():
+    """streams.api.Caller overrides HttpBearer.__call__ with a coroutine; ninja must see it as
+    async (is_async_callable) and await it on async operations."""
+    from ninja.utils import is_async_callable
+
+    from streams.api import READ
+
+    assert is_async_callable(READ)
+
+
+def test_stop_signals_chain_to_the_servers_own_handler():
+    import asyncio
+    import os
+    import signal
+
+    calls = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    async def main():
+        signal.signal(signal.SIGINT, lambda signum, frame: calls.append("server"))
+        compat.chain_stop_signals(lambda: calls.append("ours"))
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(0.05)
+
+    try:
+        asyncio.run(main())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert calls == ["server", "ours"]
