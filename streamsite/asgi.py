@@ -17,18 +17,21 @@ from streams.routing import websocket_application  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from streamsite.asgi_guards import BodyLimit, TrustedProxies  # noqa: E402
+from streamsite.flow_control import FlowControl  # noqa: E402
 from streamsite.handlers import LeanASGIHandler, PathRouter  # noqa: E402
 from streamsite.lifecycle import install_twisted_hooks, lifespan, tune_gc  # noqa: E402
 
 application = TrustedProxies(
-    ProtocolTypeRouter(
-        {
-            "http": BodyLimit(
-                PathRouter(standard=django_asgi_app, lean=LeanASGIHandler(), prefixes=settings.LEAN_PATH_PREFIXES)
-            ),
-            "websocket": websocket_application(),
-            "lifespan": lifespan,
-        }
+    FlowControl(
+        ProtocolTypeRouter(
+            {
+                "http": BodyLimit(
+                    PathRouter(standard=django_asgi_app, lean=LeanASGIHandler(), prefixes=settings.LEAN_PATH_PREFIXES)
+                ),
+                "websocket": websocket_application(),
+                "lifespan": lifespan,
+            }
+        )
     )
 )
 install_twisted_hooks()

@@ -113,3 +113,17 @@ def add_twisted_shutdown_trigger(before: Callable[[], object]) -> bool:
 
     reactor.addSystemEventTrigger("before", "shutdown", before)
     return True
+
+
+def daphne_protocol(send):
+    """The daphne protocol object behind an ASGI ``send`` (daphne 4.2 passes
+    ``functools.partial(server.handle_reply, protocol)``), else None. For HTTP it is a
+    ``twisted.web.http.Request``; for WebSocket an autobahn protocol with a Twisted transport."""
+    import functools
+
+    if not isinstance(send, functools.partial) or not send.args:
+        return None
+    owner = getattr(send.func, "__self__", None)
+    if getattr(send.func, "__name__", "") != "handle_reply" or not type(owner).__module__.startswith("daphne."):
+        return None
+    return send.args[0]

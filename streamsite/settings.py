@@ -145,6 +145,10 @@ SSE_HEARTBEAT_INTERVAL = env_int(env, "SSE_HEARTBEAT_INTERVAL", 15000, minimum=1
 SSE_DELIVERY = env_choice(env, "SSE_DELIVERY", "hub", ("hub", "pool"))
 SSE_MAX_STREAMS = 50
 SHUTDOWN_GRACE_MS = env_int(env, "SHUTDOWN_GRACE_MS", 2000)
+# Write backpressure (streamsite/flow_control.py): what a connection whose client stopped
+# reading may hold beyond the socket's buffer, and how long it may stall before it is cut.
+LIVE_MAX_BUFFER_BYTES = env_int(env, "LIVE_MAX_BUFFER_BYTES", 1024 * 1024, minimum=1024)
+LIVE_STALL_TIMEOUT_MS = env_int(env, "LIVE_STALL_TIMEOUT", 10000, minimum=100)
 # Capacity (streams/capacity.py): a follow beyond either limit is refused at once (503 / 429).
 LIVE_MAX_FOLLOWED_STREAMS = env_int(env, "LIVE_MAX_FOLLOWED_STREAMS", 10000, minimum=1)
 LIVE_MAX_CONNECTIONS_PER_USER = env_int(env, "LIVE_MAX_CONNECTIONS_PER_USER", 100, minimum=1)

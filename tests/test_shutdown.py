@@ -1,5 +1,5 @@
-"""Graceful shutdown of a real server process (daphne, uvicorn): listeners end cleanly,
-nothing is left open."""
+"""A real server process (daphne, uvicorn): graceful shutdown (listeners end cleanly, nothing
+is left open), WebSocket, and write backpressure for a client that stops reading."""
 
 import asyncio
 import os
@@ -13,7 +13,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from tests.helpers import key
+from tests.helpers import eventually, key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,6 +41,8 @@ async def server(r, tmp_path, request):
         "DJANGO_SETTINGS_MODULE": "streamsite.settings", "DEBUG": "false", "SECRET_KEY": "test",
         "ALLOWED_HOSTS": "127.0.0.1", "STREAMS_PUBLIC_READ": "true", "REDIS_URL": settings.REDIS.url,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "LOG_LEVEL": "info",
+        "MONITORING_TOKEN": "test-monitor", "LIVE_STALL_TIMEOUT": "1500", "LIVE_MAX_BUFFER_BYTES": "65536",
+        "SSE_QUEUE_SIZE": "5000",  # more than a test burst: the healthy reader never overflows
     }
     log = open(tmp_path / "server.log", "w+")
     program, *args = SERVERS[request.param](port)
@@ -113,3 +115,49 @@ async def test_websocket_follows_and_publishes_under_every_server(r, server):
         assert message == {"id": entry_id, "data": {"power": "250"}}, log_path.read_text()
         await ws.send(json.dumps({"power": 1}))  # no token: an error frame, the socket stays open
         assert "token" in json.loads(await asyncio.wait_for(ws.recv(), 10))["error"]
+
+
+async def hub_listeners(port: int) -> int:
+    async with httpx.AsyncClient(timeout=5) as client:
+        resp = await client.get(f"http://127.0.0.1:{port}/health/metrics",
+                                headers={"Authorization": "Bearer test-monitor"})
+        return resp.json()["hub"]["listeners"]
+
+
+async def test_a_stalled_reader_is_cut_while_a_healthy_one_gets_everything(r, server):
+    """A client that stops reading must not grow the server without bound (daphne has no
+    flow control of its own): it is ended, and a healthy listener of the same stream loses
+    nothing."""
+    name, proc, port, log_path = server
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", port))
+    stalled.sendall(b"GET /api/streams/flood/sse HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # then never reads
+    total, payload = 3000, "x" * 1000
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            async with client.stream("GET", f"http://127.0.0.1:{port}/api/streams/flood/sse") as resp:
+                assert resp.status_code == 200
+                await eventually(lambda: hub_listeners(port), what="listeners connected")
+                await eventually(lambda: _equals(hub_listeners(port), 2), timeout=10, what="both listeners")
+                for start in range(0, total, 500):
+                    async with r.pipeline(transaction=False) as pipe:
+                        for i in range(start, start + 500):
+                            pipe.xadd(key("flood"), {"i": str(i), "pad": payload})
+                        await pipe.execute()
+                seen = 0
+                async with asyncio.timeout(30):
+                    async for line in resp.aiter_lines():
+                        if line.startswith("data: "):
+                            seen += 1
+                            if seen == total:
+                                break
+                assert seen == total  # the healthy listener got every entry
+                # the stalled one is ended (overflow / cut) within LIVE_STALL_TIMEOUT and change
+                await eventually(lambda: _equals(hub_listeners(port), 1), timeout=15, what="the stalled reader ended")
+    finally:
+        stalled.close()
+
+
+async def _equals(value, expected) -> bool:
+    return (await value) == expected

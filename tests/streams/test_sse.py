@@ -279,7 +279,7 @@ async def test_hundred_concurrent_listeners_get_every_event(r, open_clients):
     for name in names:
         await hub_listening(name)
     hub = (await redis_context()).hub
-    assert hub.stats().listeners == 100
+    await eventually(lambda: hub.stats().listeners == 100, what="every listener subscribed")
     expected = {name: await publish(name, 20) for name in names}
     for i, c in enumerate(clients):
         assert [e.id for e in await c.events(20, timeout=10)] == expected[names[i % 10]]

@@ -1,0 +1,149 @@
+"""Write backpressure for live connections under every server.
+
+uvicorn applies flow control in ``send``; daphne writes into Twisted's transport without any,
+so bytes for a client that stopped reading piled up in the server's memory (309 MB for 5
+stalled readers of a busy stream). ``FlowControl`` wraps ``send`` for every HTTP response and
+WebSocket:
+
+- Under daphne it registers a Twisted push producer on the connection (public Twisted API:
+  ``Request.registerProducer`` / ``transport.registerProducer``); Twisted pauses it when the
+  connection's send buffer is full (64 KiB) and resumes it when drained. While paused, up to
+  ``LIVE_MAX_BUFFER_BYTES`` more are handed over; past that, ``send`` waits for the client.
+- Under every server, a ``send`` that waits longer than ``LIVE_STALL_TIMEOUT`` ends the
+  connection (daphne: aborted; others: the app raises ``ClientStalled`` and the server
+  closes it).
+
+Meanwhile the hub's bounded queue (``SSE_QUEUE_SIZE``) ends that listener with ``overflow``,
+so a stalled reader holds at most its queue plus this buffer, and healthy listeners of the
+same stream are never slowed: each connection waits alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from django.conf import settings
+
+from streamsite.compat import daphne_protocol
+
+log = logging.getLogger(__name__)
+
+
+class ClientStalled(ConnectionError):
+    """The client read nothing for LIVE_STALL_TIMEOUT while we had data for it."""
+
+
+class TransportGate:
+    """A Twisted ``IPushProducer``: told when the connection's send buffer fills and drains."""
+
+    def __init__(self) -> None:
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.lost = False
+        self.sent_while_paused = 0
+
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted's interface
+        self.writable.clear()
+        self.sent_while_paused = 0
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.writable.set()
+
+    def stopProducing(self) -> None:  # noqa: N802 - the connection is going away
+        self.lost = True
+        self.writable.set()
+
+
+def _size(message: dict) -> int:
+    body = message.get("body") or message.get("bytes") or message.get("text") or b""
+    return len(body)
+
+
+class FlowControl:
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        protocol = daphne_protocol(send)
+        if protocol is None:
+            return await self.app(scope, receive, _with_stall_timeout(send))
+        return await _DaphneConnection(protocol, scope["type"], send).run(self.app, scope, receive)
+
+
+def _with_stall_timeout(send):
+    async def timed_send(message):
+        try:
+            await asyncio.wait_for(send(message), settings.LIVE_STALL_TIMEOUT_MS / 1000)
+        except TimeoutError:
+            raise ClientStalled(f"client read nothing for {settings.LIVE_STALL_TIMEOUT_MS} ms") from None
+
+    return timed_send
+
+
+class _DaphneConnection:
+    def __init__(self, protocol, kind: str, send) -> None:
+        self.protocol = protocol
+        self.kind = kind
+        self.send_to_daphne = send
+        self.gate = TransportGate()
+        self.registered = False
+
+    async def run(self, app, scope, receive):
+        try:
+            return await app(scope, receive, self.send)
+        finally:
+            self._unregister()
+
+    def _consumer(self):
+        # HTTP: the twisted.web Request (it forwards to its channel); WebSocket: the transport.
+        return self.protocol if self.kind == "http" else getattr(self.protocol, "transport", None)
+
+    def _register(self) -> None:
+        consumer = self._consumer()
+        try:
+            consumer.registerProducer(self.gate, True)
+            self.registered = True
+        except Exception as exc:  # another producer is registered: go on without ours
+            log.debug("flow control not available on this connection: %s", exc)
+
+    def _unregister(self) -> None:
+        if self.registered:
+            self.registered = False
+            try:
+                self._consumer().unregisterProducer()
+            except Exception:  # the connection is already gone
+                pass
+
+    def _abort(self) -> None:
+        transport = getattr(self.protocol, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
+
+    async def send(self, message: dict) -> None:
+        kind = message["type"]
+        if kind in ("http.response.start", "websocket.accept"):
+            await self.send_to_daphne(message)
+            self._register()
+            return
+        if kind == "http.response.body" and not message.get("more_body", False):
+            self._unregister()  # the request ends: the next one on this connection may register
+        if self.gate.lost:
+            return  # the client is gone; the app hears of it from receive() soon
+        if not self.gate.writable.is_set():
+            size = _size(message)
+            if self.gate.sent_while_paused + size > settings.LIVE_MAX_BUFFER_BYTES:
+                try:
+                    await asyncio.wait_for(self.gate.writable.wait(), settings.LIVE_STALL_TIMEOUT_MS / 1000)
+                except TimeoutError:
+                    log.info("cutting a client that read nothing for %d ms", settings.LIVE_STALL_TIMEOUT_MS)
+                    self.gate.lost = True
+                    self._abort()
+                    return
+                if self.gate.lost:
+                    return
+            else:
+                self.gate.sent_while_paused += size
+        await self.send_to_daphne(message)
