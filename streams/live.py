@@ -35,6 +35,9 @@ class Follow:
     multi: bool
     # Asked every ACCESS_RECHECK_INTERVAL while the feed lives: False ends it (forbidden).
     guard: Callable[[], Awaitable[bool]] | None = None
+    # While subscribed: leaves the hub at once (for a response that ends without finishing
+    # its generator, e.g. a send that failed). Idempotent; call it on the event loop.
+    leave: Callable[[], None] | None = None
 
     def composite_id(self) -> str:
         """One position per stream, in the order of ``names``, then ``~`` and a fingerprint
@@ -181,6 +184,7 @@ async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[lis
     cursors = {n: parse_id(p) for n, p in follow.positions.items()}
     recheck = settings.ACCESS_RECHECK_INTERVAL_MS / 1000
     sub = await hub.subscribe(follow.names)
+    follow.leave = lambda: hub.unsubscribe(sub)
     try:
         for name in follow.names:
             async for batch in _catch_up(name, follow.positions[name]):
@@ -208,4 +212,5 @@ async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[lis
                 yield Ended(sub.end_reason, sub.end_detail)
                 return
     finally:
+        follow.leave = None
         hub.unsubscribe(sub)

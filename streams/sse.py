@@ -137,12 +137,19 @@ async def pool_events(follow: Follow) -> AsyncIterator[str]:
 
 
 class EventStream:
-    """The response body: the events, plus ``close()``, which Django calls when the response
-    ends (streamed or not), to give back the caller's live-connection place."""
+    """The response body: the events, plus ``close()``, which Django calls (in a worker
+    thread) when the response ends, streamed or not: it gives back the caller's
+    live-connection place and leaves the hub at once. A response whose ``send`` failed (a
+    stalled client cut by the server) leaves its generator suspended until the garbage
+    collector finds it; its subscription must not wait that long."""
 
-    def __init__(self, events: AsyncIterator[str], admission) -> None:
+    def __init__(self, events: AsyncIterator[str], admission, follow: Follow) -> None:
+        import asyncio
+
         self._events = events
         self._admission = admission
+        self._follow = follow
+        self._loop = asyncio.get_running_loop()
 
     def __aiter__(self):
         return self
@@ -156,8 +163,11 @@ class EventStream:
 
     def close(self) -> None:
         self._admission.release()
+        leave = self._follow.leave
+        if leave is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(leave)
 
 
 def event_source(follow: Follow, admission) -> EventStream:
     events = pool_events(follow) if settings.SSE_DELIVERY == "pool" else hub_events(follow)
-    return EventStream(events, admission)
+    return EventStream(events, admission, follow)

@@ -15,6 +15,8 @@ fails when one of these internals changes under us.
   (``add_twisted_shutdown_trigger``).
 - django-ninja: an ``HttpBearer`` subclass may define an async ``__call__`` that ninja awaits
   (``streams.api.Caller``).
+- daphne: the ``send`` it gives an application is ``partial(server.handle_reply, protocol)``
+  (``daphne_protocol``, for write backpressure in streamsite/flow_control.py).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ WebSocket:
   connection's send buffer is full (64 KiB) and resumes it when drained. While paused, up to
   ``LIVE_MAX_BUFFER_BYTES`` more are handed over; past that, ``send`` waits for the client.
 - Under every server, a ``send`` that waits longer than ``LIVE_STALL_TIMEOUT`` ends the
-  connection (daphne: aborted; others: the app raises ``ClientStalled`` and the server
-  closes it).
+  connection (daphne: aborted; others: ``send`` raises ``ClientStalled``, the response ends
+  unfinished and the server closes it).
 
 Meanwhile the hub's bounded queue (``SSE_QUEUE_SIZE``) ends that listener with ``overflow``,
 so a stalled reader holds at most its queue plus this buffer, and healthy listeners of the
@@ -30,8 +30,12 @@ from streamsite.compat import daphne_protocol
 log = logging.getLogger(__name__)
 
 
-class ClientStalled(ConnectionError):
-    """The client read nothing for LIVE_STALL_TIMEOUT while we had data for it."""
+class ClientStalled(asyncio.CancelledError):
+    """The client read nothing for LIVE_STALL_TIMEOUT while we had data for it.
+
+    A CancelledError on purpose: to the application it is the same as the client going away
+    (Django's handler treats a cancelled ``send`` as a disconnect and closes the response,
+    which ends the follow); the server then drops the unfinished response."""
 
 
 class TransportGate:
@@ -44,8 +48,9 @@ class TransportGate:
         self.sent_while_paused = 0
 
     def pauseProducing(self) -> None:  # noqa: N802 - Twisted's interface
-        self.writable.clear()
-        self.sent_while_paused = 0
+        if self.writable.is_set():  # Twisted repeats the call while still paused: count from the first
+            self.writable.clear()
+            self.sent_while_paused = 0
 
     def resumeProducing(self) -> None:  # noqa: N802
         self.writable.set()
