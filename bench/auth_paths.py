@@ -80,7 +80,7 @@ def main() -> None:
     p.add_argument("--duration", type=int, default=15)
     p.add_argument("--connections", type=int, default=4)
     p.add_argument("--port", type=int, default=8023)
-    p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
+    p.add_argument("--server", choices=["daphne", "uvicorn", "uvicorn-plain"], default="daphne")
     p.add_argument("--order", choices=["public-first", "token-first"], default="public-first",
                    help="which list run comes first (the VM drifts; alternate to see it)")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))

@@ -51,10 +51,16 @@ def wait_port(port: int, timeout: float = 20) -> None:
     raise SystemExit(f"daphne did not listen on {port}")
 
 
+SERVERS = ("daphne", "uvicorn", "uvicorn-plain")
+
+
 def server_command(server: str, port: int, app: str) -> list[str]:
+    """daphne; uvicorn (with uvloop and httptools, as uvicorn[standard] installs them); or
+    uvicorn-plain (pure-Python asyncio loop and h11)."""
     if server == "daphne":
         return [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(port), "--access-log", os.devnull, app]
-    return [str(ROOT / ".venv/bin/uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+    plain = ["--loop", "asyncio", "--http", "h11"] if server == "uvicorn-plain" else []
+    return [str(ROOT / ".venv/bin/uvicorn"), *plain, "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
             "--log-level", "warning", app]
 
 
@@ -73,7 +79,7 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--port", type=int, default=8021)
-    p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
+    p.add_argument("--server", choices=["daphne", "uvicorn", "uvicorn-plain"], default="daphne")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     args = p.parse_args()
 

@@ -155,6 +155,8 @@ async def run(args) -> dict:
     else:
         command = [str(ROOT / ".venv/bin/uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--backlog", "4096",
                    "--no-access-log", "--log-level", "warning", "streamsite.asgi:application"]
+        if args.server == "uvicorn-plain":  # no uvloop, no httptools: pure-Python asyncio and h11
+            command[1:1] = ["--loop", "asyncio", "--http", "h11"]
     server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     listeners: list[Listener] = []
     tasks: list[asyncio.Task] = []
@@ -234,7 +236,7 @@ def main() -> None:
     p.add_argument("--connect-timeout", type=float, default=120)
     p.add_argument("--concurrent-connects", type=int, default=100)
     p.add_argument("--delivery", choices=["hub", "pool"], default="hub")
-    p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
+    p.add_argument("--server", choices=["daphne", "uvicorn", "uvicorn-plain"], default="daphne")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     args = p.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

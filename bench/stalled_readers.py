@@ -132,7 +132,7 @@ async def run(args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
+    p.add_argument("--server", choices=["daphne", "uvicorn", "uvicorn-plain"], default="daphne")
     p.add_argument("--stalled", type=int, default=5)
     p.add_argument("--entries", type=int, default=60000)
     p.add_argument("--size", type=int, default=1000)
