@@ -9,6 +9,8 @@ dropped. Result: no gap and no duplicate at the catch-up/live boundary.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -113,23 +115,47 @@ async def follow_many(streams: str, *, resume: str | None, mode: str | None) -> 
 
 
 class MetaCache:
-    """Stream metadata for access re-checks, shared by every listener of this process: each
-    stream's metadata is read from Redis at most once per ACCESS_RECHECK_INTERVAL however many
-    listeners follow it."""
+    """Stream metadata for access re-checks, shared by every listener of this process: when
+    any followed stream's copy is older than ACCESS_RECHECK_INTERVAL, one pipelined read
+    refreshes every stream in the cache (one round trip per interval for the whole process,
+    however many listeners and streams), with one read in flight at a time."""
+
+    MAX_ENTRIES = 100_000
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, operations.StreamMeta]] = {}
+        self._entries: dict[str, operations.StreamMeta] = {}
+        self._asked: set[str] = set()  # names asked for since the last refresh: the next one reads these
+        self._fetched_at = float("-inf")
+        self._pending: asyncio.Future | None = None
 
     async def get(self, names: tuple[str, ...]) -> dict[str, operations.StreamMeta]:
         max_age = settings.ACCESS_RECHECK_INTERVAL_MS / 1000
-        now = time.monotonic()
-        stale = [n for n in names if now - self._entries.get(n, (float("-inf"),))[0] >= max_age]
-        if stale:
-            if len(self._entries) > 100_000:
-                self._entries.clear()
-            for name, meta in (await operations.stream_meta(names=stale)).items():
-                self._entries[name] = (now, meta)
-        return {n: self._entries[n][1] for n in names}
+        self._asked.update(names)
+        while any(n not in self._entries for n in names) or time.monotonic() - self._fetched_at >= max_age:
+            if self._pending is None:
+                await self._refresh(names)
+            else:
+                await asyncio.shield(self._pending)
+                if all(n in self._entries for n in names):
+                    break
+        return {n: self._entries[n] for n in names}
+
+    async def _refresh(self, names: tuple[str, ...]) -> None:
+        future = self._pending = asyncio.get_running_loop().create_future()
+        started = time.monotonic()
+        try:
+            # Streams nobody asked about for a whole interval (no longer followed) drop out.
+            wanted = list(dict.fromkeys([*names, *self._asked]))[: self.MAX_ENTRIES]
+            self._asked = set()
+            self._entries = await operations.stream_meta(names=wanted)
+            self._fetched_at = started
+            future.set_result(None)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters get it through the shield
+            raise
+        finally:
+            self._pending = None
 
 
 meta_cache = MetaCache()
@@ -192,7 +218,8 @@ async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[lis
                 if fresh := _newer(batch, cursors):
                     yield fresh
         now = time.monotonic()
-        next_beat, next_check = now + heartbeat, now + recheck
+        # Spread the re-checks of listeners that connected together over the interval.
+        next_beat, next_check = now + heartbeat, now + recheck * (0.5 + random.random() / 2)
         while True:
             raise_if_cancelled()
             wait = min(next_beat, next_check if follow.guard else next_beat) - time.monotonic()
