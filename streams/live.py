@@ -124,29 +124,34 @@ class MetaCache:
 
     def __init__(self) -> None:
         self._entries: dict[str, operations.StreamMeta] = {}
-        self._asked: set[str] = set()  # names asked for since the last refresh: the next one reads these
+        self._asked: set[str] = set()  # names asked for since the last refresh
+        self._asked_before: set[str] = set()  # ... and in the interval before it
         self._fetched_at = float("-inf")
         self._pending: asyncio.Future | None = None
 
     async def get(self, names: tuple[str, ...]) -> dict[str, operations.StreamMeta]:
+        """Stale copies are served while another caller refreshes them: one listener per
+        interval waits for Redis, not every listener that re-checks meanwhile."""
         max_age = settings.ACCESS_RECHECK_INTERVAL_MS / 1000
         self._asked.update(names)
         while any(n not in self._entries for n in names) or time.monotonic() - self._fetched_at >= max_age:
             if self._pending is None:
                 await self._refresh(names)
+            elif all(n in self._entries for n in names):
+                break  # a refresh is on its way: the current copy is at most one interval old
             else:
                 await asyncio.shield(self._pending)
-                if all(n in self._entries for n in names):
-                    break
         return {n: self._entries[n] for n in names}
 
     async def _refresh(self, names: tuple[str, ...]) -> None:
         future = self._pending = asyncio.get_running_loop().create_future()
         started = time.monotonic()
         try:
-            # Streams nobody asked about for a whole interval (no longer followed) drop out.
-            wanted = list(dict.fromkeys([*names, *self._asked]))[: self.MAX_ENTRIES]
-            self._asked = set()
+            # Every stream asked about in the last two intervals is read again (so a name is
+            # never missing for a listener that asked recently); the others drop out.
+            keep = self._asked | self._asked_before | set(names)
+            self._asked_before, self._asked = self._asked, set()
+            wanted = list(keep)[: self.MAX_ENTRIES]
             self._entries = await operations.stream_meta(names=wanted)
             self._fetched_at = started
             future.set_result(None)
@@ -226,11 +231,6 @@ async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[lis
             batch = await sub.next_batch(max(wait, 0))
             raise_if_cancelled()
             now = time.monotonic()
-            if follow.guard is not None and now >= next_check:
-                if not await follow.guard():
-                    yield REVOKED
-                    return
-                next_check = now + recheck
             fresh = _newer(batch, cursors)
             if fresh or (not batch and sub.end_reason is None and now >= next_beat):
                 yield fresh  # [] = a quiet heartbeat interval
@@ -238,6 +238,12 @@ async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[lis
             if sub.end_reason is not None:
                 yield Ended(sub.end_reason, sub.end_detail)
                 return
+            # After delivering, not before: a re-check never holds up entries already here.
+            if follow.guard is not None and time.monotonic() >= next_check:
+                if not await follow.guard():
+                    yield REVOKED
+                    return
+                next_check = time.monotonic() + recheck
     finally:
         follow.leave = None
         hub.unsubscribe(sub)
