@@ -8,6 +8,7 @@ connections the server holds (from CLIENT LIST). Prints one JSON line per run.
 
     .venv/bin/python bench/sse_load.py --listeners 1000 --streams 100 --rate 1000 --duration 20
     .venv/bin/python bench/sse_load.py --delivery pool --listeners 1000 --streams 100 --rate 1000
+    .venv/bin/python bench/sse_load.py --listeners 1000 --rate 1000 --workout-mib 32   # + a big workout POST
 
 Loopback only; every loop is bounded in time. Raises the fd soft limit (hard limit here: 20,000).
 """
@@ -131,6 +132,39 @@ async def publish(url: str, streams: list[str], rate: int, duration: float) -> d
     return sent
 
 
+def workout_body(mib: float) -> bytes:
+    """A workout of at most 200,000 samples whose JSON is about ``mib`` MiB (long floats)."""
+    n = 200_000
+    per_value = max(8, int(mib * 1024 * 1024 / (n * 7)) - 2)
+    digits = "1234567890123456789012345678901234567890"[: max(1, per_value - 4)]
+    value = float(f"100.{digits}")
+    cols = {c: [value] * n for c in ("power", "heart_rate", "cadence", "speed", "distance", "altitude")}
+    cols["t"] = list(range(n))
+    return json.dumps({"title": "big", "started_at": "2026-11-03T07:00:00Z", "samples": cols}).encode()
+
+
+async def post_workout(port: int, token: str, body: bytes, after: float) -> dict:
+    import httpx
+
+    await asyncio.sleep(after)
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=120) as client:
+        resp = await client.post(f"http://127.0.0.1:{port}/api/workouts", content=body,
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    return {"workout_status": resp.status_code, "workout_mib": round(len(body) / 2**20, 1),
+            "workout_seconds": round(time.monotonic() - started, 2)}
+
+
+def bench_token(env: dict) -> str:
+    python = str(ROOT / ".venv/bin/python")
+    subprocess.run([python, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run([python, "manage.py", "shell", "-c",
+                    "from django.contrib.auth import get_user_model as g; g().objects.get_or_create(username='bench')"],
+                   cwd=ROOT, env=env, check=True)
+    return subprocess.run([python, "manage.py", "create_api_token", "bench"], cwd=ROOT, env=env, check=True,
+                          capture_output=True, text=True).stdout.strip().splitlines()[-1]
+
+
 def pct(values: list[float], p: float) -> float | None:
     if not values:
         return None
@@ -157,6 +191,7 @@ async def run(args) -> dict:
                    "--no-access-log", "--log-level", "warning", "streamsite.asgi:application"]
         if args.server == "uvicorn-plain":  # no uvloop, no httptools: pure-Python asyncio and h11
             command[1:1] = ["--loop", "asyncio", "--http", "h11"]
+    token = bench_token(env) if args.workout_mib else ""
     server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     listeners: list[Listener] = []
     tasks: list[asyncio.Task] = []
@@ -188,7 +223,11 @@ async def run(args) -> dict:
         # Wait until the server reads every stream (hub) or holds its connections (pool).
         await asyncio.sleep(1.0)
         rss_idle = rss_kb(server.pid)
+        workout = None
+        if args.workout_mib:
+            workout = asyncio.create_task(post_workout(port, token, workout_body(args.workout_mib), args.duration / 3))
         sent = await publish(args.redis_url, streams, args.rate, args.duration)
+        workout_result = await workout if workout is not None else {}
         await asyncio.sleep(args.drain)
         stop.set()
         rss_end = rss_kb(server.pid)
@@ -204,6 +243,7 @@ async def run(args) -> dict:
             "published": sum(sent.values()), "expected": expected, "delivered": delivered,
             "delivered_pct": round(100 * delivered / expected, 2) if expected else None,
             "p50_ms": pct(latencies, 0.50), "p95_ms": pct(latencies, 0.95), "p99_ms": pct(latencies, 0.99),
+            "max_ms": round(max(latencies), 2) if latencies else None, **workout_result,
             "rss_mb_before": round(rss_before / 1024, 1), "rss_mb_idle": round(rss_idle / 1024, 1),
             "rss_mb_end": round(rss_end / 1024, 1),
             "rss_kb_per_idle_listener": round((rss_idle - rss_before) / idle_listeners, 1),
@@ -238,6 +278,7 @@ def main() -> None:
     p.add_argument("--delivery", choices=["hub", "pool"], default="hub")
     p.add_argument("--server", choices=["daphne", "uvicorn", "uvicorn-plain"], default="daphne")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
+    p.add_argument("--workout-mib", type=float, default=0, help="POST a workout this big a third of the way in")
     args = p.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children (daphne) inherit it
