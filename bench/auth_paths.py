@@ -29,7 +29,8 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.list_streams import server_command, wait_port  # noqa: E402
+from bench.list_streams import SERVERS, server_command, wait_port  # noqa: E402
+from bench.list_streams import wrk as run_wrk  # noqa: E402
 
 
 def seed(url: str, n: int, prefix: str, owner_id: int) -> None:
@@ -58,20 +59,13 @@ def seed(url: str, n: int, prefix: str, owner_id: int) -> None:
 
 
 def wrk(url: str, duration: int, connections: int, *, token: str | None = None, post: bool = False) -> dict:
-    script = Path(tempfile.mkstemp(suffix=".lua")[1])
     lines = []
     if token:
         lines.append(f'wrk.headers["Authorization"] = "Bearer {token}"')
     if post:
         lines += ['wrk.method = "POST"', 'wrk.body = \'{"power": 250, "hr": 140}\'',
                   'wrk.headers["Content-Type"] = "application/json"']
-    script.write_text("\n".join(lines) + "\n" + (ROOT / "bench" / "latency.lua").read_text())
-    try:
-        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", str(script), url],
-                             capture_output=True, text=True, check=True).stdout
-    finally:
-        script.unlink()
-    return json.loads(out.strip().splitlines()[-1])
+    return run_wrk(url, duration, connections, prelude="\n".join(lines))
 
 
 def main() -> None:
@@ -80,7 +74,7 @@ def main() -> None:
     p.add_argument("--duration", type=int, default=15)
     p.add_argument("--connections", type=int, default=4)
     p.add_argument("--port", type=int, default=8023)
-    p.add_argument("--server", choices=["daphne", "uvicorn", "uvicorn-plain"], default="daphne")
+    p.add_argument("--server", choices=SERVERS, default="daphne")
     p.add_argument("--order", choices=["public-first", "token-first"], default="public-first",
                    help="which list run comes first (the VM drifts; alternate to see it)")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))

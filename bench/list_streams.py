@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,11 +65,16 @@ def server_command(server: str, port: int, app: str) -> list[str]:
             "--log-level", "warning", app]
 
 
-def wrk(url: str, duration: int, connections: int, threads: int) -> dict:
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(ROOT / "bench" / "latency.lua"), url],
-        capture_output=True, text=True, check=True,
-    ).stdout
+def wrk(url: str, duration: int, connections: int, threads: int = 1, prelude: str = "") -> dict:
+    """One wrk run: throughput and latency percentiles. ``prelude`` is Lua run before
+    bench/latency.lua (a method, a body, headers)."""
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(prelude + "\n" + (ROOT / "bench" / "latency.lua").read_text())
+    try:
+        out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(script), url],
+                             capture_output=True, text=True, check=True).stdout
+    finally:
+        script.unlink()
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -79,7 +85,7 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--port", type=int, default=8021)
-    p.add_argument("--server", choices=["daphne", "uvicorn", "uvicorn-plain"], default="daphne")
+    p.add_argument("--server", choices=SERVERS, default="daphne")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     args = p.parse_args()
 

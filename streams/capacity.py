@@ -80,7 +80,7 @@ def admit_follow(*, hub, ident: Identity, client_address: str | None, names) -> 
     """Admit a new live connection following ``names``, or raise AccessError (429/503)."""
     new = [n for n in names if not hub.reads(n)]
     limit = settings.LIVE_MAX_FOLLOWED_STREAMS
-    if new and hub.stats().keys + len(new) > limit:
+    if new and hub.followed() + len(new) > limit:
         raise AccessError(503, f"this server follows its limit of {limit} streams (LIVE_MAX_FOLLOWED_STREAMS): try again later")
     return connections.admit(caller_key(ident, client_address), settings.LIVE_MAX_CONNECTIONS_PER_USER)
 
@@ -89,6 +89,6 @@ def capacity_stats(hub) -> dict:
     return {
         **connections.stats(),
         "max_connections_per_user": settings.LIVE_MAX_CONNECTIONS_PER_USER,
-        "followed_streams": hub.stats().keys,
+        "followed_streams": hub.followed(),
         "max_followed_streams": settings.LIVE_MAX_FOLLOWED_STREAMS,
     }

@@ -35,7 +35,7 @@ from monitoring.operations import timed
 from streams.keys import stream_key
 from streams.pool import BlockingClientPool, ClientPool, PoolClosedError
 from streams.positions import last_generated_id, parse_id
-from streams.tasks import cancel_and_wait, raise_if_cancelled
+from streams.tasks import cancel_and_wait, raise_if_cancelled, settle
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +239,10 @@ class StreamHub:
                 ended += 1
         return ended
 
+    def followed(self) -> int:
+        """How many streams the readers read (O(1), unlike ``stats()``)."""
+        return len(self._reader_of)
+
     def reads(self, name: str) -> bool:
         """Whether a reader already reads ``name`` (a new listener of it adds no key)."""
         return name in self._reader_of or name in self._joining
@@ -305,19 +309,16 @@ class StreamHub:
         if pending is not None:
             await asyncio.shield(pending)
             return
-        future = asyncio.get_running_loop().create_future()
-        self._joining[name] = future
+        future = self._joining[name] = asyncio.get_running_loop().create_future()
         try:
-            cursor = await self._join_point(name)
-            if name in self._subs and name not in self._reader_of and not self._closed:
-                self._attach(name, cursor)
-            future.set_result(None)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters get it through the shield
-            raise
+            await settle(future, self._join(name))
         finally:
             del self._joining[name]
+
+    async def _join(self, name: str) -> None:
+        cursor = await self._join_point(name)
+        if name in self._subs and name not in self._reader_of and not self._closed:
+            self._attach(name, cursor)
 
     async def _join_point(self, name: str) -> str:
         """The concrete id to read after: last-generated-id, or 0-0 for a missing stream."""

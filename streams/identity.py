@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from streams.models import SCOPES, ApiToken, Share, hash_token
 from streams.registry import Reader
+from streams.tasks import settle
 
 VIEW_ALL_STREAMS = "streams.view_all_streams"
 MANAGE_ALL_STREAMS = "streams.manage_all_streams"
@@ -184,7 +185,6 @@ class IdentityCache:
     def __init__(self) -> None:
         self._entries: dict[str, tuple[float, Identity | None]] = {}
         self._loading: dict[tuple[int, str], asyncio.Future] = {}
-        self.loads = 0
 
     def clear(self) -> None:
         self._entries.clear()
@@ -197,20 +197,16 @@ class IdentityCache:
         pending = self._loading.get(flight)
         if pending is not None:
             return await asyncio.shield(pending)
-        future = asyncio.get_running_loop().create_future()
-        self._loading[flight] = future
+        future = self._loading[flight] = asyncio.get_running_loop().create_future()
         try:
-            self.loads += 1
-            ident = await load()
-            self._store(key, ident)
-            future.set_result(ident)
-            return ident
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters get it through the shield
-            raise
+            return await settle(future, self._load(key, load))
         finally:
             del self._loading[flight]
+
+    async def _load(self, key: str, load) -> Identity | None:
+        ident = await load()
+        self._store(key, ident)
+        return ident
 
     def _store(self, key: str, ident: Identity | None) -> None:
         if len(self._entries) >= CACHE_MAX_ENTRIES:

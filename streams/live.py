@@ -23,7 +23,7 @@ from streams.clients import redis_context
 from streams.hub import Entry, make_entry
 from streams.names import InvalidInput, validate_entry_id, validate_stream_name
 from streams.positions import START, parse_id
-from streams.tasks import raise_if_cancelled
+from streams.tasks import raise_if_cancelled, settle
 
 CATCH_UP_CHUNK = 500
 
@@ -145,22 +145,19 @@ class MetaCache:
 
     async def _refresh(self, names: tuple[str, ...]) -> None:
         future = self._pending = asyncio.get_running_loop().create_future()
-        started = time.monotonic()
         try:
-            # Every stream asked about in the last two intervals is read again (so a name is
-            # never missing for a listener that asked recently); the others drop out.
-            keep = self._asked | self._asked_before | set(names)
-            self._asked_before, self._asked = self._asked, set()
-            wanted = list(keep)[: self.MAX_ENTRIES]
-            self._entries = await operations.stream_meta(names=wanted)
-            self._fetched_at = started
-            future.set_result(None)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters get it through the shield
-            raise
+            await settle(future, self._read(names))
         finally:
             self._pending = None
+
+    async def _read(self, names: tuple[str, ...]) -> None:
+        started = time.monotonic()
+        # Every stream asked about in the last two intervals is read again (so a name is never
+        # missing for a listener that asked recently); the others drop out.
+        keep = self._asked | self._asked_before | set(names)
+        self._asked_before, self._asked = self._asked, set()
+        self._entries = await operations.stream_meta(names=list(keep)[: self.MAX_ENTRIES])
+        self._fetched_at = started
 
 
 meta_cache = MetaCache()

@@ -157,7 +157,8 @@ async def stream_settings_update(
     if reply[0] == 0:
         raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
     ctx.registry.forget_cache()
-    return SettingsOutcome(created=bool(reply[1]), meta=(await stream_meta(names=[name]))[name])
+    _, created, owner_id, visibility, ftp_now, owner_name = reply
+    return SettingsOutcome(created=bool(created), meta=_meta_from([owner_id, owner_name, visibility, ftp_now]))
 
 
 @timed("stream_claim")

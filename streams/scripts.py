@@ -84,7 +84,7 @@ return reply
 
 # ARGV[5] visibility ('' = keep; for a new stream: the default, ARGV[8]), ARGV[6] ftp
 # ('' = keep, '-' = clear), ARGV[7] now (ms), ARGV[8] default visibility.
-# Returns {1, created (0/1), owner, visibility, ftp}.
+# Returns {1, created (0/1), owner, visibility, ftp, owner name}.
 SETTINGS_LUA = _WRITE_GUARD + """
 local created = 0
 if not exists then
@@ -108,7 +108,8 @@ if redis.call('HGET', KEYS[5], ARGV[1]) ~= index then
   redis.call('INCR', KEYS[4])
 end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 1 then redis.call('INCR', KEYS[4]) end
-return {1, created, owner, new_visibility, redis.call('HGET', KEYS[2], 'ftp') or ''}
+return {1, created, owner, new_visibility, redis.call('HGET', KEYS[2], 'ftp') or '',
+        redis.call('HGET', KEYS[2], 'owner_name') or ''}
 """
 
 # Returns {1, 1 when a stream was deleted}; a missing stream without metadata is {1, 0}.

@@ -19,6 +19,7 @@ reconnect) or ``event: shutdown`` (the server is stopping; reconnect).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -113,11 +114,12 @@ async def pool_events(follow: Follow) -> AsyncIterator[str]:
         except PoolExhaustedError as exc:
             yield f"event: error\ndata: {json.dumps({'detail': str(exc)})}\n\n"
             return
+        name_of = {stream_key(prefix, n): n for n in follow.names}
         try:
             while True:
                 with timed("xread_pool"):
                     reply = await r.xread(
-                        {stream_key(prefix, n): follow.positions[n] for n in follow.names},
+                        {key: follow.positions[n] for key, n in name_of.items()},
                         count=100,
                         block=settings.SSE_HEARTBEAT_INTERVAL,
                     )
@@ -127,7 +129,7 @@ async def pool_events(follow: Follow) -> AsyncIterator[str]:
                     continue
                 parts = []
                 for key, entries in reply:
-                    name = key[len(prefix):]
+                    name = name_of[key]
                     for entry_id, fields in entries:
                         follow.positions[name] = entry_id
                         parts.append(format_entry(follow, make_entry(name, entry_id, fields)))
@@ -144,8 +146,6 @@ class EventStream:
     collector finds it; its subscription must not wait that long."""
 
     def __init__(self, events: AsyncIterator[str], admission, follow: Follow) -> None:
-        import asyncio
-
         self._events = events
         self._admission = admission
         self._follow = follow

@@ -34,3 +34,17 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError()
+
+
+async def settle(future: asyncio.Future, awaitable):
+    """Await ``awaitable`` and hand its result or exception to ``future``, which other callers
+    of the same single-flight load await (through ``asyncio.shield``). Returns the result or
+    re-raises."""
+    try:
+        result = await awaitable
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved: waiters get it through the shield
+        raise
+    future.set_result(result)
+    return result

@@ -85,6 +85,11 @@ async def asgi_response(scope: dict, body: bytes = b"") -> tuple[int, dict[str, 
 
     comm = ApplicationCommunicator(application, scope)
     await comm.send_input({"type": "http.request", "body": body})
+    return await read_response(comm)
+
+
+async def read_response(comm) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of the response an ApplicationCommunicator receives."""
     start = await comm.receive_output(5)
     content = b""
     while True:

@@ -6,7 +6,7 @@ import pytest
 from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 from django.test import AsyncClient
 
-from tests.helpers import asgi_response, bearer, http_scope, user_with_token
+from tests.helpers import asgi_response, bearer, http_scope, read_response, user_with_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,16 +21,6 @@ async def token(r):
 auth = bearer
 
 
-async def response_of(comm):
-    start = await comm.receive_output(5)
-    body = b""
-    while True:
-        message = await comm.receive_output(5)
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            return start, body
-
-
 async def test_chunked_body_over_the_limit_is_413_and_reading_stops(token, settings):
     from streamsite.asgi import application
 
@@ -41,8 +31,8 @@ async def test_chunked_body_over_the_limit_is_413_and_reading_stops(token, setti
                                           (b"content-type", b"application/json")]))
     for i in range(chunks):
         await comm.send_input({"type": "http.request", "body": chunk, "more_body": i < chunks - 1})
-    start, body = await response_of(comm)
-    assert start["status"] == 413 and "STREAMS_MAX_BODY" in json.loads(body)["detail"]
+    status, _, body = await read_response(comm)
+    assert status == 413 and "STREAMS_MAX_BODY" in json.loads(body)["detail"]
     unread = comm.input_queue.qsize()
     assert unread >= chunks - settings.STREAMS_MAX_BODY // len(chunk) - 1  # stopped at the limit
     await comm.wait(5)
@@ -56,8 +46,8 @@ async def test_chunked_body_under_the_limit_goes_through(token):
                                           (b"content-type", b"application/json")]))
     await comm.send_input({"type": "http.request", "body": b'{"po', "more_body": True})
     await comm.send_input({"type": "http.request", "body": b'wer": 1}', "more_body": False})
-    start, body = await response_of(comm)
-    assert start["status"] == 201, body
+    status, _, body = await read_response(comm)
+    assert status == 201, body
 
 
 @pytest.mark.parametrize("path", ["/api/streams/a/events", "/api/batch/streams/info", "/api/workouts",
