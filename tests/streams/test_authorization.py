@@ -80,6 +80,8 @@ TABLE = [
     *row("archive priv",                   401, 201, 404, 403, 403, 201, 201),
     *row("shares create",                  401, 201, 201, 201, 403, 201, 201),
     *row("shares list",                    401, 200, 200, 200, 200, 200, 200),
+    *row("shares revoke viewer",           401, 204, 404, 404, 403, 404, 404),
+    *row("fit import for owner",           401, 201, 403, 403, 403, 403, 201),
 ]
 
 
@@ -117,6 +119,22 @@ async def run_route(world, route, role):
             return (await call(tokens, role, "post", "/api/shares", {"viewer": target})).status_code
         case "shares list":
             return (await call(tokens, role, "get", "/api/shares")).status_code
+        case "shares revoke viewer":  # only the owner holds a share with "viewer"
+            return (await call(tokens, role, "delete", "/api/shares/viewer")).status_code
+        case "fit import for owner":
+            import datetime as dt
+
+            from django.core.files.uploadedfile import SimpleUploadedFile
+
+            from tests.workouts.fitwriter import write_fit
+
+            rows = [{"t": float(i), "power": 200, "heart_rate": 140, "cadence": 90, "speed": 8.0,
+                     "distance": 8.0 * i, "altitude": 100.0} for i in range(60)]
+            data = write_fit(dt.datetime(2026, 11, 3, 17, tzinfo=dt.UTC), rows)
+            resp = await AsyncClient().post("/api/workouts/import", {
+                "file": SimpleUploadedFile("ride.fit", data), "athlete": "owner",
+            }, headers=h)
+            return resp.status_code
     raise AssertionError(route)
 
 
