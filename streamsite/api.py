@@ -16,6 +16,7 @@ from streams.api import batch_router, router as streams_router, shares_router
 from streams.identity import AccessError
 from streams.names import InvalidInput
 from streamsite.middleware import human_size
+from streamsite.offload import OffloadUnavailable
 from workouts.api import router as workouts_router
 
 log = logging.getLogger(__name__)
@@ -86,3 +87,8 @@ def on_http_error(request, exc: HttpError):
 def on_redis_unavailable(request, exc):
     log.warning("redis unavailable on %s: %s", request.path, exc)
     return _detail(request, 503, f"redis unavailable: {exc}")
+
+
+@api.exception_handler(OffloadUnavailable)
+def on_offload_unavailable(request, exc: OffloadUnavailable):
+    return _detail(request, 503, str(exc))

@@ -118,6 +118,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(env, "DATA_UPLOAD_MAX_MEMORY_SIZE", 32 * 1
 STREAMS_MAX_BODY = env_int(env, "STREAMS_MAX_BODY", 1024 * 1024, minimum=1)
 
 WORKOUTS_MAX_UPLOAD = env_int(env, "WORKOUTS_MAX_UPLOAD", 16 * 1024 * 1024, minimum=1)
+# Worker processes that parse, validate and encode workout bodies and FIT files off the event
+# loop (streamsite/offload.py). 1 keeps the other core for the server on a 2-core machine.
+OFFLOAD_PROCESSES = env_int(env, "OFFLOAD_PROCESSES", 1, minimum=1)
 
 # --- Redis and streams ---------------------------------------------------------------------
 REDIS = load_redis_config(env)

@@ -16,11 +16,13 @@ from django.contrib.auth import get_user_model
 from streams import identity, operations
 from streams.api import MANAGE, MAX_OFFSET, PUBLISH, READ_AS_USER, StreamName, fast_json
 from streams.identity import Identity
-from streams.names import InvalidInput, parse_json, validate_stream_name
+from streams.names import InvalidInput, validate_stream_name
+from streamsite import offload
 from workouts import services
-from workouts.fit import FitError, workout_from_fit
+from workouts.fit import FitError
 from workouts.models import DERIVED_FIELDS, Workout
-from workouts.samples import SamplesError, samples_from_columns
+from workouts.prepare import ftp_field, prepare_fit, prepare_json, text_field
+from workouts.samples import SamplesError
 
 router = Router(tags=["workouts"])
 
@@ -37,45 +39,10 @@ def workout_out(w: Workout, *, samples: bool = False) -> dict:
     return out
 
 
-def _parse_started_at(value) -> dt.datetime:
-    if not isinstance(value, str):
-        raise InvalidInput("started_at must be an ISO 8601 date-time string")
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"started_at={value!r} is not an ISO 8601 date-time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def _text(value, *, field: str, max_length: int, required: bool = False) -> str | None:
-    """A client string for a text column: stripped, bounded, and without NUL characters
-    (PostgreSQL cannot store them: they were a 500 there)."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            raise InvalidInput(f"{field} is required (1-{max_length} characters)")
-        return None
-    if not isinstance(value, str):
-        raise InvalidInput(f"{field} must be a string")
-    if "\x00" in value:
-        raise InvalidInput(f"{field} must not contain NUL characters")
-    value = value.strip()
-    if len(value) > max_length:
-        raise InvalidInput(f"{field} is longer than {max_length} characters")
-    return value
-
-
-def _ftp(value) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2000:
-        raise InvalidInput("ftp must be a whole number of watts between 1 and 2000")
-    return value
-
-
 async def _athlete(ident: Identity, username: str | None, *, default_id: int | None = None, archive: bool = False):
     """The named athlete, else ``default_id``'s user, else the caller. Naming another athlete
     needs the workouts.add_workout permission (or, for an archive, managing every stream)."""
-    username = _text(username, field="athlete", max_length=150)
+    username = text_field(username, field="athlete", max_length=150)
     default_name = None
     if default_id is not None and default_id != ident.user_id:
         default_name = (await get_user_model().objects.filter(pk=default_id).values_list("username", flat=True).afirst())
@@ -121,31 +88,19 @@ WORKOUT_BODY = {
 
 @router.post("/workouts", auth=PUBLISH, summary="Create a workout", openapi_extra=WORKOUT_BODY)
 async def create_workout(request):
-    # Parsing and validating up to 32 MiB of JSON takes ~25 ms per MiB: off the event loop that
-    # every live listener shares (a worker thread of its own, not the shared sync thread).
-    fields = await sync_to_async(workout_fields_from_json, thread_sensitive=False)(request.body)
-    athlete = await _athlete(request.auth, fields.pop("athlete"))
-    workout = await sync_to_async(services.workout_create)(athlete=athlete, source=Workout.Source.API, **fields)
+    # Up to 32 MiB of JSON: parsed, validated, measured and encoded in a worker process, not on
+    # the event loop every live listener shares (and not in a thread: json.loads holds the GIL).
+    raw = await sync_to_async(_body, thread_sensitive=False)(request)
+    prepared = await offload.run(prepare_json, raw)
+    athlete = await _athlete(request.auth, prepared.athlete)
+    workout = await sync_to_async(services.workout_create_prepared)(
+        athlete=athlete, prepared=prepared, source=Workout.Source.API
+    )
     return fast_json(workout_out(workout), status=201)
 
 
-def workout_fields_from_json(raw: bytes) -> dict:
-    """A workout body → validated fields (title, notes, started_at, ftp, samples, athlete)."""
-    body = parse_json(raw)
-    if not isinstance(body, dict):
-        raise InvalidInput("request body must be a JSON object")
-    fields = {
-        "title": _text(body.get("title"), field="title", max_length=200, required=True),
-        "notes": _text(body.get("notes"), field="notes", max_length=100_000) or "",
-        "started_at": _parse_started_at(body.get("started_at")),
-        "ftp": _ftp(body.get("ftp")),
-        "athlete": body.get("athlete"),
-    }
-    try:
-        fields["samples"] = samples_from_columns(body.get("samples"))
-    except SamplesError as exc:
-        raise InvalidInput(str(exc)) from None
-    return fields
+def _body(request) -> bytes:
+    return request.body  # read from the spooled upload file: a thread, not the event loop
 
 
 class WorkoutQuery(Schema):
@@ -158,7 +113,7 @@ class WorkoutQuery(Schema):
 
 @router.get("/workouts", auth=READ_AS_USER, summary="List workouts (own, shared with me, or all with workouts.view_workout)")
 async def list_workouts(request, q: Query[WorkoutQuery]):
-    athlete = _text(q.athlete, field="athlete", max_length=150)
+    athlete = text_field(q.athlete, field="athlete", max_length=150)
 
     @sync_to_async
     def fetch():
@@ -181,14 +136,17 @@ async def import_fit(request, file: File[UploadedFile], title: Form[str] = "", f
     who = await _athlete(request.auth, athlete or None)
     if file.size is not None and file.size > settings.WORKOUTS_MAX_UPLOAD:
         raise HttpError(413, f"FIT file is larger than WORKOUTS_MAX_UPLOAD ({settings.WORKOUTS_MAX_UPLOAD} bytes)")
-    title = _text(title, field="title", max_length=200) or _text(
+    title = text_field(title, field="title", max_length=200) or text_field(
         (file.name or "")[:200].replace("\x00", ""), field="file name", max_length=200
     )
-    data = file.read()
+    data = await sync_to_async(file.read, thread_sensitive=False)()
     try:
-        workout = await sync_to_async(workout_from_fit)(data, athlete=who, title=title or "FIT import", ftp=_ftp(ftp))
+        prepared = await offload.run(prepare_fit, data, ftp=ftp_field(ftp))
     except FitError as exc:
         raise InvalidInput(f"{file.name}: {exc}") from None
+    workout = await sync_to_async(services.workout_create_prepared)(
+        athlete=who, prepared=prepared, source=Workout.Source.FIT, title=title or "FIT import"
+    )
     return fast_json(workout_out(workout), status=201)
 
 
@@ -225,7 +183,7 @@ async def archive_stream(request, name: StreamName, body: ArchiveIn):
     identity.check_manage(request.auth, name, owner_id=meta.owner_id, visibility=meta.visibility)
     # The workout goes to the stream's owner unless a manager names another athlete.
     who = await _athlete(request.auth, body.athlete, default_id=meta.owner_id, archive=True)
-    title = _text(body.title, field="title", max_length=200)
+    title = text_field(body.title, field="title", max_length=200)
     try:
         workout = await services.workout_from_stream(
             name=name, athlete=who, title=title, ftp=body.ftp, delete_stream=body.delete_stream

@@ -7,10 +7,6 @@ import datetime as dt
 import io
 
 import fitdecode
-from django.db import transaction
-
-from workouts.models import Workout
-from workouts.samples import SamplesError, samples_from_arrays
 
 RECORD_FIELDS = {
     "power": ("power",),
@@ -77,21 +73,3 @@ def read_fit(data: bytes):
             pauses.append((stopped_at, offset))
             stopped_at = None
     return start, {"t": t, **columns}, pauses, ftp
-
-
-def workout_from_fit(data: bytes, *, athlete, title: str, ftp: int | None = None) -> Workout:
-    """Create a workout from a FIT file; nothing is saved if the file is bad."""
-    from workouts.services import workout_create
-
-    started_at, columns, pauses, file_ftp = read_fit(data)
-    try:
-        samples = samples_from_arrays(**columns)
-    except SamplesError as exc:
-        raise FitError(str(exc)) from None
-    if started_at.tzinfo is None:
-        started_at = started_at.replace(tzinfo=dt.UTC)
-    with transaction.atomic():
-        return workout_create(
-            athlete=athlete, title=title, started_at=started_at, samples=samples, ftp=ftp or file_ftp,
-            source=Workout.Source.FIT, pauses=pauses,
-        )

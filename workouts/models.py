@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.db import models
 
-from workouts import metrics as ride
+from workouts.prepare import Prepared, metrics_of
 from workouts.samples import Samples, decode, encode
 
 DERIVED_FIELDS = (
@@ -81,21 +81,32 @@ class Workout(models.Model):
 
     def refresh_metrics(self) -> None:
         """Recompute every derived field from the samples, pauses and FTP."""
-        s = self.samples
-        if s is None:
-            values = ride.ride_metrics([], ftp=self.ftp).as_dict()
-        else:
-            values = ride.ride_metrics(
-                s.get("t"), s.get("power"), s.get("heart_rate"), s.get("cadence"),
-                ftp=self.ftp, pauses=[tuple(p) for p in self.pauses or ()],
-            ).as_dict()
+        self._set_metrics(metrics_of(self.samples, ftp=self.ftp, pauses=self.pauses))
+
+    def _set_metrics(self, values: dict) -> None:
         for field in DERIVED_FIELDS:
             setattr(self, field, values[field])
+
+    def apply_prepared(self, prepared: Prepared) -> None:
+        """Samples, pauses, FTP and the metrics computed for exactly them (off the event loop,
+        workouts/prepare.py): ``save()`` keeps these metrics while none of the three changes."""
+        self.started_at, self.ftp = prepared.started_at, prepared.ftp
+        self.pauses = [list(p) for p in prepared.pauses]
+        self._samples = None
+        self.samples_blob = prepared.blob
+        self._set_metrics(prepared.metrics)
+        self._metrics_for = (self.samples_blob, self.ftp, [list(p) for p in self.pauses])
+
+    def _prepared_metrics_current(self) -> bool:
+        made_for = getattr(self, "_metrics_for", None)
+        return made_for is not None and made_for[0] is self.samples_blob and made_for[1:] == (self.ftp, self.pauses)
 
     def save(self, *args, **kwargs):
         # "NP computed on save": whatever path saves a workout (admin, API, shell, commands),
         # the derived fields match its samples. The formula lives in workouts/metrics.py.
-        self.refresh_metrics()
+        if not self._prepared_metrics_current():
+            self.refresh_metrics()
+        self._metrics_for = None
         update_fields = kwargs.get("update_fields")
         if update_fields is not None:
             kwargs["update_fields"] = set(update_fields) | set(DERIVED_FIELDS)

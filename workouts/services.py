@@ -7,9 +7,9 @@ from array import array
 from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
 
 from workouts.models import Workout
+from workouts.prepare import Prepared, prepare_fit, prepare_samples
 from workouts.samples import CHANNELS, Samples, SamplesError, samples_from_arrays
 
 STREAM_FIELD_ALIASES = {"hr": "heart_rate", "heartrate": "heart_rate", "cad": "cadence", "watts": "power"}
@@ -44,6 +44,24 @@ def workout_create(
     workout.samples = samples
     workout.save()
     return workout
+
+
+def workout_create_prepared(*, athlete, prepared: Prepared, source: str, title: str | None = None) -> Workout:
+    """Create a workout from a Prepared one (samples encoded and metrics computed off the
+    event loop, in a worker process): saving does not compute them again."""
+    workout = Workout(
+        athlete=athlete, title=title or prepared.title or "", notes=prepared.notes, source=source,
+    )
+    workout.apply_prepared(prepared)
+    workout.save()
+    return workout
+
+
+def workout_from_fit(data: bytes, *, athlete, title: str, ftp: int | None = None) -> Workout:
+    """Create a workout from a FIT file in this process (management commands); raises FitError."""
+    return workout_create_prepared(
+        athlete=athlete, prepared=prepare_fit(data, ftp=ftp), source=Workout.Source.FIT, title=title
+    )
 
 
 def workouts_recompute(workouts: Iterable[Workout]) -> int:
@@ -123,23 +141,18 @@ async def workout_from_stream(
     from asgiref.sync import sync_to_async
 
     from streams import operations
+    from streamsite import offload
 
     acc = await stream_samples(name, progress=progress)
     if acc is None:
         raise LookupError(f"stream {name!r} not found")
     if acc.count == 0:
         raise SamplesError(f"stream {name!r} has no entries")
-    samples = acc.samples()
-
-    @sync_to_async
-    def create() -> Workout:
-        with transaction.atomic():
-            return workout_create(
-                athlete=athlete, title=title or name, started_at=acc.started_at(), samples=samples,
-                ftp=ftp, source=Workout.Source.STREAM,
-            )
-
-    workout = await create()
+    prepared = await offload.run(
+        prepare_samples, acc.samples(), started_at=acc.started_at(), ftp=ftp, title=title or name
+    )
+    create = sync_to_async(workout_create_prepared)
+    workout = await create(athlete=athlete, prepared=prepared, source=Workout.Source.STREAM)
     if delete_stream:
         await operations.streams_delete(names=[name])
     return workout

@@ -7,6 +7,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import AsyncClient
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from streams import operations
 from streams.identity import Actor
@@ -318,20 +319,42 @@ def test_simulate_ride_rejects_bad_arguments(db):
 
 
 @pytest_async
-async def test_workout_bodies_are_parsed_off_the_event_loop(api_token, monkeypatch):
-    import threading
+async def test_workout_bodies_and_fit_files_are_prepared_in_a_worker_process(api_token, monkeypatch):
+    """json.loads holds the GIL: a thread would still stall every live listener, so the
+    parse, validation, metrics and encoding run in another process."""
+    import os
 
-    from workouts import api as workouts_api
+    from streamsite import offload
 
-    seen = []
-    original = workouts_api.samples_from_columns
+    ran = []
+    original = offload.run
 
-    def spy(columns):
-        seen.append(threading.get_ident())
-        return original(columns)
+    async def recording(fn, *args, **kwargs):
+        ran.append((fn.__name__, await original(os.getpid)))
+        return await original(fn, *args, **kwargs)
 
-    monkeypatch.setattr(workouts_api, "samples_from_columns", spy)
+    monkeypatch.setattr(offload, "run", recording)
     body = {"title": "t", "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0, 1], "power": [100, 110]}}
     resp = await AsyncClient().post("/api/workouts", json.dumps(body), content_type="application/json", **auth(api_token))
-    assert resp.status_code == 201
-    assert seen and seen[0] != threading.get_ident()  # not the thread running the event loop
+    assert resp.status_code == 201, resp.content
+    assert resp.json()["avg_power"] == pytest.approx(105)
+    fit = await AsyncClient().post("/api/workouts/import", {"file": SimpleUploadedFile("r.fit", write_fit(START, fit_rows(60), ftp=240))}, **auth(api_token))
+    assert fit.status_code == 201, fit.content
+    assert [name for name, _ in ran] == ["prepare_json", "prepare_fit"]
+    assert all(pid != os.getpid() for _, pid in ran)
+
+
+@pytest_async
+async def test_a_worker_that_dies_fails_its_request_with_503_and_the_next_one_works(api_token):
+    import os
+    import signal
+
+    from streamsite import offload
+
+    pid = await offload.run(os.getpid)
+    os.kill(pid, signal.SIGKILL)
+    body = {"title": "t", "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0, 1], "power": [100, 110]}}
+    first = await AsyncClient().post("/api/workouts", json.dumps(body), content_type="application/json", **auth(api_token))
+    assert first.status_code == 503 and "worker process" in first.json()["detail"]
+    again = await AsyncClient().post("/api/workouts", json.dumps(body), content_type="application/json", **auth(api_token))
+    assert again.status_code == 201, again.content

@@ -2,7 +2,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from workouts.fit import FitError, workout_from_fit
+from workouts.fit import FitError
+from workouts.services import workout_from_fit
 from workouts.samples import SamplesError
 from workouts.services import athlete_by_username
 
