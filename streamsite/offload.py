@@ -5,7 +5,9 @@ whole parse (~0.6 s), and every live listener of the process waits that long (me
 listeners' p99 8 → 366-500 ms, docs/benchmarks.md (i)). A process has its own GIL.
 
 One ``ProcessPoolExecutor`` per server process (``OFFLOAD_PROCESSES`` workers, default 1,
-started with ``spawn`` — never ``fork`` from a process with an event loop and threads). It is
+started with ``spawn`` — never ``fork`` from a process with an event loop and threads), run at
+a lower CPU priority (``OFFLOAD_NICE``, default 10) so that on a busy machine the listeners'
+deliveries go first. It is
 created on first use, not at import, and ``shutdown()`` (called at server stop) ends it.
 Workers must be given module-level functions of Django-free modules (``workouts.prepare``).
 A worker that dies (killed, out of memory) fails only its own job: the pool is replaced and
@@ -18,6 +20,7 @@ import asyncio
 import functools
 import logging
 import multiprocessing
+import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -41,9 +44,16 @@ def _pool() -> ProcessPoolExecutor:
     with _lock:
         if _executor is None:
             _executor = ProcessPoolExecutor(
-                max_workers=settings.OFFLOAD_PROCESSES, mp_context=multiprocessing.get_context("spawn")
+                max_workers=settings.OFFLOAD_PROCESSES, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_start, initargs=(settings.OFFLOAD_NICE,),
             )
         return _executor
+
+
+def _worker_start(nice: int) -> None:
+    """Live delivery comes first: a worker parsing a big body yields the CPU to the server."""
+    if nice:
+        os.nice(nice)
 
 
 def _discard(broken: ProcessPoolExecutor) -> None:
