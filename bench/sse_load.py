@@ -1,4 +1,4 @@
-"""Load benchmark: N SSE listeners over M streams while R events/s are published in total.
+"""Load benchmark: N SSE (or WebSocket) listeners over M streams while R events/s are published in total.
 
 Starts one daphne process (hub or pool delivery), connects N listeners (raw asyncio sockets,
 spread evenly over M streams), publishes for D seconds at R events/s straight into Redis, and
@@ -9,6 +9,10 @@ connections the server holds (from CLIENT LIST). Prints one JSON line per run.
     .venv/bin/python bench/sse_load.py --listeners 1000 --streams 100 --rate 1000 --duration 20
     .venv/bin/python bench/sse_load.py --delivery pool --listeners 1000 --streams 100 --rate 1000
     .venv/bin/python bench/sse_load.py --listeners 1000 --rate 1000 --workout-mib 32   # + a big workout POST
+    .venv/bin/python bench/sse_load.py --server uvicorn --transport ws --clients 4 --listeners 19000 --streams 1000
+
+The listeners live in ``--clients`` load-client processes (this file in child mode), each
+connecting from its own loopback address; the publisher and the big POST run in the parent.
 
 Loopback only; every loop is bounded in time. Raises the fd soft limit (hard limit here: 20,000).
 """
@@ -16,6 +20,7 @@ Loopback only; every loop is bounded in time. Raises the fd soft limit (hard lim
 from __future__ import annotations
 
 import argparse
+from array import array
 import asyncio
 import json
 import os
@@ -58,12 +63,59 @@ class Listener:
         self.writer = None
 
 
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+MARKER = b'"ts": "'
+
+
+def request_line(listener: Listener, transport: str) -> bytes:
+    if transport == "ws":
+        return (f"GET /ws/streams/{listener.stream}/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    return f"GET /api/streams/{listener.stream}/sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
+
+
+def record(listener: Listener, payload: bytes) -> None:
+    i = payload.find(MARKER)
+    if i >= 0:
+        j = payload.index(b'"', i + len(MARKER))
+        listener.latencies.append(time.time() * 1000 - float(payload[i + len(MARKER) : j]))
+        listener.received += 1
+
+
+async def read_sse(listener: Listener, reader, writer, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        line = await reader.readline()
+        if not line:
+            return
+        record(listener, line)
+
+
+async def read_ws(listener: Listener, reader, writer, stop: asyncio.Event) -> None:
+    """Server frames are unmasked; pings get a (zero-masked) pong, or the server closes us."""
+    while not stop.is_set():
+        head = await reader.readexactly(2)
+        opcode, size = head[0] & 0x0F, head[1] & 0x7F
+        if size == 126:
+            size = int.from_bytes(await reader.readexactly(2), "big")
+        elif size == 127:
+            size = int.from_bytes(await reader.readexactly(8), "big")
+        payload = await reader.readexactly(size)
+        if opcode == 0x8:
+            return
+        if opcode == 0x9:
+            writer.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+        elif opcode == 0x1:
+            record(listener, payload)
+
+
 async def listen(listener: Listener, port: int, connected: asyncio.Event, all_in: list[int], n: int,
-                 stop: asyncio.Event, handshakes: asyncio.Semaphore):
+                 stop: asyncio.Event, handshakes: asyncio.Semaphore, transport: str = "sse", source: str | None = None):
     await handshakes.acquire()  # bounded connects in flight: held until the headers arrive
     released = False
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, limit=1 << 20, local_addr=(source, 0) if source else None
+        )
     except OSError:
         handshakes.release()
         listener.ended = True
@@ -72,31 +124,20 @@ async def listen(listener: Listener, port: int, connected: asyncio.Event, all_in
             connected.set()
         return
     listener.writer = writer
-    writer.write(
-        f"GET /api/streams/{listener.stream}/sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
-    )
+    writer.write(request_line(listener, transport))
     try:
         status = await reader.readline()
         while (await reader.readline()) not in (b"\r\n", b""):
             pass
-        listener.connected = status.startswith(b"HTTP/1.1 200")
+        listener.connected = status.startswith(b"HTTP/1.1 101" if transport == "ws" else b"HTTP/1.1 200")
         handshakes.release()
         released = True
         all_in[0 if listener.connected else 1] += 1
         if sum(all_in) >= n:
             connected.set()
-        marker = b'"ts": "'
-        while not stop.is_set():
-            line = await reader.readline()
-            if not line:
-                break
-            i = line.find(marker)
-            if i >= 0:
-                j = line.index(b'"', i + len(marker))
-                now = time.time() * 1000
-                listener.latencies.append(now - float(line[i + len(marker) : j]))
-                listener.received += 1
-    except (OSError, ValueError):
+        if listener.connected:
+            await (read_ws if transport == "ws" else read_sse)(listener, reader, writer, stop)
+    except (OSError, ValueError, asyncio.IncompleteReadError):
         pass
     finally:
         if not released:
@@ -173,9 +214,9 @@ def bench_token(env: dict) -> str:
 
 
 def pct(values: list[float], p: float) -> float | None:
+    """``values`` sorted."""
     if not values:
         return None
-    values = sorted(values)
     return round(values[min(len(values) - 1, int(len(values) * p))], 2)
 
 
@@ -200,9 +241,8 @@ async def run(args) -> dict:
             command[1:1] = ["--loop", "asyncio", "--http", "h11"]
     token = bench_token(env) if args.workout_mib else ""
     server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
-    listeners: list[Listener] = []
-    tasks: list[asyncio.Task] = []
-    stop = asyncio.Event()
+    clients: list[asyncio.subprocess.Process] = []
+    latency_dir = tempfile.TemporaryDirectory()
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -214,18 +254,25 @@ async def run(args) -> dict:
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)
         rss_before = rss_kb(server.pid)
-        streams = [f"load-{i:05d}" for i in range(args.streams)]
-        listeners = [Listener(streams[i % len(streams)]) for i in range(args.listeners)]
-        connected = asyncio.Event()
-        counts = [0, 0]  # connected, failed
+        streams = stream_names(args.streams)
         t0 = time.monotonic()
-        handshakes = asyncio.Semaphore(args.concurrent_connects)
-        for lst in listeners:
-            tasks.append(asyncio.create_task(listen(lst, port, connected, counts, len(listeners), stop, handshakes)))
-        try:
-            await asyncio.wait_for(connected.wait(), args.connect_timeout)
-        except TimeoutError:
-            pass
+        per = -(-args.listeners // args.clients)
+        for j in range(args.clients):
+            first, count = j * per, max(0, min(per, args.listeners - j * per))
+            clients.append(await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--client", "--port", str(port), "--streams", str(args.streams),
+                "--first", str(first), "--count", str(count), "--transport", args.transport,
+                "--source", f"127.0.0.{j + 2}", "--latency-file", f"{latency_dir.name}/{j}",
+                "--connect-timeout", str(args.connect_timeout),
+                "--concurrent-connects", str(max(1, args.concurrent_connects // args.clients)),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            ))
+        counts = [0, 0]  # connected, failed
+        for client in clients:
+            line = await asyncio.wait_for(client.stdout.readline(), args.connect_timeout + 30)
+            report = json.loads(line)
+            counts[0] += report["connected"]
+            counts[1] += report["failed"]
         connect_s = time.monotonic() - t0
         # Wait until the server reads every stream (hub) or holds its connections (pool).
         await asyncio.sleep(1.0)
@@ -236,41 +283,82 @@ async def run(args) -> dict:
         sent = await publish(args.redis_url, streams, args.rate, args.duration)
         workout_result = await workout if workout is not None else {}
         await asyncio.sleep(args.drain)
-        stop.set()
         rss_end = rss_kb(server.pid)
-        clients = [c for c in sync_r.client_list() if c.get("name", "").endswith(f":{server.pid}")]
-        expected = sum(sent[lst.stream] for lst in listeners)
-        delivered = sum(lst.received for lst in listeners)
-        latencies = [x for lst in listeners for x in lst.latencies]
+        redis_clients = [c for c in sync_r.client_list() if c.get("name", "").endswith(f":{server.pid}")]
+        delivered = 0
+        for client in clients:
+            client.stdin.write(b"stop\n")
+            await client.stdin.drain()
+            delivered += json.loads(await client.stdout.readline())["received"]
+            await client.wait()
+        latencies = array("d")
+        for j in range(args.clients):
+            with open(f"{latency_dir.name}/{j}", "rb") as file:
+                latencies.frombytes(file.read())
+        latencies = sorted(latencies)
+        expected = sum(sent[streams[i % len(streams)]] for i in range(args.listeners))
         idle_listeners = max(1, counts[0])
         return {
-            "server": args.server, "delivery": args.delivery, "listeners": args.listeners, "streams": args.streams,
+            "server": args.server, "transport": args.transport, "delivery": args.delivery,
+            "listeners": args.listeners, "streams": args.streams, "clients": args.clients,
             "rate_eps": args.rate, "duration_s": args.duration,
             "connected": counts[0], "failed": counts[1], "connect_s": round(connect_s, 2),
             "published": sum(sent.values()), "expected": expected, "delivered": delivered,
             "delivered_pct": round(100 * delivered / expected, 2) if expected else None,
+            "deliveries_per_s": round(delivered / args.duration),
             "p50_ms": pct(latencies, 0.50), "p95_ms": pct(latencies, 0.95), "p99_ms": pct(latencies, 0.99),
-            "max_ms": round(max(latencies), 2) if latencies else None, **workout_result,
+            "max_ms": round(latencies[-1], 2) if latencies else None, **workout_result,
             "rss_mb_before": round(rss_before / 1024, 1), "rss_mb_idle": round(rss_idle / 1024, 1),
             "rss_mb_end": round(rss_end / 1024, 1),
             "rss_kb_per_idle_listener": round((rss_idle - rss_before) / idle_listeners, 1),
-            "redis_conns_total": len(clients),
-            "redis_conns_xread": sum(1 for c in clients if c.get("cmd") == "xread"),
+            "redis_conns_total": len(redis_clients),
+            "redis_conns_xread": sum(1 for c in redis_clients if c.get("cmd") == "xread"),
         }
     finally:
-        stop.set()
-        for lst in listeners:
-            if lst.writer is not None:
-                lst.writer.close()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in clients:
+            if client.returncode is None:
+                client.kill()
+                await client.wait()
+        latency_dir.cleanup()
         server.terminate()
         try:
             server.wait(20)
         except subprocess.TimeoutExpired:
             server.kill()
         sync_r.flushdb()
+
+
+def stream_names(n: int) -> list[str]:
+    return [f"load-{i:05d}" for i in range(n)]
+
+
+async def client(args) -> None:
+    """One load-client process: listeners first..first+count, from its own loopback address
+    (so 19,000 connections neither share one process's fd limit nor one source address)."""
+    streams = stream_names(args.streams)
+    listeners = [Listener(streams[i % len(streams)]) for i in range(args.first, args.first + args.count)]
+    connected, stop = asyncio.Event(), asyncio.Event()
+    counts = [0, 0]
+    handshakes = asyncio.Semaphore(args.concurrent_connects)
+    tasks = [asyncio.create_task(listen(lst, args.port, connected, counts, len(listeners), stop, handshakes,
+                                        args.transport, args.source)) for lst in listeners]
+    if listeners:
+        try:
+            await asyncio.wait_for(connected.wait(), args.connect_timeout)
+        except TimeoutError:
+            pass
+    print(json.dumps({"connected": counts[0], "failed": len(listeners) - counts[0]}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # the parent says stop
+    stop.set()
+    for lst in listeners:
+        if lst.writer is not None:
+            lst.writer.close()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    with open(args.latency_file, "wb") as file:
+        array("d", (x for lst in listeners for x in lst.latencies)).tofile(file)
+    print(json.dumps({"received": sum(lst.received for lst in listeners)}), flush=True)
 
 
 def main() -> None:
@@ -286,7 +374,18 @@ def main() -> None:
     p.add_argument("--server", choices=["daphne", "uvicorn", "uvicorn-plain"], default="daphne")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     p.add_argument("--workout-mib", type=float, default=0, help="POST a workout this big a third of the way in")
+    p.add_argument("--transport", choices=["sse", "ws"], default="sse", help="listeners follow over SSE or WebSocket")
+    p.add_argument("--clients", type=int, default=1, help="load-client processes (each from its own 127.0.0.x)")
+    p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)  # child mode
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--first", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--source", help=argparse.SUPPRESS)
+    p.add_argument("--latency-file", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.client:
+        asyncio.run(client(args))
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children (daphne) inherit it
     print(json.dumps(asyncio.run(run(args))))
