@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from streams.batching import ScriptBatcher
 from streams.broadcast import DeletionFeed
 from streams.hub import StreamHub
 from streams.pool import BlockingClientPool, ClientPool, PoolLimits
@@ -29,6 +30,7 @@ class RedisContext:
     registry: StreamRegistry
     hub: StreamHub
     deletions: DeletionFeed
+    publishes: ScriptBatcher
     started: asyncio.Future
 
     def live_hub(self) -> StreamHub:
@@ -41,6 +43,7 @@ class RedisContext:
         await self.hub.close()
         await self.deletions.close()
         await self.registry.close()
+        await self.publishes.close()
         await asyncio.gather(self.main.close(), self.blocking.close())
 
 
@@ -88,6 +91,7 @@ def build_context(config: RedisConfig) -> RedisContext:
         registry=registry,
         hub=hub,
         deletions=DeletionFeed(hub),
+        publishes=ScriptBatcher(main),
         started=started,
     )
 

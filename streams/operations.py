@@ -122,7 +122,8 @@ def _now_ms() -> str:
 async def stream_publish(*, name: str, entries: list[dict[str, str]], actor: Actor = SYSTEM) -> list[str]:
     """Append entries (already encoded) atomically, checking the actor against the owner; the
     first publish makes the actor the owner (visibility: public when STREAMS_PUBLIC_READ, else
-    private). Trims approximately to STREAM_MAXLEN. One round trip. Raises ``WriteRefused``."""
+    private). Trims approximately to STREAM_MAXLEN. One script call, sent in one pipeline with
+    the other publishes made meanwhile (streams/batching.py). Raises ``WriteRefused``."""
     validate_stream_name(name)
     ctx = await redis_context()
     args = [*_actor_args(name, actor), default_visibility(), str(ctx.config.stream_maxlen or 0), _now_ms(),
@@ -131,8 +132,7 @@ async def stream_publish(*, name: str, entries: list[dict[str, str]], actor: Act
         args.append(str(len(fields)))
         for key, value in fields.items():
             args += (key, value)
-    async with ctx.main.client() as r:
-        reply = await script(PUBLISH_LUA)(keys=_write_keys(ctx, name), args=args, client=r)
+    reply = await ctx.publishes.call(script(PUBLISH_LUA), _write_keys(ctx, name), args)
     if reply[0] == 0:
         raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
     if reply[1]:

@@ -1,0 +1,146 @@
+"""Benchmark: device ingest over WebSocket — D devices, each publishing to its own stream,
+one frame at a time, each waiting for its ``{"ids": [...]}`` answer before the next.
+
+Starts one server process (``--server``), creates a user and an API token with publish scope
+in a scratch SQLite database, connects the devices (raw sockets, masked frames as a browser
+sends them), runs for ``--duration`` seconds and prints one JSON line: entries/s, frames/s,
+the answer latency p50/p95/p99, and the entries Redis holds afterwards (every acknowledged
+entry must be there).
+
+    .venv/bin/python bench/ws_ingest.py --server uvicorn --devices 50 --per-frame 1 --duration 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.list_streams import SERVERS, server_command, wait_port  # noqa: E402
+from bench.sse_load import WS_KEY, free_port, pct  # noqa: E402
+
+
+def bench_env(redis_url: str, scratch: str) -> dict:
+    return {
+        **os.environ, "DEBUG": "false", "SECRET_KEY": "bench-" + "x" * 50, "ALLOWED_HOSTS": "127.0.0.1",
+        "REDIS_URL": redis_url, "LOG_LEVEL": "warning", "SECURE_SSL_REDIRECT": "false",
+        "STREAM_MAXLEN": "0",  # keep every entry: the run checks that all acknowledged ones are stored
+        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{scratch}/bench.sqlite3"),
+    }
+
+
+def masked_text_frame(payload: bytes) -> bytes:
+    """A client frame with a zero mask key (the payload is unchanged by it)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x81, 0x80 | n])
+    else:
+        head = bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+async def read_frame(reader) -> tuple[int, bytes]:
+    head = await reader.readexactly(2)
+    opcode, size = head[0] & 0x0F, head[1] & 0x7F
+    if size == 126:
+        size = int.from_bytes(await reader.readexactly(2), "big")
+    elif size == 127:
+        size = int.from_bytes(await reader.readexactly(8), "big")
+    return opcode, await reader.readexactly(size)
+
+
+async def device(i: int, port: int, token: str, per_frame: int, until: float, out: dict) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write((f"GET /ws/streams/dev-{i:04d}/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n"
+                  f"Authorization: Bearer {token}\r\n\r\n").encode())
+    status = await reader.readline()
+    while (await reader.readline()) not in (b"\r\n", b""):
+        pass
+    if not status.startswith(b"HTTP/1.1 101"):
+        raise SystemExit(f"device {i}: {status!r}")
+    sample = {"power": 250, "hr": 140, "cadence": 90}
+    frame = masked_text_frame(json.dumps([sample] * per_frame if per_frame > 1 else sample).encode())
+    try:
+        while time.monotonic() < until:
+            sent = time.perf_counter()
+            writer.write(frame)
+            while True:
+                opcode, payload = await read_frame(reader)
+                if opcode == 0x9:
+                    writer.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+                elif opcode == 0x1 and payload.startswith(b'{"ids"'):
+                    break
+                elif opcode == 0x1 and payload.startswith(b'{"error"'):
+                    raise SystemExit(f"device {i}: {payload!r}")
+                elif opcode == 0x8:
+                    raise SystemExit(f"device {i}: closed")
+            out["latencies"].append((time.perf_counter() - sent) * 1000)
+            out["entries"] += per_frame
+    finally:
+        writer.close()
+
+
+async def run(args, token: str, port: int) -> dict:
+    out = {"latencies": [], "entries": 0}
+    started = time.monotonic()
+    until = started + args.duration
+    await asyncio.gather(*(device(i, port, token, args.per_frame, until, out) for i in range(args.devices)))
+    elapsed = time.monotonic() - started
+    latencies = sorted(out["latencies"])
+    return {
+        "entries": out["entries"], "entries_per_s": round(out["entries"] / elapsed),
+        "frames_per_s": round(len(latencies) / elapsed),
+        "p50_ms": pct(latencies, 0.50), "p95_ms": pct(latencies, 0.95), "p99_ms": pct(latencies, 0.99),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--server", choices=SERVERS, default="uvicorn")
+    p.add_argument("--devices", type=int, default=50)
+    p.add_argument("--per-frame", type=int, default=1)
+    p.add_argument("--duration", type=float, default=15)
+    p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
+    args = p.parse_args()
+    from bench.sse_load import bench_token
+
+    scratch = tempfile.mkdtemp(prefix="bench-ingest-")
+    env = bench_env(args.redis_url, scratch)
+    token = bench_token(env)
+    r = redis.Redis.from_url(args.redis_url)
+    r.flushdb()
+    port = free_port()
+    server = subprocess.Popen(server_command(args.server, port, "streamsite.asgi:application"), cwd=ROOT, env=env)
+    try:
+        wait_port(port)
+        asyncio.run(warm_and_run(args, token, port))
+    finally:
+        server.terminate()
+        server.wait(20)
+        r.flushdb()
+
+
+async def warm_and_run(args, token: str, port: int) -> None:
+    warm = await run(argparse.Namespace(**{**vars(args), "duration": 2}), token, port)
+    result = await run(args, token, port)
+    stored = redis.Redis.from_url(args.redis_url)
+    held = sum(stored.xlen(f"stream:dev-{i:04d}") for i in range(args.devices))
+    print(json.dumps({"server": args.server, "devices": args.devices, "per_frame": args.per_frame,
+                      "duration_s": args.duration, **result,
+                      "acknowledged_with_warmup": warm["entries"] + result["entries"], "entries_in_redis": held}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
