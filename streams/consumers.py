@@ -34,6 +34,7 @@ from streams.identity import AccessError
 from streams.live import Ended, Follow, access_guard, follow_one, live_batches
 from streams.names import InvalidInput, encode_entries, parse_json, validate_stream_name
 from streams.tasks import cancel_and_wait
+from streamsite.compat import dispatch_without_db_close
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,11 @@ CLOSE_UNAVAILABLE = 1013  # try again later
 
 
 class StreamConsumer(AsyncJsonWebsocketConsumer):
+    async def dispatch(self, message):
+        # No database work here except through database_sync_to_async (identity loads), so
+        # Channels' per-frame close of stale DB connections (a thread hop) is skipped.
+        await dispatch_without_db_close(self, message)
+
     async def connect(self):
         query = {k: v[-1] for k, v in parse_qs(self.scope.get("query_string", b"").decode()).items()}
         self.name = self.scope["url_route"]["kwargs"]["name"]

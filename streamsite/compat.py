@@ -15,6 +15,8 @@ fails when one of these internals changes under us.
   (``add_twisted_shutdown_trigger``).
 - django-ninja: an ``HttpBearer`` subclass may define an async ``__call__`` that ninja awaits
   (``streams.api.Caller``).
+- Channels: ``AsyncConsumer.dispatch`` closes stale database connections (a thread hop)
+  before every message; ``dispatch_without_db_close`` is the same dispatch without it.
 - daphne: the ``send`` it gives an application is ``partial(server.handle_reply, protocol)``
   (``daphne_protocol``, for write backpressure in streamsite/flow_control.py).
 """
@@ -37,6 +39,7 @@ WRITTEN_FOR = {
     "Twisted": "26.10",
     "daphne": "4.2",
     "django-ninja": "1.7",
+    "channels": "4.3",
 }
 
 
@@ -129,3 +132,16 @@ def daphne_protocol(send):
     if getattr(send.func, "__name__", "") != "handle_reply" or not type(owner).__module__.startswith("daphne."):
         return None
     return send.args[0]
+
+
+async def dispatch_without_db_close(consumer, message) -> None:
+    """Channels' ``AsyncConsumer.dispatch`` minus its per-message ``aclose_old_connections()``:
+    a thread hop for every WebSocket frame, ~25% of a device's one-entry publish (py-spy,
+    docs/benchmarks.md). Only for consumers that reach the database through
+    ``database_sync_to_async`` alone, which closes stale connections itself."""
+    from channels.consumer import get_handler_name
+
+    handler = getattr(consumer, get_handler_name(message), None)
+    if handler is None:
+        raise ValueError(f"No handler for message type {message['type']}")
+    await handler(message)

@@ -76,3 +76,15 @@ def test_stop_signals_chain_to_the_servers_own_handler():
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     assert calls == ["server", "ours"]
+
+
+def test_channels_dispatch_still_closes_connections_per_message_by_handler_name():
+    """compat.dispatch_without_db_close copies AsyncConsumer.dispatch without its
+    aclose_old_connections(); when Channels changes that method, re-check the copy."""
+    import inspect
+
+    from channels.consumer import AsyncConsumer, get_handler_name
+
+    source = inspect.getsource(AsyncConsumer.dispatch)
+    assert "get_handler_name(message)" in source and "aclose_old_connections()" in source
+    assert get_handler_name({"type": "websocket.receive"}) == "websocket_receive"

@@ -131,3 +131,23 @@ async def test_deleted_stream_sends_event_and_closes(app, sockets, r, settings):
     assert (await ws.receive_output(5))["type"] == "websocket.close"
     await operations.stream_publish(name="gone", entries=[{"x": "2"}])  # re-created: not for this socket
     assert await ws.receive_nothing(0.2)
+
+
+async def test_frames_do_not_hop_to_a_thread_to_close_database_connections(app, sockets, token, monkeypatch):
+    """Channels closes stale DB connections before every message (a thread hop per frame);
+    this consumer skips that (streamsite.compat.dispatch_without_db_close)."""
+    import channels.consumer
+
+    closes = []
+
+    async def counting():
+        closes.append(1)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counting)
+    ws, connected, _ = await open_ws(app, sockets, f"/ws/streams/frames/?token={token}")
+    assert connected
+    for power in (200, 210, 220):
+        await ws.send_to(text_data=json.dumps({"power": power}))
+        while "ids" not in (reply := await ws.receive_json_from(5)):
+            assert "error" not in reply, reply
+    assert closes == []
