@@ -203,13 +203,13 @@ async def post_workout(port: int, token: str, body: bytes, after: float) -> dict
             "workout_seconds": round(time.monotonic() - started, 2)}
 
 
-def bench_token(env: dict) -> str:
+def bench_token(env: dict, scopes: str = "read,publish,manage") -> str:
     python = str(ROOT / ".venv/bin/python")
     subprocess.run([python, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run([python, "manage.py", "shell", "-c",
                     "from django.contrib.auth import get_user_model as g; g().objects.get_or_create(username='bench')"],
                    cwd=ROOT, env=env, check=True)
-    return subprocess.run([python, "manage.py", "create_api_token", "bench"], cwd=ROOT, env=env, check=True,
+    return subprocess.run([python, "manage.py", "create_api_token", "bench", "--scopes", scopes], cwd=ROOT, env=env, check=True,
                           capture_output=True, text=True).stdout.strip().splitlines()[-1]
 
 

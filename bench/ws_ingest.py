@@ -77,7 +77,10 @@ async def device(i: int, port: int, token: str, per_frame: int, until: float, ou
             sent = time.perf_counter()
             writer.write(frame)
             while True:
-                opcode, payload = await read_frame(reader)
+                try:
+                    opcode, payload = await asyncio.wait_for(read_frame(reader), 10)
+                except TimeoutError:
+                    raise SystemExit(f"device {i}: no answer in 10 s after {out['entries']} entries") from None
                 if opcode == 0x9:
                     writer.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
                 elif opcode == 0x1 and payload.startswith(b'{"ids"'):
@@ -111,6 +114,8 @@ def main() -> None:
     p.add_argument("--server", choices=SERVERS, default="uvicorn")
     p.add_argument("--devices", type=int, default=50)
     p.add_argument("--per-frame", type=int, default=1)
+    p.add_argument("--scopes", default="publish",
+                   help="the devices' token scopes: 'publish' (a device: no follow) or 'read,publish' (also follows)")
     p.add_argument("--duration", type=float, default=15)
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     args = p.parse_args()
@@ -118,7 +123,7 @@ def main() -> None:
 
     scratch = tempfile.mkdtemp(prefix="bench-ingest-")
     env = bench_env(args.redis_url, scratch)
-    token = bench_token(env)
+    token = bench_token(env, scopes=args.scopes)
     r = redis.Redis.from_url(args.redis_url)
     r.flushdb()
     port = free_port()
@@ -137,7 +142,7 @@ async def warm_and_run(args, token: str, port: int) -> None:
     result = await run(args, token, port)
     stored = redis.Redis.from_url(args.redis_url)
     held = sum(stored.xlen(f"stream:dev-{i:04d}") for i in range(args.devices))
-    print(json.dumps({"server": args.server, "devices": args.devices, "per_frame": args.per_frame,
+    print(json.dumps({"server": args.server, "devices": args.devices, "per_frame": args.per_frame, "scopes": args.scopes,
                       "duration_s": args.duration, **result,
                       "acknowledged_with_warmup": warm["entries"] + result["entries"], "entries_in_redis": held}), flush=True)
 

@@ -46,6 +46,12 @@ CLOSE_UNAVAILABLE = 1013  # try again later
 
 
 class StreamConsumer(AsyncJsonWebsocketConsumer):
+    # No channel-layer channel per connection: live entries and deletions reach this consumer
+    # through the process's hub (streams/hub.py, streams/broadcast.py). With one, every socket
+    # held a channels_redis receive, whose cancellation at disconnect could hang for good —
+    # and uvicorn's shutdown waits for it. An alias with no configured layer gives None.
+    channel_layer_alias = "streamsite.websocket-has-no-channel-layer"
+
     async def dispatch(self, message):
         # No database work here except through database_sync_to_async (identity loads), so
         # Channels' per-frame close of stale DB connections (a thread hop) is skipped.
