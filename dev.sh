@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The quick start's two commands:
-#   ./dev.sh serve   set up, find or start a Redis, migrate, create a demo admin, run daphne
+#   ./dev.sh serve   set up, find or start a Redis, migrate, create a demo admin, run uvicorn
 #   ./dev.sh test    set up, find or start a Redis, run the whole test suite (pytest args pass through)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -31,7 +31,8 @@ case "${1:-}" in
     .venv/bin/python manage.py migrate --no-input -v0
     .venv/bin/python manage.py demo_setup --base-url "http://127.0.0.1:${PORT:-8000}"
     echo "Serving on http://127.0.0.1:${PORT:-8000}/ (Redis: $REDIS_URL)"
-    exec .venv/bin/daphne -b 127.0.0.1 -p "${PORT:-8000}" streamsite.asgi:application
+    exec .venv/bin/uvicorn --host 127.0.0.1 --port "${PORT:-8000}" --no-proxy-headers \
+      --timeout-graceful-shutdown 10 streamsite.asgi:application
     ;;
   test)
     ensure_venv

@@ -1,5 +1,6 @@
 """The Dockerfile cannot be built here (no Docker engine): lint it and check what it promises."""
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -28,9 +29,12 @@ def test_runs_as_non_root_user():
     assert final not in ("root", "0")
 
 
-def test_is_multi_stage_and_serves_with_daphne():
+def test_is_multi_stage_and_serves_with_uvicorn_without_its_proxy_headers():
     assert len(re.findall(r"^FROM\s", DOCKERFILE, re.M)) >= 2
-    assert "daphne" in DOCKERFILE and "streamsite.asgi:application" in DOCKERFILE
+    cmd = json.loads(re.search(r"^CMD (\[.*?\])", DOCKERFILE.replace("\\\n", ""), re.M | re.S).group(1))
+    assert cmd[0] == "uvicorn" and cmd[-1] == "streamsite.asgi:application"
+    assert "--no-proxy-headers" in cmd  # forwarded headers: TRUSTED_PROXIES only
+    assert "--timeout-graceful-shutdown" in cmd
     assert 'exec "$@"' in (ROOT / "docker-entrypoint.sh").read_text()
 
 

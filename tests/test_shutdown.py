@@ -24,12 +24,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def production_command(port: int) -> list[str]:
+    """The Dockerfile's CMD (the production server and its flags) on a test port, with a long
+    graceful timeout: listeners must end because they were told, not because uvicorn gave up."""
+    import json
+    import re
+
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", "")
+    cmd = json.loads(re.search(r"^CMD (\[.*?\])", dockerfile, re.M | re.S).group(1))
+    swap = {"0.0.0.0": "127.0.0.1", "8000": str(port)}
+    cmd = [swap.get(arg, arg) for arg in cmd]
+    cmd[cmd.index("--timeout-graceful-shutdown") + 1] = "30"
+    return cmd
+
+
 SERVERS = {
     "daphne": lambda port: ["daphne", "-b", "127.0.0.1", "-p", str(port), "streamsite.asgi:application"],
-    # A long graceful timeout: the listeners must end because they were told, not because
-    # uvicorn gave up on them.
-    "uvicorn": lambda port: ["uvicorn", "--host", "127.0.0.1", "--port", str(port), "--timeout-graceful-shutdown",
-                             "30", "streamsite.asgi:application"],
+    "uvicorn": production_command,
 }
 
 
