@@ -228,6 +228,7 @@ async def run(args) -> dict:
         "SECURE_SSL_REDIRECT": "false", "LIVE_MAX_CONNECTIONS_PER_USER": "1000000",
         "SSE_DELIVERY": args.delivery, "SSE_HEARTBEAT_INTERVAL": "15000",
         "DATABASE_URL": "sqlite:////tmp/streamsite-bench.sqlite3",
+        **dict(item.split("=", 1) for item in args.env),
     }
     sync_r = redis.Redis.from_url(args.redis_url, decode_responses=True)
     sync_r.flushdb()
@@ -240,7 +241,8 @@ async def run(args) -> dict:
         if args.server == "uvicorn-plain":  # no uvloop, no httptools: pure-Python asyncio and h11
             command[1:1] = ["--loop", "asyncio", "--http", "h11"]
     token = bench_token(env) if args.workout_mib else ""
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    server_log = open(args.server_log, "w") if args.server_log else subprocess.DEVNULL
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=server_log, stdout=server_log)
     clients: list[asyncio.subprocess.Process] = []
     latency_dir = tempfile.TemporaryDirectory()
     try:
@@ -376,6 +378,9 @@ def main() -> None:
     p.add_argument("--workout-mib", type=float, default=0, help="POST a workout this big a third of the way in")
     p.add_argument("--transport", choices=["sse", "ws"], default="sse", help="listeners follow over SSE or WebSocket")
     p.add_argument("--clients", type=int, default=1, help="load-client processes (each from its own 127.0.0.x)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="a setting for the server, e.g. --env GC_FULL_COLLECT_INTERVAL=10000 --env LOG_LEVEL=info")
+    p.add_argument("--server-log", help="write the server's output here (e.g. the full-collection pauses)")
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)  # child mode
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--first", type=int, help=argparse.SUPPRESS)

@@ -89,14 +89,17 @@ async def snapshot() -> dict:
 
 
 def _gc() -> dict:
-    """Python's collector: automatic collections per generation and our clocked full ones
-    (their pause is what listeners feel; see GC_FULL_COLLECT_INTERVAL)."""
+    """Python's collector: automatic collections per generation and our clocked and deep ones
+    (their pause is what listeners feel; see GC_FULL_COLLECT_INTERVAL, GC_DEEP_COLLECT_INTERVAL)."""
     from streamsite.lifecycle import FullCollections
 
-    last = FullCollections.last_pause_ms
+    last, deep = FullCollections.last_pause_ms, FullCollections.last_deep_pause_ms
     return {
         "thresholds": list(gc.get_threshold()),
         "collections": [generation["collections"] for generation in gc.get_stats()],
+        "frozen_objects": gc.get_freeze_count(),
         "full_collections_clocked": FullCollections.runs,
         "last_full_pause_ms": None if last is None else round(last, 1),
+        "deep_collections": FullCollections.deep_runs,
+        "last_deep_pause_ms": None if deep is None else round(deep, 1),
     }

@@ -181,8 +181,11 @@ def _gc_thresholds(raw: str) -> tuple[int, ...] | None:
 # The server process's garbage collector: see streamsite/lifecycle.py tune_gc().
 GC_THRESHOLDS = _gc_thresholds(env.str("GC_THRESHOLDS", default="50000,20,100"))
 # With those thresholds Python's own full collections almost never run, so cyclic garbage
-# from finished connections would pile up; the server runs one on this clock (0 = never).
+# from finished connections would pile up; the server collects (and then freezes the
+# survivors) on this clock (0 = never), and unfreezes everything for one deep collection
+# every GC_DEEP_COLLECT_INTERVAL (0 = never). See streamsite/lifecycle.py FullCollections.
 GC_FULL_COLLECT_INTERVAL_MS = env_int(env, "GC_FULL_COLLECT_INTERVAL", 300000)
+GC_DEEP_COLLECT_INTERVAL_MS = env_int(env, "GC_DEEP_COLLECT_INTERVAL", 3600 * 1000)
 
 # --- Monitoring ----------------------------------------------------------------------------
 MONITORING_RECENT_SAMPLES = env_int(env, "MONITORING_RECENT_SAMPLES", 100, minimum=1)

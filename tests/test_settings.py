@@ -109,6 +109,30 @@ def test_full_collections_run_on_their_clock_and_stop():
     assert not thread.is_alive() and FullCollections._thread is None
 
 
+def test_clocked_collections_freeze_survivors_and_deep_ones_reclaim_frozen_cycles():
+    """A clocked collection freezes what survives it (so the next one skips it); a cycle that
+    became garbage after being frozen is reclaimed by the next deep collection only."""
+    import gc
+    import weakref
+
+    from streamsite.lifecycle import FullCollections
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a reference cycle, alive for now
+    alive = weakref.ref(a)
+    FullCollections.collect_once(deep=False)
+    assert gc.get_freeze_count() > 0 and not any(o is a for o in gc.get_objects())  # frozen: skipped
+    del a, b  # now garbage, but frozen
+    FullCollections.collect_once(deep=False)
+    assert alive() is not None
+    deep_before = FullCollections.deep_runs
+    FullCollections.collect_once(deep=True)
+    assert alive() is None and FullCollections.deep_runs == deep_before + 1
+
+
 def test_redact_url():
     assert redact_url("redis://:s3cret@host:6380/1") == "redis://:<redacted>@host:6380/1"
     assert redact_url("redis://user:s3cret@host/0") == "redis://user:<redacted>@host/0"
