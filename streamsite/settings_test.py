@@ -7,5 +7,8 @@ os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")  # the test clients speak plain HTTP
+# No clocked collections in the test process: each freezes the survivors, and garbage that
+# earlier tests leave behind (pool connections the tests count) must stay collectable.
+os.environ.setdefault("GC_FULL_COLLECT_INTERVAL", "0")
 
 from streamsite.settings import *  # noqa: E402,F401,F403

@@ -123,14 +123,17 @@ def test_clocked_collections_freeze_survivors_and_deep_ones_reclaim_frozen_cycle
     a, b = Node(), Node()
     a.other, b.other = b, a  # a reference cycle, alive for now
     alive = weakref.ref(a)
-    FullCollections.collect_once(deep=False)
-    assert gc.get_freeze_count() > 0 and not any(o is a for o in gc.get_objects())  # frozen: skipped
-    del a, b  # now garbage, but frozen
-    FullCollections.collect_once(deep=False)
-    assert alive() is not None
-    deep_before = FullCollections.deep_runs
-    FullCollections.collect_once(deep=True)
-    assert alive() is None and FullCollections.deep_runs == deep_before + 1
+    try:
+        FullCollections.collect_once(deep=False)
+        assert gc.get_freeze_count() > 0 and not any(o is a for o in gc.get_objects())  # frozen: skipped
+        del a, b  # now garbage, but frozen
+        FullCollections.collect_once(deep=False)
+        assert alive() is not None
+        deep_before = FullCollections.deep_runs
+        FullCollections.collect_once(deep=True)
+        assert alive() is None and FullCollections.deep_runs == deep_before + 1
+    finally:
+        gc.unfreeze()  # the rest of the suite's garbage must stay collectable
 
 
 def test_redact_url():

@@ -34,7 +34,9 @@ def token(device_and_token):
 
 
 @pytest.fixture
-async def sockets():
+async def sockets(r):
+    """Open sockets, disconnected at the end — before ``r`` closes the loop's Redis context
+    (a consumer that disconnects after that would build a new one that nobody closes)."""
     opened: list[WebsocketCommunicator] = []
     yield opened
     for ws in opened:
