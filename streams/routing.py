@@ -1,4 +1,7 @@
-from channels.auth import AuthMiddlewareStack
+from http.cookies import CookieError, SimpleCookie
+from importlib import import_module
+
+from channels.auth import get_user
 from channels.routing import URLRouter
 from channels.security.websocket import OriginValidator
 from django.conf import settings
@@ -20,8 +23,39 @@ class BrowserOriginValidator(OriginValidator):
         return parsed_origin is None or self.validate_origin(parsed_origin)
 
 
+class SessionUser:
+    """``scope["user"]`` from the session cookie, read once at the handshake.
+
+    Channels' ``AuthMiddlewareStack`` does the same but also wraps every ``send`` to save the
+    session when it changes — ~17% of a WebSocket delivery's cost (py-spy, docs/benchmarks.md
+    (j)) for a consumer that never touches the session. Sockets without a session cookie cost
+    no database query; with one, ``channels.auth.get_user`` checks it (and its auth hash)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.store = import_module(settings.SESSION_ENGINE).SessionStore
+
+    async def __call__(self, scope, receive, send):
+        from django.contrib.auth.models import AnonymousUser
+
+        session_key = _cookie(scope, settings.SESSION_COOKIE_NAME)
+        user = await get_user({"session": self.store(session_key)}) if session_key else AnonymousUser()
+        return await self.app({**scope, "user": user}, receive, send)
+
+
+def _cookie(scope, name: str) -> str | None:
+    for header, value in scope.get("headers") or ():
+        if header == b"cookie":
+            try:
+                morsel = SimpleCookie(value.decode("latin-1")).get(name)
+            except CookieError:
+                return None
+            return morsel.value if morsel is not None else None
+    return None
+
+
 def websocket_application():
     allowed = list(settings.ALLOWED_HOSTS)
     if settings.DEBUG and not allowed:
         allowed = ["localhost", "127.0.0.1", "[::1]"]
-    return BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), allowed)
+    return BrowserOriginValidator(SessionUser(URLRouter(websocket_urlpatterns)), allowed)
