@@ -1,10 +1,10 @@
-from http.cookies import CookieError, SimpleCookie
 from importlib import import_module
 
 from channels.auth import get_user
 from channels.routing import URLRouter
 from channels.security.websocket import OriginValidator
 from django.conf import settings
+from django.http.cookie import parse_cookie
 from django.urls import re_path
 
 from streams.consumers import StreamConsumer
@@ -46,11 +46,7 @@ class SessionUser:
 def _cookie(scope, name: str) -> str | None:
     for header, value in scope.get("headers") or ():
         if header == b"cookie":
-            try:
-                morsel = SimpleCookie(value.decode("latin-1")).get(name)
-            except CookieError:
-                return None
-            return morsel.value if morsel is not None else None
+            return parse_cookie(value.decode("latin-1")).get(name) or None
     return None
 
 

@@ -122,6 +122,8 @@ WORKOUTS_MAX_UPLOAD = env_int(env, "WORKOUTS_MAX_UPLOAD", 16 * 1024 * 1024, mini
 # loop (streamsite/offload.py). 1 keeps the other core for the server on a 2-core machine.
 OFFLOAD_PROCESSES = env_int(env, "OFFLOAD_PROCESSES", 1, minimum=1)
 OFFLOAD_NICE = env_int(env, "OFFLOAD_NICE", 10)  # the workers' CPU priority below the server's (0-19)
+if OFFLOAD_NICE > 19:
+    raise ImproperlyConfigured(f"OFFLOAD_NICE={OFFLOAD_NICE} must be between 0 and 19")
 
 # --- Redis and streams ---------------------------------------------------------------------
 REDIS = load_redis_config(env)

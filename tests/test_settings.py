@@ -91,6 +91,15 @@ def test_bad_gc_settings_stop_start_up():
     assert result.returncode != 0 and "GC_FULL_COLLECT_INTERVAL='often' is not a valid integer" in result.stderr
     result = run_manage("check", GC_THRESHOLDS="1,2")
     assert result.returncode != 0 and "GC_THRESHOLDS='1,2'" in result.stderr
+    result = run_manage("check", GC_DEEP_COLLECT_INTERVAL="-1")
+    assert result.returncode != 0 and "GC_DEEP_COLLECT_INTERVAL='-1' must be >= 0" in result.stderr
+
+
+def test_bad_offload_settings_stop_start_up():
+    result = run_manage("check", OFFLOAD_PROCESSES="0")
+    assert result.returncode != 0 and "OFFLOAD_PROCESSES='0' must be >= 1" in result.stderr
+    result = run_manage("check", OFFLOAD_NICE="20")
+    assert result.returncode != 0 and "OFFLOAD_NICE=20 must be between 0 and 19" in result.stderr
 
 
 def test_full_collections_run_on_their_clock_and_stop():
