@@ -224,8 +224,7 @@ async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[lis
         next_beat, next_check = now + heartbeat, now + recheck * (0.5 + random.random() / 2)
         while True:
             raise_if_cancelled()
-            wait = min(next_beat, next_check if follow.guard else next_beat) - time.monotonic()
-            batch = await sub.next_batch(max(wait, 0))
+            batch = await sub.next_batch(min(next_beat, next_check if follow.guard else next_beat))
             raise_if_cancelled()
             now = time.monotonic()
             fresh = _newer(batch, cursors)

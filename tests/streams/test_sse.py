@@ -130,6 +130,22 @@ async def test_heartbeat_comment(r, open_clients, settings):
     assert (await c.next_event(timeout=2)).comment == "ping"
 
 
+async def test_one_hub_clock_wakes_quiet_listeners_and_stops_with_the_hub(r, open_clients, settings):
+    """Heartbeats come from the hub's single clock task, not a timer per listener."""
+    from streams.clients import redis_context
+
+    settings.SSE_HEARTBEAT_INTERVAL = 50
+    clients = [await follow(open_clients, f"/api/streams/quiet-{i}/sse") for i in range(3)]
+    for c in clients:
+        assert (await c.next_event()).retry is not None
+        assert (await c.next_event(timeout=2)).comment == "ping"
+    hub = (await redis_context()).hub
+    clock = hub._clock
+    assert clock is not None and not clock.done()
+    await hub.close()
+    assert clock.done()
+
+
 @pytest.mark.parametrize(
     "path,headers,needle",
     [
