@@ -22,10 +22,10 @@ The hub owns its reader tasks: ``close()`` ends every listener, then cancels and
 from __future__ import annotations
 
 import asyncio
-import time
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass
 
 from redis.exceptions import ConnectionError as RedisConnectionError
