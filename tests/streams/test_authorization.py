@@ -181,13 +181,29 @@ WS_FOLLOWS = {"anonymous": 4404, "owner": None, "other": 4404, "viewer": None, "
               "manager": None, "superuser": None}
 
 
-@pytest.mark.parametrize("role", ROLES)
-async def test_websocket_follow_of_a_private_stream(world, role):
+SESSION_ROLES = [r for r in ROLES if r != "readonly"]  # a read-only token has no session form
+
+
+@pytest.mark.parametrize(
+    "how,role",
+    [("token", r) for r in ROLES] + [("session", r) for r in SESSION_ROLES],
+)
+async def test_websocket_follow_of_a_private_stream(world, settings, how, role):
+    """Follows by token (?token=) and by a browser's session cookie (read once at the
+    handshake: streams.routing.SessionUser) get the same answers."""
     from streamsite.asgi import application
 
-    _, tokens = world
-    query = "" if role == "anonymous" else f"?token={tokens[role]}&from=start"
-    ws = WebsocketCommunicator(application, f"/ws/streams/priv/{query}")
+    users, tokens = world
+    headers = []
+    query = "?from=start"
+    if role != "anonymous" and how == "token":
+        query = f"?token={tokens[role]}&from=start"
+    elif role != "anonymous":
+        browser = AsyncClient()
+        await browser.aforce_login(users[role])
+        cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
+        headers = [(b"cookie", cookie.encode()), (b"origin", b"http://testserver"), (b"host", b"testserver")]
+    ws = WebsocketCommunicator(application, f"/ws/streams/priv/{query}", headers=headers)
     connected, _ = await ws.connect()
     try:
         assert connected
