@@ -67,10 +67,32 @@ WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 MARKER = b'"ts": "'
 
 
+def ws_upgrade(stream: str, extra_headers: str = "") -> bytes:
+    """A WebSocket handshake for ``/ws/streams/{stream}/`` (``extra_headers``: CRLF-terminated lines)."""
+    return (f"GET /ws/streams/{stream}/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n"
+            f"{extra_headers}\r\n").encode()
+
+
+async def read_frame(reader) -> tuple[int, bytes]:
+    """One server frame (unmasked): (opcode, payload)."""
+    head = await reader.readexactly(2)
+    opcode, size = head[0] & 0x0F, head[1] & 0x7F
+    if size == 126:
+        size = int.from_bytes(await reader.readexactly(2), "big")
+    elif size == 127:
+        size = int.from_bytes(await reader.readexactly(8), "big")
+    return opcode, await reader.readexactly(size)
+
+
+def pong(payload: bytes) -> bytes:
+    """The answer to a ping (a client frame, zero mask key); without it the server closes us."""
+    return bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
 def request_line(listener: Listener, transport: str) -> bytes:
     if transport == "ws":
-        return (f"GET /ws/streams/{listener.stream}/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+        return ws_upgrade(listener.stream)
     return f"GET /api/streams/{listener.stream}/sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
 
 
@@ -91,19 +113,12 @@ async def read_sse(listener: Listener, reader, writer, stop: asyncio.Event) -> N
 
 
 async def read_ws(listener: Listener, reader, writer, stop: asyncio.Event) -> None:
-    """Server frames are unmasked; pings get a (zero-masked) pong, or the server closes us."""
     while not stop.is_set():
-        head = await reader.readexactly(2)
-        opcode, size = head[0] & 0x0F, head[1] & 0x7F
-        if size == 126:
-            size = int.from_bytes(await reader.readexactly(2), "big")
-        elif size == 127:
-            size = int.from_bytes(await reader.readexactly(8), "big")
-        payload = await reader.readexactly(size)
+        opcode, payload = await read_frame(reader)
         if opcode == 0x8:
             return
         if opcode == 0x9:
-            writer.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+            writer.write(pong(payload))
         elif opcode == 0x1:
             record(listener, payload)
 

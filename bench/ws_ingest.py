@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.list_streams import SERVERS, server_command, wait_port  # noqa: E402
-from bench.sse_load import WS_KEY, free_port, pct  # noqa: E402
+from bench.sse_load import free_port, pct, pong, read_frame, ws_upgrade  # noqa: E402
 
 
 def bench_env(redis_url: str, scratch: str) -> dict:
@@ -50,21 +50,9 @@ def masked_text_frame(payload: bytes) -> bytes:
     return head + b"\0\0\0\0" + payload
 
 
-async def read_frame(reader) -> tuple[int, bytes]:
-    head = await reader.readexactly(2)
-    opcode, size = head[0] & 0x0F, head[1] & 0x7F
-    if size == 126:
-        size = int.from_bytes(await reader.readexactly(2), "big")
-    elif size == 127:
-        size = int.from_bytes(await reader.readexactly(8), "big")
-    return opcode, await reader.readexactly(size)
-
-
 async def device(i: int, port: int, token: str, per_frame: int, until: float, out: dict) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write((f"GET /ws/streams/dev-{i:04d}/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n"
-                  f"Authorization: Bearer {token}\r\n\r\n").encode())
+    writer.write(ws_upgrade(f"dev-{i:04d}", f"Authorization: Bearer {token}\r\n"))
     status = await reader.readline()
     while (await reader.readline()) not in (b"\r\n", b""):
         pass
@@ -82,7 +70,7 @@ async def device(i: int, port: int, token: str, per_frame: int, until: float, ou
                 except TimeoutError:
                     raise SystemExit(f"device {i}: no answer in 10 s after {out['entries']} entries") from None
                 if opcode == 0x9:
-                    writer.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+                    writer.write(pong(payload))
                 elif opcode == 0x1 and payload.startswith(b'{"ids"'):
                     break
                 elif opcode == 0x1 and payload.startswith(b'{"error"'):
