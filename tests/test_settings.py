@@ -79,27 +79,21 @@ def test_bad_variable_stops_manage_py_check():
     assert "REDIS_POOL_MAX='lots' is not a valid integer" in result.stderr
 
 
-def test_missing_secret_key_stops_start_up_without_debug():
-    result = run_manage("check", SECRET_KEY="", DEBUG="false")
-    assert result.returncode != 0 and "SECRET_KEY" in result.stderr
-    result = run_manage("check", DEBUG="maybe")
-    assert result.returncode != 0 and "DEBUG='maybe'" in result.stderr
+BAD_ENVIRONMENTS = [
+    ({"SECRET_KEY": "", "DEBUG": "false"}, "SECRET_KEY"),
+    ({"DEBUG": "maybe"}, "DEBUG='maybe'"),
+    ({"GC_FULL_COLLECT_INTERVAL": "often"}, "GC_FULL_COLLECT_INTERVAL='often' is not a valid integer"),
+    ({"GC_THRESHOLDS": "1,2"}, "GC_THRESHOLDS='1,2'"),
+    ({"GC_DEEP_COLLECT_INTERVAL": "-1"}, "GC_DEEP_COLLECT_INTERVAL='-1' must be >= 0"),
+    ({"OFFLOAD_PROCESSES": "0"}, "OFFLOAD_PROCESSES='0' must be >= 1"),
+    ({"OFFLOAD_NICE": "20"}, "OFFLOAD_NICE=20 must be between 0 and 19"),
+]
 
 
-def test_bad_gc_settings_stop_start_up():
-    result = run_manage("check", GC_FULL_COLLECT_INTERVAL="often")
-    assert result.returncode != 0 and "GC_FULL_COLLECT_INTERVAL='often' is not a valid integer" in result.stderr
-    result = run_manage("check", GC_THRESHOLDS="1,2")
-    assert result.returncode != 0 and "GC_THRESHOLDS='1,2'" in result.stderr
-    result = run_manage("check", GC_DEEP_COLLECT_INTERVAL="-1")
-    assert result.returncode != 0 and "GC_DEEP_COLLECT_INTERVAL='-1' must be >= 0" in result.stderr
-
-
-def test_bad_offload_settings_stop_start_up():
-    result = run_manage("check", OFFLOAD_PROCESSES="0")
-    assert result.returncode != 0 and "OFFLOAD_PROCESSES='0' must be >= 1" in result.stderr
-    result = run_manage("check", OFFLOAD_NICE="20")
-    assert result.returncode != 0 and "OFFLOAD_NICE=20 must be between 0 and 19" in result.stderr
+@pytest.mark.parametrize("env,message", BAD_ENVIRONMENTS, ids=[next(iter(env)) + "=" + next(iter(env.values())) for env, _ in BAD_ENVIRONMENTS])
+def test_a_bad_variable_stops_start_up_naming_it(env, message):
+    result = run_manage("check", **env)
+    assert result.returncode != 0 and message in result.stderr
 
 
 def test_full_collections_run_on_their_clock_and_stop():
