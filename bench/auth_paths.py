@@ -29,7 +29,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.list_streams import SERVERS, server_command, wait_port  # noqa: E402
+from bench.list_streams import SERVERS, bench_env, server_command, wait_port  # noqa: E402
 from bench.list_streams import wrk as run_wrk  # noqa: E402
 
 
@@ -81,12 +81,7 @@ def main() -> None:
     args = p.parse_args()
 
     scratch = tempfile.mkdtemp(prefix="bench-auth-")
-    env = {
-        **os.environ, "DEBUG": "false", "SECRET_KEY": "bench-" + "x" * 50, "ALLOWED_HOSTS": "127.0.0.1",
-        "STREAMS_PUBLIC_READ": "false", "REDIS_URL": args.redis_url, "LOG_LEVEL": "warning",
-        "SECURE_SSL_REDIRECT": "false", "STREAM_MAXLEN": "1000",
-        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{scratch}/bench.sqlite3"),
-    }
+    env = bench_env(args.redis_url, scratch, STREAMS_PUBLIC_READ="false", STREAM_MAXLEN="1000")
     python = str(ROOT / ".venv/bin/python")
     subprocess.run([python, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, env=env, check=True)
     owner_id = int(subprocess.run(

@@ -52,6 +52,17 @@ def wait_port(port: int, timeout: float = 20) -> None:
     raise SystemExit(f"daphne did not listen on {port}")
 
 
+def bench_env(redis_url: str, scratch: str, **settings: str) -> dict:
+    """A production-like server environment on a scratch SQLite database (or
+    BENCH_DATABASE_URL) and the bench's own Redis database; ``settings`` override."""
+    return {
+        **os.environ, "DEBUG": "false", "SECRET_KEY": "bench-" + "x" * 50, "ALLOWED_HOSTS": "127.0.0.1",
+        "REDIS_URL": redis_url, "LOG_LEVEL": "warning", "SECURE_SSL_REDIRECT": "false",
+        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{scratch}/bench.sqlite3"),
+        **settings,
+    }
+
+
 SERVERS = ("daphne", "uvicorn", "uvicorn-plain")
 
 

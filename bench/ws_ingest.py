@@ -27,17 +27,8 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.list_streams import SERVERS, server_command, wait_port  # noqa: E402
+from bench.list_streams import SERVERS, bench_env, server_command, wait_port  # noqa: E402
 from bench.sse_load import free_port, pct, pong, read_frame, ws_upgrade  # noqa: E402
-
-
-def bench_env(redis_url: str, scratch: str) -> dict:
-    return {
-        **os.environ, "DEBUG": "false", "SECRET_KEY": "bench-" + "x" * 50, "ALLOWED_HOSTS": "127.0.0.1",
-        "REDIS_URL": redis_url, "LOG_LEVEL": "warning", "SECURE_SSL_REDIRECT": "false",
-        "STREAM_MAXLEN": "0",  # keep every entry: the run checks that all acknowledged ones are stored
-        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{scratch}/bench.sqlite3"),
-    }
 
 
 def masked_text_frame(payload: bytes) -> bytes:
@@ -110,7 +101,7 @@ def main() -> None:
     from bench.sse_load import bench_token
 
     scratch = tempfile.mkdtemp(prefix="bench-ingest-")
-    env = bench_env(args.redis_url, scratch)
+    env = bench_env(args.redis_url, scratch, STREAM_MAXLEN="0")  # keep every entry: all acknowledged must be stored
     token = bench_token(env, scopes=args.scopes)
     r = redis.Redis.from_url(args.redis_url)
     r.flushdb()
