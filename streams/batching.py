@@ -34,7 +34,7 @@ class ScriptBatcher:
         self._queue: list[tuple[object, list, list, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
         self._closed = False
-        self.batches = 0  # pipelines sent (observable by tests and /health/metrics)
+        self.batches = 0  # pipelines sent (observable by tests)
         self.calls = 0
 
     async def call(self, script, keys: list[str], args: list[str]):

@@ -32,14 +32,15 @@ class SessionUser:
     no database query; with one, ``channels.auth.get_user`` checks it (and its auth hash)."""
 
     def __init__(self, app) -> None:
-        self.app = app
-        self.store = import_module(settings.SESSION_ENGINE).SessionStore
-
-    async def __call__(self, scope, receive, send):
         from django.contrib.auth.models import AnonymousUser
 
+        self.app = app
+        self.store = import_module(settings.SESSION_ENGINE).SessionStore
+        self.anonymous = AnonymousUser
+
+    async def __call__(self, scope, receive, send):
         session_key = _cookie(scope, settings.SESSION_COOKIE_NAME)
-        user = await get_user({"session": self.store(session_key)}) if session_key else AnonymousUser()
+        user = await get_user({"session": self.store(session_key)}) if session_key else self.anonymous()
         return await self.app({**scope, "user": user}, receive, send)
 
 

@@ -34,9 +34,7 @@ _executor: ProcessPoolExecutor | None = None
 
 
 class OffloadUnavailable(RuntimeError):
-    """The worker process running the job died; the job was not done."""
-
-    status = 503
+    """The worker process running the job died; the job was not done (the API answers 503)."""
 
 
 def _pool() -> ProcessPoolExecutor:

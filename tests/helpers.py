@@ -119,3 +119,16 @@ def publish_sync(name: str, n: int, **kwargs) -> list[str]:
             await close_redis_context()
 
     return asyncio.run(run())
+
+
+async def browser_ws_headers(user, cookie_value: str | None = None) -> list[tuple[bytes, bytes]]:
+    """A browser's WebSocket handshake headers: its session cookie for ``user`` (logged in
+    now) or the given raw cookie value, and an allowed Origin."""
+    from django.test import AsyncClient
+
+    if cookie_value is None:
+        browser = AsyncClient()
+        await browser.aforce_login(user)
+        cookie_value = browser.cookies[settings.SESSION_COOKIE_NAME].value
+    cookie = f"{settings.SESSION_COOKIE_NAME}={cookie_value}"
+    return [(b"cookie", cookie.encode()), (b"origin", b"http://testserver"), (b"host", b"testserver")]

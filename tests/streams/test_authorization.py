@@ -18,6 +18,7 @@ from streams import operations
 from streams.identity import Actor
 from streams.models import ApiToken, Share
 from tests.streams.sse_client import SSEClient
+from tests.helpers import browser_ws_headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -188,7 +189,7 @@ SESSION_ROLES = [r for r in ROLES if r != "readonly"]  # a read-only token has n
     "how,role",
     [("token", r) for r in ROLES] + [("session", r) for r in SESSION_ROLES],
 )
-async def test_websocket_follow_of_a_private_stream(world, settings, how, role):
+async def test_websocket_follow_of_a_private_stream(world, how, role):
     """Follows by token (?token=) and by a browser's session cookie (read once at the
     handshake: streams.routing.SessionUser) get the same answers."""
     from streamsite.asgi import application
@@ -199,10 +200,7 @@ async def test_websocket_follow_of_a_private_stream(world, settings, how, role):
     if role != "anonymous" and how == "token":
         query = f"?token={tokens[role]}&from=start"
     elif role != "anonymous":
-        browser = AsyncClient()
-        await browser.aforce_login(users[role])
-        cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
-        headers = [(b"cookie", cookie.encode()), (b"origin", b"http://testserver"), (b"host", b"testserver")]
+        headers = await browser_ws_headers(users[role])
     ws = WebsocketCommunicator(application, f"/ws/streams/priv/{query}", headers=headers)
     connected, _ = await ws.connect()
     try:

@@ -7,7 +7,7 @@ from channels.testing import WebsocketCommunicator
 from asgiref.sync import sync_to_async
 from streams import operations
 from streams.clients import redis_context
-from tests.helpers import actor, make_user, user_with_token
+from tests.helpers import actor, browser_ws_headers, make_user, user_with_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -181,22 +181,17 @@ async def test_sockets_take_no_channel_layer_channel(app, sockets, token, monkey
 
 async def test_a_browser_session_follows_its_private_stream_and_a_bad_cookie_is_anonymous(app, sockets, settings):
     """The session cookie is read once at the handshake (streams.routing.SessionUser)."""
-    from django.test import AsyncClient
-
     settings.STREAMS_PUBLIC_READ = False
     rider = await sync_to_async(make_user)("cookie-rider")
     await operations.stream_settings_update(name="mine", actor=actor(rider))
-    browser = AsyncClient()
-    await browser.aforce_login(rider)
-    cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
-    headers = [(b"cookie", cookie.encode()), (b"origin", b"http://testserver"), (b"host", b"testserver")]
+    headers = await browser_ws_headers(rider)
     ws, connected, _ = await open_ws(app, sockets, "/ws/streams/mine/", headers=headers)
     assert connected
     await listening("mine")
     ids = await operations.stream_publish(name="mine", entries=[{"power": "1"}], actor=actor(rider))
     assert (await ws.receive_json_from(5))["id"] == ids[0]
 
-    bad = [(b"cookie", f"{settings.SESSION_COOKIE_NAME}=not-a-session".encode()), *headers[1:]]
+    bad = await browser_ws_headers(None, cookie_value="not-a-session")
     ws2, _, _ = await open_ws(app, sockets, "/ws/streams/mine/", headers=bad)
     assert "error" in await ws2.receive_json_from(5)
     assert (await ws2.receive_output(5))["code"] == 4404  # anonymous: a private stream is not found
