@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
-from asgiref.sync import sync_to_async
-from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Path, Query, Router, Schema
 from ninja.errors import HttpError
@@ -19,7 +17,7 @@ from streams import capacity, identity, operations, shares, sse
 from streams.clients import redis_context
 from streams.identity import AccessError, Identity
 from streams.live import access_guard
-from streamsite.compat import release_request_thread
+from streamsite.handlers import handed_off
 from streams.names import MAX_ENTRIES, NAME_RE, encode_entries, parse_json, validate_range_id, validate_stream_name
 
 MAX_BATCH = 1000
@@ -303,11 +301,9 @@ async def sse_response(request, follow: sse.Follow) -> StreamingHttpResponse:
     except AccessError as exc:
         raise HttpError(exc.status, exc.detail) from None
     try:
-        # Auth may have opened a DB connection in this request's thread: a stream that lasts
-        # hours must not hold it.
-        await sync_to_async(close_old_connections)()
-        release_request_thread()
-        response = StreamingHttpResponse(sse.event_source(follow, admission), content_type="text/event-stream")
+        # Handed off: Django closes the response (request_finished closes the database
+        # connection auth may have opened) and its request thread before the body streams.
+        response = handed_off(sse.event_source(follow, admission), request, content_type="text/event-stream")
     except BaseException:
         admission.release()
         raise

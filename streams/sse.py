@@ -139,11 +139,12 @@ async def pool_events(follow: Follow) -> AsyncIterator[str]:
 
 
 class EventStream:
-    """The response body: the events, plus ``close()``, which Django calls (in a worker
-    thread) when the response ends, streamed or not: it gives back the caller's
-    live-connection place and leaves the hub at once. A response whose ``send`` failed (a
-    stalled client cut by the server) leaves its generator suspended until the garbage
-    collector finds it; its subscription must not wait that long."""
+    """The response body: the events, ``aclose()`` (the lean handler sends the body itself
+    and calls it when the stream ends: streamsite/handlers.py) and ``close()``, which
+    Django calls in a worker thread when it streamed the body (another handler, the test
+    client). Both give back the caller's live-connection place and leave the hub at once: a
+    body whose ``send`` failed must not keep its subscription until the garbage collector
+    finds its suspended generator."""
 
     def __init__(self, events: AsyncIterator[str], admission, follow: Follow) -> None:
         self._events = events
@@ -160,6 +161,12 @@ class EventStream:
         except BaseException:  # the end, a disconnect, an error: the place is free again
             self._admission.release()
             raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._events.aclose()  # runs the generator's finally blocks now
+        finally:
+            self.close()
 
     def close(self) -> None:
         self._admission.release()

@@ -5,10 +5,11 @@ the ASGI application loads and stops start-up with an error naming the library w
 major.minor is installed (re-check the reach, then update the entry). ``tests/test_compat.py``
 fails when one of these internals changes under us.
 
-- asgiref: the per-request executor Django keeps for a request's sync work
-  (``release_request_thread``).
 - Django: ``BaseHandler.load_middleware`` reads ``settings.MIDDLEWARE``
-  (``load_middleware_from``, used by the lean handler).
+  (``load_middleware_from``, used by the lean handler); ``ASGIHandler.handle`` sends a
+  response with ``self.send_response(response, send)`` and then closes it, and
+  ``send_response`` sends ``http.response.start`` first (``send_response_start``, for the lean
+  handler's handed-off bodies).
 - uvicorn: its stop-signal handlers are plain ``signal.signal`` handlers we can wrap
   (``chain_stop_signals``).
 - Twisted/daphne: a "before shutdown" trigger runs before daphne cancels its applications
@@ -33,7 +34,6 @@ from importlib.metadata import PackageNotFoundError, version
 from django.core.exceptions import ImproperlyConfigured
 
 WRITTEN_FOR = {
-    "asgiref": "3.13",
     "Django": "5.2",
     "uvicorn": "0.54",
     "Twisted": "26.10",
@@ -56,25 +56,24 @@ def check_library_versions(installed: Callable[[str], str] = version) -> None:
             )
 
 
-def release_request_thread() -> None:
-    """Stop the worker thread Django's ASGI handler keeps for this request.
+async def send_response_start(handler, response, send) -> bool:
+    """Send only the ``http.response.start`` of ``response`` (Django's own encoding of its
+    status, headers and cookies); True when it went out. For a handed-off body
+    (streamsite/handlers.py): ``ASGIHandler.send_response`` sends the start, then the body
+    parts and a closing message, which are dropped here — the handler sends the body itself
+    after ``handle()`` has closed the response."""
+    from django.core.handlers.asgi import ASGIHandler
 
-    Django runs each request in an asgiref ``ThreadSensitiveContext``; the first sync call in
-    it (its own request_started receivers, our auth's DB lookup) starts a one-thread
-    executor that lives until the request ends. For a stream that lasts hours that is one
-    idle thread per listener (measured: ~60 KB RSS each, and 10,000 threads at 10,000
-    listeners). After the last sync call we shut it down; a later sync call in this request
-    (Django's ``response.close()`` at the very end) simply starts a fresh one briefly.
-    """
-    from asgiref.sync import SyncToAsync
+    sent = False
 
-    try:
-        context = SyncToAsync.thread_sensitive_context.get()
-    except LookupError:
-        return
-    executor = SyncToAsync.context_to_thread_executor.pop(context, None)
-    if executor is not None:
-        executor.shutdown(wait=False)
+    async def start_only(message):
+        nonlocal sent
+        if message["type"] == "http.response.start":
+            await send(message)
+            sent = True
+
+    await ASGIHandler.send_response(handler, response, start_only)
+    return sent
 
 
 def load_middleware_from(handler, middleware: list[str], is_async: bool) -> None:

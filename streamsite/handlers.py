@@ -5,19 +5,147 @@
 streamsite/middleware.py); every other path by Django's standard handler and ``MIDDLEWARE``.
 Both resolve the same URLconf. Django's security checks read ``MIDDLEWARE``, which stays the
 standard stack, so ``check --deploy`` needs no silencing.
+
+The lean handler also *hands off* live bodies (SSE): a view returns ``handed_off(body,
+request)``; Django answers the request as usual (middleware, headers, ``response.close()``
+and its ``request_finished`` receivers), sending only the response's start; then the handler
+sends the body itself, after Django's request, response, resolver match, middleware frames
+and per-request tasks and thread are gone. A listener that waits for hours then holds only
+its own state (measured: docs/benchmarks.md (k)).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import AsyncIterator
+from typing import Protocol
+
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
+from django.http import StreamingHttpResponse
 
-from streamsite.compat import load_middleware_from
+from streamsite.compat import load_middleware_from, send_response_start
+from streamsite.flow_control import ClientStalled
+
+HANDOFF = "streamsite.handoff"  # scope key: the slot a view puts a live body in
+LAST_WORDS_S = 1.0  # how long a cancelled body may still send what it has (its end event)
+
+
+class HandoffBody(Protocol):
+    """What a handed-off body is: an async iterator of ``str`` parts, and ``aclose()``, which
+    gives back everything it holds (called once, whether or not it was iterated)."""
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Handoff:
+    """One request's slot: the body a view handed off, and whether its start was sent."""
+
+    __slots__ = ("body", "started", "_pump_done")
+
+    def __init__(self) -> None:
+        self.body: HandoffBody | None = None
+        self.started = False
+        self._pump_done = False
+
+    async def finish(self, receive, send) -> None:
+        """After Django's handling: send the body if its start went out; close it either way."""
+        body, self.body = self.body, None
+        if body is None:
+            return
+        try:
+            if self.started:
+                await self._stream(body, receive, send)
+        finally:
+            await body.aclose()
+
+    async def _stream(self, body: HandoffBody, receive, send) -> None:
+        """The body is sent by a task of its own while this one (the server's) listens for
+        the disconnect, as Django's handler does. It ends when the body ends, the client goes
+        or stalls (``ClientStalled`` from ``send``), or the server cancels us: daphne does so on
+        stop, after our shutdown hook told every live body to end (``event: shutdown``), so
+        the body gets LAST_WORDS_S to say so before it is cancelled too."""
+        this = asyncio.current_task()
+        pump = asyncio.get_running_loop().create_task(self._send_all(body, send))
+        wake = functools.partial(self._pumped, this)
+        pump.add_done_callback(wake)
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        except asyncio.CancelledError:
+            if self._pump_done and this.cancelling() <= 1:
+                this.uncancel()  # our own signal: the body ended
+                return
+            pump.remove_done_callback(wake)
+            await asyncio.wait([pump], timeout=LAST_WORDS_S)
+            raise
+        finally:
+            if not pump.done():  # the client went, or we were cancelled: stop sending
+                pump.remove_done_callback(wake)
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+
+    def _pumped(self, waiter: asyncio.Task, _pump: asyncio.Task) -> None:
+        self._pump_done = True
+        waiter.cancel()  # wakes the disconnect wait: nothing more to send
+
+    @staticmethod
+    async def _send_all(body: HandoffBody, send) -> None:
+        try:
+            async for part in body:
+                await send({"type": "http.response.body", "body": part.encode(), "more_body": True})
+            await send({"type": "http.response.body"})
+        except ClientStalled:
+            pass  # the response ends unfinished; the server closes the connection
+
+
+class HandedOffResponse(StreamingHttpResponse):
+    """A streaming response whose body the lean handler sends after Django is done."""
+
+    handoff: Handoff
+
+
+def handed_off(body: HandoffBody, request, **kwargs) -> StreamingHttpResponse:
+    """The response for a live ``body``: handed off under the lean handler; elsewhere (the
+    standard handler, Django's test client) an ordinary streaming response over it."""
+    slot = request.scope.get(HANDOFF) if hasattr(request, "scope") else None
+    if slot is None:
+        return StreamingHttpResponse(body, **kwargs)
+    response = HandedOffResponse(_nothing(), **kwargs)
+    response.handoff = slot
+    slot.body = body
+    return response
+
+
+async def _nothing():
+    return
+    yield  # an empty async iterator: what Django streams itself for a handed-off response
 
 
 class LeanASGIHandler(ASGIHandler):
     def load_middleware(self, is_async=False):
         load_middleware_from(self, settings.LEAN_MIDDLEWARE, is_async)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
+        slot = Handoff()
+        try:
+            await super().__call__({**scope, HANDOFF: slot}, receive, send)
+        except BaseException:
+            slot.started = False  # cancelled or failed while Django handled it: close, send nothing
+            await slot.finish(receive, send)
+            raise
+        await slot.finish(receive, send)
+
+    async def send_response(self, response, send):
+        slot = getattr(response, "handoff", None)
+        if slot is None:
+            return await super().send_response(response, send)
+        slot.started = await send_response_start(self, response, send)  # the body is ours
 
 
 class PathRouter:

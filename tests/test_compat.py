@@ -13,29 +13,37 @@ def test_installed_versions_are_the_ones_written_for():
 
 def test_another_version_stops_start_up_naming_the_library():
     def installed(package):
-        return "4.0.0" if package == "asgiref" else compat.WRITTEN_FOR[package] + ".0"
+        return "6.0.0" if package == "Django" else compat.WRITTEN_FOR[package] + ".0"
 
-    with pytest.raises(ImproperlyConfigured, match=r"asgiref 4\.0\.0 is installed.*asgiref 3\.13"):
+    with pytest.raises(ImproperlyConfigured, match=r"Django 6\.0\.0 is installed.*Django 5\.2"):
         compat.check_library_versions(installed)
 
 
-def test_asgiref_keeps_a_per_request_executor_where_we_release_it():
-    from asgiref.sync import SyncToAsync
+async def test_django_sends_the_start_of_a_response_through_send_response():
+    """What the lean handler's handoff relies on: the start (status, headers, cookies) goes
+    out through ``send_response``, which ``handle`` calls before it closes the response."""
+    import inspect
 
-    assert hasattr(SyncToAsync, "thread_sensitive_context")
-    assert callable(getattr(SyncToAsync.context_to_thread_executor, "pop", None))
+    from django.core.handlers.asgi import ASGIHandler
+    from django.http import StreamingHttpResponse
 
+    async def nothing():
+        return
+        yield
 
-async def test_release_request_thread_shuts_the_executor_down():
-    from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
+    response = StreamingHttpResponse(nothing(), content_type="text/event-stream", status=201)
+    response.set_cookie("c", "v")
+    sent = []
 
-    async with ThreadSensitiveContext():
-        await sync_to_async(lambda: None)()  # starts this context's one-thread executor
-        context = SyncToAsync.thread_sensitive_context.get()
-        executor = SyncToAsync.context_to_thread_executor[context]
-        compat.release_request_thread()
-        assert context not in SyncToAsync.context_to_thread_executor
-        assert executor._shutdown
+    async def send(message):
+        sent.append(message)
+
+    assert await compat.send_response_start(ASGIHandler.__new__(ASGIHandler), response, send)
+    assert [m["type"] for m in sent] == ["http.response.start"] and sent[0]["status"] == 201
+    headers = dict(sent[0]["headers"])
+    assert headers[b"Content-Type"] == b"text/event-stream" and headers[b"Set-Cookie"].startswith(b"c=v")
+    handle = inspect.getsource(ASGIHandler.handle)
+    assert handle.index("self.send_response(response, send)") < handle.index("await sync_to_async(response.close)()")
 
 
 def test_django_builds_the_chain_from_settings_middleware():

@@ -1,5 +1,7 @@
 import asyncio
 
+from asgiref.sync import sync_to_async
+
 import pytest
 
 from streams import operations
@@ -383,3 +385,52 @@ async def test_a_swallowed_cancellation_still_ends_the_stream(r, monkeypatch):
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 5)
     assert hub.stats().listeners == 0
+
+
+async def test_a_live_body_holds_no_django_request_while_it_streams(r, open_clients):
+    """The lean handler hands the body off: Django's request, response and per-request tasks
+    are gone once the stream is under way (what an idle listener costs: benchmarks (k))."""
+    import gc
+
+    from django.core.handlers.asgi import ASGIRequest
+    from django.http import StreamingHttpResponse
+
+    clients = [await follow(open_clients, f"/api/streams/held{i}/sse") for i in range(3)]
+    for c in clients:
+        assert (await c.next_event()).retry == 2000
+    await hub_listening("held2")
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, (ASGIRequest, StreamingHttpResponse))]
+    assert alive == []
+    ids = await publish("held1", 2)
+    assert [e.id for e in await clients[1].events(2)] == ids  # and it still streams
+
+
+async def test_a_handed_off_body_ends_cleanly_on_disconnect(r):
+    from monitoring.prometheus import SSE_OPEN
+
+    open_before = SSE_OPEN._value.get()
+    c = await SSEClient("/api/streams/ride/sse").connect()
+    await hub_listening("ride")
+    assert SSE_OPEN._value.get() == open_before + 1
+    await c._comm.send_input({"type": "http.disconnect"})
+    await asyncio.wait([c._comm.future], timeout=5)
+    assert c._comm.future.done() and not c._comm.future.cancelled()
+    assert c._comm.future.exception() is None  # a disconnect is a normal end, not an error
+    hub = (await redis_context()).hub
+    assert hub.stats().listeners == 0
+    assert SSE_OPEN._value.get() == open_before  # the body's finally blocks ran
+
+
+@pytest.mark.django_db(transaction=True)  # closing the response sends request_finished
+async def test_outside_the_lean_handler_the_body_streams_as_usual(r):
+    """Django's test client (another handler): an ordinary streaming response over the body."""
+    from django.test import AsyncClient
+
+    response = await AsyncClient().get("/api/streams/ride/sse")
+    assert response.status_code == 200 and response.streaming
+    first = await anext(aiter(response.streaming_content))
+    assert first.startswith(b"retry:")
+    await sync_to_async(response.close)()
+    hub = (await redis_context()).hub
+    await wait_for(lambda: hub.stats().listeners == 0)
