@@ -224,8 +224,8 @@ async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[lis
         next_beat, next_check = now + heartbeat, now + recheck * (0.5 + random.random() / 2)
         while True:
             raise_if_cancelled()
+            # A bare future (no wait_for): a cancellation here is never swallowed.
             batch = await sub.next_batch(min(next_beat, next_check if follow.guard else next_beat))
-            raise_if_cancelled()
             now = time.monotonic()
             fresh = _newer(batch, cursors)
             if fresh or (not batch and sub.end_reason is None and now >= next_beat):

@@ -153,14 +153,7 @@ class EventStream:
         self._loop = asyncio.get_running_loop()
 
     def __aiter__(self):
-        return self
-
-    async def __anext__(self) -> str:
-        try:
-            return await self._events.__anext__()
-        except BaseException:  # the end, a disconnect, an error: the place is free again
-            self._admission.release()
-            raise
+        return self._events  # no wrapper per event: aclose() / close() always follow
 
     async def aclose(self) -> None:
         try:

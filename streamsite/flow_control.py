@@ -97,17 +97,16 @@ class _StallWatch:
         self._sending_since: float | None = None
         self._task: asyncio.Task | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop = asyncio.get_running_loop()
         self.stalled = False
 
     async def send(self, message: dict) -> None:
         if self.stalled:
             raise ClientStalled(f"client read nothing for {settings.LIVE_STALL_TIMEOUT_MS} ms")
-        loop = self._loop = asyncio.get_running_loop()
-        self._sending_since = loop.time()
+        self._sending_since = since = self._loop.time()
         self._task = asyncio.current_task()
         if self._timer is None:
-            self._timer = loop.call_at(self._sending_since + self._stall, self._check)
+            self._timer = self._loop.call_at(since + self._stall, self._check)
         try:
             await self._send(message)
         except asyncio.CancelledError:
