@@ -17,7 +17,9 @@ fails when one of these internals changes under us.
 - django-ninja: an ``HttpBearer`` subclass may define an async ``__call__`` that ninja awaits
   (``streams.api.Caller``).
 - Channels: ``AsyncConsumer.dispatch`` closes stale database connections (a thread hop)
-  before every message; ``dispatch_without_db_close`` is the same dispatch without it.
+  before every message; ``dispatch_without_db_close`` is the same dispatch without it. An
+  async consumer's ``base_send`` is the connection's ASGI ``send`` itself (streams/consumers.py
+  sends entry frames through it, skipping ``send``'s two wrappers per frame).
 - daphne: the ``send`` it gives an application is ``partial(server.handle_reply, protocol)``
   (``daphne_protocol``, for write backpressure in streamsite/flow_control.py).
 """

@@ -96,3 +96,14 @@ def test_channels_dispatch_still_closes_connections_per_message_by_handler_name(
     source = inspect.getsource(AsyncConsumer.dispatch)
     assert "get_handler_name(message)" in source and "aclose_old_connections()" in source
     assert get_handler_name({"type": "websocket.receive"}) == "websocket_receive"
+
+
+def test_an_async_consumers_base_send_is_the_connections_send():
+    """streams/consumers.py sends each entry frame with ``self.base_send`` directly."""
+    import inspect
+
+    from channels.consumer import AsyncConsumer
+
+    source = inspect.getsource(AsyncConsumer.__call__)
+    assert "self.base_send = send" in source
+    assert inspect.getsource(AsyncConsumer.send).strip().endswith("await self.base_send(message)")
