@@ -9,6 +9,7 @@ shutdown, end of a command or test) stops its tasks and closes its connections.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from streams.broadcast import DeletionFeed
 from streams.hub import StreamHub
 from streams.pool import BlockingClientPool, ClientPool, PoolLimits
 from streams.registry import StreamRegistry
+from streams.topology import ensure_supported
 from streamsite.envconfig import RedisConfig
 
 
@@ -101,6 +103,9 @@ async def redis_context() -> RedisContext:
     loop = asyncio.get_running_loop()
     ctx = _contexts.get(loop)
     if ctx is None:
+        await ensure_supported(settings.REDIS)  # a Redis Cluster node is refused, by name
+        ctx = _contexts.get(loop)
+    if ctx is None:
         ctx = _contexts[loop] = build_context(settings.REDIS)
         try:
             await asyncio.gather(ctx.main.start(), ctx.blocking.start())
@@ -130,3 +135,16 @@ async def close_redis_context() -> None:
     ctx = _contexts.pop(asyncio.get_running_loop(), None)
     if ctx is not None:
         await ctx.close()
+
+
+@contextlib.contextmanager
+def redis_errors_as_command_errors():
+    """In a management command: a Redis that is down or cannot be served (a cluster node,
+    streams/topology.py) ends the command with its reason instead of a traceback."""
+    from django.core.management.base import CommandError
+    from redis.exceptions import RedisError
+
+    try:
+        yield
+    except RedisError as exc:
+        raise CommandError(f"redis unavailable: {exc}") from None

@@ -13,8 +13,13 @@ from streamsite.compat import check_library_versions  # noqa: E402
 
 check_library_versions()
 
-from streams.routing import websocket_application  # noqa: E402
 from django.conf import settings  # noqa: E402
+
+from streams.topology import check_at_start_up  # noqa: E402
+
+check_at_start_up(settings.REDIS)  # a Redis Cluster node stops start-up with a clear message
+
+from streams.routing import websocket_application  # noqa: E402
 
 from streamsite.asgi_guards import BodyLimit, TrustedProxies  # noqa: E402
 from streamsite.flow_control import FlowControl  # noqa: E402

@@ -64,6 +64,8 @@ class RedisConfig:
     registry_cache_expiry_ms: int
     stream_key_prefix: str
     stream_maxlen: int
+    cluster: str = "auto"  # REDIS_CLUSTER: auto | true | false
+    cluster_nodes: tuple[str, ...] = ()  # REDIS_CLUSTER_NODES: extra seed nodes, host:port
 
     def summary(self) -> dict:
         """The effective configuration with any password in the URL redacted."""
@@ -88,6 +90,8 @@ class RedisConfig:
             },
             "stream_key_prefix": self.stream_key_prefix,
             "stream_maxlen": self.stream_maxlen,
+            "cluster": self.cluster,
+            "cluster_nodes": list(self.cluster_nodes),
         }
 
 
@@ -100,6 +104,19 @@ def redact_url(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit(parts._replace(netloc=f"{user}:<redacted>@{host}"))
+
+
+def cluster_nodes(raw: str) -> tuple[str, ...]:
+    """``host:port,host:port`` (spaces allowed); each port 1-65535."""
+    nodes = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ImproperlyConfigured(f"REDIS_CLUSTER_NODES: {item!r} is not host:port (e.g. 10.0.0.5:6379)")
+        nodes.append(item)
+    return tuple(nodes)
 
 
 def load_redis_config(env: environ.Env) -> RedisConfig:
@@ -123,6 +140,8 @@ def load_redis_config(env: environ.Env) -> RedisConfig:
         registry_cache_expiry_ms=env_int(env, "REDIS_REGISTRY_CACHE_EXPIRY", 60000),
         stream_key_prefix=env.str("STREAM_KEY_PREFIX", default="stream:"),
         stream_maxlen=env_int(env, "STREAM_MAXLEN", 100000),
+        cluster=env_choice(env, "REDIS_CLUSTER", "auto", ("auto", "true", "false")),
+        cluster_nodes=cluster_nodes(env.str("REDIS_CLUSTER_NODES", default="")),
     )
     for low, high in (("POOL_MIN", "POOL_MAX"), ("BLOCKING_POOL_MIN", "BLOCKING_POOL_MAX")):
         lo = getattr(config, low.lower())

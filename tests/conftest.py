@@ -119,3 +119,18 @@ def _fresh_identities():
     identity_cache.clear()
     yield
     identity_cache.clear()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A local 3-primary Redis Cluster (tests/cluster.py), started once per session."""
+    from tests.cluster import start_cluster
+
+    try:
+        cluster = start_cluster()
+    except RuntimeError as exc:
+        pytest.skip(f"cannot start a local Redis Cluster: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -17,7 +17,7 @@ REDIS_VARS = [
     "REDIS_POOL_IDLE_TIMEOUT", "REDIS_POOL_HEALTH_CHECK_INTERVAL", "REDIS_BLOCKING_POOL_MIN",
     "REDIS_BLOCKING_POOL_MAX", "REDIS_BLOCKING_POOL_ACQUIRE_TIMEOUT",
     "REDIS_BLOCKING_POOL_IDLE_TIMEOUT", "REDIS_REGISTRY_REFRESH_INTERVAL",
-    "REDIS_REGISTRY_CACHE_EXPIRY", "STREAM_KEY_PREFIX", "STREAM_MAXLEN",
+    "REDIS_REGISTRY_CACHE_EXPIRY", "STREAM_KEY_PREFIX", "STREAM_MAXLEN", "REDIS_CLUSTER", "REDIS_CLUSTER_NODES",
 ]
 
 
@@ -44,6 +44,11 @@ def test_values_are_read(clean_env):
     clean_env.setenv("STREAM_MAXLEN", "0")
     c = load_redis_config(environ.Env())
     assert c.pool_max == 20 and c.stream_maxlen == 0
+    assert c.cluster == "auto" and c.cluster_nodes == ()
+    clean_env.setenv("REDIS_CLUSTER", "False")
+    clean_env.setenv("REDIS_CLUSTER_NODES", " 10.0.0.5:6379, redis-2:7000 ")
+    c = load_redis_config(environ.Env())
+    assert c.cluster == "false" and c.cluster_nodes == ("10.0.0.5:6379", "redis-2:7000")
 
 
 @pytest.mark.parametrize(
@@ -57,6 +62,9 @@ def test_values_are_read(clean_env):
         ("REDIS_REGISTRY_REFRESH_INTERVAL", "1.5", "REDIS_REGISTRY_REFRESH_INTERVAL='1.5'"),
         ("REDIS_URL", "http://x", "REDIS_URL"),
         ("STREAM_KEY_PREFIX", "", "STREAM_KEY_PREFIX"),
+        ("REDIS_CLUSTER", "maybe", "REDIS_CLUSTER='maybe' must be one of auto, true, false"),
+        ("REDIS_CLUSTER_NODES", "10.0.0.5", "REDIS_CLUSTER_NODES: '10.0.0.5' is not host:port"),
+        ("REDIS_CLUSTER_NODES", "a:1,b:99999", "REDIS_CLUSTER_NODES: 'b:99999' is not host:port"),
     ],
 )
 def test_bad_values_name_the_variable(clean_env, var, value, needle):

@@ -3,7 +3,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from streams import operations
-from streams.clients import close_redis_context
+from streams.clients import close_redis_context, redis_errors_as_command_errors
 from streams.names import InvalidInput, validate_stream_name
 
 
@@ -29,6 +29,8 @@ class Command(BaseCommand):
             finally:
                 await close_redis_context()
 
-        if not async_to_sync(claim)():
+        with redis_errors_as_command_errors():
+            claimed = async_to_sync(claim)()
+        if not claimed:
             raise CommandError(f"no stream named {name!r}")
         self.stdout.write(f"{name} now belongs to {username}")

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from streams import operations
-from streams.clients import close_redis_context
+from streams.clients import close_redis_context, redis_errors_as_command_errors
 from streams.names import InvalidInput, validate_stream_name
 from workouts.samples import SamplesError
 from workouts.services import athlete_by_username, workout_from_stream
@@ -40,7 +40,8 @@ class Command(BaseCommand):
                 await close_redis_context()
 
         try:
-            workout = asyncio.run(run())
+            with redis_errors_as_command_errors():
+                workout = asyncio.run(run())
         except (LookupError, SamplesError) as exc:
             raise CommandError(str(exc)) from None
         np_text = "—" if workout.normalized_power is None else f"{workout.normalized_power:.0f} W"

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from streams import operations
-from streams.clients import close_redis_context
+from streams.clients import close_redis_context, redis_errors_as_command_errors
 from streams.identity import SYSTEM, Actor
 from streams.names import InvalidInput, validate_stream_name
 from workouts.simulate import simulate_ride
@@ -40,7 +40,8 @@ class Command(BaseCommand):
                 raise CommandError(f"no user named {owner!r}")
             actor = Actor(user_id=user.pk, username=user.get_username())
         ride = simulate_ride(duration=duration, hz=hz, ftp=ftp, seed=seed)
-        asyncio.run(self._publish(stream, ride, speedup, actor))
+        with redis_errors_as_command_errors():
+            asyncio.run(self._publish(stream, ride, speedup, actor))
 
     async def _publish(self, stream, ride, speedup, actor):
         names = [k for k in ride if k != "t"]
