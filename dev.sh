@@ -30,6 +30,8 @@ case "${1:-}" in
     export REDIS_URL
     .venv/bin/python manage.py migrate --no-input -v0
     .venv/bin/python manage.py demo_setup --base-url "http://127.0.0.1:${PORT:-8000}"
+    . scripts/processes.sh
+    setup_processes  # WEB_CONCURRENCY=N: N processes (uvicorn reads it), metrics shared
     echo "Serving on http://127.0.0.1:${PORT:-8000}/ (Redis: $REDIS_URL)"
     exec .venv/bin/uvicorn --host 127.0.0.1 --port "${PORT:-8000}" --no-proxy-headers \
       --timeout-graceful-shutdown 10 streamsite.asgi:application

@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streamsite.envconfig import RedisConfig, redact_url
 
-PROBE_TIMEOUT_S = 2.0
+PROBE_TIMEOUT_S = 0.5  # short: a Redis that hangs must not delay readiness; no answer = no verdict
 
 
 class UnsupportedTopology(RedisConnectionError):

@@ -1,0 +1,21 @@
+# Sourced by docker-entrypoint.sh and ./dev.sh serve (POSIX sh).
+#
+# WEB_CONCURRENCY=N runs N server processes: uvicorn reads the variable itself (its --workers
+# default). With more than one, prometheus_client's multi-process mode needs a directory shared
+# by the processes and empty when they start: PROMETHEUS_MULTIPROC_DIR is created (or, when
+# set, emptied of its *.db files) here, before any process imports prometheus_client.
+setup_processes() {
+  n="${WEB_CONCURRENCY:-1}"
+  case "$n" in
+    '' | *[!0-9]* | 0 | 00*) echo "WEB_CONCURRENCY='$n' must be a positive integer (server processes)" >&2; exit 2 ;;
+  esac
+  if [ "$n" -gt 1 ]; then
+    if [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+      PROMETHEUS_MULTIPROC_DIR=$(mktemp -d "${TMPDIR:-/tmp}/streamsite-prometheus.XXXXXX")
+      export PROMETHEUS_MULTIPROC_DIR
+    else
+      mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+      rm -f "$PROMETHEUS_MULTIPROC_DIR"/*.db
+    fi
+  fi
+}
