@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -43,6 +44,23 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (uvicorn's worker processes under ``--workers``)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        for task in Path(f"/proc/{pids[i]}/task").glob("*"):
+            try:
+                pids += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        i += 1
+    return pids
+
+
+def tree_rss_kb(pid: int) -> int:
+    return sum(rss_kb(p) for p in process_tree(pid) if Path(f"/proc/{p}").exists())
 
 
 def free_port() -> int:
@@ -243,6 +261,9 @@ async def run(args) -> dict:
         "DATABASE_URL": "sqlite:////tmp/streamsite-bench.sqlite3",
         **dict(item.split("=", 1) for item in args.env),
     }
+    if args.workers > 1:  # what docker-entrypoint.sh does (scripts/processes.sh)
+        env["WEB_CONCURRENCY"] = str(args.workers)
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-prometheus-")
     sync_r = redis.Redis.from_url(args.redis_url, decode_responses=True)
     sync_r.flushdb()
     if args.server == "daphne":
@@ -267,8 +288,8 @@ async def run(args) -> dict:
             if time.monotonic() > deadline:
                 raise SystemExit("server did not start")
             await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)
-        rss_before = rss_kb(server.pid)
+        await asyncio.sleep(0.5 if args.workers == 1 else 3)  # every worker up
+        rss_before = tree_rss_kb(server.pid)
         streams = stream_names(args.streams)
         t0 = time.monotonic()
         per = -(-args.listeners // args.clients)
@@ -291,15 +312,16 @@ async def run(args) -> dict:
         connect_s = time.monotonic() - t0
         # Wait until the server reads every stream (hub) or holds its connections (pool).
         await asyncio.sleep(1.0)
-        rss_idle = rss_kb(server.pid)
+        rss_idle = tree_rss_kb(server.pid)
         workout = None
         if args.workout_mib:
             workout = asyncio.create_task(post_workout(port, token, workout_body(args.workout_mib), args.duration / 3))
         sent = await publish(args.redis_url, streams, args.rate, args.duration)
         workout_result = await workout if workout is not None else {}
         await asyncio.sleep(args.drain)
-        rss_end = rss_kb(server.pid)
-        redis_clients = [c for c in sync_r.client_list() if c.get("name", "").endswith(f":{server.pid}")]
+        rss_end = tree_rss_kb(server.pid)
+        pids = {f":{p}" for p in process_tree(server.pid)}
+        redis_clients = [c for c in sync_r.client_list() if any(c.get("name", "").endswith(p) for p in pids)]
         delivered = 0
         for client in clients:
             client.stdin.write(b"stop\n")
@@ -326,7 +348,7 @@ async def run(args) -> dict:
             "rss_mb_before": round(rss_before / 1024, 1), "rss_mb_idle": round(rss_idle / 1024, 1),
             "rss_mb_end": round(rss_end / 1024, 1),
             "rss_kb_per_idle_listener": round((rss_idle - rss_before) / idle_listeners, 1),
-            "redis_conns_total": len(redis_clients),
+            "workers": args.workers, "redis_conns_total": len(redis_clients),
             "redis_conns_xread": sum(1 for c in redis_clients if c.get("cmd") == "xread"),
         }
     finally:
@@ -341,6 +363,8 @@ async def run(args) -> dict:
         except subprocess.TimeoutExpired:
             server.kill()
         sync_r.flushdb()
+        if "PROMETHEUS_MULTIPROC_DIR" in env and args.workers > 1:
+            shutil.rmtree(env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def stream_names(n: int) -> list[str]:
@@ -393,6 +417,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=1, help="load-client processes (each from its own 127.0.0.x)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="a setting for the server, e.g. --env GC_FULL_COLLECT_INTERVAL=10000 --env LOG_LEVEL=info")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (WEB_CONCURRENCY)")
     p.add_argument("--server-log", help="write the server's output here (e.g. the full-collection pauses)")
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)  # child mode
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
