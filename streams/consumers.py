@@ -124,6 +124,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
                 for entry in item:
                     follow.positions[entry.name] = entry.id
                     await send({"type": "websocket.send", "text": f'{{"id": "{entry.id}", "data": {entry.data_json}}}'})
+                item = entry = None  # nothing kept while the next batch is awaited
         except (RedisConnectionError, RedisTimeoutError) as exc:
             log.warning("websocket feed for %s lost Redis: %s", self.name, exc)
             await self.close(code=CLOSE_UNAVAILABLE)

@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from monitoring.operations import timed
 from streams.keys import stream_key
 from streams.pool import BlockingClientPool, ClientPool, PoolClosedError
-from streams.positions import last_generated_id, parse_id
+from streams.positions import last_generated_id, id_order
 from streams.tasks import cancel_and_wait, raise_if_cancelled, settle
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,12 @@ class Entry:
 
     name: str
     id: str
-    pos: tuple[int, int]
+    pos: int  # positions.id_order(id)
     data_json: str
 
 
 def make_entry(name: str, entry_id: str, fields: dict[str, str]) -> Entry:
-    return Entry(name=name, id=entry_id, pos=parse_id(entry_id), data_json=json.dumps(fields))
+    return Entry(name=name, id=entry_id, pos=id_order(entry_id), data_json=json.dumps(fields))
 
 
 class Subscription:
@@ -105,17 +105,28 @@ class Subscription:
         the hub's clock wakes the waiter within ``WAKE_RESOLUTION`` of it); [] then.
 
         No timer per wait: an ``asyncio.timeout`` per delivery per listener cost ~18% of the
-        process at 10,000 listeners (py-spy) and five objects each for the GC to examine."""
-        if not self._items and self.end_reason is None:
-            if deadline <= time.monotonic():
-                return []
-            self.deadline = deadline
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        batch, self._items = self._items, []
+        process at 10,000 listeners (py-spy) and five objects each for the GC to examine. The
+        live path awaits ``waiter()`` itself and then ``take()``s, without this coroutine: one
+        object fewer per waiting listener for every collection."""
+        waiter = self.waiter(deadline)
+        if waiter is not None:
+            await waiter
+        return self.take()
+
+    def waiter(self, deadline: float) -> asyncio.Future | None:
+        """A future to await when nothing is queued (None: take at once). Done by ``push``,
+        ``end`` or the hub's clock once ``deadline`` passed."""
+        if self._items or self.end_reason is not None or deadline <= time.monotonic():
+            return None
+        self.deadline = deadline
+        self._waiter = asyncio.get_running_loop().create_future()
+        return self._waiter
+
+    def take(self) -> list[Entry]:
+        """Everything queued (and no waiter any more)."""
+        self._waiter = None
+        batch = self._items.copy()
+        self._items.clear()  # the same list stays: nothing new for the collector per wake
         return batch
 
     def wake_if_due(self, now: float) -> None:

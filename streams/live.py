@@ -22,7 +22,7 @@ from streams import identity, operations
 from streams.clients import redis_context
 from streams.hub import Entry, make_entry
 from streams.names import InvalidInput, validate_entry_id, validate_stream_name
-from streams.positions import START, parse_id
+from streams.positions import START, id_order
 from streams.tasks import raise_if_cancelled, settle
 
 CATCH_UP_CHUNK = 500
@@ -190,7 +190,7 @@ async def _catch_up(name: str, after: str) -> AsyncIterator[list[Entry]]:
         after = chunk[-1].id
 
 
-def _newer(batch: list[Entry], cursors: dict[str, tuple[int, int]]) -> list[Entry]:
+def _newer(batch: list[Entry], cursors: dict[str, int]) -> list[Entry]:
     """Entries newer than what was already passed on. (``Follow.positions`` is advanced by
     the consumer as it sends each entry: a composite id must show each event's own position.)"""
     fresh = []
@@ -209,7 +209,7 @@ async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[lis
     finally an ``Ended`` if the hub ends the feed or the follow's guard says no. Unsubscribes
     on any exit."""
     hub = (await redis_context()).live_hub()
-    cursors = {n: parse_id(p) for n, p in follow.positions.items()}
+    cursors = {n: id_order(p) for n, p in follow.positions.items()}
     recheck = settings.ACCESS_RECHECK_INTERVAL_MS / 1000
     sub = await hub.subscribe(follow.names)
     follow.leave = lambda: hub.unsubscribe(sub)
@@ -225,12 +225,19 @@ async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[lis
         while True:
             raise_if_cancelled()
             # A bare future (no wait_for): a cancellation here is never swallowed.
-            batch = await sub.next_batch(min(next_beat, next_check if follow.guard else next_beat))
+            waiter = sub.waiter(min(next_beat, next_check if follow.guard else next_beat))
+            if waiter is not None:
+                await waiter
+                waiter = None
+            batch = sub.take()
             now = time.monotonic()
             fresh = _newer(batch, cursors)
             if fresh or (not batch and sub.end_reason is None and now >= next_beat):
                 yield fresh  # [] = a quiet heartbeat interval
                 next_beat = now + heartbeat
+            # Hold no batch while waiting: objects kept across the wait are what every garbage
+            # collection examines, once per listener.
+            batch = fresh = None
             if sub.end_reason is not None:
                 yield Ended(sub.end_reason, sub.end_detail)
                 return

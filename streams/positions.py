@@ -8,9 +8,12 @@ from redis.exceptions import ResponseError
 START = "0-0"  # before the first possible entry
 
 
-def parse_id(entry_id: str) -> tuple[int, int]:
+def id_order(entry_id: str) -> int:
+    """An entry id as one int that sorts as Redis orders ids (``ms`` then ``seq``). An int, not
+    a ``(ms, seq)`` tuple: a listener keeps its positions in a dict, and a tuple stored in it
+    would make the dict a container the garbage collector examines after every delivery."""
     ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+    return int(ms) << 64 | int(seq or 0)
 
 
 async def last_generated_id(client: Redis, key: str) -> str:

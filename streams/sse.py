@@ -99,6 +99,7 @@ async def hub_events(follow: Follow) -> AsyncIterator[str]:
                 yield format_end(follow, item)
                 return
             yield format_batch(follow, item) if item else ": ping\n\n"
+            item = None  # not kept while the next one is awaited (see live_batches)
 
 
 async def pool_events(follow: Follow) -> AsyncIterator[str]:

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 
 from django.conf import settings
 
+from streams.tasks import cancel_and_wait
 from streamsite.compat import daphne_protocol
 
 log = logging.getLogger(__name__)
@@ -85,28 +87,27 @@ class FlowControl:
 class _StallWatch:
     """Cuts a connection whose ``send`` has waited LIVE_STALL_TIMEOUT for the client.
 
-    One timer per connection, re-armed at most once per stall interval, instead of a timer per
-    ``send``: at 40,000 sends a second, a timer each (asyncio.timeout or wait_for) cost tens
-    of milliseconds of delivery latency in the saturation benchmark. When it fires during a
-    send that started a stall ago, it cancels the sending task; that ``send`` then raises
-    ``ClientStalled``."""
+    No timer per connection (nor per ``send``: at 40,000 sends a second, a timer each cost tens
+    of milliseconds of delivery latency): the loop's ``StallClock`` looks at every open
+    connection once per ``STALL_TICK``. When a send started a stall ago, it cancels the sending
+    task; that ``send`` then raises ``ClientStalled``. (A timer per connection, re-armed every
+    stall interval, was four objects per listener for every garbage collection to examine.)"""
+
+    __slots__ = ("_send", "_sending_since", "_task", "_loop", "stalled")
 
     def __init__(self, send) -> None:
         self._send = send
-        self._stall = settings.LIVE_STALL_TIMEOUT_MS / 1000
         self._sending_since: float | None = None
         self._task: asyncio.Task | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self.stalled = False
+        StallClock.of(self._loop).watch(self)
 
     async def send(self, message: dict) -> None:
         if self.stalled:
             raise ClientStalled(f"client read nothing for {settings.LIVE_STALL_TIMEOUT_MS} ms")
-        self._sending_since = since = self._loop.time()
+        self._sending_since = self._loop.time()
         self._task = asyncio.current_task()
-        if self._timer is None:
-            self._timer = self._loop.call_at(since + self._stall, self._check)
         try:
             await self._send(message)
         except asyncio.CancelledError:
@@ -116,21 +117,62 @@ class _StallWatch:
         finally:
             self._sending_since = None
 
-    def _check(self) -> None:
-        self._timer = None
+    def check(self, now: float, stall: float) -> None:
         since = self._sending_since
-        if since is None:
-            return  # not sending: the next send arms the timer again
-        if self._loop.time() - since >= self._stall:
+        if since is not None and now - since >= stall and not self.stalled:
             self.stalled = True
             self._task.cancel()
-            return
-        self._timer = self._loop.call_at(since + self._stall, self._check)
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        StallClock.of(self._loop).forget(self)
+
+
+STALL_TICK = 0.5  # s: how late past LIVE_STALL_TIMEOUT a stalled connection may be cut
+
+
+class StallClock:
+    """One per event loop: checks every open connection's ``send`` each ``STALL_TICK``.
+
+    Its task runs while connections are open and ends by itself after the last one closes;
+    ``stop_all()`` (server shutdown) cancels and awaits it."""
+
+    _clocks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StallClock]" = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._watches: set[_StallWatch] = set()
+        self._task: asyncio.Task | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> "StallClock":
+        clock = cls._clocks.get(loop)
+        if clock is None:
+            clock = cls._clocks[loop] = cls(loop)
+        return clock
+
+    def watch(self, watch: _StallWatch) -> None:
+        self._watches.add(watch)
+        if self._task is None:
+            self._task = self._loop.create_task(self._run(), name="stall-clock")
+
+    def forget(self, watch: _StallWatch) -> None:
+        self._watches.discard(watch)
+
+    async def _run(self) -> None:
+        try:
+            while self._watches:
+                await asyncio.sleep(STALL_TICK)
+                now, stall = self._loop.time(), settings.LIVE_STALL_TIMEOUT_MS / 1000
+                for watch in list(self._watches):
+                    watch.check(now, stall)
+        finally:
+            self._task = None
+
+    @classmethod
+    async def stop_all(cls) -> None:
+        for clock in list(cls._clocks.values()):
+            if clock._loop is asyncio.get_running_loop():
+                await cancel_and_wait(clock._task)
 
 
 class _DaphneConnection:

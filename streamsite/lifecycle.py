@@ -17,6 +17,7 @@ from django.conf import settings
 
 from streams.clients import close_redis_context, current_context
 from streamsite import offload
+from streamsite.flow_control import StallClock
 from streamsite.compat import add_twisted_shutdown_trigger
 from streamsite.compat import chain_stop_signals as wrap_stop_signals
 
@@ -128,6 +129,7 @@ async def drain_listeners() -> None:
 
 async def close_everything() -> None:
     FullCollections.stop()
+    await StallClock.stop_all()
     await asyncio.to_thread(offload.shutdown)
     await close_redis_context()
     from channels.layers import get_channel_layer
