@@ -6,6 +6,9 @@ read from live state at scrape time by a collector (so they are never stale).
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 from django.conf import settings
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -36,43 +39,115 @@ def observe_request(request, status: int, seconds: float) -> None:
     HTTP_REQUESTS.labels(method, route, str(status)).observe(seconds)
 
 
+LiveReading = tuple[str, str, str, tuple[str, ...], dict[tuple[str, ...], float]]
+
+
+def live_readings(contexts) -> list[LiveReading]:
+    """(name, help, kind, label names, {label values: value}) of pools, hub, capacity and
+    registry over ``contexts`` — what both the scrape-time collector and the multi-process
+    sampler export."""
+    pools: dict[tuple[str, ...], float] = {}
+    for pool_name in ("main", "blocking"):
+        for state in ("total", "in_use", "available", "waiting"):
+            pools[(pool_name, state)] = sum(getattr(getattr(ctx, pool_name).stats(), state) for ctx in contexts)
+    readings: list[LiveReading] = [
+        ("streamsite_redis_pool_connections", "Redis pool connections by state", "gauge", ("pool", "state"), pools),
+    ]
+    hub_stats = [ctx.hub.stats() for ctx in contexts]
+    for field, help_text in (("listeners", "Live listeners (SSE and WebSocket)"),
+                             ("keys", "Streams the hub reads"), ("readers", "Hub reader tasks")):
+        readings.append((f"streamsite_hub_{field}", help_text, "gauge", (),
+                         {(): sum(getattr(s, field) for s in hub_stats)}))
+    for field, name, help_text in (
+        ("events_delivered", "streamsite_hub_events_delivered", "Entries queued to listeners"),
+        ("overflow_disconnects", "streamsite_hub_overflow_disconnects", "Listeners ended for reading too slowly"),
+        ("reconnects", "streamsite_hub_reader_reconnects", "Hub reader reconnects to Redis"),
+    ):
+        readings.append((name, help_text, "counter", (), {(): sum(getattr(s, field) for s in hub_stats)}))
+    from streams.capacity import connections
+
+    readings.append(("streamsite_live_connections", "Open live connections counted against "
+                     "LIVE_MAX_CONNECTIONS_PER_USER", "gauge", (), {(): connections.stats()["connections"]}))
+    readings.append(("streamsite_live_followed_streams_limit", "LIVE_MAX_FOLLOWED_STREAMS", "gauge-max", (),
+                     {(): settings.LIVE_MAX_FOLLOWED_STREAMS}))
+    sizes = [len(ctx.registry.cached_names) for ctx in contexts]
+    readings.append(("streamsite_registry_streams", "Streams in the registry (in-process copy)", "gauge-max", (),
+                     {(): max(sizes) if sizes else 0}))
+    return readings
+
+
 class LiveStateCollector:
     """Pools, hub and registry of every Redis context in this process, read at scrape time."""
 
     def collect(self):
         from streams.clients import all_contexts
 
-        contexts = all_contexts()
-        pool = GaugeMetricFamily("streamsite_redis_pool_connections", "Redis pool connections by state",
-                                 labels=["pool", "state"])
-        for pool_name in ("main", "blocking"):
-            totals = {"total": 0, "in_use": 0, "available": 0, "waiting": 0}
-            for ctx in contexts:
-                stats = getattr(ctx, pool_name).stats()
-                for key in totals:
-                    totals[key] += getattr(stats, key)
-            for state, value in totals.items():
-                pool.add_metric([pool_name, state], value)
-        yield pool
-        hub_stats = [ctx.hub.stats() for ctx in contexts]
-        for field, help_text in (("listeners", "Live listeners (SSE and WebSocket)"),
-                                 ("keys", "Streams the hub reads"), ("readers", "Hub reader tasks")):
-            yield GaugeMetricFamily(f"streamsite_hub_{field}", help_text, value=sum(getattr(s, field) for s in hub_stats))
-        for field, name, help_text in (
-            ("events_delivered", "streamsite_hub_events_delivered", "Entries queued to listeners"),
-            ("overflow_disconnects", "streamsite_hub_overflow_disconnects", "Listeners ended for reading too slowly"),
-            ("reconnects", "streamsite_hub_reader_reconnects", "Hub reader reconnects to Redis"),
-        ):
-            yield CounterMetricFamily(name, help_text, value=sum(getattr(s, field) for s in hub_stats))
-        from streams.capacity import connections
+        for name, help_text, kind, labels, values in live_readings(all_contexts()):
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, help_text, labels=labels)
+            for label_values, value in values.items():
+                family.add_metric(list(label_values), value)
+            yield family
 
-        yield GaugeMetricFamily("streamsite_live_connections", "Open live connections counted against "
-                                "LIVE_MAX_CONNECTIONS_PER_USER", value=connections.stats()["connections"])
-        yield GaugeMetricFamily("streamsite_live_followed_streams_limit", "LIVE_MAX_FOLLOWED_STREAMS",
-                                value=settings.LIVE_MAX_FOLLOWED_STREAMS)
-        sizes = [len(ctx.registry.cached_names) for ctx in contexts]
-        yield GaugeMetricFamily("streamsite_registry_streams", "Streams in the registry (in-process copy)",
-                                value=max(sizes) if sizes else 0)
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+SAMPLE_INTERVAL_S = 5.0
+_sampled_metrics: dict[str, Counter | Gauge] = {}
+
+
+def _sampled_metric(name: str, help_text: str, kind: str, labels: tuple[str, ...]):
+    """The multi-process metric for a reading (made once; not in the default registry, whose
+    collector exports the same names in single-process mode)."""
+    metric = _sampled_metrics.get(name)
+    if metric is None:
+        if kind == "counter":
+            metric = Counter(name, help_text, labels, registry=None)
+        else:
+            mode = "livemax" if kind == "gauge-max" else "livesum"
+            metric = Gauge(name, help_text, labels, registry=None, multiprocess_mode=mode)
+        metric = _sampled_metrics[name] = metric
+    return metric
+
+
+class LiveStateSampler:
+    """With several server processes (``PROMETHEUS_MULTIPROC_DIR``): writes one context's live
+    readings into prometheus_client's shared files every SAMPLE_INTERVAL_S (and when this
+    process answers a scrape), so ``/metrics`` sums pools, listeners and streams over every
+    process (gauges ``livesum``; counters by their increase since the last sample). Owned by
+    its ``RedisContext``: ``start()`` with it, ``close()`` cancels and awaits the task."""
+
+    def __init__(self, ctx) -> None:
+        self._ctx = ctx
+        self._last: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="metrics-sampler")
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+
+    def sample(self) -> None:
+        for name, help_text, kind, labels, values in live_readings([self._ctx]):
+            metric = _sampled_metric(name, help_text, kind, labels)
+            for label_values, value in values.items():
+                child = metric.labels(*label_values) if labels else metric
+                if kind == "counter":
+                    key = (name, label_values)
+                    increase = value - self._last.get(key, 0)
+                    self._last[key] = value
+                    if increase > 0:
+                        child.inc(increase)
+                else:
+                    child.set(value)
+
+    async def close(self) -> None:
+        from streams.tasks import cancel_and_wait
+
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 _registered = False

@@ -12,7 +12,8 @@ from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from monitoring.checks import readiness, snapshot
-from monitoring.prometheus import LiveStateCollector, register_collectors
+from monitoring.prometheus import register_collectors
+from streams.clients import current_context
 from streams.identity import AccessError, parse_authorization
 
 
@@ -71,12 +72,16 @@ async def prometheus(request):
 
 
 def scrape_registry():
-    """The default registry; with PROMETHEUS_MULTIPROC_DIR, every process's files instead
-    (counters and histograms summed across processes) plus this process's live gauges."""
+    """The default registry; with PROMETHEUS_MULTIPROC_DIR (several server processes), every
+    process's files instead: counters and histograms summed, and the live gauges each
+    process's sampler writes (this process's sampled now, the others' at most
+    SAMPLE_INTERVAL_S old)."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         register_collectors()
         return REGISTRY
+    ctx = current_context()
+    if ctx is not None and ctx.sampler is not None:
+        ctx.sampler.sample()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    registry.register(LiveStateCollector())
     return registry

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from monitoring.prometheus import MULTIPROCESS, LiveStateSampler
 from streams.batching import ScriptBatcher
 from streams.broadcast import DeletionFeed
 from streams.hub import StreamHub
@@ -34,6 +35,8 @@ class RedisContext:
     deletions: DeletionFeed
     publishes: ScriptBatcher
     started: asyncio.Future
+    # With several server processes: this context's live readings for /metrics (monitoring).
+    sampler: "LiveStateSampler | None" = None
 
     def live_hub(self) -> StreamHub:
         """The hub, with its cross-process deletion feed running."""
@@ -46,6 +49,8 @@ class RedisContext:
         await self.deletions.close()
         await self.registry.close()
         await self.publishes.close()
+        if self.sampler is not None:
+            await self.sampler.close()
         await asyncio.gather(self.main.close(), self.blocking.close())
 
 
@@ -110,6 +115,9 @@ async def redis_context() -> RedisContext:
         try:
             await asyncio.gather(ctx.main.start(), ctx.blocking.start())
             ctx.registry.start()
+            if MULTIPROCESS:
+                ctx.sampler = LiveStateSampler(ctx)
+                ctx.sampler.start()
         finally:
             ctx.started.set_result(None)
     elif not ctx.started.done():

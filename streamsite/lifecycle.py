@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import threading
 import time
 
@@ -137,6 +138,10 @@ async def close_everything() -> None:
     layer = get_channel_layer()
     if layer is not None and hasattr(layer, "close_pools"):
         await layer.close_pools()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # this process's live gauges leave the sums
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
     log.info("shutdown: live listeners ended, hub stopped, Redis pools closed")
 
 

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from django.conf import settings
 
+from tests.helpers import eventually
 from tests.test_shutdown import ROOT, free_port, production_command
 
 ENTRYPOINT = str(ROOT / "docker-entrypoint.sh")
@@ -82,6 +83,14 @@ async def test_two_processes_share_listeners_metrics_and_shutdown(r, tmp_path):
             for _ in range(6):  # whichever process answers, the open connections of both are summed
                 text = (await client.get(f"{base}/metrics", headers=headers)).text
                 assert re.search(r"^streamsite_sse_connections 4\.0$", text, re.M), text[:2000]
+
+            async def live_gauges_summed():  # each process samples its hub every few seconds
+                text = (await client.get(f"{base}/metrics", headers=headers)).text
+                return (re.search(r"^streamsite_hub_listeners 4\.0$", text, re.M)
+                        and re.search(r"^streamsite_hub_keys 4\.0$", text, re.M)
+                        and re.search(r'^streamsite_redis_pool_connections\{pool="main",state="total"\} [1-9]', text, re.M))
+
+            await eventually(live_gauges_summed, timeout=20, interval=0.5, what="the hub gauges of both processes summed")
 
             proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(20):
