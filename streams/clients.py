@@ -97,7 +97,7 @@ def build_context(config: RedisConfig) -> RedisContext:
         blocking=blocking,
         registry=registry,
         hub=hub,
-        deletions=DeletionFeed(hub),
+        deletions=DeletionFeed(hub, url=config.url, prefix=config.stream_key_prefix),
         publishes=ScriptBatcher(main),
         started=started,
     )

@@ -23,3 +23,10 @@ def stream_keys(prefix: str, name: str) -> StreamKeys:
 
 def stream_key(prefix: str, name: str) -> str:
     return stream_keys(prefix, name).stream
+
+
+def events_key(prefix: str) -> str:
+    """The service's own event stream (deletion notices between processes). The hash tag keeps
+    it in one slot on a Redis Cluster; ``{`` cannot start a stream name, so it is never taken
+    for a stream (nor listed)."""
+    return prefix + "{_events}"

@@ -193,7 +193,7 @@ async def streams_delete(*, names: list[str], actor: Actor = SYSTEM) -> DeleteOu
     deleted = [n for n, reply in zip(unique, replies) if reply[0] == 1 and reply[1] == 1]
     refused = [WriteRefused(n, _refusal_meta(reply[1], reply[2])) for n, reply in zip(unique, replies) if reply[0] == 0]
     if deleted:
-        await announce_deleted(deleted, ctx.hub)
+        await announce_deleted(deleted, ctx)
     return DeleteOutcome(deleted=deleted, refused=refused)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from monitoring.operations import timed
 from streamsite.envconfig import RedisConfig
 from streams.keys import stream_key, stream_keys
+from streams.names import NAME_RE
 from streams.pool import ClientPool
 from streams.tasks import cancel_and_wait
 
@@ -228,7 +229,8 @@ class StreamRegistry:
             async for key in r.scan_iter(
                 match=_glob_escape(self._prefix) + "*", count=1000, _type="stream"
             ):
-                found.add(key[cut:])
+                if NAME_RE.match(key[cut:]):  # not our own event stream, nor keys no name can reach
+                    found.add(key[cut:])
             added = await self._register_found(r, sorted(found - known)) if found - known else 0
             candidates = sorted(known - found)
             removed = 0

@@ -13,7 +13,8 @@ import httpx
 import pytest
 from django.conf import settings
 
-from tests.helpers import eventually
+from streams import operations
+from tests.helpers import eventually, publish
 from tests.test_shutdown import ROOT, free_port, production_command
 
 ENTRYPOINT = str(ROOT / "docker-entrypoint.sh")
@@ -92,9 +93,20 @@ async def test_two_processes_share_listeners_metrics_and_shutdown(r, tmp_path):
 
             await eventually(live_gauges_summed, timeout=20, interval=0.5, what="the hub gauges of both processes summed")
 
+            # A deletion made elsewhere (this test process) ends the followers in both
+            # processes, through the service's event stream.
+            await publish("multi0", 1)
+            await publish("multi1", 1)
+            assert (await operations.streams_delete(names=["multi0", "multi1"])).deleted == ["multi0", "multi1"]
+            async with asyncio.timeout(20):
+                for c in chunks[:2]:
+                    seen = ""
+                    while "event: deleted" not in seen:
+                        seen += await anext(c)
+
             proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(20):
-                for c in chunks:
+                for c in chunks[2:]:
                     rest = "".join([text async for text in c])
                     assert "event: shutdown" in rest
             for s in streams:

@@ -272,7 +272,7 @@ async def test_deleted_stream_ends_listeners_with_deleted_event(r, open_clients)
         await c.next_event()
 
 
-async def test_deletion_reaches_another_process_over_the_channel_layer(r):
+async def test_deletion_reaches_another_process_through_the_event_stream(r):
     from django.conf import settings as dj_settings
 
     from streams.clients import build_context
@@ -434,3 +434,40 @@ async def test_outside_the_lean_handler_the_body_streams_as_usual(r):
     await sync_to_async(response.close)()
     hub = (await redis_context()).hub
     await wait_for(lambda: hub.stats().listeners == 0)
+
+
+async def test_a_deletion_feed_resumes_after_its_connection_drops(r):
+    """A notice published while another process's feed is reconnecting still reaches it: the
+    feed reads again from the last id it saw."""
+    from django.conf import settings as dj_settings
+
+    from streams.clients import build_context
+
+    await publish("dropped", 1)
+    other = build_context(dj_settings.REDIS)
+    try:
+        hub = other.live_hub()
+        await asyncio.wait_for(other.deletions.joined.wait(), 5)
+        sub = await hub.subscribe(["dropped"])
+        feeds = [c for c in await r.client_list() if c.get("name") == "streamsite:events"]
+        assert feeds
+        for client in feeds:
+            await r.execute_command("CLIENT", "KILL", "ID", client["id"])
+        await operations.streams_delete(names=["dropped"])  # while the feed reconnects
+        await wait_for(lambda: sub.end_reason is not None, timeout=10)
+        assert (sub.end_reason, sub.end_detail) == ("deleted", "dropped")
+        hub.unsubscribe(sub)
+    finally:
+        await other.close()
+
+
+async def test_the_event_stream_is_not_taken_for_a_stream(r):
+    from streams.keys import events_key
+
+    await publish("real", 1)
+    await operations.streams_delete(names=["real"])  # writes the event stream
+    prefix = (await redis_context()).config.stream_key_prefix
+    assert await r.exists(events_key(prefix))
+    registry = (await redis_context()).registry
+    await registry.reconcile()
+    assert "{_events}" not in await registry.names()
