@@ -1,7 +1,9 @@
 """Our Prometheus metrics, beside django-prometheus' own in the default registry.
 
 Counters and histograms are updated where things happen; pool, hub and registry gauges are
-read from live state at scrape time by a collector (so they are never stale).
+read from live state at scrape time by a collector (so they are never stale). With several
+server processes (``PROMETHEUS_MULTIPROC_DIR``) a sampler per process writes the same readings
+into prometheus_client's shared files instead, so a scrape of any process sums them all.
 """
 
 from __future__ import annotations
