@@ -1,9 +1,10 @@
 """Micro-benchmark: what a listener's wait costs per delivery, and the objects it holds.
 
-10,000 subscriptions each loop on ``next_batch`` (with a heartbeat deadline 15 s away) while
-30 rounds of one entry per subscription are pushed; prints microseconds per delivery and the
-garbage-collector-tracked objects per waiting listener. Works on trees whose ``next_batch``
-takes a timeout (before the hub's clock) or a deadline (after), for before/after figures.
+10,000 subscriptions each wait as the live path does (``waiter`` + ``take``, a heartbeat
+deadline 15 s away) while 30 rounds of one entry per subscription are pushed; prints
+microseconds per delivery and the garbage-collector-tracked objects per waiting listener.
+Also runs on older trees (``next_batch`` with a timeout, before the hub's clock, or with a
+deadline), for before/after figures.
 
     .venv/bin/python bench/wait_cost.py
 """
@@ -28,12 +29,19 @@ N, ROUNDS = 10000, 30
 
 
 async def main():
-    new = "deadline" in inspect.signature(Subscription.next_batch).parameters
+    direct = hasattr(Subscription, "take")
+    new = direct or "deadline" in inspect.signature(Subscription.next_batch).parameters
     subs = [Subscription(("s",), 1000) for _ in range(N)]
     got = [0]
     async def listen(sub):
         while True:
-            b = await sub.next_batch(time.monotonic() + 15 if new else 15)
+            if direct:
+                waiter = sub.waiter(time.monotonic() + 15)
+                if waiter is not None:
+                    await waiter
+                b = sub.take()
+            else:
+                b = await sub.next_batch(time.monotonic() + 15 if new else 15)
             got[0] += len(b)
     tasks = [asyncio.create_task(listen(s)) for s in subs]
     await asyncio.sleep(0.1)

@@ -7,8 +7,13 @@
 setup_processes() {
   n="${WEB_CONCURRENCY:-1}"
   case "$n" in
-    '' | *[!0-9]* | 0 | 00*) echo "WEB_CONCURRENCY='$n' must be a positive integer (server processes)" >&2; exit 2 ;;
+    '' | *[!0-9]*) n_ok=false ;;
+    *) if [ "$n" -ge 1 ]; then n_ok=true; else n_ok=false; fi ;;
   esac
+  if [ "$n_ok" = false ]; then
+    echo "WEB_CONCURRENCY='$n' must be a positive integer (server processes)" >&2
+    exit 2
+  fi
   if [ "$n" -gt 1 ]; then
     if [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
       PROMETHEUS_MULTIPROC_DIR=$(mktemp -d "${TMPDIR:-/tmp}/streamsite-prometheus.XXXXXX")

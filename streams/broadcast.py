@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from streams.keys import events_key
+from streams.pool import BlockingClientPool
 from streams.positions import last_generated_id
 from streams.tasks import cancel_and_wait, raise_if_cancelled
 
@@ -62,9 +64,9 @@ class DeletionFeed:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="stream-deletion-feed")
 
     async def _run(self) -> None:
-        client = aioredis.Redis.from_url(
-            self._url, decode_responses=True, socket_timeout=None, socket_keepalive=True,
-            client_name="streamsite:events",
+        client = aioredis.Redis.from_url(  # a blocking read, named like the pools' connections
+            self._url, decode_responses=True, client_name=f"streamsite:events:{os.getpid()}",
+            **BlockingClientPool.connection_options,
         )
         after = None
         try:

@@ -100,22 +100,15 @@ class Subscription:
             self.end_detail = detail
         self._wake()
 
-    async def next_batch(self, deadline: float) -> list[Entry]:
-        """Everything queued, waiting for something until ``deadline`` (``time.monotonic()``;
-        the hub's clock wakes the waiter within ``WAKE_RESOLUTION`` of it); [] then.
+    def waiter(self, deadline: float) -> asyncio.Future | None:
+        """A future to await when nothing is queued (None: ``take()`` at once). Done by
+        ``push``, ``end`` or the hub's clock once ``deadline`` (``time.monotonic()``) passed,
+        within ``WAKE_RESOLUTION``.
 
         No timer per wait: an ``asyncio.timeout`` per delivery per listener cost ~18% of the
-        process at 10,000 listeners (py-spy) and five objects each for the GC to examine. The
-        live path awaits ``waiter()`` itself and then ``take()``s, without this coroutine: one
-        object fewer per waiting listener for every collection."""
-        waiter = self.waiter(deadline)
-        if waiter is not None:
-            await waiter
-        return self.take()
-
-    def waiter(self, deadline: float) -> asyncio.Future | None:
-        """A future to await when nothing is queued (None: take at once). Done by ``push``,
-        ``end`` or the hub's clock once ``deadline`` passed."""
+        process at 10,000 listeners (py-spy) and five objects each for the GC to examine; and
+        no coroutine around it (the caller awaits the future itself): one object fewer per
+        waiting listener for every collection."""
         if self._items or self.end_reason is not None or deadline <= time.monotonic():
             return None
         self.deadline = deadline
@@ -246,7 +239,7 @@ class StreamHub:
         return sub
 
     async def _wake_due(self) -> None:
-        """One clock for every listener's heartbeat and re-check deadline (see next_batch)."""
+        """One clock for every listener's heartbeat and re-check deadline (see Subscription.waiter)."""
         while True:
             await asyncio.sleep(WAKE_RESOLUTION)
             now = time.monotonic()

@@ -228,7 +228,6 @@ async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[lis
             waiter = sub.waiter(min(next_beat, next_check if follow.guard else next_beat))
             if waiter is not None:
                 await waiter
-                waiter = None
             batch = sub.take()
             now = time.monotonic()
             fresh = _newer(batch, cursors)

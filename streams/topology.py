@@ -49,9 +49,17 @@ def _enabled(info: dict) -> bool:
     return str(info.get("cluster_enabled", "0")) == "1"
 
 
+def _without_asking(config: RedisConfig) -> str | None:
+    """The verdict that needs no probe (``REDIS_CLUSTER=true``)."""
+    return verdict(config, False) if config.cluster == "true" else None
+
+
+_supported: set[str] = set()  # URLs found servable in this process
+
+
 def check_at_start_up(config: RedisConfig) -> None:
     """Stop start-up (``ImproperlyConfigured``) when the Redis cannot be served."""
-    problem = verdict(config, False) if config.cluster == "true" else None
+    problem = _without_asking(config)
     if problem is None:
         try:
             client = redis.Redis.from_url(
@@ -65,16 +73,14 @@ def check_at_start_up(config: RedisConfig) -> None:
             return  # unreachable now: decided on first use
     if problem:
         raise ImproperlyConfigured(problem)
-
-
-_supported: set[str] = set()  # URLs found servable in this process
+    _supported.add(config.url)  # the first request need not ask again
 
 
 async def ensure_supported(config: RedisConfig) -> None:
     """Raise ``UnsupportedTopology`` when the Redis cannot be served (once per URL when it can)."""
     if config.url in _supported:
         return
-    problem = verdict(config, False) if config.cluster == "true" else None
+    problem = _without_asking(config)
     if problem is None:
         client = aioredis.Redis.from_url(
             config.url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S
