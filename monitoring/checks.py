@@ -10,6 +10,7 @@ import time
 
 from asgiref.sync import sync_to_async
 from django.db import connection
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitoring.operations import operation_metrics
 from streams.capacity import capacity_stats
@@ -26,7 +27,7 @@ async def _timed_check(name: str, coro_fn) -> dict:
         await coro_fn()
     except Exception as exc:  # any failure fails the check; the details go to the log only
         log.warning("readiness check %s failed: %s: %s", name, type(exc).__name__, exc)
-        kind = "timed out" if isinstance(exc, TimeoutError) else "failed"
+        kind = "timed out" if isinstance(exc, (TimeoutError, RedisTimeoutError)) else "failed"
         return {"ok": False, "latency_ms": round((time.perf_counter() - started) * 1000, 2),
                 "error": f"{name} check {kind} (details in the server log)"}
     return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
@@ -35,8 +36,26 @@ async def _timed_check(name: str, coro_fn) -> dict:
 async def _redis_ping() -> None:
     ctx = await redis_context()
     async with asyncio.timeout(REDIS_PING_TIMEOUT):
-        async with ctx.main.client() as r:
-            await r.ping()
+        await asyncio.gather(*(_ping(node) for node in ctx.nodes.nodes()))
+        if ctx.nodes.cluster:
+            await _cluster_ok(ctx.nodes.nodes()[0])
+
+
+async def _ping(node) -> None:
+    async with node.main.client() as r:
+        await r.ping()
+
+
+async def _cluster_ok(node) -> None:
+    """Every slot served (``CLUSTER INFO`` cluster_state), asked of one primary."""
+    async with node.main.client() as r:
+        info = await r.execute_command("CLUSTER", "INFO")
+    if isinstance(info, (str, bytes)):
+        text = info.decode() if isinstance(info, bytes) else info
+        info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    state = info.get("cluster_state")
+    if state != "ok":
+        raise RuntimeError(f"cluster_state:{state}")
 
 
 def _db_select_one() -> None:
@@ -50,7 +69,7 @@ def _db_select_one() -> None:
 
 async def _pools_open() -> None:
     ctx = current_context()
-    if ctx is not None and (ctx.main.closed or ctx.blocking.closed):
+    if ctx is not None and ctx.nodes.closed:
         raise RuntimeError("a Redis pool is shut down")
 
 
@@ -78,8 +97,13 @@ async def snapshot() -> dict:
         registry = {"streams": None, "age_ms": None, "error": f"{type(exc).__name__}: {exc}"}
     return {
         "timestamp": dt.datetime.now(dt.UTC).isoformat(),
-        "blocking_pool": _pool(ctx.blocking.stats()),
-        "main_pool": _pool(ctx.main.stats()),
+        "blocking_pool": _pool(ctx.nodes.stats("blocking")),
+        "main_pool": _pool(ctx.nodes.stats("main")),
+        "redis_nodes": [
+            {"address": node.address, "main_pool": _pool(node.main.stats()), "blocking_pool": _pool(node.blocking.stats())}
+            for node in ctx.nodes.nodes()
+        ],
+        "cluster": ctx.nodes.cluster,
         "hub": ctx.hub.stats().__dict__,
         "capacity": capacity_stats(ctx.hub),
         "registry": registry,

@@ -51,7 +51,7 @@ def live_readings(contexts) -> list[LiveReading]:
     pools: dict[tuple[str, ...], float] = {}
     for pool_name in ("main", "blocking"):
         for state in ("total", "in_use", "available", "waiting"):
-            pools[(pool_name, state)] = sum(getattr(getattr(ctx, pool_name).stats(), state) for ctx in contexts)
+            pools[(pool_name, state)] = sum(getattr(ctx.nodes.stats(pool_name), state) for ctx in contexts)
     readings: list[LiveReading] = [
         ("streamsite_redis_pool_connections", "Redis pool connections by state", "gauge", ("pool", "state"), pools),
     ]
@@ -64,8 +64,13 @@ def live_readings(contexts) -> list[LiveReading]:
         ("events_delivered", "streamsite_hub_events_delivered", "Entries queued to listeners"),
         ("overflow_disconnects", "streamsite_hub_overflow_disconnects", "Listeners ended for reading too slowly"),
         ("reconnects", "streamsite_hub_reader_reconnects", "Hub reader reconnects to Redis"),
+        ("rehomes", "streamsite_hub_reader_rehomes", "Hub readers that followed their slot to another node"),
     ):
         readings.append((name, help_text, "counter", (), {(): sum(getattr(s, field) for s in hub_stats)}))
+    readings.append(("streamsite_redis_nodes", "Redis primaries this process uses (1 on a standalone Redis)",
+                     "gauge-max", (), {(): max((len(ctx.nodes.nodes()) for ctx in contexts), default=0)}))
+    readings.append(("streamsite_redis_redirects", "Commands re-sent after MOVED, ASK, TRYAGAIN or a dropped "
+                     "connection on a Redis Cluster", "counter", (), {(): sum(ctx.nodes.redirects for ctx in contexts)}))
     from streams.capacity import connections
 
     readings.append(("streamsite_live_connections", "Open live connections counted against "

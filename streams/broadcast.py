@@ -2,7 +2,7 @@
 
 Each process has its own StreamHub, so a deletion made in one process must reach listeners in
 all of them. ``announce_deleted`` ends this context's listeners at once and appends the names
-to ``<prefix>{_events}`` (``streams.keys.events_key``; trimmed to ~EVENTS_MAXLEN). Every
+to ``<prefix>{_events}`` (``KeyLayout.events``, streams/keys.py; trimmed to ~EVENTS_MAXLEN). Every
 context's ``DeletionFeed`` follows that stream with one blocking read on a connection of its
 own, from the stream's last id when it starts, and resumes from the last id it saw after a
 connection error: a notice published meanwhile is not lost. It skips its own notices (the
@@ -21,7 +21,7 @@ import secrets
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from streams.keys import events_key
+from streams.nodes import is_redirect
 from streams.pool import BlockingClientPool
 from streams.positions import last_generated_id
 from streams.tasks import cancel_and_wait, raise_if_cancelled
@@ -39,9 +39,9 @@ async def announce_deleted(names: list[str], ctx) -> None:
     if not names:
         return
     fields = {"kind": "deleted", "names": json.dumps(names), "origin": ctx.deletions.origin}
+    key = ctx.config.keys.events
     try:
-        async with ctx.main.client() as r:
-            await r.xadd(events_key(ctx.config.stream_key_prefix), fields, maxlen=EVENTS_MAXLEN, approximate=True)
+        await ctx.nodes.run(key, lambda r: r.xadd(key, fields, maxlen=EVENTS_MAXLEN, approximate=True))
     except RedisError as exc:  # the delete itself succeeded; other processes' listeners
         log.warning("could not announce the deletion of %d streams: %s", len(names), exc)  # time out
 
@@ -51,10 +51,10 @@ class DeletionFeed:
     streams. ``start()`` on the first live listener; ``close()`` cancels and awaits the task
     and closes its connection."""
 
-    def __init__(self, hub, *, url: str, prefix: str) -> None:
+    def __init__(self, hub, *, nodes, key: str) -> None:
         self._hub = hub
-        self._url = url
-        self._key = events_key(prefix)
+        self._nodes = nodes
+        self._key = key
         self.origin = secrets.token_hex(8)  # this context's own notices are skipped
         self._task: asyncio.Task | None = None
         self.joined = asyncio.Event()  # set once the feed reads: later notices reach it
@@ -64,30 +64,40 @@ class DeletionFeed:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="stream-deletion-feed")
 
     async def _run(self) -> None:
-        client = aioredis.Redis.from_url(  # a blocking read, named like the pools' connections
-            self._url, decode_responses=True, client_name=f"streamsite:events:{os.getpid()}",
-            **BlockingClientPool.connection_options,
-        )
         after = None
-        try:
-            while True:
-                try:
-                    if after is None:
-                        after = await last_generated_id(client, self._key)
-                        self.joined.set()
+        attempt = 0
+        while True:
+            node = None
+            client = None
+            try:
+                node = self._nodes.for_key(self._key)
+                client = aioredis.Redis.from_url(  # a blocking read, named like the pools' connections
+                    node.url, decode_responses=True, client_name=f"streamsite:events:{os.getpid()}",
+                    **BlockingClientPool.connection_options,
+                )
+                if after is None:
+                    after = await last_generated_id(client, self._key)
+                    self.joined.set()
+                while True:
                     reply = await client.xread({self._key: after}, count=100, block=BLOCK_MS)
-                except RedisError as exc:
                     raise_if_cancelled()
-                    log.warning("deletion feed: %s; retrying in %.0f s", exc, RETRY_S)
-                    await asyncio.sleep(RETRY_S)
-                    continue
+                    attempt = 0
+                    for _key, entries in reply or ():
+                        for entry_id, fields in entries:
+                            after = entry_id
+                            self._handle(fields)
+            except RedisError as exc:
                 raise_if_cancelled()
-                for _key, entries in reply or ():
-                    for entry_id, fields in entries:
-                        after = entry_id
-                        self._handle(fields)
-        finally:
-            await asyncio.shield(client.aclose())
+                attempt += 1
+                if is_redirect(exc):  # the events' slot moved: follow it at once
+                    await self._nodes.recover(attempt, force=True)
+                    continue
+                log.warning("deletion feed: %s; retrying in %.0f s", exc, RETRY_S)
+                await asyncio.sleep(RETRY_S)
+                await self._nodes.recover(0, force=True)
+            finally:
+                if client is not None:
+                    await asyncio.shield(client.aclose())
 
     def _handle(self, fields: dict) -> None:
         if fields.get("kind") != "deleted" or fields.get("origin") == self.origin:

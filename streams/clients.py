@@ -1,4 +1,4 @@
-"""Per-event-loop Redis resources: both pools, the registry and the live hub.
+"""Per-event-loop Redis resources: the node map (pools per Redis node), the registry, the live hub.
 
 redis-py's asyncio connections belong to the loop that opened them, and Django, pytest and
 management commands each make loops of their own, so nothing is created at import time: the
@@ -16,24 +16,21 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from monitoring.prometheus import MULTIPROCESS, LiveStateSampler
-from streams.batching import ScriptBatcher
 from streams.broadcast import DeletionFeed
 from streams.hub import StreamHub
-from streams.pool import BlockingClientPool, ClientPool, PoolLimits
+from streams.nodes import NodeMap
 from streams.registry import StreamRegistry
-from streams.topology import ensure_supported
+from streams.topology import cluster_mode
 from streamsite.envconfig import RedisConfig
 
 
 @dataclass
 class RedisContext:
     config: RedisConfig
-    main: ClientPool
-    blocking: BlockingClientPool
+    nodes: NodeMap
     registry: StreamRegistry
     hub: StreamHub
     deletions: DeletionFeed
-    publishes: ScriptBatcher
     started: asyncio.Future
     # With several server processes: this context's live readings for /metrics (monitoring).
     sampler: "LiveStateSampler | None" = None
@@ -48,10 +45,9 @@ class RedisContext:
         await self.hub.close()
         await self.deletions.close()
         await self.registry.close()
-        await self.publishes.close()
         if self.sampler is not None:
             await self.sampler.close()
-        await asyncio.gather(self.main.close(), self.blocking.close())
+        await self.nodes.close()
 
 
 _contexts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisContext] = (
@@ -59,47 +55,21 @@ _contexts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisContext] = 
 )
 
 
-def build_context(config: RedisConfig) -> RedisContext:
-    main = ClientPool(
-        config.url,
-        PoolLimits(
-            min=config.pool_min,
-            max=config.pool_max,
-            acquire_timeout_ms=config.pool_acquire_timeout_ms,
-            idle_timeout_ms=config.pool_idle_timeout_ms,
-            health_check_interval_ms=config.pool_health_check_interval_ms,
-        ),
-        name="main",
-    )
-    blocking = BlockingClientPool(
-        config.url,
-        PoolLimits(
-            min=config.blocking_pool_min,
-            max=config.blocking_pool_max,
-            acquire_timeout_ms=config.blocking_pool_acquire_timeout_ms,
-            idle_timeout_ms=config.blocking_pool_idle_timeout_ms,
-            health_check_interval_ms=config.pool_health_check_interval_ms,
-        ),
-        name="blocking",
-    )
-    registry = StreamRegistry(pool=main, config=config)
+def build_context(config: RedisConfig, *, cluster: bool) -> RedisContext:
+    nodes = NodeMap(config, cluster=cluster)
     hub = StreamHub(
-        main=main,
-        blocking=blocking,
-        prefix=config.stream_key_prefix,
+        nodes=nodes,
+        keys=config.keys,
         keys_per_reader=settings.STREAM_HUB_KEYS_PER_READER,
         queue_size=settings.SSE_QUEUE_SIZE,
     )
-    started = asyncio.get_running_loop().create_future()
     return RedisContext(
         config=config,
-        main=main,
-        blocking=blocking,
-        registry=registry,
+        nodes=nodes,
+        registry=StreamRegistry(nodes=nodes, config=config),
         hub=hub,
-        deletions=DeletionFeed(hub, url=config.url, prefix=config.stream_key_prefix),
-        publishes=ScriptBatcher(main),
-        started=started,
+        deletions=DeletionFeed(hub, nodes=nodes, key=config.keys.events),
+        started=asyncio.get_running_loop().create_future(),
     )
 
 
@@ -108,16 +78,20 @@ async def redis_context() -> RedisContext:
     loop = asyncio.get_running_loop()
     ctx = _contexts.get(loop)
     if ctx is None:
-        await ensure_supported(settings.REDIS)  # a Redis Cluster node is refused, by name
+        cluster = await cluster_mode(settings.REDIS)  # standalone or cluster; a contradiction is refused
         ctx = _contexts.get(loop)
     if ctx is None:
-        ctx = _contexts[loop] = build_context(settings.REDIS)
+        ctx = _contexts[loop] = build_context(settings.REDIS, cluster=cluster)
         try:
-            await asyncio.gather(ctx.main.start(), ctx.blocking.start())
+            await ctx.nodes.start()
             ctx.registry.start()
             if MULTIPROCESS:
                 ctx.sampler = LiveStateSampler(ctx)
                 ctx.sampler.start()
+        except BaseException:
+            _contexts.pop(loop, None)  # the next use tries again (a cluster map not readable yet)
+            await ctx.close()
+            raise
         finally:
             ctx.started.set_result(None)
     elif not ctx.started.done():

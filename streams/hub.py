@@ -33,8 +33,9 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitoring.operations import timed
-from streams.keys import stream_key
-from streams.pool import BlockingClientPool, ClientPool, PoolClosedError
+from streams.keys import KeyLayout
+from streams.nodes import Node, NodeMap, is_redirect
+from streams.pool import PoolClosedError
 from streams.positions import last_generated_id, id_order
 from streams.tasks import cancel_and_wait, raise_if_cancelled, settle
 
@@ -139,16 +140,20 @@ class HubStats:
     events_delivered: int
     overflow_disconnects: int
     reconnects: int
+    rehomes: int
 
 
 class _Reader:
-    """One XREAD BLOCK loop over a shard of keys."""
+    """One XREAD BLOCK loop over a shard of keys, all in one slot on a cluster (``slot``; None
+    on a standalone Redis, where one XREAD may name any keys)."""
 
-    def __init__(self, hub: "StreamHub", index: int) -> None:
+    def __init__(self, hub: "StreamHub", index: int, slot: int | None) -> None:
         self.hub = hub
         self.index = index
+        self.slot = slot
         self.cursors: dict[str, str] = {}  # name -> last id read
         self.client_id: int | None = None
+        self.node: Node | None = None  # where client_id lives (CLIENT UNBLOCK goes there)
         self.blocked = False
         self.task: asyncio.Task | None = None
 
@@ -157,32 +162,48 @@ class _Reader:
 
     async def _run(self) -> None:
         backoff = BACKOFF_START
+        nodes = self.hub._nodes
+        attempt = 0
         while self.cursors:
             try:
-                async with self.hub._blocking.client() as client:
+                node = nodes.for_slot(self.slot)
+                async with node.blocking.client() as client:
                     self.client_id = await client.client_id()
-                    backoff = BACKOFF_START
+                    self.node = node
                     await self._read_loop(client)
+                    backoff, attempt = BACKOFF_START, 0
             except asyncio.CancelledError:
                 raise
             except PoolClosedError:
-                return
-            except (RedisConnectionError, RedisTimeoutError, OSError, RedisError) as exc:
+                if self.hub._closed or nodes.closed:
+                    return
+                attempt += 1
+                await nodes.recover(attempt, force=True)  # that node was retired: its slots moved
+                continue
+            except Exception as exc:
+                if is_redirect(exc):  # the slot moved (or its primary was demoted): re-home now
+                    self.hub._rehomes += 1
+                    attempt += 1
+                    log.info("stream hub reader %d: %s; re-homing", self.index, exc)
+                    await nodes.recover(attempt, force=True)
+                    continue
                 self.hub._reconnects += 1
-                log.warning("stream hub reader %d lost Redis (%s); retrying in %.2fs", self.index, exc, backoff)
-            except Exception:  # a bug must not silently stop delivery: log, back off, go on
-                self.hub._reconnects += 1
-                log.exception("stream hub reader %d failed; restarting", self.index)
+                if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError, RedisError)):
+                    log.warning("stream hub reader %d lost Redis (%s); retrying in %.2fs", self.index, exc, backoff)
+                else:  # a bug must not silently stop delivery: log, back off, go on
+                    log.exception("stream hub reader %d failed; restarting", self.index)
+                await asyncio.sleep(backoff * (1 + random.random() / 4))
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                await nodes.recover(0, force=True)  # a failover moves slots too
             finally:
                 self.client_id = None
+                self.node = None
                 self.blocked = False
-            await asyncio.sleep(backoff * (1 + random.random() / 4))
-            backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _read_loop(self, client) -> None:
-        prefix = self.hub._prefix
+        keys = self.hub._keys
         while self.cursors:
-            name_of = {stream_key(prefix, name): name for name in self.cursors}
+            name_of = {keys.stream(name): name for name in self.cursors}
             streams = {key: self.cursors[name] for key, name in name_of.items()}
             self.blocked = True
             try:
@@ -200,12 +221,9 @@ class _Reader:
 
 
 class StreamHub:
-    def __init__(
-        self, *, main: ClientPool, blocking: BlockingClientPool, prefix: str, keys_per_reader: int, queue_size: int
-    ) -> None:
-        self._main = main
-        self._blocking = blocking
-        self._prefix = prefix
+    def __init__(self, *, nodes: NodeMap, keys: KeyLayout, keys_per_reader: int, queue_size: int) -> None:
+        self._nodes = nodes
+        self._keys = keys
         self._keys_per_reader = keys_per_reader
         self._queue_size = queue_size
         self._subs: dict[str, set[Subscription]] = {}
@@ -215,6 +233,7 @@ class StreamHub:
         self._delivered = 0
         self._overflows = 0
         self._reconnects = 0
+        self._rehomes = 0
         self._closed = False
         self._next_index = 0
         self._chores: set[asyncio.Task] = set()  # wake-ups and retiring readers; awaited by close()
@@ -299,6 +318,7 @@ class StreamHub:
             events_delivered=self._delivered,
             overflow_disconnects=self._overflows,
             reconnects=self._reconnects,
+            rehomes=self._rehomes,
         )
 
     def begin_shutdown(self) -> None:
@@ -350,13 +370,14 @@ class StreamHub:
 
     async def _join_point(self, name: str) -> str:
         """The concrete id to read after: last-generated-id, or 0-0 for a missing stream."""
-        async with self._main.client() as r:
-            return await last_generated_id(r, stream_key(self._prefix, name))
+        key = self._keys.stream(name)
+        return await self._nodes.run(key, lambda r: last_generated_id(r, key))
 
     def _attach(self, name: str, cursor: str) -> None:
-        reader = next((r for r in self._readers if len(r.cursors) < self._keys_per_reader), None)
+        slot = self._nodes.slot_of(self._keys.stream(name))
+        reader = next((r for r in self._readers if r.slot == slot and len(r.cursors) < self._keys_per_reader), None)
         if reader is None:
-            reader = _Reader(self, self._next_index)
+            reader = _Reader(self, self._next_index, slot)
             self._next_index += 1
             self._readers.append(reader)
         reader.cursors[name] = cursor
@@ -375,7 +396,6 @@ class StreamHub:
             return
         reader.cursors.pop(name, None)
         if not reader.cursors:
-            # Its loop ends by itself once woken; the task is done soon after.
             # Its loop ends by itself once woken (or when its BLOCK times out).
             self._readers.remove(reader)
             self._wake(reader)
@@ -384,13 +404,13 @@ class StreamHub:
 
     def _wake(self, reader: _Reader) -> None:
         """Interrupt a reader's BLOCK so it re-reads its key set."""
-        if reader.client_id is None or not reader.blocked:
+        if reader.client_id is None or not reader.blocked or reader.node is None:
             return  # it will see the new key set before its next XREAD
-        client_id = reader.client_id
+        client_id, node = reader.client_id, reader.node
 
         async def unblock() -> None:
             try:
-                async with self._main.client() as r:
+                async with node.main.client() as r:
                     # The XREAD may not have reached Redis yet: retry briefly while the
                     # reader still waits on the same connection.
                     for _ in range(20):

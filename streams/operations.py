@@ -1,7 +1,8 @@
 """Stream services: every interface (API, admin, commands, hub) goes through these.
 
-Each function borrows one client from this loop's main pool and makes one round trip, except
-where noted. Writes run as Lua scripts that check the actor against the stream's owner inside
+Each function borrows one client from the main pool of the node that serves the stream
+(streams/nodes.py) and makes one round trip, except where noted; calls over many streams send
+one pipeline per node, the nodes concurrently. Writes run as Lua scripts that check the actor against the stream's owner inside
 Redis (streams/scripts.py).
 """
 
@@ -21,7 +22,7 @@ from monitoring.prometheus import EVENTS_PUBLISHED
 from streams.broadcast import announce_deleted
 from streams.clients import redis_context
 from streams.identity import SYSTEM, Actor
-from streams.keys import stream_keys
+from streams.nodes import is_transient
 from streams.names import validate_stream_name
 from streams.positions import last_generated_id
 from streams.registry import Reader, RegistryPage
@@ -105,8 +106,13 @@ def _refusal_meta(owner_id: str, visibility: str) -> StreamMeta:
 
 
 def _write_keys(ctx, name: str) -> list[str]:
-    keys = stream_keys(ctx.config.stream_key_prefix, name)
-    return [keys.stream, keys.meta, *ctx.registry.write_keys()]
+    keys = ctx.config.keys.stream_keys(name)
+    return [keys.stream, keys.meta, *ctx.registry.write_keys(keys.bucket)]
+
+
+async def _run_script(ctx, source: str, keys: list[str], args: list[str]):
+    """One write script on the node of its keys (all in one slot), following redirects."""
+    return await ctx.nodes.run(keys[0], lambda r: script(source)(keys=keys, args=args, client=r))
 
 
 def _actor_args(name: str, actor: Actor) -> list[str]:
@@ -132,7 +138,13 @@ async def stream_publish(*, name: str, entries: list[dict[str, str]], actor: Act
         args.append(str(len(fields)))
         for key, value in fields.items():
             args += (key, value)
-    reply = await ctx.publishes.call(script(PUBLISH_LUA), _write_keys(ctx, name), args)
+    keys = _write_keys(ctx, name)
+    try:
+        reply = await ctx.nodes.for_key(keys[0]).publishes.call(script(PUBLISH_LUA), keys, args)
+    except Exception as exc:  # the slot moved (a reshard): this one call follows it alone
+        if not is_transient(exc) or not ctx.nodes.cluster:
+            raise
+        reply = await _run_script(ctx, PUBLISH_LUA, keys, args)
     if reply[0] == 0:
         raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
     if reply[1]:
@@ -152,8 +164,7 @@ async def stream_settings_update(
     ctx = await redis_context()
     ftp_arg = "" if ftp == "" else ("-" if ftp is None else str(int(ftp)))
     args = [*_actor_args(name, actor), visibility or "", ftp_arg, _now_ms(), default_visibility()]
-    async with ctx.main.client() as r:
-        reply = await script(SETTINGS_LUA)(keys=_write_keys(ctx, name), args=args, client=r)
+    reply = await _run_script(ctx, SETTINGS_LUA, _write_keys(ctx, name), args)
     if reply[0] == 0:
         raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
     ctx.registry.forget_cache()
@@ -166,10 +177,7 @@ async def stream_claim(*, name: str, user_id: int, username: str) -> bool:
     """Make a user the owner of an existing stream (``claim_stream``). False when missing."""
     validate_stream_name(name)
     ctx = await redis_context()
-    async with ctx.main.client() as r:
-        reply = await script(CLAIM_LUA)(
-            keys=_write_keys(ctx, name), args=[name, str(user_id), username, default_visibility()], client=r
-        )
+    reply = await _run_script(ctx, CLAIM_LUA, _write_keys(ctx, name), [name, str(user_id), username, default_visibility()])
     ctx.registry.forget_cache()
     return bool(reply[0])
 
@@ -184,11 +192,11 @@ async def streams_delete(*, names: list[str], actor: Actor = SYSTEM) -> DeleteOu
     ctx = await redis_context()
     unique = list(dict.fromkeys(names))
     delete = script(DELETE_LUA)
-    async with ctx.main.client() as r:
-        async with r.pipeline(transaction=False) as pipe:
-            for name in unique:
-                await delete(keys=_write_keys(ctx, name), args=_actor_args(name, actor), client=pipe)
-            replies = await pipe.execute()
+    keys = [_write_keys(ctx, name) for name in unique]
+    replies = [item[0] for item in await ctx.nodes.pipelined(
+        [k[0] for k in keys],
+        lambda pipe, i: delete(keys=keys[i], args=_actor_args(unique[i], actor), client=pipe),
+    )]
     ctx.registry.forget_cache()
     deleted = [n for n, reply in zip(unique, replies) if reply[0] == 1 and reply[1] == 1]
     refused = [WriteRefused(n, _refusal_meta(reply[1], reply[2])) for n, reply in zip(unique, replies) if reply[0] == 0]
@@ -199,16 +207,15 @@ async def streams_delete(*, names: list[str], actor: Actor = SYSTEM) -> DeleteOu
 
 # --- reads ----------------------------------------------------------------------------------
 async def _per_stream(names: list[str], queue, *, raise_on_error: bool = True) -> list:
-    """``queue(pipe, keys)`` for each stream, pipelined (not a transaction): one round trip."""
+    """``queue(pipe, keys)`` for each stream, pipelined (not a transaction): one round trip per
+    node. The replies, flat, in order."""
     if not names:
         return []
     ctx = await redis_context()
-    prefix = ctx.config.stream_key_prefix
-    async with ctx.main.client() as r:
-        async with r.pipeline(transaction=False) as pipe:
-            for name in names:
-                queue(pipe, stream_keys(prefix, name))
-            return await pipe.execute(raise_on_error=raise_on_error)
+    keys = [ctx.config.keys.stream_keys(name) for name in names]
+    per_item = await ctx.nodes.pipelined([k.stream for k in keys], lambda pipe, i: queue(pipe, keys[i]),
+                                         raise_on_error=raise_on_error)
+    return [reply for replies in per_item for reply in replies]
 
 
 @timed("stream_meta")
@@ -262,8 +269,7 @@ def _info_from_xinfo(name: str, reply: dict, meta: StreamMeta) -> StreamInfo:
 async def stream_info(*, name: str) -> StreamInfo | None:
     """One stream's info through the seed's atomic Lua script; None when missing."""
     ctx = await redis_context()
-    async with ctx.main.client() as r:
-        reply = await script(STREAM_INFO_LUA)(keys=[stream_keys(ctx.config.stream_key_prefix, name).stream], client=r)
+    reply = await _run_script(ctx, STREAM_INFO_LUA, [ctx.config.keys.stream(name)], [])
     if reply is None:
         return None
     length, first_id, last_id = reply
@@ -277,9 +283,7 @@ async def stream_range(
     """Entries between two ids (inclusive, ``(`` for exclusive); None when the stream is missing."""
     ctx = await redis_context()
     args = [start, end, "" if count is None else str(count)]
-    async with ctx.main.client() as r:
-        reply = await script(SAFE_RANGE_LUA)(keys=[stream_keys(ctx.config.stream_key_prefix, name).stream],
-                                             args=args, client=r)
+    reply = await _run_script(ctx, SAFE_RANGE_LUA, [ctx.config.keys.stream(name)], args)
     if reply is None:
         return None
     return [StreamEntry(id=entry_id, data=_pairs_to_dict(fields)) for entry_id, fields in reply]
@@ -295,12 +299,15 @@ def _pairs_to_dict(fields) -> dict[str, str]:
 async def stream_latest(*, name: str, count: int = 20) -> list[StreamEntry] | None:
     """The newest ``count`` entries, newest first; None when the stream is missing."""
     ctx = await redis_context()
-    key = stream_keys(ctx.config.stream_key_prefix, name).stream
-    async with ctx.main.client() as r:
+    key = ctx.config.keys.stream(name)
+
+    async def read(r):
         async with r.pipeline(transaction=False) as pipe:
             pipe.exists(key)
             pipe.xrevrange(key, "+", "-", count=count)
-            exists, reply = await pipe.execute()
+            return await pipe.execute()
+
+    exists, reply = await ctx.nodes.run(key, read)
     if not exists:
         return None
     return [StreamEntry(id=entry_id, data=_pairs_to_dict(fields)) for entry_id, fields in reply]
@@ -326,5 +333,5 @@ async def streams_list(
 async def stream_last_id(*, name: str) -> str:
     """The stream's last-generated-id (what ``$`` would mean now), or ``0-0`` when missing."""
     ctx = await redis_context()
-    async with ctx.main.client() as r:
-        return await last_generated_id(r, stream_keys(ctx.config.stream_key_prefix, name).stream)
+    key = ctx.config.keys.stream(name)
+    return await ctx.nodes.run(key, lambda r: last_generated_id(r, key))

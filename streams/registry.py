@@ -1,10 +1,12 @@
-"""The registry of stream names: a Redis SET kept by our writers, cached in-process.
+"""The registry of stream names: a Redis SET per bucket kept by our writers, cached in-process.
 
-Listing never SCANs on the request path. Our own publish/delete update the SET in the same
-transaction as the write and bump a version counter; a listing costs one GET of that counter
-while the in-process copy is younger than REDIS_REGISTRY_CACHE_EXPIRY, and one SMEMBERS
-otherwise. A background reconcile (``SCAN MATCH <prefix>* TYPE stream``) every
-REDIS_REGISTRY_REFRESH_INTERVAL picks up streams created or deleted behind our back.
+Listing never SCANs on the request path. Our own publish/delete update the stream's bucket's SET
+in the same script as the write and bump that bucket's version counter (every key of a bucket
+shares one cluster slot: streams/keys.py); a listing costs one GET per bucket (one pipeline per
+node) while the in-process copy is younger than REDIS_REGISTRY_CACHE_EXPIRY, and re-reads only
+the buckets that changed. A background reconcile (``SCAN MATCH <prefix>{b*}:* TYPE stream`` on
+every primary) every REDIS_REGISTRY_REFRESH_INTERVAL picks up streams created or deleted behind
+our back.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import logging
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from functools import cache
+
+from redis.asyncio import Redis
 
 from monitoring.operations import timed
 from streamsite.envconfig import RedisConfig
-from streams.keys import stream_key, stream_keys
 from streams.names import NAME_RE
-from streams.pool import ClientPool
+from streams.nodes import NodeMap
 from streams.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -45,12 +49,15 @@ class Reader:
 FILTER_CACHE_ENTRIES = 1000
 
 
+# One bucket's registry: KEYS = [names, version, access, then per stream: its key, its meta key];
+# ARGV = the streams' names, in the same order. Every key is declared and lives in the bucket's
+# slot (streams/keys.py).
+
 # Remove names whose key is no longer a stream; bump the version if any went.
-# ARGV: name, stream key, name, stream key, ...
 UNREGISTER_MISSING_LUA = """
 local removed = 0
-for i = 1, #ARGV, 2 do
-  if redis.call('TYPE', ARGV[i + 1])['ok'] ~= 'stream' then
+for i = 1, #ARGV do
+  if redis.call('TYPE', KEYS[2 + 2 * i])['ok'] ~= 'stream' then
     removed = removed + redis.call('SREM', KEYS[1], ARGV[i])
     redis.call('HDEL', KEYS[3], ARGV[i])
   end
@@ -59,16 +66,15 @@ if removed > 0 then redis.call('INCR', KEYS[2]) end
 return removed
 """
 
-
 # Register streams found by the reconcile SCAN, each only if its key is still a stream at this
 # moment (a delete may have run since the SCAN saw it), with its owner when its metadata
-# survived (a device deleted and re-created the key itself). ARGV: name, stream key, meta key, ...
+# survived (a device deleted and re-created the key itself).
 REGISTER_FOUND_LUA = """
 local added = 0
-for i = 1, #ARGV, 3 do
-  if redis.call('TYPE', ARGV[i + 1])['ok'] == 'stream' then
+for i = 1, #ARGV do
+  if redis.call('TYPE', KEYS[2 + 2 * i])['ok'] == 'stream' then
     added = added + redis.call('SADD', KEYS[1], ARGV[i])
-    local meta = redis.call('HMGET', ARGV[i + 2], 'owner', 'visibility')
+    local meta = redis.call('HMGET', KEYS[3 + 2 * i], 'owner', 'visibility')
     if meta[1] or meta[2] then
       redis.call('HSET', KEYS[3], ARGV[i], (meta[2] or '') .. '|' .. (meta[1] or ''))
     end
@@ -79,48 +85,30 @@ return added
 """
 
 
-def registry_keys(prefix: str) -> tuple[str, str, str]:
-    """The SET of names, its version counter, and the access index (name → "visibility|owner
-    id", for owned streams: listing filters by it without a read per stream). '_' cannot
-    start a valid stream name."""
-    return f"{prefix}_registry", f"{prefix}_registry:version", f"{prefix}_registry:access"
-
-
 def _parse_access(value: str) -> tuple[str | None, int | None]:
     visibility, _, owner = value.partition("|")
     return visibility or None, int(owner) if owner else None
 
 
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
-
-
 class StreamRegistry:
-    def __init__(self, *, pool: ClientPool, config: RedisConfig) -> None:
-        self._pool = pool
-        self._prefix = config.stream_key_prefix
-        self._set_key, self._version_key, self._access_key = registry_keys(self._prefix)
+    def __init__(self, *, nodes: NodeMap, config: RedisConfig) -> None:
+        self._nodes = nodes
+        self._keys = config.keys
+        self._buckets = [self._keys.registry(b) for b in range(config.buckets)]
         self._expiry = config.registry_cache_expiry_ms / 1000
         self._interval = config.registry_refresh_interval_ms / 1000
         self._names: list[str] = []
         self._access: dict[str, tuple[str | None, int | None]] = {}
+        self._per_bucket: list[tuple[list[str], dict[str, str]]] = [([], {}) for _ in self._buckets]
         self._filtered: dict[Hashable, list[str]] = {}
-        self._version: str | None = None
+        self._versions: list[str | None] = [None] * len(self._buckets)
         self._fetched_at = float("-inf")
         self._task: asyncio.Task | None = None
         self.last_reconcile_at: float | None = None
 
-    @property
-    def set_key(self) -> str:
-        return self._set_key
-
-    @property
-    def version_key(self) -> str:
-        return self._version_key
-
-    def write_keys(self) -> list[str]:
-        """The keys a stream write script keeps in step: set, version, access index."""
-        return [self._set_key, self._version_key, self._access_key]
+    def write_keys(self, bucket: int) -> list[str]:
+        """The keys a stream write script keeps in step: the bucket's set, version, access index."""
+        return self._buckets[bucket].as_list()
 
     # --- lifecycle (the reconcile task is ours) ------------------------------------------------
     def start(self) -> None:
@@ -155,19 +143,39 @@ class StreamRegistry:
 
     @timed("registry_list")
     async def names(self) -> list[str]:
-        """All names, sorted: from the in-process copy while its version is current."""
+        """All names, sorted: from the in-process copy while every bucket's version is current
+        (one GET per bucket, one pipeline per node); buckets whose version moved are read again."""
         fresh = time.monotonic() - self._fetched_at < self._expiry
-        async with self._pool.client() as r:
-            if fresh and self._version is not None:
-                if await r.get(self._version_key) == self._version:
-                    return self._names
-            async with r.pipeline(transaction=True) as pipe:
-                pipe.smembers(self._set_key)
-                pipe.hgetall(self._access_key)
-                pipe.get(self._version_key)
-                members, access, version = await pipe.execute()
-        self._store(sorted(members), access, version)
+        version_keys = [k.version for k in self._buckets]
+        if fresh:
+            replies = await self._nodes.pipelined(version_keys, lambda pipe, b: pipe.get(version_keys[b]))
+            stale = [b for b, (version,) in enumerate(replies) if (version or "0") != self._versions[b]]
+        else:
+            stale = list(range(len(self._buckets)))
+        if not stale:
+            return self._names
+        await self._fetch(stale)
         return self._names
+
+    async def _fetch(self, buckets: list[int]) -> None:
+        """Read these buckets' names and access index. The version is read first: a write in
+        between leaves an older version beside newer names, which the next call reads again."""
+        def queue(pipe, i):
+            keys = self._buckets[buckets[i]]
+            pipe.get(keys.version)
+            pipe.smembers(keys.names)
+            pipe.hgetall(keys.access)
+
+        replies = await self._nodes.pipelined([self._buckets[b].names for b in buckets], queue)
+        for bucket, (version, members, access) in zip(buckets, replies):
+            self._versions[bucket] = version or "0"
+            self._per_bucket[bucket] = (list(members), access)
+        names: list[str] = []
+        access_all: dict[str, str] = {}
+        for members, access in self._per_bucket:
+            names += members
+            access_all.update(access)
+        self._store(sorted(names), access_all)
 
     async def page(
         self, *, prefix: str = "", limit: int = 100, offset: int = 0, reader: Reader | None = None
@@ -193,11 +201,10 @@ class StreamRegistry:
         self._filtered[reader.key] = allowed
         return allowed
 
-    def _store(self, names: list[str], access: dict[str, str], version: str | None) -> None:
+    def _store(self, names: list[str], access: dict[str, str]) -> None:
         self._names = names
         self._access = {name: _parse_access(value) for name, value in access.items()}
         self._filtered = {}
-        self._version = version or "0"
         self._fetched_at = time.monotonic()
 
     # --- writes by our own services --------------------------------------------------------
@@ -205,42 +212,47 @@ class StreamRegistry:
         """Our own write changed the set: the next read fetches it again."""
         self._fetched_at = float("-inf")
 
-    async def _register_found(self, r, names: list[str]) -> int:
-        """Streams written behind our back (see REGISTER_FOUND_LUA). Returns how many."""
-        args = []
+    async def _in_bucket(self, source: str, bucket: int, names: list[str]) -> int:
+        """One of the scripts above over ``names`` (all of ``bucket``)."""
+        keys = self.write_keys(bucket)
         for name in names:
-            keys = stream_keys(self._prefix, name)
-            args += (name, keys.stream, keys.meta)
-        script = r.register_script(REGISTER_FOUND_LUA)
-        return int(await script(keys=[self._set_key, self._version_key, self._access_key], args=args, client=r))
+            stream = self._keys.stream_keys(name)
+            keys += (stream.stream, stream.meta)
+        return int(await self._nodes.run(keys[0], lambda r: script(source)(keys=keys, args=names, client=r)))
 
     @timed("registry_refresh")
     async def reconcile(self) -> tuple[int, int]:
-        """Make the SET match the keyspace. Returns (added, removed).
+        """Make every bucket's SET match the keyspace. Returns (added, removed).
 
-        Race-safe against our own writers: the SET is read *before* the SCAN, so a stream
+        Race-safe against our own writers: the SETs are read *before* the SCAN, so a stream
         published during the scan is never a removal candidate; a candidate is removed only if
         its key still is not a stream, and a found stream is added only if its key still is one
-        (both checked inside Redis, so a delete during the scan is not undone)."""
-        found: set[str] = set()
-        cut = len(self._prefix)
-        async with self._pool.client() as r:
-            known = await r.smembers(self._set_key)
-            async for key in r.scan_iter(
-                match=_glob_escape(self._prefix) + "*", count=1000, _type="stream"
-            ):
-                if NAME_RE.match(key[cut:]):  # not our own event stream, nor keys no name can reach
-                    found.add(key[cut:])
-            added = await self._register_found(r, sorted(found - known)) if found - known else 0
-            candidates = sorted(known - found)
-            removed = 0
-            if candidates:
-                script = r.register_script(UNREGISTER_MISSING_LUA)
-                args = [part for name in candidates for part in (name, stream_key(self._prefix, name))]
-                removed = await script(
-                    keys=[self._set_key, self._version_key, self._access_key], args=args, client=r,
-                )
+        (both checked inside Redis, so a delete during the scan is not undone). On a cluster
+        every primary is scanned."""
+        known_replies = await self._nodes.pipelined(
+            [k.names for k in self._buckets], lambda pipe, b: pipe.smembers(self._buckets[b].names)
+        )
+        known = {b: set(reply[0]) for b, reply in enumerate(known_replies)}
+        found: dict[int, set[str]] = {b: set() for b in range(len(self._buckets))}
+        for node in self._nodes.nodes():
+            async with node.main.client() as r:
+                async for key in r.scan_iter(match=self._keys.scan_pattern, count=1000, _type="stream"):
+                    name = self._keys.name_of(key)
+                    if name is not None and NAME_RE.match(name):  # keys no stream name can reach are left alone
+                        found[self._keys.bucket(name)].add(name)
+        added = removed = 0
+        for bucket in range(len(self._buckets)):
+            if found[bucket] - known[bucket]:
+                added += await self._in_bucket(REGISTER_FOUND_LUA, bucket, sorted(found[bucket] - known[bucket]))
+            if known[bucket] - found[bucket]:
+                removed += await self._in_bucket(UNREGISTER_MISSING_LUA, bucket, sorted(known[bucket] - found[bucket]))
         self.last_reconcile_at = time.monotonic()
         if added or removed:
             self.forget_cache()
-        return added, int(removed)
+        return added, removed
+
+
+@cache
+def script(source: str):
+    """A registered script, usable with any client (``client=`` at call time)."""
+    return Redis().register_script(source)

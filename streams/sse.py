@@ -27,14 +27,10 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
-from monitoring.operations import operation_metrics, timed
+from monitoring.operations import operation_metrics
 from monitoring.prometheus import SSE_DURATION, SSE_OPEN
-from streams.clients import redis_context
-from streams.hub import Entry, make_entry
-from streams.keys import stream_key
+from streams.hub import Entry
 from streams.live import Ended, Follow, follow_many, follow_one, live_batches
-from streams.pool import PoolExhaustedError
-from streams.tasks import raise_if_cancelled
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -102,43 +98,6 @@ async def hub_events(follow: Follow) -> AsyncIterator[str]:
             item = None  # not kept while the next one is awaited (see live_batches)
 
 
-async def pool_events(follow: Follow) -> AsyncIterator[str]:
-    """The seed's design, kept for side-by-side benchmarks (SSE_DELIVERY=pool): each listener
-    holds a BlockingClientPool connection for its own XREAD. No deletion events. When the pool
-    is exhausted the client gets ``event: error`` and the stream ends."""
-    ctx = await redis_context()
-    prefix = ctx.config.stream_key_prefix
-    async with sse_connection():
-        yield f"retry: {settings.SSE_RETRY_MS}\n\n"
-        try:
-            r = await ctx.blocking.acquire()
-        except PoolExhaustedError as exc:
-            yield f"event: error\ndata: {json.dumps({'detail': str(exc)})}\n\n"
-            return
-        name_of = {stream_key(prefix, n): n for n in follow.names}
-        try:
-            while True:
-                with timed("xread_pool"):
-                    reply = await r.xread(
-                        {key: follow.positions[n] for key, n in name_of.items()},
-                        count=100,
-                        block=settings.SSE_HEARTBEAT_INTERVAL,
-                    )
-                raise_if_cancelled()
-                if not reply:
-                    yield ": ping\n\n"
-                    continue
-                parts = []
-                for key, entries in reply:
-                    name = name_of[key]
-                    for entry_id, fields in entries:
-                        follow.positions[name] = entry_id
-                        parts.append(format_entry(follow, make_entry(name, entry_id, fields)))
-                yield "".join(parts)
-        finally:
-            ctx.blocking.release(r)
-
-
 class EventStream:
     """The response body: the events, ``aclose()`` (the lean handler sends the body itself
     and calls it when the stream ends: streamsite/handlers.py) and ``close()``, which
@@ -170,5 +129,5 @@ class EventStream:
 
 
 def event_source(follow: Follow, admission) -> EventStream:
-    events = pool_events(follow) if settings.SSE_DELIVERY == "pool" else hub_events(follow)
+    events = hub_events(follow)
     return EventStream(events, admission, follow)

@@ -1,12 +1,11 @@
-"""Which kind of Redis ``REDIS_URL`` names, checked before the service uses it.
+"""Which kind of Redis ``REDIS_URL`` names: a standalone server or a node of a Redis Cluster.
 
-``REDIS_CLUSTER`` is ``auto`` (ask the node: ``INFO cluster``), ``true`` or ``false``. This
-version serves a standalone Redis (or a Sentinel-managed primary) only: the cluster key layout
-and readers are designed (docs/architecture.md, "Scale-out on Redis Cluster") but not built. A
-cluster node used as if it were standalone answered 500 to most follows (keys on other
-nodes), so instead the server refuses to start (``check_at_start_up``) and a management
-command or request refuses to use it (``ensure_supported``), each with a message naming
-``REDIS_CLUSTER``. An unreachable Redis is not decided here: the pools report it as before.
+``REDIS_CLUSTER`` is ``auto`` (ask the node: ``INFO cluster``), ``true`` or ``false``. The answer
+decides how streams/nodes.py builds its map (one node, or ``CLUSTER SLOTS``); nothing else in
+the service differs. A setting that contradicts the node (``true`` on a standalone Redis,
+``false`` on a cluster node) stops start-up (``check_at_start_up``) and is refused by commands
+and requests (``cluster_mode`` raises ``UnsupportedTopology``: a 503 with the reason), each
+with a message naming ``REDIS_CLUSTER``.
 """
 
 from __future__ import annotations
@@ -18,30 +17,22 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streamsite.envconfig import RedisConfig, redact_url
 
-PROBE_TIMEOUT_S = 0.5  # short: a Redis that hangs must not delay readiness; no answer = no verdict
+PROBE_TIMEOUT_S = 0.5  # short: a Redis that hangs must not delay readiness
 
 
 class UnsupportedTopology(RedisConnectionError):
-    """The configured Redis cannot be served (a 503 to API callers, with this detail)."""
+    """The configured Redis cannot be served as configured (a 503 to API callers, with this detail)."""
 
 
 def verdict(config: RedisConfig, cluster_enabled: bool) -> str | None:
     """Why ``config`` cannot be served when its node reports ``cluster_enabled``; None if it can."""
     url = redact_url(config.url)
-    if config.cluster == "true":
-        return (
-            "REDIS_CLUSTER=true: this version serves a standalone Redis only (Redis Cluster support is "
-            "designed in docs/architecture.md but not built); set REDIS_CLUSTER=auto or false and point "
-            "REDIS_URL at a standalone Redis"
-        )
-    if cluster_enabled and config.cluster == "false":
-        return f"REDIS_CLUSTER=false, but REDIS_URL={url} is a Redis Cluster node (cluster_enabled:1)"
-    if cluster_enabled:
-        return (
-            f"REDIS_URL={url} is a Redis Cluster node (REDIS_CLUSTER=auto asked it), and this version serves "
-            "a standalone Redis only: a stream's keys and the registry would live on different nodes. "
-            "Point REDIS_URL at a standalone Redis"
-        )
+    if config.cluster == "false" and cluster_enabled:
+        return (f"REDIS_CLUSTER=false, but REDIS_URL={url} is a Redis Cluster node (cluster_enabled:1); "
+                "set REDIS_CLUSTER=auto or true")
+    if config.cluster == "true" and not cluster_enabled:
+        return (f"REDIS_CLUSTER=true, but REDIS_URL={url} is a standalone Redis (cluster_enabled:0); "
+                "set REDIS_CLUSTER=auto or false")
     return None
 
 
@@ -49,48 +40,41 @@ def _enabled(info: dict) -> bool:
     return str(info.get("cluster_enabled", "0")) == "1"
 
 
-def _without_asking(config: RedisConfig) -> str | None:
-    """The verdict that needs no probe (``REDIS_CLUSTER=true``)."""
-    return verdict(config, False) if config.cluster == "true" else None
-
-
-_supported: set[str] = set()  # URLs found servable in this process
+_known: dict[tuple[str, str], bool] = {}  # (url, REDIS_CLUSTER) -> cluster mode, found in this process
 
 
 def check_at_start_up(config: RedisConfig) -> None:
-    """Stop start-up (``ImproperlyConfigured``) when the Redis cannot be served."""
-    problem = _without_asking(config)
-    if problem is None:
+    """Stop start-up (``ImproperlyConfigured``) when the Redis contradicts ``REDIS_CLUSTER``.
+    An unreachable Redis is not decided here: the first use reports it."""
+    try:
+        client = redis.Redis.from_url(config.url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S)
         try:
-            client = redis.Redis.from_url(
-                config.url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S
-            )
-            try:
-                problem = verdict(config, _enabled(client.info("cluster")))
-            finally:
-                client.close()
-        except (redis.RedisError, OSError):
-            return  # unreachable now: decided on first use
+            enabled = _enabled(client.info("cluster"))
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return
+    problem = verdict(config, enabled)
     if problem:
         raise ImproperlyConfigured(problem)
-    _supported.add(config.url)  # the first request need not ask again
+    _known[(config.url, config.cluster)] = enabled
 
 
-async def ensure_supported(config: RedisConfig) -> None:
-    """Raise ``UnsupportedTopology`` when the Redis cannot be served (once per URL when it can)."""
-    if config.url in _supported:
-        return
-    problem = _without_asking(config)
-    if problem is None:
-        client = aioredis.Redis.from_url(
-            config.url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S
-        )
-        try:
-            problem = verdict(config, _enabled(await client.info("cluster")))
-        except (redis.RedisError, OSError):
-            return  # unreachable: the pools report it
-        finally:
-            await client.aclose()
+async def cluster_mode(config: RedisConfig) -> bool:
+    """Whether ``config`` names a Redis Cluster (asked once per process and URL). Raises
+    ``UnsupportedTopology`` on a contradiction, a redis ``ConnectionError`` when unreachable."""
+    known = _known.get((config.url, config.cluster))
+    if known is not None:
+        return known
+    client = aioredis.Redis.from_url(config.url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S)
+    try:
+        enabled = _enabled(await client.info("cluster"))
+    except OSError as exc:
+        raise RedisConnectionError(f"redis unreachable at {redact_url(config.url)}: {exc}") from None
+    finally:
+        await client.aclose()
+    problem = verdict(config, enabled)
     if problem:
         raise UnsupportedTopology(problem)
-    _supported.add(config.url)
+    _known[(config.url, config.cluster)] = enabled
+    return enabled

@@ -17,7 +17,7 @@ from django.conf import settings  # noqa: E402
 
 from streams.topology import check_at_start_up  # noqa: E402
 
-check_at_start_up(settings.REDIS)  # a Redis Cluster node stops start-up with a clear message
+check_at_start_up(settings.REDIS)  # REDIS_CLUSTER contradicting the Redis stops start-up
 
 from streams.routing import websocket_application  # noqa: E402
 

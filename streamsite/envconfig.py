@@ -8,10 +8,13 @@ silent ``False``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import urlsplit, urlunsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from streams.keys import KeyLayout
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
@@ -66,6 +69,12 @@ class RedisConfig:
     stream_maxlen: int
     cluster: str = "auto"  # REDIS_CLUSTER: auto | true | false
     cluster_nodes: tuple[str, ...] = ()  # REDIS_CLUSTER_NODES: extra seed nodes, host:port
+    buckets: int = 16  # REDIS_BUCKETS: fixed for the life of the data (streams/keys.py)
+
+    @cached_property
+    def keys(self) -> KeyLayout:
+        """Where every key lives (streams/keys.py)."""
+        return KeyLayout(self.stream_key_prefix, self.buckets)
 
     def summary(self) -> dict:
         """The effective configuration with any password in the URL redacted."""
@@ -92,6 +101,7 @@ class RedisConfig:
             "stream_maxlen": self.stream_maxlen,
             "cluster": self.cluster,
             "cluster_nodes": list(self.cluster_nodes),
+            "buckets": self.buckets,
         }
 
 
@@ -142,7 +152,10 @@ def load_redis_config(env: environ.Env) -> RedisConfig:
         stream_maxlen=env_int(env, "STREAM_MAXLEN", 100000),
         cluster=env_choice(env, "REDIS_CLUSTER", "auto", ("auto", "true", "false")),
         cluster_nodes=cluster_nodes(env.str("REDIS_CLUSTER_NODES", default="")),
+        buckets=env_int(env, "REDIS_BUCKETS", 16, minimum=1),
     )
+    if config.buckets > 16384:
+        raise ImproperlyConfigured(f"REDIS_BUCKETS={config.buckets} must be <= 16384 (a Redis Cluster's slots)")
     for low, high in (("POOL_MIN", "POOL_MAX"), ("BLOCKING_POOL_MIN", "BLOCKING_POOL_MAX")):
         lo = getattr(config, low.lower())
         hi = getattr(config, high.lower())
@@ -152,4 +165,8 @@ def load_redis_config(env: environ.Env) -> RedisConfig:
             )
     if not config.stream_key_prefix:
         raise ImproperlyConfigured("STREAM_KEY_PREFIX='' must not be empty")
+    if "{" in config.stream_key_prefix or "}" in config.stream_key_prefix:
+        raise ImproperlyConfigured(
+            f"STREAM_KEY_PREFIX={config.stream_key_prefix!r} must not contain {{ or }} (the buckets' hash tags follow it)"
+        )
     return config

@@ -148,7 +148,6 @@ STREAM_HUB_KEYS_PER_READER = env_int(env, "STREAM_HUB_KEYS_PER_READER", 1000, mi
 SSE_QUEUE_SIZE = env_int(env, "SSE_QUEUE_SIZE", 1000, minimum=1)
 SSE_RETRY_MS = env_int(env, "SSE_RETRY_MS", 2000)
 SSE_HEARTBEAT_INTERVAL = env_int(env, "SSE_HEARTBEAT_INTERVAL", 15000, minimum=1)
-SSE_DELIVERY = env_choice(env, "SSE_DELIVERY", "hub", ("hub", "pool"))
 SSE_MAX_STREAMS = 50
 SHUTDOWN_GRACE_MS = env_int(env, "SHUTDOWN_GRACE_MS", 2000)
 # Write backpressure (streamsite/flow_control.py): what a connection whose client stopped
@@ -158,12 +157,15 @@ LIVE_STALL_TIMEOUT_MS = env_int(env, "LIVE_STALL_TIMEOUT", 10000, minimum=100)
 # Capacity (streams/capacity.py): a follow beyond either limit is refused at once (503 / 429).
 LIVE_MAX_FOLLOWED_STREAMS = env_int(env, "LIVE_MAX_FOLLOWED_STREAMS", 10000, minimum=1)
 LIVE_MAX_CONNECTIONS_PER_USER = env_int(env, "LIVE_MAX_CONNECTIONS_PER_USER", 100, minimum=1)
-_readable_keys = REDIS.blocking_pool_max * STREAM_HUB_KEYS_PER_READER
-if LIVE_MAX_FOLLOWED_STREAMS > _readable_keys:
+# The hub's readers on one node: one per STREAM_HUB_KEYS_PER_READER followed streams, plus (on a
+# cluster, where one XREAD reads one bucket) up to one more per bucket: they must all fit the
+# node's blocking pool, or a reader would wait for a connection that never frees.
+_readers_needed = -(-LIVE_MAX_FOLLOWED_STREAMS // STREAM_HUB_KEYS_PER_READER) + REDIS.buckets
+if _readers_needed > REDIS.blocking_pool_max:
     raise ImproperlyConfigured(
-        f"LIVE_MAX_FOLLOWED_STREAMS={LIVE_MAX_FOLLOWED_STREAMS} is more than the hub can read: "
-        f"REDIS_BLOCKING_POOL_MAX={REDIS.blocking_pool_max} x STREAM_HUB_KEYS_PER_READER={STREAM_HUB_KEYS_PER_READER}"
-        f" = {_readable_keys}"
+        f"REDIS_BLOCKING_POOL_MAX={REDIS.blocking_pool_max} is too small for the hub's readers: "
+        f"LIVE_MAX_FOLLOWED_STREAMS={LIVE_MAX_FOLLOWED_STREAMS} / STREAM_HUB_KEYS_PER_READER={STREAM_HUB_KEYS_PER_READER}"
+        f" + REDIS_BUCKETS={REDIS.buckets} = {_readers_needed}"
     )
 
 

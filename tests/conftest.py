@@ -1,9 +1,15 @@
 """Fixtures: the one place tests get Redis. A real Redis on the suite's own database index
 (flushed before and after; index 0 refused), and a private Redis server for the tests that
-touch server-wide state (command statistics, the script cache)."""
+touch server-wide state (command statistics, the script cache).
+
+``TEST_REDIS_TOPOLOGY=cluster`` runs the whole suite against a Redis Cluster the suite starts
+itself (tests/cluster.py: 3 primaries on free loopback ports): the app and the ``r`` /
+``sync_r`` clients then talk to it (raw clients are redis-py's cluster clients, so a test's
+own commands reach the right node). The private-Redis tests stay on their standalone server."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import time
@@ -27,12 +33,51 @@ def assert_private_db(url: str) -> None:
     assert db != 0, f"refusing to flush Redis database 0 ({url}): point REDIS_URL at a test index"
 
 
+ON_CLUSTER = os.environ.get("TEST_REDIS_TOPOLOGY", "standalone") == "cluster"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _topology():
+    """With TEST_REDIS_TOPOLOGY=cluster: start the suite's cluster and point the app at it
+    (settings and, for the processes tests start, REDIS_URL)."""
+    if not ON_CLUSTER:
+        yield None
+        return
+    from tests.cluster import start_cluster
+
+    cluster = start_cluster()
+    saved = settings.REDIS, os.environ.get("REDIS_URL")
+    settings.REDIS = replace(settings.REDIS, url=cluster.urls[0])
+    os.environ["REDIS_URL"] = cluster.urls[0]
+    try:
+        yield cluster
+    finally:
+        settings.REDIS = saved[0]
+        if saved[1] is not None:
+            os.environ["REDIS_URL"] = saved[1]
+        cluster.stop()
+
+
+def raw_client(url: str):
+    """A raw asyncio client on the suite's Redis (a cluster client on a cluster)."""
+    if ON_CLUSTER:
+        return aioredis.RedisCluster.from_url(url, decode_responses=True)
+    assert_private_db(url)
+    return aioredis.Redis.from_url(url, decode_responses=True)
+
+
+async def _flush(client) -> None:
+    if ON_CLUSTER:
+        await client.flushdb(target_nodes=client.PRIMARIES)
+    else:
+        await client.flushdb()
+
+
 @pytest.fixture
 async def r():
     """A raw client on the test database; the app's Redis context is closed after the test."""
-    assert_private_db(settings.REDIS.url)
-    client = aioredis.Redis.from_url(settings.REDIS.url, decode_responses=True)
-    await client.flushdb()
+    client = raw_client(settings.REDIS.url)
+    await _flush(client)
     try:
         yield client
     finally:
@@ -40,20 +85,25 @@ async def r():
         # DB connections opened by sync_to_async in this test live in asgiref's shared
         # thread; close them there so PostgreSQL can drop the test database at the end.
         await sync_to_async(connections.close_all)()
-        await client.flushdb()
+        await _flush(client)
         await client.aclose()
 
 
 @pytest.fixture
 def sync_r():
     """The same for synchronous tests."""
-    assert_private_db(settings.REDIS.url)
-    client = redis.Redis.from_url(settings.REDIS.url, decode_responses=True)
-    client.flushdb()
+    if ON_CLUSTER:
+        client = redis.RedisCluster.from_url(settings.REDIS.url, decode_responses=True)
+        flush = lambda: client.flushdb(target_nodes=client.PRIMARIES)  # noqa: E731
+    else:
+        assert_private_db(settings.REDIS.url)
+        client = redis.Redis.from_url(settings.REDIS.url, decode_responses=True)
+        flush = client.flushdb
+    flush()
     try:
         yield client
     finally:
-        client.flushdb()
+        flush()
         client.close()
 
 
@@ -105,10 +155,12 @@ async def private_r(private_redis_url, settings):
 
 async def our_connections(client, pool_name: str) -> list[dict]:
     """This process's connections of one pool, as the server sees them (CLIENT LIST)."""
-    import os
-
     name = f"streamsite:{pool_name}:{os.getpid()}"
-    return [c for c in await client.client_list() if c.get("name") == name]
+    if ON_CLUSTER:
+        listed = [c for node in client.get_primaries() for c in await client.client_list(target_nodes=node)]
+    else:
+        listed = await client.client_list()
+    return [c for c in listed if c.get("name") == name]
 
 
 @pytest.fixture(autouse=True)
@@ -122,10 +174,14 @@ def _fresh_identities():
 
 
 @pytest.fixture(scope="session")
-def redis_cluster():
-    """A local 3-primary Redis Cluster (tests/cluster.py), started once per session."""
+def redis_cluster(_topology):
+    """A local 3-primary Redis Cluster (tests/cluster.py), started once per session (the
+    suite's own when it runs on a cluster)."""
     from tests.cluster import start_cluster
 
+    if _topology is not None:
+        yield _topology
+        return
     try:
         cluster = start_cluster()
     except RuntimeError as exc:

@@ -13,13 +13,18 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from streams.identity import Actor
-from streams.keys import stream_key
 from streams.models import ApiToken
 
 
 def key(name: str) -> str:
     """A stream's Redis key, from the configured prefix."""
-    return stream_key(settings.REDIS.stream_key_prefix, name)
+    return settings.REDIS.keys.stream(name)
+
+
+def registry_set(name: str) -> str:
+    """The registry SET of a stream's bucket."""
+    keys = settings.REDIS.keys
+    return keys.registry(keys.bucket(name)).names
 
 
 def make_user(username: str, *, password: str | None = None, staff: bool = False, superuser: bool = False):

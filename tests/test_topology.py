@@ -1,5 +1,5 @@
-"""REDIS_CLUSTER: a Redis Cluster node is refused by name — at start-up, by commands and by
-the API — instead of half working (keys of one stream on different nodes)."""
+"""REDIS_CLUSTER: auto finds out what REDIS_URL names; a setting that contradicts the node is
+refused by name — at start-up, by commands and by the API; a cluster is served given any node."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     "mode,is_cluster,needle",
     [
         ("auto", False, None),
+        ("auto", True, None),
         ("false", False, None),
-        ("auto", True, "is a Redis Cluster node (REDIS_CLUSTER=auto asked it)"),
+        ("true", True, None),
         ("false", True, "REDIS_CLUSTER=false, but REDIS_URL="),
-        ("true", False, "REDIS_CLUSTER=true: this version serves a standalone Redis only"),
-        ("true", True, "REDIS_CLUSTER=true: this version serves a standalone Redis only"),
+        ("true", False, "REDIS_CLUSTER=true, but REDIS_URL="),
     ],
 )
 def test_verdict_table(mode, is_cluster, needle):
@@ -39,39 +39,64 @@ def test_verdict_table(mode, is_cluster, needle):
         assert needle in problem and "secret" not in problem
 
 
-def test_start_up_asks_the_node(redis_cluster):
+def test_start_up_asks_the_node(redis_cluster, private_redis_url):
     node = replace(settings.REDIS, url=redis_cluster.urls[1])
-    with pytest.raises(ImproperlyConfigured, match=r"REDIS_URL=redis://127\.0\.0\.1:\d+ is a Redis Cluster node"):
-        topology.check_at_start_up(node)
-    with pytest.raises(ImproperlyConfigured, match="REDIS_CLUSTER=false, but"):
+    topology.check_at_start_up(node)  # auto: a cluster node is fine
+    with pytest.raises(ImproperlyConfigured, match=r"REDIS_CLUSTER=false, but REDIS_URL=redis://127\.0\.0\.1:\d+ is a"):
         topology.check_at_start_up(replace(node, cluster="false"))
-    topology.check_at_start_up(settings.REDIS)  # the suite's standalone Redis: fine
+    standalone = replace(settings.REDIS, url=private_redis_url)
+    with pytest.raises(ImproperlyConfigured, match="REDIS_CLUSTER=true, but"):
+        topology.check_at_start_up(replace(standalone, cluster="true"))
+    topology.check_at_start_up(standalone)
 
 
 def test_an_unreachable_redis_is_left_to_the_pools():
     dead = replace(settings.REDIS, url="redis://127.0.0.1:1/3")
-    topology.check_at_start_up(dead)  # no verdict; the pools report the outage as before
+    topology.check_at_start_up(dead)  # no verdict; the first use reports the outage
 
 
-def test_the_server_does_not_start_against_a_cluster(redis_cluster):
-    env = {**os.environ, "REDIS_URL": redis_cluster.urls[0], "DJANGO_SETTINGS_MODULE": "streamsite.settings",
-           "SECRET_KEY": "x" * 50, "DEBUG": "true"}
+def test_the_server_does_not_start_when_redis_cluster_contradicts_the_node(redis_cluster):
+    env = {**os.environ, "REDIS_URL": redis_cluster.urls[0], "REDIS_CLUSTER": "false",
+           "DJANGO_SETTINGS_MODULE": "streamsite.settings", "SECRET_KEY": "x" * 50, "DEBUG": "true"}
     result = subprocess.run([sys.executable, "-c", "import streamsite.asgi"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
-    assert "ImproperlyConfigured" in result.stderr and "is a Redis Cluster node" in result.stderr
+    assert "ImproperlyConfigured" in result.stderr and "REDIS_CLUSTER=false, but" in result.stderr
 
 
-async def test_requests_and_commands_get_a_clear_refusal(redis_cluster, settings):
-    import streamsite.asgi  # noqa: F401 - loaded (and checked) with the standalone Redis first
+async def test_requests_and_commands_get_a_clear_refusal(private_redis_url, settings):
+    import streamsite.asgi  # noqa: F401 - loaded (and checked) with the suite's Redis first
 
     await close_redis_context()
-    settings.REDIS = replace(settings.REDIS, url=redis_cluster.urls[2])
+    settings.REDIS = replace(settings.REDIS, url=private_redis_url, cluster="true")
     try:
-        with pytest.raises(topology.UnsupportedTopology, match="is a Redis Cluster node"):
+        with pytest.raises(topology.UnsupportedTopology, match="REDIS_CLUSTER=true, but"):
             await redis_context()
         status, _, body = await asgi_response(http_scope("/api/streams"))
-        assert status == 503 and b"is a Redis Cluster node" in body
+        assert status == 503 and b"REDIS_CLUSTER=true, but" in body
+    finally:
+        await close_redis_context()
+
+
+async def test_the_service_works_on_a_cluster_given_any_node(redis_cluster, settings):
+    """REDIS_URL names any node (here the last); streams spread over every primary."""
+    from streams import operations
+
+    await close_redis_context()
+    settings.REDIS = replace(settings.REDIS, url=redis_cluster.urls[-1])
+    try:
+        ctx = await redis_context()
+        assert ctx.nodes.cluster and len(ctx.nodes.nodes()) == 3
+        names = [f"spread-{i}" for i in range(30)]
+        for name in names:
+            await operations.stream_publish(name=name, entries=[{"i": name}])
+        assert len({ctx.nodes.for_key(settings.REDIS.keys.stream(n)).address for n in names}) == 3
+        assert (await operations.streams_list(prefix="spread-", limit=100)).names == sorted(names)
+        infos = await operations.stream_info_batch(names=names)
+        assert all(infos[n].length == 1 for n in names)
+        deleted = await operations.streams_delete(names=names)
+        assert sorted(deleted.deleted) == sorted(names)
+        assert (await operations.streams_list(prefix="spread-")).names == []
     finally:
         await close_redis_context()
 
@@ -84,7 +109,7 @@ def test_stream_key_prints_the_key_a_device_xadds_to(sync_r):
     out = StringIO()
     call_command("stream_key", "ride-42", stdout=out)
     key = out.getvalue().strip()
-    assert key == settings.REDIS.stream_key_prefix + "ride-42"
+    assert key == f"{settings.REDIS.stream_key_prefix}{{b{settings.REDIS.keys.bucket('ride-42')}}}:ride-42"
     sync_r.xadd(key, {"power": "250"})  # a device's own XADD to that key …
     from streams.clients import close_redis_context as close
     from asgiref.sync import async_to_sync
@@ -111,12 +136,12 @@ def test_stream_key_refuses_bad_names(argv, needle):
         call_command(*argv)
 
 
-def test_commands_refuse_a_cluster_by_name(redis_cluster, settings):
+def test_commands_refuse_a_contradicting_redis_cluster_setting(redis_cluster, settings):
     from django.core.management import call_command
     from django.core.management.base import CommandError
 
-    settings.REDIS = replace(settings.REDIS, url=redis_cluster.urls[0])
-    with pytest.raises(CommandError, match="is a Redis Cluster node"):
+    settings.REDIS = replace(settings.REDIS, url=redis_cluster.urls[0], cluster="false")
+    with pytest.raises(CommandError, match="REDIS_CLUSTER=false, but"):
         call_command("stream_key", "ride")
-    with pytest.raises(CommandError, match="redis unavailable: .*is a Redis Cluster node"):
+    with pytest.raises(CommandError, match="redis unavailable: REDIS_CLUSTER=false, but"):
         call_command("simulate_ride", "ride", "--duration", "1", "--speedup", "0")

@@ -63,7 +63,10 @@ async def test_metrics_json_auth_and_shape(r, settings):
         body = (await c.get("/health/metrics")).json()
     finally:
         gc.set_threshold(*thresholds)
-    assert set(body) == {"timestamp", "blocking_pool", "main_pool", "hub", "capacity", "registry", "operations", "gc"}
+    assert set(body) == {"timestamp", "blocking_pool", "main_pool", "redis_nodes", "cluster", "hub", "capacity",
+                         "registry", "operations", "gc"}
+    assert body["redis_nodes"] and {"address", "main_pool", "blocking_pool"} <= set(body["redis_nodes"][0])
+    assert sum(n["main_pool"]["total"] for n in body["redis_nodes"]) == body["main_pool"]["total"]
     assert body["gc"]["thresholds"] == [12345, 17, 3] and len(body["gc"]["collections"]) == 3
     assert set(body["main_pool"]) == {"total", "in_use", "available", "waiting"}
     assert body["registry"]["streams"] == 1 and body["registry"]["age_ms"] is not None

@@ -193,7 +193,7 @@ async def test_pool_exhausted_is_503(client, token, settings):
 
     settings.REDIS = replace(settings.REDIS, pool_min=0, pool_max=1, pool_acquire_timeout_ms=50)
     ctx = await redis_context()
-    async with ctx.main.client():
+    async with ctx.nodes.nodes()[0].main.client():  # listing reads every node's buckets
         resp = await client.get("/api/streams", **auth(token))
     assert resp.status_code == 503
     assert "exhausted" in resp.json()["detail"]

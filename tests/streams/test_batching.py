@@ -3,49 +3,47 @@
 import asyncio
 
 import pytest
-from django.conf import settings
 from redis.exceptions import ResponseError
 
 from streams import operations
 from streams.batching import BatcherClosed, ScriptBatcher
 from streams.clients import redis_context
-
-P = settings.REDIS.stream_key_prefix
+from tests.helpers import key
 
 
 async def test_concurrent_publishes_share_pipelines_and_keep_each_streams_order(r):
-    batcher = (await redis_context()).publishes
-    batches_before, calls_before = batcher.batches, batcher.calls
+    batchers = [node.publishes for node in (await redis_context()).nodes.nodes()]  # one per Redis node
+    batches_before, calls_before = sum(b.batches for b in batchers), sum(b.calls for b in batchers)
     calls = [operations.stream_publish(name=f"dev-{i % 5}", entries=[{"n": str(i)}]) for i in range(100)]
     replies = await asyncio.gather(*calls)
-    assert batcher.calls - calls_before == 100
-    assert batcher.batches - batches_before < 10  # coalesced, not 100 round trips
+    assert sum(b.calls for b in batchers) - calls_before == 100
+    assert sum(b.batches for b in batchers) - batches_before < 10 * len(batchers)  # coalesced, not 100 round trips
     for stream in range(5):
-        stored = await r.xrange(f"{P}dev-{stream}")
+        stored = await r.xrange(key(f"dev-{stream}"))
         # Every acknowledged id is stored, in the order the calls were made.
         assert [e[0] for e in stored] == [replies[i][0] for i in range(stream, 100, 5)]
         assert [e[1]["n"] for e in stored] == [str(i) for i in range(stream, 100, 5)]
 
 
 async def test_one_failing_call_does_not_fail_the_others_in_its_pipeline(r):
-    await r.set(P + "not-a-stream", "x")  # XADD to it fails with WRONGTYPE inside the script
+    await r.set(key("not-a-stream"), "x")  # XADD to it fails with WRONGTYPE inside the script
     good = operations.stream_publish(name="fine", entries=[{"a": "1"}])
     bad = operations.stream_publish(name="not-a-stream", entries=[{"a": "1"}])
     ok, failed = await asyncio.gather(good, bad, return_exceptions=True)
     assert isinstance(failed, ResponseError) and "WRONGTYPE" in str(failed)
-    assert [e[0] for e in await r.xrange(P + "fine")] == ok
+    assert [e[0] for e in await r.xrange(key("fine"))] == ok
 
 
 async def test_publishes_survive_a_script_flush(private_r):
     await operations.stream_publish(name="s", entries=[{"x": "1"}])
     await private_r.script_flush()  # server-wide: hence a Redis of our own
     ids = await asyncio.gather(*(operations.stream_publish(name="s", entries=[{"x": str(i)}]) for i in range(3)))
-    assert [e[0] for e in await private_r.xrange(P + "s")][1:] == [i[0] for i in ids]
+    assert [e[0] for e in await private_r.xrange(key("s"))][1:] == [i[0] for i in ids]
 
 
 async def test_closing_fails_queued_calls_and_refuses_new_ones(r):
     ctx = await redis_context()
-    batcher = ScriptBatcher(ctx.main)
+    batcher = ScriptBatcher(ctx.nodes.nodes()[0].main)
     queued = asyncio.ensure_future(batcher.call(operations.script("return 1"), [], []))
     await asyncio.sleep(0)  # the call is queued and its flusher task created, not yet run
     await batcher.close()

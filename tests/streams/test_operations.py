@@ -1,18 +1,17 @@
 import pytest
-from django.conf import settings
 
 from streams import operations
+from tests.helpers import key, registry_set
 from streams.clients import redis_context
 
-P = settings.REDIS.stream_key_prefix
 
 
 async def test_publish_many_in_one_call_returns_ids_in_order(r):
     ids = await operations.stream_publish(name="ride", entries=[{"power": "1"}, {"power": "2"}])
     assert len(ids) == 2 and ids[0] < ids[1]
-    entries = await r.xrange(P + "ride")
+    entries = await r.xrange(key("ride"))
     assert [e[1] for e in entries] == [{"power": "1"}, {"power": "2"}]
-    assert await r.sismember((await redis_context()).registry.set_key, "ride")
+    assert await r.sismember(registry_set("ride"), "ride")
 
 
 async def test_publish_trims_approximately_to_maxlen(r, settings):
@@ -21,13 +20,13 @@ async def test_publish_trims_approximately_to_maxlen(r, settings):
     settings.REDIS = replace(settings.REDIS, stream_maxlen=10)
     for _ in range(30):
         await operations.stream_publish(name="trim", entries=[{"i": str(i)} for i in range(10)])
-    length = await r.xlen(P + "trim")
+    length = await r.xlen(key("trim"))
     assert 10 <= length < 300  # approximate trimming keeps whole macro nodes
 
 
 async def test_info_batch_one_round_trip_with_missing_and_wrong_type(r):
     await operations.stream_publish(name="a", entries=[{"x": "1"}, {"x": "2"}])
-    await r.set(P + "notastream", "1")
+    await r.set(key("notastream"), "1")
     info = await operations.stream_info_batch(names=["a", "missing", "notastream"])
     assert info["missing"] is None
     assert info["notastream"] is None
@@ -70,7 +69,7 @@ async def test_range_read_tells_missing_from_empty_and_survives_script_flush(pri
 
 async def test_exists_batch(r):
     await operations.stream_publish(name="a", entries=[{"x": "1"}])
-    await r.set(P + "str", "1")
+    await r.set(key("str"), "1")
     assert await operations.streams_exist(names=["a", "b", "str"]) == {"a": True, "b": False, "str": False}
 
 
@@ -79,7 +78,7 @@ async def test_delete_batch_counts_existing_and_unregisters(r):
     await operations.stream_publish(name="b", entries=[{"x": "1"}])
     outcome = await operations.streams_delete(names=["a", "b", "zzz", "a"])
     assert outcome.deleted == ["a", "b"] and outcome.refused == []
-    assert await r.exists(P + "a", P + "b") == 0
+    assert await r.exists(key("a"), key("b")) == 0
     page = await operations.streams_list()
     assert page.names == []
 

@@ -278,7 +278,8 @@ async def test_deletion_reaches_another_process_through_the_event_stream(r):
     from streams.clients import build_context
 
     await publish("shared", 1)
-    other = build_context(dj_settings.REDIS)  # what a second server process would have
+    other = build_context(dj_settings.REDIS, cluster=(await redis_context()).nodes.cluster)  # a second process's
+    await other.nodes.start()
     try:
         hub = other.live_hub()
         await asyncio.wait_for(other.deletions.joined.wait(), 5)
@@ -301,35 +302,12 @@ async def test_hundred_concurrent_listeners_get_every_event(r, open_clients):
     expected = {name: await publish(name, 20) for name in names}
     for i, c in enumerate(clients):
         assert [e.id for e in await c.events(20, timeout=10)] == expected[names[i % 10]]
+    ctx = await redis_context()
+    # One reader for all 100 listeners (on a cluster: one per bucket, as one XREAD reads one slot)
+    readers = len({ctx.config.keys.bucket(n) for n in names}) if ctx.nodes.cluster else 1
+    assert hub.stats().readers == readers
     blocking = await our_connections(r, "blocking")
-    assert sum(1 for conn in blocking if conn["cmd"] == "xread") == 1  # one reader for all 100
-
-
-async def test_pool_mode_gives_each_listener_its_own_connection(r, open_clients, settings):
-    settings.SSE_DELIVERY = "pool"
-    a = await follow(open_clients, "/api/streams/ride/sse?from=start")
-    b = await follow(open_clients, "/api/streams/ride/sse?from=start")
-    ids = await publish("ride", 3)
-    assert [e.id for e in await a.events(3)] == ids
-    assert [e.id for e in await b.events(3)] == ids
-    assert (await redis_context()).blocking.stats().in_use == 2
-    assert (await redis_context()).hub.stats().listeners == 0
-
-
-async def test_pool_mode_exhausted_pool_ends_with_error_event(r, open_clients, settings):
-    from dataclasses import replace
-
-    settings.SSE_DELIVERY = "pool"
-    settings.REDIS = replace(settings.REDIS, blocking_pool_min=0, blocking_pool_max=1, blocking_pool_acquire_timeout_ms=50)
-    first = await follow(open_clients, "/api/streams/ride/sse")
-    assert (await first.next_event()).retry is not None
-    blocking = (await redis_context()).blocking
-    await wait_for(lambda: blocking.stats().in_use == 1)  # the first listener holds the only one
-    second = await follow(open_clients, "/api/streams/ride/sse")
-    events = [await second.next_event(), await second.next_event()]
-    assert events[1].event == "error" and "exhausted" in events[1].json()["detail"]
-    with pytest.raises(EOFError):
-        await second.next_event()
+    assert sum(1 for conn in blocking if conn["cmd"] == "xread") == readers
 
 
 async def test_live_page_follows_the_stream(r):
@@ -444,7 +422,8 @@ async def test_a_deletion_feed_resumes_after_its_connection_drops(r):
     from streams.clients import build_context
 
     await publish("dropped", 1)
-    other = build_context(dj_settings.REDIS)
+    other = build_context(dj_settings.REDIS, cluster=(await redis_context()).nodes.cluster)
+    await other.nodes.start()
     try:
         hub = other.live_hub()
         await asyncio.wait_for(other.deletions.joined.wait(), 5)
@@ -462,12 +441,9 @@ async def test_a_deletion_feed_resumes_after_its_connection_drops(r):
 
 
 async def test_the_event_stream_is_not_taken_for_a_stream(r):
-    from streams.keys import events_key
-
     await publish("real", 1)
     await operations.streams_delete(names=["real"])  # writes the event stream
-    prefix = (await redis_context()).config.stream_key_prefix
-    assert await r.exists(events_key(prefix))
+    assert await r.exists((await redis_context()).config.keys.events)
     registry = (await redis_context()).registry
     await registry.reconcile()
     assert "{_events}" not in await registry.names()

@@ -2,7 +2,6 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from streams.keys import stream_key
 from streams.names import InvalidInput, validate_stream_name
 from streams.topology import check_at_start_up
 
@@ -19,7 +18,7 @@ class Command(BaseCommand):
     def handle(self, *args, name, **options):
         try:
             validate_stream_name(name)
-            check_at_start_up(settings.REDIS)  # the key below is only right for a Redis we serve
+            check_at_start_up(settings.REDIS)  # REDIS_CLUSTER must agree with the Redis it names
         except (InvalidInput, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(stream_key(settings.REDIS.stream_key_prefix, name))
+        self.stdout.write(settings.REDIS.keys.stream(name))
