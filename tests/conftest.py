@@ -156,11 +156,33 @@ async def private_r(private_redis_url, settings):
 async def our_connections(client, pool_name: str) -> list[dict]:
     """This process's connections of one pool, as the server sees them (CLIENT LIST)."""
     name = f"streamsite:{pool_name}:{os.getpid()}"
-    if ON_CLUSTER:
-        listed = [c for node in client.get_primaries() for c in await client.client_list(target_nodes=node)]
+    if ON_CLUSTER:  # every primary's, each marked with its node (for ``kill``)
+        listed = [{**c, "_node": node} for node in client.get_primaries()
+                  for c in await client.client_list(target_nodes=node)]
     else:
         listed = await client.client_list()
     return [c for c in listed if c.get("name") == name]
+
+
+async def kill(client, conn: dict) -> None:
+    """CLIENT KILL one connection ``our_connections`` found (on its node, on a cluster)."""
+    if "_node" in conn:
+        await client.execute_command("CLIENT KILL", "ID", conn["id"], target_nodes=conn["_node"])
+    else:
+        await client.client_kill_filter(_id=conn["id"])
+
+
+def node_local(name: str) -> str:
+    """A key the node ``REDIS_URL`` names serves itself (on a cluster: a hash tag whose slot is
+    among the first primary's, tests/cluster.py); the name itself on a standalone Redis."""
+    if not ON_CLUSTER:
+        return name
+    from redis.crc import key_slot
+
+    from tests.cluster import SLOTS
+
+    tag = next(t for t in range(10000) if key_slot(f"{{n{t}}}".encode()) < SLOTS // 3)
+    return f"{{n{tag}}}{name}"
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,8 @@ from streams.pool import (
     PoolExhaustedError,
     PoolLimits,
 )
-from tests.conftest import our_connections
-from tests.helpers import eventually, key
+from tests.conftest import kill, node_local, our_connections
+from tests.helpers import eventually
 
 
 def limits(**kw) -> PoolLimits:
@@ -84,7 +84,7 @@ async def test_cancelled_borrower_returns_its_client(r, make_pool):
     async def blocked_read():
         async with pool.client() as client:
             started.set()
-            await client.blpop(["nothing-here"], timeout=3)
+            await client.blpop([node_local("nothing-here")], timeout=3)
 
     task = asyncio.create_task(blocked_read())
     await started.wait()
@@ -129,9 +129,10 @@ async def test_idle_clients_above_min_are_reaped(r, make_pool):
 async def test_health_check_replaces_dead_idle_clients(r, make_pool):
     pool = make_pool(min=2, max=2)
     await pool.start()
-    killed = {c["id"] for c in await our_connections(r, "main")}
-    for conn_id in killed:
-        await r.client_kill_filter(_id=conn_id)
+    ours = await our_connections(r, "main")
+    killed = {c["id"] for c in ours}
+    for conn in ours:
+        await kill(r, conn)
     assert await pool.check_idle_health() == 2  # found before any borrower hit them
     assert pool.stats().total == 0
     await pool._fill_to_min()  # what the maintenance task does next
@@ -182,8 +183,8 @@ async def test_blocking_pool_survives_xread_block_past_socket_timeout(r, make_po
     short = make_pool(cls=ShortTimeoutPool, max=1)
     async with short.client() as client:
         with pytest.raises(RedisTimeoutError):
-            await client.xread({key("none"): "$"}, block=600)
+            await client.xread({node_local("none"): "$"}, block=600)
     blocking = make_pool(cls=BlockingClientPool, name="blocking", max=1)
     async with blocking.client() as client:
-        assert await client.xread({key("none"): "$"}, block=600) == []
+        assert await client.xread({node_local("none"): "$"}, block=600) == []
         assert client.connection_pool.connection_kwargs["socket_timeout"] is None

@@ -68,7 +68,9 @@ async def test_reconcile_never_unregisters_a_stream_published_during_the_scan(r)
     """SCAN sees the keyspace before our publish; the SET after it. The stream must stay."""
     ctx = await redis_context()
     await ctx.registry.close()
-    real_scan = r.__class__.scan_iter
+    from redis.asyncio import Redis  # the class of the registry's own clients (r may be a cluster client)
+
+    real_scan = Redis.scan_iter
     published = False
 
     async def scan_then_publish(self, *args, **kwargs):
@@ -79,10 +81,10 @@ async def test_reconcile_never_unregisters_a_stream_published_during_the_scan(r)
             published = True
             await operations.stream_publish(name="fresh", entries=[{"x": "1"}])
 
-    r.__class__.scan_iter = scan_then_publish
+    Redis.scan_iter = scan_then_publish
     try:
         await ctx.registry.reconcile()
     finally:
-        r.__class__.scan_iter = real_scan
+        Redis.scan_iter = real_scan
     assert published
     assert await r.sismember(registry_set("fresh"), "fresh")

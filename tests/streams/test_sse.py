@@ -7,7 +7,7 @@ import pytest
 from streams import operations
 from streams.clients import redis_context
 from streams.live import streams_fingerprint
-from tests.conftest import our_connections
+from tests.conftest import kill, our_connections
 from tests.helpers import eventually, key, publish
 from tests.streams.sse_client import SSEClient
 
@@ -194,20 +194,22 @@ async def test_multi_stream_events_and_composite_resume(r, open_clients):
     await assert_nothing_more(c2)  # nothing of a's twice
 
 
-async def test_composite_ids_within_one_batch_are_per_event(r, open_clients):
-    c = await follow(open_clients, "/api/sse?streams=a,b&from=start")
-    await hub_listening("a")
-    await hub_listening("b")
+async def test_composite_ids_within_one_batch_are_per_event(r, open_clients, settings):
+    keys = settings.REDIS.keys  # two streams of one bucket: one MULTI on a cluster too
+    a, b = "a", next(n for n in (f"b{i}" for i in range(2000)) if keys.bucket(n) == keys.bucket("a"))
+    c = await follow(open_clients, f"/api/sse?streams={a},{b}&from=start")
+    await hub_listening(a)
+    await hub_listening(b)
     async with r.pipeline(transaction=True) as pipe:  # one MULTI: one XREAD reply, one batch
-        pipe.xadd(key("a"), {"i": "0"}).xadd(key("b"), {"i": "0"}).xadd(key("a"), {"i": "1"})
+        pipe.xadd(key(a), {"i": "0"}).xadd(key(b), {"i": "0"}).xadd(key(a), {"i": "1"})
         a0, b0, a1 = await pipe.execute()
     events = await c.events(3)
-    position = {"a": "0-0", "b": "0-0"}
+    position = {a: "0-0", b: "0-0"}
     for event in events:  # each id covers exactly what was delivered up to that event
         body = event.json()
         position[body["stream"]] = body["id"]
-        assert event.id.partition("~")[0] == f"{position['a']},{position['b']}"
-    assert position == {"a": a1, "b": b0} and {e.json()["id"] for e in events} == {a0, b0, a1}
+        assert event.id.partition("~")[0] == f"{position[a]},{position[b]}"
+    assert position == {a: a1, b: b0} and {e.json()["id"] for e in events} == {a0, b0, a1}
 
 
 async def test_disconnect_cleans_up_subscription(r):
@@ -231,7 +233,7 @@ async def test_reader_recovers_after_client_kill_without_losing_events(r, open_c
             await publish("ride", 20, start=k)
             if k in (100, 300, 500):
                 for conn in await our_connections(r, "blocking"):
-                    await r.client_kill_filter(_id=conn["id"])
+                    await kill(r, conn)
             await asyncio.sleep(0.005)
 
     task = asyncio.create_task(producer())
@@ -428,10 +430,10 @@ async def test_a_deletion_feed_resumes_after_its_connection_drops(r):
         hub = other.live_hub()
         await asyncio.wait_for(other.deletions.joined.wait(), 5)
         sub = await hub.subscribe(["dropped"])
-        feeds = [c for c in await r.client_list() if c.get("name", "").startswith("streamsite:events:")]
+        feeds = await our_connections(r, "events")
         assert feeds
-        for client in feeds:
-            await r.execute_command("CLIENT", "KILL", "ID", client["id"])
+        for conn in feeds:
+            await kill(r, conn)
         await operations.streams_delete(names=["dropped"])  # while the feed reconnects
         await wait_for(lambda: sub.end_reason is not None, timeout=10)
         assert (sub.end_reason, sub.end_detail) == ("deleted", "dropped")
