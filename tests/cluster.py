@@ -101,3 +101,52 @@ def start_cluster(primaries: int = 3, timeout: float = 20) -> LocalCluster:
         cluster.stop()
         raise
     return cluster
+
+
+def node_ids(cluster: LocalCluster) -> dict[int, str]:
+    """port -> node id."""
+    ids = {}
+    for port in cluster.ports:
+        with redis.Redis(host="127.0.0.1", port=port, decode_responses=True) as client:
+            ids[port] = client.execute_command("CLUSTER MYID")
+    return ids
+
+
+def owner_of(cluster: LocalCluster, slot: int) -> int:
+    with redis.Redis(host="127.0.0.1", port=cluster.ports[0], decode_responses=True) as client:
+        for start, end, primary, *_ in client.execute_command("CLUSTER SLOTS"):
+            if int(start) <= slot <= int(end):
+                return int(primary[1])
+    raise LookupError(f"slot {slot} is not served")
+
+
+def move_slot(cluster: LocalCluster, slot: int, to_port: int, *, batch: int = 2, between=None) -> None:
+    """Move one slot live, as ``redis-cli --cluster reshard`` does: IMPORTING on the target,
+    MIGRATING on the source, MIGRATE its keys ``batch`` at a time (``between()`` runs between
+    batches: a test lets traffic in), then SETSLOT NODE on every primary."""
+    ids = node_ids(cluster)
+    from_port = owner_of(cluster, slot)
+    if from_port == to_port:
+        return
+    clients = {p: redis.Redis(host="127.0.0.1", port=p, decode_responses=True) for p in cluster.ports}
+    try:
+        clients[to_port].execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[from_port])
+        clients[from_port].execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[to_port])
+        while True:
+            keys = clients[from_port].execute_command("CLUSTER GETKEYSINSLOT", slot, batch)
+            if not keys:
+                break
+            clients[from_port].execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+            if between is not None:
+                between()
+        for port in (to_port, from_port, *[p for p in cluster.ports if p not in (to_port, from_port)]):
+            clients[port].execute_command("CLUSTER SETSLOT", slot, "NODE", ids[to_port])
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def flush_all(cluster: LocalCluster) -> None:
+    for port in cluster.ports:
+        with redis.Redis(host="127.0.0.1", port=port) as client:
+            client.flushdb()

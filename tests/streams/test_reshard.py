@@ -1,0 +1,79 @@
+"""Live delivery while a Redis Cluster moves the slots under followed streams (a reshard):
+every listener gets every entry once, in order, and the hub's readers follow their slots."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import replace
+
+import pytest
+
+from streams import operations
+from streams.clients import close_redis_context, redis_context
+from tests.cluster import flush_all, move_slot, owner_of
+from tests.streams.sse_client import SSEClient
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+STREAMS = 6
+ENTRIES = 240
+
+
+@pytest.fixture
+async def on_cluster(redis_cluster, settings):
+    """The app on the local cluster, with public reads (the listeners are anonymous)."""
+    await close_redis_context()
+    flush_all(redis_cluster)
+    settings.REDIS = replace(settings.REDIS, url=redis_cluster.urls[0])
+    settings.STREAMS_PUBLIC_READ = True
+    try:
+        yield redis_cluster
+    finally:
+        await close_redis_context()
+        flush_all(redis_cluster)
+
+
+async def test_a_live_reshard_loses_and_repeats_nothing(on_cluster, settings):
+    cluster = on_cluster
+    keys = settings.REDIS.keys
+    names = [f"reshard-{i}" for i in range(STREAMS)]
+    slots = sorted({keys.slot(keys.bucket(n)) for n in names})
+    clients = [await SSEClient(f"/api/streams/{n}/sse").connect() for n in names]
+    hub = (await redis_context()).hub
+    async with asyncio.timeout(5):
+        for n in names:
+            await hub.reading(n)
+    published: dict[str, list[str]] = {n: [] for n in names}
+    halfway = asyncio.Event()
+
+    async def publisher() -> None:
+        for i in range(ENTRIES):
+            for n in names:
+                published[n] += await operations.stream_publish(name=n, entries=[{"i": str(i)}])
+            if i == ENTRIES // 4:
+                halfway.set()
+            await asyncio.sleep(0.005)
+
+    def reshard() -> None:  # in a thread: the redis-server side of a reshard, while entries flow
+        for slot in slots:
+            to = next(p for p in cluster.ports if p != owner_of(cluster, slot))
+            move_slot(cluster, slot, to, batch=2, between=lambda: threading.Event().wait(0.01))
+
+    task = asyncio.create_task(publisher())
+    await halfway.wait()
+    moved_from = {slot: owner_of(cluster, slot) for slot in slots}
+    await asyncio.to_thread(reshard)
+    await task
+    assert all(owner_of(cluster, slot) != moved_from[slot] for slot in slots)  # every slot moved
+    try:
+        for n, client in zip(names, clients):
+            events = await client.events(ENTRIES, timeout=20)
+            assert [e.id for e in events] == published[n]  # every entry, once, in order
+            assert [e.json()["i"] for e in events] == [str(i) for i in range(ENTRIES)]
+        assert hub.stats().rehomes >= 1  # the readers followed their slots
+        ctx = await redis_context()
+        assert ctx.nodes.redirects >= 1  # and so did the publishes
+    finally:
+        for client in clients:
+            await client.close()
