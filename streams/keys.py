@@ -87,7 +87,7 @@ class KeyLayout:
     @property
     def scan_pattern(self) -> str:
         """A SCAN MATCH pattern for every bucketed key (streams among them)."""
-        return _glob_escape(self.prefix) + "{b*}:*"
+        return glob_escape(self.prefix) + "{b*}:*"
 
     def name_of(self, key: str) -> str | None:
         """The stream name a stream key stands for, or None when the key is not one (another
@@ -106,7 +106,7 @@ class KeyLayout:
 _BUCKETED = re.compile(r"\{b(\d+)\}:(.+)", re.S)
 
 
-def _glob_escape(text: str) -> str:
+def glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
