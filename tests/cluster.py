@@ -8,6 +8,7 @@ both are free.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -45,9 +46,11 @@ def cluster_port(taken: set[int]) -> int:
 
 @dataclass
 class LocalCluster:
-    ports: list[int]
+    ports: list[int]  # the primaries
     workdir: str
     procs: list[subprocess.Popen] = field(default_factory=list)
+    replicas: list[int] = field(default_factory=list)
+    logs: list = field(default_factory=list)
 
     @property
     def urls(self) -> list[str]:
@@ -58,7 +61,19 @@ class LocalCluster:
             proc.terminate()
         for proc in self.procs:
             proc.wait(10)
+        for handle in self.logs:
+            handle.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _log(cluster: "LocalCluster", port: int):
+    """Where a node writes its log: nowhere, or with CLUSTER_LOGS=1 a file in the cluster's
+    directory (a failing failover test shows the primaries' logs)."""
+    if not os.environ.get("CLUSTER_LOGS"):
+        return subprocess.DEVNULL
+    handle = open(Path(cluster.workdir, f"log-{port}.txt"), "w")  # noqa: SIM115 - the node writes it while it runs
+    cluster.logs.append(handle)
+    return handle
 
 
 def start_cluster(primaries: int = 3, timeout: float = 20) -> LocalCluster:
@@ -78,7 +93,7 @@ def start_cluster(primaries: int = 3, timeout: float = 20) -> LocalCluster:
                 [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", cluster.workdir,
                  "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
                  "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdout=_log(cluster, port), stderr=subprocess.STDOUT,
             ))
         deadline = time.monotonic() + timeout
         for url, proc in zip(cluster.urls, cluster.procs):
@@ -88,6 +103,7 @@ def start_cluster(primaries: int = 3, timeout: float = 20) -> LocalCluster:
         clients = [redis.Redis(host="127.0.0.1", port=p, decode_responses=True) for p in cluster.ports]
         share = SLOTS // primaries
         for i, client in enumerate(clients):
+            client.execute_command("CLUSTER SET-CONFIG-EPOCH", i + 1)  # distinct, as redis-cli does
             last = SLOTS - 1 if i == primaries - 1 else (i + 1) * share - 1
             client.execute_command("CLUSTER ADDSLOTS", *range(i * share, last + 1))
             if i:
@@ -101,6 +117,69 @@ def start_cluster(primaries: int = 3, timeout: float = 20) -> LocalCluster:
         cluster.stop()
         raise
     return cluster
+
+
+def add_replica(cluster: LocalCluster, primary_port: int, timeout: float = 20) -> int:
+    """Start one more node and make it a replica of ``primary_port``; returns its port once its
+    replication link is up."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from local_redis import answers, find_server
+
+    port = cluster_port(set(cluster.ports) | set(cluster.replicas))
+    cluster.procs.append(subprocess.Popen(
+        [find_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", cluster.workdir,
+         "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+         "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no"],
+        stdout=_log(cluster, port), stderr=subprocess.STDOUT,
+    ))
+    deadline = time.monotonic() + timeout
+    while not answers(f"redis://127.0.0.1:{port}"):
+        assert time.monotonic() < deadline, "the replica did not start"
+        time.sleep(0.05)
+    primary_id = node_ids(cluster)[primary_port]
+    with redis.Redis(host="127.0.0.1", port=port, decode_responses=True) as client:
+        client.execute_command("CLUSTER MEET", "127.0.0.1", primary_port)
+        while True:  # REPLICATE needs the primary known first
+            try:
+                client.execute_command("CLUSTER REPLICATE", primary_id)
+                break
+            except redis.ResponseError:
+                assert time.monotonic() < deadline, "the replica never learnt its primary"
+                time.sleep(0.1)
+        while client.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "the replica did not sync"
+            time.sleep(0.1)
+        replica_id = client.execute_command("CLUSTER MYID")
+    with redis.Redis(host="127.0.0.1", port=primary_port, decode_responses=True) as primary:
+        # A manual failover is asked over the cluster bus: the primary must know it as its replica.
+        while replica_id not in str(primary.execute_command("CLUSTER REPLICAS", primary_id)):
+            assert time.monotonic() < deadline, "the primary never learnt of its replica"
+            time.sleep(0.1)
+    cluster.replicas.append(port)
+    return port
+
+
+def fail_over(cluster: LocalCluster, replica_port: int, timeout: float = 20) -> None:
+    """A graceful manual failover (``CLUSTER FAILOVER`` on the replica): it waits until the
+    replica has every acknowledged write, then the two swap roles."""
+    with redis.Redis(host="127.0.0.1", port=replica_port, decode_responses=True) as client:
+        client.execute_command("CLUSTER FAILOVER")
+        deadline = time.monotonic() + timeout
+        while client.info("replication").get("role") != "master":
+            if time.monotonic() > deadline:
+                logs = [Path(cluster.workdir, f"log-{p}.txt") for p in cluster.ports]
+                raise AssertionError("the failover did not happen" + "".join(
+                    f"\n{log}: {log.read_text()[-1500:]}" for log in logs if log.exists()))
+            time.sleep(0.05)
+    old = next(p for p in cluster.ports if p != replica_port and _replica_of(p, replica_port, cluster))
+    cluster.ports[cluster.ports.index(old)] = replica_port
+    cluster.replicas[cluster.replicas.index(replica_port)] = old
+
+
+def _replica_of(port: int, primary_port: int, cluster: LocalCluster) -> bool:
+    with redis.Redis(host="127.0.0.1", port=port, decode_responses=True) as client:
+        info = client.info("replication")
+    return info.get("role") == "slave" and int(info.get("master_port", 0)) == primary_port
 
 
 def node_ids(cluster: LocalCluster) -> dict[int, str]:
@@ -147,6 +226,6 @@ def move_slot(cluster: LocalCluster, slot: int, to_port: int, *, batch: int = 2,
 
 
 def flush_all(cluster: LocalCluster) -> None:
-    for port in cluster.ports:
+    for port in cluster.ports:  # replicas follow
         with redis.Redis(host="127.0.0.1", port=port) as client:
             client.flushdb()

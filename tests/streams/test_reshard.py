@@ -77,3 +77,47 @@ async def test_a_live_reshard_loses_and_repeats_nothing(on_cluster, settings):
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_a_primary_failover_under_followed_streams(on_cluster, settings):
+    """A graceful failover (the replica has every acknowledged entry) loses nothing: readers
+    blocked on the old primary are told (UNBLOCKED / MOVED or a dropped connection) and follow
+    the slot to the new one. (After an unplanned failover, entries the old primary had not yet
+    replicated are gone; listeners then simply see the next entries: docs/architecture.md.)"""
+    from tests.cluster import add_replica, fail_over
+
+    cluster = on_cluster
+    keys = settings.REDIS.keys
+    primary = owner_of(cluster, keys.slot(keys.bucket("failover-0")))
+    names = [n for n in (f"failover-{i}" for i in range(200)) if owner_of(cluster, keys.slot(keys.bucket(n))) == primary][:3]
+    replica = await asyncio.to_thread(add_replica, cluster, primary)
+    clients = [await SSEClient(f"/api/streams/{n}/sse").connect() for n in names]
+    hub = (await redis_context()).hub
+    async with asyncio.timeout(5):
+        for n in names:
+            await hub.reading(n)
+    published: dict[str, list[str]] = {n: [] for n in names}
+    started = asyncio.Event()
+
+    async def publisher() -> None:
+        for i in range(ENTRIES):
+            for n in names:
+                published[n] += await operations.stream_publish(name=n, entries=[{"i": str(i)}])
+            if i == ENTRIES // 4:
+                started.set()
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(publisher())
+    await started.wait()
+    await asyncio.to_thread(fail_over, cluster, replica)
+    await task
+    assert owner_of(cluster, keys.slot(keys.bucket(names[0]))) == replica
+    try:
+        for n, client in zip(names, clients):
+            events = await client.events(ENTRIES, timeout=20)
+            assert [e.id for e in events] == published[n]
+        stats = hub.stats()
+        assert stats.rehomes + stats.reconnects >= 1
+    finally:
+        for client in clients:
+            await client.close()
