@@ -54,3 +54,25 @@ def test_compose_requires_the_database_password_and_keeps_streams_from_eviction(
     compose = (ROOT / "docker-compose.yml").read_text()
     assert "POSTGRES_PASSWORD:-" not in compose and "${POSTGRES_PASSWORD:?" in compose
     assert '"--maxmemory-policy", "noeviction"' in compose
+
+
+def test_compose_cluster_profile_runs_two_web_replicas_on_a_cluster_behind_an_sse_ready_balancer():
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    nodes = [name for name, s in services.items() if name.startswith("redis-node-")]
+    assert len(nodes) == 6 and all("cluster" in services[n]["profiles"] for n in nodes)
+    assert all("--cluster-enabled" in services[n]["command"] for n in nodes)
+    init = " ".join(services["redis-cluster-init"]["command"])
+    assert "--cluster-replicas 1" in init and all(f"{n}:6379" in init for n in nodes)
+    web = services["web-cluster"]
+    assert web["profiles"] == ["cluster"] and web["deploy"]["replicas"] == 2
+    assert web["environment"]["REDIS_CLUSTER"] == "true" and web["environment"]["REDIS_URL"].startswith("redis://redis-node-")
+    assert "cluster" not in services["web"].get("profiles", [])  # the default stack is unchanged
+    balancer = services["load-balancer"]
+    assert any("deploy/nginx-cluster.conf" in v for v in balancer["volumes"])
+    conf = (ROOT / "deploy" / "nginx-cluster.conf").read_text()
+    for line in ("proxy_buffering off;", "proxy_set_header Upgrade $http_upgrade;",
+                 "proxy_set_header Connection $connection_upgrade;", "proxy_http_version 1.1;"):
+        assert line in conf
