@@ -28,6 +28,7 @@ def test_dashboard_for_staff_redirect_for_others(client, staff_client, db):
     assert page.status_code == 200
     html = page.content.decode()
     assert '"/health/metrics"' in html and "setInterval" in html
+    assert 'id="redis_nodes"' in html  # pools per Redis node (one row on a standalone Redis)
     assert "cdn" not in html.lower() and "https://" not in html  # only the admin's own static files
     client.logout()
     anon = client.get("/admin/monitoring/")
