@@ -33,29 +33,22 @@ from bench.list_streams import SERVERS, bench_env, server_command, wait_port  # 
 from bench.list_streams import wrk as run_wrk  # noqa: E402
 
 
-def seed(url: str, n: int, prefix: str, owner_id: int) -> None:
-    from streams.registry import registry_keys
-
-    keys = registry_keys(prefix)
-    try:
-        from streams.keys import stream_keys
-    except ImportError:  # a tree from before stream ownership
-        stream_keys = None
-    r = redis.Redis.from_url(url)
-    r.flushdb()
+def seed(r, n: int, layout, owner_id: int) -> None:
+    """``n`` public streams owned by the bench user, in the bucketed layout (streams/keys.py).
+    ``r`` is a plain or a cluster client (a cluster pipeline is split per node)."""
     pipe = r.pipeline(transaction=False)
     names = [f"bench-{i:06d}" for i in range(n)]
     for i, name in enumerate(names):
-        pipe.xadd(prefix + name, {"power": "200"})
-        if stream_keys is not None:
-            pipe.hset(stream_keys(prefix, name).meta, mapping={"owner": owner_id, "owner_name": "bench", "visibility": "public"})
-            pipe.hset(keys[2], name, f"public|{owner_id}")
+        keys = layout.stream_keys(name)
+        registry = layout.registry(keys.bucket)
+        pipe.xadd(keys.stream, {"power": "200"})
+        pipe.hset(keys.meta, mapping={"owner": owner_id, "owner_name": "bench", "visibility": "public"})
+        pipe.hset(registry.access, name, f"public|{owner_id}")
+        pipe.sadd(registry.names, name)
+        pipe.incr(registry.version)
         if i % 1000 == 999:
             pipe.execute()
-    pipe.sadd(keys[0], *names)
-    pipe.incr(keys[1])
     pipe.execute()
-    r.close()
 
 
 def wrk(url: str, duration: int, connections: int, *, token: str | None = None, post: bool = False) -> dict:
@@ -78,8 +71,19 @@ def main() -> None:
     p.add_argument("--order", choices=["public-first", "token-first"], default="public-first",
                    help="which list run comes first (the VM drifts; alternate to see it)")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
+    p.add_argument("--cluster", action="store_true", help="start a local 3-primary Redis Cluster and serve from it")
     args = p.parse_args()
 
+    cluster = None
+    if args.cluster:
+        from tests.cluster import start_cluster
+
+        cluster = start_cluster()
+        args.redis_url = cluster.urls[0]
+        r = redis.RedisCluster.from_url(args.redis_url)
+    else:
+        r = redis.Redis.from_url(args.redis_url)
+        r.flushdb()
     scratch = tempfile.mkdtemp(prefix="bench-auth-")
     env = bench_env(args.redis_url, scratch, STREAMS_PUBLIC_READ="false", STREAM_MAXLEN="1000")
     python = str(ROOT / ".venv/bin/python")
@@ -90,7 +94,9 @@ def main() -> None:
         cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
     token = subprocess.run([python, "manage.py", "create_api_token", "bench"], cwd=ROOT, env=env, check=True,
                            capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    seed(args.redis_url, args.streams, "stream:", owner_id)
+    from streams.keys import KeyLayout
+
+    seed(r, args.streams, KeyLayout("stream:", int(env.get("REDIS_BUCKETS", "16"))), owner_id)
     server = subprocess.Popen(server_command(args.server, args.port, "streamsite.asgi:application"), cwd=ROOT, env=env)
     try:
         wait_port(args.port)
@@ -104,11 +110,16 @@ def main() -> None:
             wrk(base + path, 3, args.connections, token=tok, post=post)  # warm-up
             result = wrk(base + path, args.duration, args.connections, token=tok, post=post)
             print(json.dumps({"run": label, "server": args.server, "streams": args.streams,
+                              "redis": "cluster" if cluster else "standalone",
                               "connections": args.connections, **result}), flush=True)
     finally:
         server.terminate()
         server.wait(10)
-        redis.Redis.from_url(args.redis_url).flushdb()
+        if cluster is not None:
+            cluster.stop()
+        else:
+            r.flushdb()
+        r.close()
 
 
 if __name__ == "__main__":

@@ -24,20 +24,23 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from streams.registry import registry_keys  # noqa: E402
+from streams.keys import KeyLayout  # noqa: E402
 
 
 def seed(url: str, n: int, prefix: str) -> None:
+    """``n`` streams in the bucketed layout (streams/keys.py), registered in their buckets."""
+    layout = KeyLayout(prefix, int(os.environ.get("REDIS_BUCKETS", "16")))
     r = redis.Redis.from_url(url)
     r.flushdb()
-    set_key, version_key = registry_keys(prefix)[:2]
     pipe = r.pipeline(transaction=False)
     for i in range(n):
-        pipe.xadd(f"{prefix}bench-{i:06d}", {"power": "200"})
+        name = f"bench-{i:06d}"
+        keys = layout.stream_keys(name)
+        pipe.xadd(keys.stream, {"power": "200"})
+        pipe.sadd(layout.registry(keys.bucket).names, name)
+        pipe.incr(layout.registry(keys.bucket).version)
         if i % 1000 == 999:
             pipe.execute()
-    pipe.sadd(set_key, *[f"bench-{i:06d}" for i in range(n)])
-    pipe.incr(version_key)
     pipe.execute()
     r.close()
 

@@ -22,12 +22,13 @@ from streamsite import urls  # noqa: E402
 
 async def streams_by_scan(request):
     ctx = await redis_context()
-    prefix = ctx.config.stream_key_prefix
+    keys = ctx.config.keys
     limit = int(request.GET.get("limit", 100))
-    async with ctx.main.client() as r:
-        names = sorted(
-            [k[len(prefix):] async for k in r.scan_iter(match=prefix + "*", count=1000, _type="stream")]
-        )
+    names = []
+    for node in ctx.nodes.nodes():
+        async with node.main.client() as r:
+            names += [keys.name_of(k) async for k in r.scan_iter(match=keys.scan_pattern, count=1000, _type="stream")]
+    names = sorted(n for n in names if n)
     return JsonResponse({"count": len(names), "streams": [{"name": n} for n in names[:limit]]})
 
 

@@ -1,13 +1,14 @@
 """Load benchmark: N SSE (or WebSocket) listeners over M streams while R events/s are published in total.
 
-Starts one daphne process (hub or pool delivery), connects N listeners (raw asyncio sockets,
+Starts the server (``--workers`` processes; on a local 3-primary Redis Cluster with
+``--cluster``), connects N listeners (raw asyncio sockets,
 spread evenly over M streams), publishes for D seconds at R events/s straight into Redis, and
 reports: connect time, delivered / expected, delivery latency p50/p95/p99 (publish → client
 receipt, same clock), server RSS (before, with idle listeners, at the end), and the Redis
 connections the server holds (from CLIENT LIST). Prints one JSON line per run.
 
     .venv/bin/python bench/sse_load.py --listeners 1000 --streams 100 --rate 1000 --duration 20
-    .venv/bin/python bench/sse_load.py --delivery pool --listeners 1000 --streams 100 --rate 1000
+    .venv/bin/python bench/sse_load.py --server uvicorn --cluster --workers 2 --listeners 10000 --streams 1000
     .venv/bin/python bench/sse_load.py --listeners 1000 --rate 1000 --workout-mib 32   # + a big workout POST
     .venv/bin/python bench/sse_load.py --server uvicorn --transport ws --clients 4 --listeners 19000 --streams 1000
 
@@ -37,6 +38,8 @@ import redis
 import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from streams.keys import KeyLayout  # noqa: E402
 
 
 def rss_kb(pid: int) -> int:
@@ -179,10 +182,20 @@ async def listen(listener: Listener, port: int, connected: asyncio.Event, all_in
         writer.close()
 
 
-async def publish(url: str, streams: list[str], rate: int, duration: float) -> dict[str, int]:
+LAYOUT = KeyLayout("stream:", int(os.environ.get("REDIS_BUCKETS", "16")))
+
+
+def redis_client(url: str, cluster: bool, *, sync: bool = False):
+    if cluster:
+        return (redis.RedisCluster if sync else aioredis.RedisCluster).from_url(url, decode_responses=True)
+    return (redis.Redis if sync else aioredis.Redis).from_url(url, decode_responses=True)
+
+
+async def publish(url: str, streams: list[str], rate: int, duration: float, cluster: bool) -> dict[str, int]:
     """``rate`` entries/s for ``duration`` s, paced by the clock: a late tick publishes what is
-    due so far (a fixed amount per tick under-published whenever the process was busy)."""
-    r = aioredis.Redis.from_url(url)
+    due so far (a fixed amount per tick under-published whenever the process was busy). On a
+    cluster redis-py splits each pipeline per node."""
+    r = redis_client(url, cluster)
     sent = dict.fromkeys(streams, 0)
     tick = 0.01
     total = 0
@@ -196,7 +209,7 @@ async def publish(url: str, streams: list[str], rate: int, duration: float) -> d
                     for _ in range(n):
                         name = streams[total % len(streams)]
                         total += 1
-                        pipe.xadd(f"stream:{name}", {"ts": ts, "power": "200"})
+                        pipe.xadd(LAYOUT.stream(name), {"ts": ts, "power": "200"})
                         sent[name] += 1
                     await pipe.execute()
             await asyncio.sleep(tick)
@@ -257,15 +270,25 @@ async def run(args) -> dict:
         **os.environ, "DEBUG": "false", "SECRET_KEY": "bench", "ALLOWED_HOSTS": "127.0.0.1",
         "STREAMS_PUBLIC_READ": "true", "REDIS_URL": args.redis_url, "LOG_LEVEL": "warning",
         "SECURE_SSL_REDIRECT": "false", "LIVE_MAX_CONNECTIONS_PER_USER": "1000000",
-        "SSE_DELIVERY": args.delivery, "SSE_HEARTBEAT_INTERVAL": "15000",
+        "SSE_HEARTBEAT_INTERVAL": "15000",
         "DATABASE_URL": "sqlite:////tmp/streamsite-bench.sqlite3",
         **dict(item.split("=", 1) for item in args.env),
     }
     if args.workers > 1:  # what docker-entrypoint.sh does (scripts/processes.sh)
         env["WEB_CONCURRENCY"] = str(args.workers)
         env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-prometheus-")
-    sync_r = redis.Redis.from_url(args.redis_url, decode_responses=True)
-    sync_r.flushdb()
+    cluster = None
+    if args.cluster:
+        sys.path.insert(0, str(ROOT))
+        from tests.cluster import start_cluster
+
+        cluster = start_cluster()
+        args.redis_url = env["REDIS_URL"] = cluster.urls[0]
+    sync_r = redis_client(args.redis_url, bool(cluster), sync=True)
+    if cluster:
+        sync_r.flushdb(target_nodes=sync_r.PRIMARIES)
+    else:
+        sync_r.flushdb()
     if args.server == "daphne":
         command = [str(ROOT / ".venv/bin/daphne"), "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
                    "--access-log", os.devnull, "streamsite.asgi:application"]
@@ -316,12 +339,18 @@ async def run(args) -> dict:
         workout = None
         if args.workout_mib:
             workout = asyncio.create_task(post_workout(port, token, workout_body(args.workout_mib), args.duration / 3))
-        sent = await publish(args.redis_url, streams, args.rate, args.duration)
+        sent = await publish(args.redis_url, streams, args.rate, args.duration, bool(cluster))
         workout_result = await workout if workout is not None else {}
         await asyncio.sleep(args.drain)
         rss_end = tree_rss_kb(server.pid)
         pids = {f":{p}" for p in process_tree(server.pid)}
-        redis_clients = [c for c in sync_r.client_list() if any(c.get("name", "").endswith(p) for p in pids)]
+        listed = ([c for node in sync_r.get_primaries() for c in sync_r.client_list(target_nodes=node)]
+                  if cluster else sync_r.client_list())
+        redis_clients = [c for c in listed if any(c.get("name", "").endswith(p) for p in pids)]
+        per_process: dict[str, int] = {}
+        for c in redis_clients:
+            pid = c["name"].rsplit(":", 1)[-1]
+            per_process[pid] = per_process.get(pid, 0) + 1
         delivered = 0
         for client in clients:
             client.stdin.write(b"stop\n")
@@ -336,7 +365,7 @@ async def run(args) -> dict:
         expected = sum(sent[streams[i % len(streams)]] for i in range(args.listeners))
         idle_listeners = max(1, counts[0])
         return {
-            "server": args.server, "transport": args.transport, "delivery": args.delivery,
+            "server": args.server, "transport": args.transport, "redis": "cluster" if cluster else "standalone",
             "listeners": args.listeners, "streams": args.streams, "clients": args.clients,
             "rate_eps": args.rate, "duration_s": args.duration,
             "connected": counts[0], "failed": counts[1], "connect_s": round(connect_s, 2),
@@ -350,6 +379,7 @@ async def run(args) -> dict:
             "rss_kb_per_idle_listener": round((rss_idle - rss_before) / idle_listeners, 1),
             "workers": args.workers, "redis_conns_total": len(redis_clients),
             "redis_conns_xread": sum(1 for c in redis_clients if c.get("cmd") == "xread"),
+            "redis_conns_per_process": sorted(per_process.values()),
         }
     finally:
         for client in clients:
@@ -362,7 +392,10 @@ async def run(args) -> dict:
             server.wait(20)
         except subprocess.TimeoutExpired:
             server.kill()
-        sync_r.flushdb()
+        if cluster is not None:
+            cluster.stop()
+        else:
+            sync_r.flushdb()
         if "PROMETHEUS_MULTIPROC_DIR" in env and args.workers > 1:
             shutil.rmtree(env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
@@ -409,7 +442,7 @@ def main() -> None:
     p.add_argument("--drain", type=float, default=3)
     p.add_argument("--connect-timeout", type=float, default=120)
     p.add_argument("--concurrent-connects", type=int, default=100)
-    p.add_argument("--delivery", choices=["hub", "pool"], default="hub")
+    p.add_argument("--cluster", action="store_true", help="start a local 3-primary Redis Cluster and serve from it")
     p.add_argument("--server", choices=["daphne", "uvicorn", "uvicorn-plain"], default="daphne")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     p.add_argument("--workout-mib", type=float, default=0, help="POST a workout this big a third of the way in")
