@@ -3,12 +3,14 @@
 Starts the server (``--workers`` processes; on a local 3-primary Redis Cluster with
 ``--cluster``), connects N listeners (raw asyncio sockets,
 spread evenly over M streams), publishes for D seconds at R events/s straight into Redis, and
-reports: connect time, delivered / expected, delivery latency p50/p95/p99 (publish → client
+reports: connect time, delivered / expected, entries skipped or repeated per listener (each
+entry carries its stream's sequence number), delivery latency p50/p95/p99 (publish → client
 receipt, same clock), server RSS (before, with idle listeners, at the end), and the Redis
 connections the server holds (from CLIENT LIST). Prints one JSON line per run.
 
     .venv/bin/python bench/sse_load.py --listeners 1000 --streams 100 --rate 1000 --duration 20
     .venv/bin/python bench/sse_load.py --server uvicorn --cluster --workers 2 --listeners 10000 --streams 1000
+    .venv/bin/python bench/sse_load.py --server uvicorn --cluster --reshard-at 5 --listeners 2000 --streams 100
     .venv/bin/python bench/sse_load.py --listeners 1000 --rate 1000 --workout-mib 32   # + a big workout POST
     .venv/bin/python bench/sse_load.py --server uvicorn --transport ws --clients 4 --listeners 19000 --streams 1000
 
@@ -73,10 +75,13 @@ def free_port() -> int:
 
 
 class Listener:
-    __slots__ = ("stream", "received", "latencies", "connected", "ended", "writer")
+    __slots__ = ("stream", "received", "latencies", "connected", "ended", "writer", "expect", "gaps", "repeats")
 
     def __init__(self, stream: str) -> None:
         self.stream = stream
+        self.expect = 0  # the stream's next sequence number ("n", counted by the publisher)
+        self.gaps = 0  # entries skipped (an "n" past the expected one)
+        self.repeats = 0  # entries seen twice or out of order
         self.received = 0
         self.latencies: list[float] = []
         self.connected = False
@@ -86,6 +91,7 @@ class Listener:
 
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 MARKER = b'"ts": "'
+SEQ = b'"n": "'
 
 
 def ws_upgrade(stream: str, extra_headers: str = "") -> bytes:
@@ -123,6 +129,14 @@ def record(listener: Listener, payload: bytes) -> None:
         j = payload.index(b'"', i + len(MARKER))
         listener.latencies.append(time.time() * 1000 - float(payload[i + len(MARKER) : j]))
         listener.received += 1
+        k = payload.find(SEQ)
+        if k >= 0:
+            n = int(payload[k + len(SEQ) : payload.index(b'"', k + len(SEQ))])
+            if n > listener.expect:
+                listener.gaps += n - listener.expect
+            elif n < listener.expect:
+                listener.repeats += 1
+            listener.expect = max(listener.expect, n + 1)
 
 
 async def read_sse(listener: Listener, reader, writer, stop: asyncio.Event) -> None:
@@ -209,13 +223,37 @@ async def publish(url: str, streams: list[str], rate: int, duration: float, clus
                     for _ in range(n):
                         name = streams[total % len(streams)]
                         total += 1
-                        pipe.xadd(LAYOUT.stream(name), {"ts": ts, "power": "200"})
+                        pipe.xadd(LAYOUT.stream(name), {"ts": ts, "n": str(sent[name]), "power": "200"})
                         sent[name] += 1
                     await pipe.execute()
             await asyncio.sleep(tick)
     finally:
         await r.aclose()
     return sent
+
+
+async def reshard_later(cluster, delay: float) -> dict:
+    """After ``delay`` s, move the slot of every bucket to the next primary, live (what
+    ``redis-cli --cluster reshard`` does: tests/cluster.py ``move_slot``)."""
+    from tests.cluster import move_slot, owner_of
+
+    await asyncio.sleep(delay)
+
+    def move_all() -> list[float]:
+        took = []
+        for bucket in range(LAYOUT.buckets):
+            slot = LAYOUT.slot(bucket)
+            owner = owner_of(cluster, slot)
+            target = cluster.ports[(cluster.ports.index(owner) + 1) % len(cluster.ports)]
+            started = time.monotonic()
+            move_slot(cluster, slot, target, batch=10)
+            took.append(time.monotonic() - started)
+        return took
+
+    started = time.monotonic()
+    took = await asyncio.to_thread(move_all)
+    return {"reshard_slots": len(took), "reshard_s": round(time.monotonic() - started, 2),
+            "reshard_slot_max_s": round(max(took), 3)}
 
 
 def workout_body(mib: float) -> bytes:
@@ -339,7 +377,11 @@ async def run(args) -> dict:
         workout = None
         if args.workout_mib:
             workout = asyncio.create_task(post_workout(port, token, workout_body(args.workout_mib), args.duration / 3))
+        resharding = None
+        if args.reshard_at is not None:
+            resharding = asyncio.create_task(reshard_later(cluster, args.reshard_at))
         sent = await publish(args.redis_url, streams, args.rate, args.duration, bool(cluster))
+        resharded = await resharding if resharding is not None else {}
         workout_result = await workout if workout is not None else {}
         await asyncio.sleep(args.drain)
         rss_end = tree_rss_kb(server.pid)
@@ -351,11 +393,14 @@ async def run(args) -> dict:
         for c in redis_clients:
             pid = c["name"].rsplit(":", 1)[-1]
             per_process[pid] = per_process.get(pid, 0) + 1
-        delivered = 0
+        delivered = gaps = repeats = 0
         for client in clients:
             client.stdin.write(b"stop\n")
             await client.stdin.drain()
-            delivered += json.loads(await client.stdout.readline())["received"]
+            report = json.loads(await client.stdout.readline())
+            delivered += report["received"]
+            gaps += report["gaps"]
+            repeats += report["repeats"]
             await client.wait()
         latencies = array("d")
         for j in range(args.clients):
@@ -371,6 +416,7 @@ async def run(args) -> dict:
             "connected": counts[0], "failed": counts[1], "connect_s": round(connect_s, 2),
             "published": sum(sent.values()), "expected": expected, "delivered": delivered,
             "delivered_pct": round(100 * delivered / expected, 2) if expected else None,
+            "gaps": gaps, "repeats": repeats, **resharded,
             "deliveries_per_s": round(delivered / args.duration),
             "p50_ms": pct(latencies, 0.50), "p95_ms": pct(latencies, 0.95), "p99_ms": pct(latencies, 0.99),
             "max_ms": round(latencies[-1], 2) if latencies else None, **workout_result,
@@ -430,7 +476,8 @@ async def client(args) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     with open(args.latency_file, "wb") as file:
         array("d", (x for lst in listeners for x in lst.latencies)).tofile(file)
-    print(json.dumps({"received": sum(lst.received for lst in listeners)}), flush=True)
+    print(json.dumps({"received": sum(lst.received for lst in listeners), "gaps": sum(lst.gaps for lst in listeners),
+                      "repeats": sum(lst.repeats for lst in listeners)}), flush=True)
 
 
 def main() -> None:
@@ -443,6 +490,8 @@ def main() -> None:
     p.add_argument("--connect-timeout", type=float, default=120)
     p.add_argument("--concurrent-connects", type=int, default=100)
     p.add_argument("--cluster", action="store_true", help="start a local 3-primary Redis Cluster and serve from it")
+    p.add_argument("--reshard-at", type=float, help="with --cluster: after this many seconds of publishing, move "
+                   "every bucket's slot to another primary (live)")
     p.add_argument("--server", choices=["daphne", "uvicorn", "uvicorn-plain"], default="daphne")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     p.add_argument("--workout-mib", type=float, default=0, help="POST a workout this big a third of the way in")
@@ -459,6 +508,8 @@ def main() -> None:
     p.add_argument("--source", help=argparse.SUPPRESS)
     p.add_argument("--latency-file", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.reshard_at is not None and not args.cluster:
+        p.error("--reshard-at needs --cluster")
     if args.client:
         asyncio.run(client(args))
         return

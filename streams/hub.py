@@ -152,6 +152,8 @@ class _Reader:
         self.index = index
         self.slot = slot
         self.cursors: dict[str, str] = {}  # name -> last id read
+        self.key_of: dict[str, str] = {}  # name -> its Redis key (made once, not per XREAD)
+        self.name_of: dict[str, str] = {}  # key -> name
         self.client_id: int | None = None
         self.node: Node | None = None  # where client_id lives (CLIENT UNBLOCK goes there)
         self.blocked = False
@@ -200,11 +202,20 @@ class _Reader:
                 self.node = None
                 self.blocked = False
 
+    def add(self, name: str, key: str, cursor: str) -> None:
+        self.cursors[name] = cursor
+        self.key_of[name] = key
+        self.name_of[key] = name
+
+    def remove(self, name: str) -> None:
+        self.cursors.pop(name, None)
+        key = self.key_of.pop(name, None)
+        self.name_of.pop(key, None)
+
     async def _read_loop(self, client) -> None:
-        keys = self.hub._keys
+        key_of, name_of = self.key_of, self.name_of
         while self.cursors:
-            name_of = {keys.stream(name): name for name in self.cursors}
-            streams = {key: self.cursors[name] for key, name in name_of.items()}
+            streams = {key_of[name]: cursor for name, cursor in self.cursors.items()}
             self.blocked = True
             try:
                 with timed("xread_hub"):
@@ -213,8 +224,8 @@ class _Reader:
             finally:
                 self.blocked = False
             for key, entries in reply or ():
-                name = name_of[key]
-                if name not in self.cursors or not entries:
+                name = name_of.get(key)
+                if name is None or not entries:
                     continue  # left the read set meanwhile
                 self.cursors[name] = entries[-1][0]
                 self.hub._fan_out(name, entries)
@@ -374,13 +385,14 @@ class StreamHub:
         return await self._nodes.run(key, lambda r: last_generated_id(r, key))
 
     def _attach(self, name: str, cursor: str) -> None:
-        slot = self._nodes.slot_of(self._keys.stream(name))
+        key = self._keys.stream(name)
+        slot = self._nodes.slot_of(key)
         reader = next((r for r in self._readers if r.slot == slot and len(r.cursors) < self._keys_per_reader), None)
         if reader is None:
             reader = _Reader(self, self._next_index, slot)
             self._next_index += 1
             self._readers.append(reader)
-        reader.cursors[name] = cursor
+        reader.add(name, key, cursor)
         self._reader_of[name] = reader
         for waiter in self._attach_waiters.pop(name, ()):
             if not waiter.done():
@@ -394,7 +406,7 @@ class StreamHub:
         reader = self._reader_of.pop(name, None)
         if reader is None:
             return
-        reader.cursors.pop(name, None)
+        reader.remove(name)
         if not reader.cursors:
             # Its loop ends by itself once woken (or when its BLOCK times out).
             self._readers.remove(reader)
