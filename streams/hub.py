@@ -1,7 +1,8 @@
 """StreamHub: one process's live reads, shared by all of its listeners.
 
 A few reader tasks ``XREAD BLOCK`` over every stream that has listeners (at most
-``keys_per_reader`` keys each) on connections borrowed from the BlockingClientPool, and fan
+``keys_per_reader`` keys each) on connections borrowed from the blocking pool of the stream's
+Redis node (streams/nodes.py), and fan
 each entry out to the listeners' bounded queues. So Redis sees a handful of blocked clients
 per process however many SSE/WebSocket listeners there are.
 
@@ -10,7 +11,10 @@ per process however many SSE/WebSocket listeners there are.
   entries added between two XREADs.
 - A key that joins wakes its reader with ``CLIENT UNBLOCK`` so it need not wait out a BLOCK.
 - A reader that loses its connection gets another (with backoff) and carries on from its
-  last ids: nothing is lost and listeners stay connected.
+  last ids: nothing is lost and listeners stay connected. On a Redis Cluster a reader reads
+  the keys of one slot (one bucket, streams/keys.py) on that slot's primary; when the slot
+  moves (``MOVED``, ``UNBLOCKED``, a failover) it re-reads the slot map and goes on from the
+  same ids on the new primary.
 - A listener whose queue is full is *ended* with reason ``overflow`` (the hub never blocks
   on a slow listener); the client resumes with Last-Event-ID and loses nothing.
 - Listeners do their own catch-up (XRANGE) after subscribing and drop queued entries at or
@@ -172,8 +176,8 @@ class _Reader:
                 async with node.blocking.client() as client:
                     self.client_id = await client.client_id()
                     self.node = node
-                    await self._read_loop(client)
                     backoff, attempt = BACKOFF_START, 0
+                    await self._read_loop(client)
             except asyncio.CancelledError:
                 raise
             except PoolClosedError:

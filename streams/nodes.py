@@ -151,6 +151,8 @@ class NodeMap:
         return list(self._nodes.values())
 
     def for_slot(self, slot: int | None) -> Node:
+        if not self._nodes:
+            raise PoolClosedError("redis connections are shut down")
         if not self.cluster or slot is None:
             return next(iter(self._nodes.values()))
         node = self._nodes.get(self._owner[slot]) if self._owner else None
@@ -188,7 +190,9 @@ class NodeMap:
             self._refreshed_at = time.monotonic()
             self.refreshes += 1
         except BaseException as exc:
-            if not self._refreshing.done():
+            if isinstance(exc, asyncio.CancelledError):
+                self._refreshing.cancel()
+            else:
                 self._refreshing.set_exception(exc)
                 self._refreshing.exception()  # retrieved: waiters see it, nobody logs it
             raise
@@ -198,8 +202,9 @@ class NodeMap:
             self._refreshing = None
 
     async def _read_slots(self) -> list[str]:
-        candidates = list(dict.fromkeys([*self._nodes, self._seed, *self.config.cluster_nodes]))
-        random.shuffle(candidates[: len(self._nodes)])
+        known = list(self._nodes)
+        random.shuffle(known)  # spread the map reads over the primaries
+        candidates = list(dict.fromkeys([*known, self._seed, *self.config.cluster_nodes]))
         errors = []
         for address in candidates:
             client = aioredis.Redis.from_url(
@@ -283,20 +288,23 @@ class NodeMap:
         pipeline per node, the nodes concurrently; each item's replies in a list, in order. An
         item redirected meanwhile (a reshard) is run again alone on its new node."""
         by_node: dict[str, list[int]] = defaultdict(list)
+        node_at: dict[str, Node] = {}
         for i, key in enumerate(keys):
-            by_node[self.for_key(key).address].append(i)
+            node = self.for_key(key)
+            node_at[node.address] = node  # held: a map refresh meanwhile may retire it
+            by_node[node.address].append(i)
         results: list[list] = [[] for _ in keys]
 
-        async def on_node(address: str, items: list[int]) -> None:
-            async with self._nodes[address].main.client() as r:
+        async def on_node(node: Node, items: list[int]) -> None:
+            async with node.main.client() as r:
                 replies = await _queued(r, items, queue)
             for i, item_replies in zip(items, replies):
                 results[i] = item_replies
 
-        await asyncio.gather(*(on_node(a, items) for a, items in by_node.items()))
+        await asyncio.gather(*(on_node(node_at[a], items) for a, items in by_node.items()))
         for i, item_replies in enumerate(results):
-            if self.cluster and any(isinstance(x, Exception) and is_redirect(x) for x in item_replies):
-                results[i] = (await self.run(keys[i], lambda r, i=i: _queued(r, [i], queue)))[0]
+            if self.cluster and _redirected(item_replies):
+                results[i] = await self.run(keys[i], lambda r, i=i: _alone(r, i, queue))
         if raise_on_error:
             for item_replies in results:
                 for reply in item_replies:
@@ -321,6 +329,19 @@ async def _queued(r, items: list[int], queue) -> list[list]:
         grouped.append(flat[at: at + size])
         at += size
     return grouped
+
+
+def _redirected(replies: list) -> BaseException | None:
+    return next((x for x in replies if isinstance(x, Exception) and is_redirect(x)), None)
+
+
+async def _alone(r, i: int, queue) -> list:
+    """Item ``i``'s commands alone; a redirect is raised (for ``run`` to follow), not returned."""
+    (replies,) = await _queued(r, [i], queue)
+    redirect = _redirected(replies)
+    if redirect is not None:
+        raise redirect
+    return replies
 
 
 def _slot_ranges(reply) -> list:

@@ -69,7 +69,9 @@ async def cluster_mode(config: RedisConfig) -> bool:
     client = aioredis.Redis.from_url(config.url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S)
     try:
         enabled = _enabled(await client.info("cluster"))
-    except OSError as exc:
+    except (RedisConnectionError, OSError) as exc:
+        if config.cluster == "true" and config.cluster_nodes:
+            return True  # REDIS_URL's node is down: the map is read from a REDIS_CLUSTER_NODES seed
         raise RedisConnectionError(f"redis unreachable at {redact_url(config.url)}: {exc}") from None
     finally:
         await client.aclose()

@@ -17,6 +17,7 @@ its own state (measured: docs/benchmarks.md (k)).
 from __future__ import annotations
 
 import asyncio
+import logging
 import functools
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -30,6 +31,8 @@ from streamsite.flow_control import ClientStalled
 
 HANDOFF = "streamsite.handoff"  # scope key: the slot a view puts a live body in
 LAST_WORDS_S = 1.0  # how long a cancelled body may still send what it has (its end event)
+
+log = logging.getLogger(__name__)
 
 
 class HandoffBody(Protocol):
@@ -78,6 +81,8 @@ class Handoff:
         except asyncio.CancelledError:
             if self._pump_done and this.cancelling() <= 1:
                 this.uncancel()  # our own signal: the body ended
+                if not pump.cancelled() and pump.exception() is not None:  # a bug: say so, not silently
+                    log.error("a live response body failed", exc_info=pump.exception())
                 return
             pump.remove_done_callback(wake)
             await asyncio.wait([pump], timeout=LAST_WORDS_S)

@@ -145,3 +145,18 @@ def test_commands_refuse_a_contradicting_redis_cluster_setting(redis_cluster, se
         call_command("stream_key", "ride")
     with pytest.raises(CommandError, match="redis unavailable: REDIS_CLUSTER=false, but"):
         call_command("simulate_ride", "ride", "--duration", "1", "--speedup", "0")
+
+
+async def test_a_seed_node_stands_in_for_a_down_redis_url(redis_cluster, settings):
+    """REDIS_CLUSTER=true with REDIS_URL's node down: the slot map comes from a seed."""
+    from streams import operations
+
+    await close_redis_context()
+    seed = redis_cluster.urls[1].removeprefix("redis://")
+    settings.REDIS = replace(settings.REDIS, url="redis://127.0.0.1:1", cluster="true", cluster_nodes=(seed,))
+    try:
+        await operations.stream_publish(name="seeded", entries=[{"x": "1"}])
+        assert "seeded" in (await operations.streams_list(prefix="seeded")).names
+        await operations.streams_delete(names=["seeded"])
+    finally:
+        await close_redis_context()

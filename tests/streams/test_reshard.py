@@ -27,6 +27,7 @@ async def on_cluster(redis_cluster, settings):
     flush_all(redis_cluster)
     settings.REDIS = replace(settings.REDIS, url=redis_cluster.urls[0])
     settings.STREAMS_PUBLIC_READ = True
+    settings.ACCESS_RECHECK_INTERVAL_MS = 100  # open follows re-read their metadata while slots move
     try:
         yield redis_cluster
     finally:
