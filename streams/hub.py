@@ -62,6 +62,15 @@ class Entry:
     data_json: str
 
 
+def fields_dict(fields) -> dict[str, str]:
+    """An entry's fields as XREAD sends them (a flat list; a map under RESP3) as a dict."""
+    if isinstance(fields, dict):
+        return fields
+    if not fields:
+        return {}
+    return dict(zip(fields[::2], fields[1::2]))
+
+
 def make_entry(name: str, entry_id: str, fields: dict[str, str]) -> Entry:
     return Entry(name=name, id=entry_id, pos=id_order(entry_id), data_json=json.dumps(fields))
 
@@ -217,22 +226,37 @@ class _Reader:
         self.name_of.pop(key, None)
 
     async def _read_loop(self, client) -> None:
+        """XREAD BLOCK after the cursors, fan out, again. The command goes straight to the
+        client's one connection (``send_command`` / ``read_response``, both public in redis-py):
+        redis-py's ``xread()`` costs a pool round, a retry wrapper and a lag recording per call,
+        which on a cluster — one reader per bucket, so more, smaller reads — was a quarter of
+        the process (py-spy, docs/benchmarks.md (m)). Any failure (cancellation included) makes
+        ``read_response`` drop the connection, so it never carries a half-read reply."""
         key_of, name_of = self.key_of, self.name_of
-        while self.cursors:
-            streams = {key_of[name]: cursor for name, cursor in self.cursors.items()}
-            self.blocked = True
-            try:
-                with timed("xread_hub"):
-                    reply = await client.xread(streams, count=READ_COUNT, block=BLOCK_MS)
-                raise_if_cancelled()
-            finally:
-                self.blocked = False
-            for key, entries in reply or ():
-                name = name_of.get(key)
-                if name is None or not entries:
-                    continue  # left the read set meanwhile
-                self.cursors[name] = entries[-1][0]
-                self.hub._fan_out(name, entries)
+        pool = client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            while self.cursors:
+                names = list(self.cursors)
+                self.blocked = True
+                try:
+                    with timed("xread_hub"):
+                        await conn.send_command(
+                            "XREAD", "COUNT", READ_COUNT, "BLOCK", BLOCK_MS, "STREAMS",
+                            *[key_of[name] for name in names], *[self.cursors[name] for name in names],
+                        )
+                        reply = await conn.read_response()
+                    raise_if_cancelled()
+                finally:
+                    self.blocked = False
+                for key, entries in (reply.items() if isinstance(reply, dict) else reply or ()):
+                    name = name_of.get(key)
+                    if name is None or not entries:
+                        continue  # left the read set meanwhile
+                    self.cursors[name] = entries[-1][0]
+                    self.hub._fan_out(name, entries)
+        finally:
+            await pool.release(conn)
 
 
 class StreamHub:
@@ -447,7 +471,7 @@ class StreamHub:
         if not subs:
             return
         for entry_id, fields in entries:
-            entry = make_entry(name, entry_id, fields)
+            entry = make_entry(name, entry_id, fields_dict(fields))
             for sub in list(subs):
                 outcome = sub.push(entry)
                 if outcome > 0:
