@@ -49,7 +49,8 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
     # No channel-layer channel per connection: live entries and deletions reach this consumer
     # through the process's hub (streams/hub.py, streams/broadcast.py). With one, every socket
     # held a channels_redis receive, whose cancellation at disconnect could hang for good —
-    # and uvicorn's shutdown waits for it. An alias with no configured layer gives None.
+    # and uvicorn's shutdown waits for it. No layer is configured at all now (settings); the
+    # alias keeps it so should one be configured for other code.
     channel_layer_alias = "streamsite.websocket-has-no-channel-layer"
 
     async def dispatch(self, message):

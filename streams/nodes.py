@@ -286,7 +286,9 @@ class NodeMap:
     async def pipelined(self, keys: list[str], queue: Callable, *, raise_on_error: bool = True) -> list[list]:
         """``queue(pipe, i)`` queues item ``i``'s commands (item i concerns ``keys[i]``): one
         pipeline per node, the nodes concurrently; each item's replies in a list, in order. An
-        item redirected meanwhile (a reshard) is run again alone on its new node."""
+        item redirected meanwhile (a reshard), or every item of a node whose connection failed
+        (a failover), is run again alone through ``run``. Run again, a write script is run
+        twice only if its first reply was lost with the connection."""
         by_node: dict[str, list[int]] = defaultdict(list)
         node_at: dict[str, Node] = {}
         for i, key in enumerate(keys):
@@ -296,8 +298,15 @@ class NodeMap:
         results: list[list] = [[] for _ in keys]
 
         async def on_node(node: Node, items: list[int]) -> None:
-            async with node.main.client() as r:
-                replies = await _queued(r, items, queue)
+            try:
+                async with node.main.client() as r:
+                    replies = await _queued(r, items, queue)
+            except Exception as exc:  # the node went (a failover): each item follows its slot
+                if not self.cluster or not is_transient(exc):
+                    raise
+                for i in items:
+                    results[i] = await self.run(keys[i], lambda r, i=i: _alone(r, i, queue))
+                return
             for i, item_replies in zip(items, replies):
                 results[i] = item_replies
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import cache
 
 from django.conf import settings
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from monitoring.operations import timed
@@ -29,6 +27,7 @@ from streams.registry import Reader, RegistryPage
 from streams.scripts import (
     CLAIM_LUA, DELETE_LUA, PUBLISH_LUA, SAFE_RANGE_LUA, SETTINGS_LUA, STREAM_INFO_LUA,
 )
+from streams.scripts import registered as script
 
 
 @dataclass(frozen=True)
@@ -79,12 +78,6 @@ class DeleteOutcome:
 class SettingsOutcome:
     created: bool
     meta: StreamMeta
-
-
-@cache
-def script(source: str):
-    """A registered script, usable with any client or pipeline (``client=`` at call time)."""
-    return Redis().register_script(source)
 
 
 def default_visibility() -> str:

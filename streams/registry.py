@@ -17,14 +17,12 @@ import logging
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from functools import cache
-
-from redis.asyncio import Redis
 
 from monitoring.operations import timed
 from streamsite.envconfig import RedisConfig
 from streams.names import NAME_RE
 from streams.nodes import NodeMap
+from streams.scripts import registered as script
 from streams.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -250,9 +248,3 @@ class StreamRegistry:
         if added or removed:
             self.forget_cache()
         return added, removed
-
-
-@cache
-def script(source: str):
-    """A registered script, usable with any client (``client=`` at call time)."""
-    return Redis().register_script(source)

@@ -12,6 +12,17 @@ A refusal answers ``{0, owner id or '', visibility or ''}`` so the caller can te
 (403) from a stranger (404).
 """
 
+from functools import cache
+
+from redis.asyncio import Redis
+
+
+@cache
+def registered(source: str):
+    """A registered script, usable with any client or pipeline (``client=`` at call time)."""
+    return Redis().register_script(source)
+
+
 STREAM_INFO_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return nil

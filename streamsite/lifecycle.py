@@ -2,7 +2,7 @@
 
 On stop: the hub ends every live listener with ``event: shutdown`` (clients reconnect to
 another process with Last-Event-ID), waits briefly for them to finish, then hub readers are
-cancelled and awaited and both Redis pools and the Channels layer's connections are closed.
+cancelled and awaited and every Redis pool is closed.
 """
 
 from __future__ import annotations
@@ -133,11 +133,6 @@ async def close_everything() -> None:
     await StallClock.stop_all()
     await asyncio.to_thread(offload.shutdown)
     await close_redis_context()
-    from channels.layers import get_channel_layer
-
-    layer = get_channel_layer()
-    if layer is not None and hasattr(layer, "close_pools"):
-        await layer.close_pools()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # this process's live gauges leave the sums
         from prometheus_client import multiprocess
 

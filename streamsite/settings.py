@@ -214,17 +214,10 @@ except ValueError as _exc:
     raise ImproperlyConfigured(f"TRUSTED_PROXIES is not a list of networks: {_exc}") from None
 
 # --- Channels ------------------------------------------------------------------------------
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {
-            # redis-py 8 defaults socket_timeout to 5 s, the same as channels-redis' blocking
-            # receive (BZPOPMIN 5 s): give those reads room instead of timing out every time.
-            "hosts": [{"address": REDIS.url, "socket_timeout": 15, "socket_keepalive": True}],
-            "prefix": env.str("CHANNEL_LAYER_PREFIX", default="streamsite:asgi"),
-        },
-    }
-}
+# No Channels layer: nothing of the service sends through one (deletions travel on the service's
+# own Redis stream, streams/broadcast.py), and channels-redis cannot talk to a Redis Cluster —
+# a layer would have been a second Redis for operators to run. get_channel_layer() is None.
+CHANNEL_LAYERS: dict = {}
 
 # --- Logging -------------------------------------------------------------------------------
 LOG_LEVEL = env_choice(
