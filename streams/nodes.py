@@ -17,8 +17,10 @@ Redirects: ``run(key, op)`` runs ``op(client)`` on the key's node and, while slo
 - ``TRYAGAIN`` (a multi-key command mid-migration), ``CLUSTERDOWN``, ``-UNBLOCKED``, a dropped
   connection (a failover): back off briefly, refresh, run again,
 
-until ``REDIRECT_DEADLINE_S`` has passed. A refresh asks at most once per ``REFRESH_MIN_S``.
-Pools of nodes that stopped being primaries are closed by the map (one owned task at a time).
+until ``REDIRECT_DEADLINE_S`` has passed. A refresh asks at most once per ``REFRESH_MIN_S``
+(unless forced: a ``MOVED`` or a reader re-homing), and concurrent callers share one. The pools
+of a node that stopped being a primary are closed by tasks the map owns (``close()`` cancels
+and awaits them).
 """
 
 from __future__ import annotations
