@@ -122,3 +122,68 @@ async def test_a_primary_failover_under_followed_streams(on_cluster, settings):
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_listeners_go_on_after_a_primary_dies(settings):
+    """An unplanned failover: a primary is killed (SIGKILL), its replica takes over after the
+    cluster's node timeout. Listeners are not stuck: every entry the new primary has reaches
+    them once, in order, and entries published after the failover follow. (Entries the dead
+    primary acknowledged but had not replicated would be missing from both; on loopback the
+    replica usually has them all.) A cluster of its own: this one loses a node."""
+    from redis.exceptions import RedisError
+
+    from tests.cluster import add_replica, start_cluster
+
+    cluster = await asyncio.to_thread(start_cluster)
+    try:
+        keys = settings.REDIS.keys
+        victim = owner_of(cluster, keys.slot(keys.bucket("crash-0")))
+        names = [n for n in (f"crash-{i}" for i in range(200))
+                 if owner_of(cluster, keys.slot(keys.bucket(n))) == victim][:3]
+        replica = await asyncio.to_thread(add_replica, cluster, victim)
+        await close_redis_context()
+        survivor = next(p for p in cluster.ports if p != victim)
+        settings.REDIS = replace(settings.REDIS, url=f"redis://127.0.0.1:{survivor}")
+        settings.STREAMS_PUBLIC_READ = True
+        clients = [await SSEClient(f"/api/streams/{n}/sse?from=start").connect() for n in names]
+        hub = (await redis_context()).hub
+        async with asyncio.timeout(5):
+            for n in names:
+                await hub.reading(n)
+        for i in range(50):
+            for n in names:
+                await operations.stream_publish(name=n, entries=[{"i": str(i)}])
+        next(p for p in cluster.procs if str(victim) in p.args).kill()
+
+        async def publish_when_served(name: str, i: int) -> None:
+            async with asyncio.timeout(30):  # the node timeout (2 s) and an election
+                while True:
+                    try:
+                        await operations.stream_publish(name=name, entries=[{"i": str(i)}])
+                        return
+                    except RedisError:
+                        await asyncio.sleep(0.2)
+
+        for i in range(50, 60):
+            for n in names:
+                await publish_when_served(n, i)
+        assert owner_of_via(replica, keys.slot(keys.bucket(names[0]))) == replica
+        for n, client in zip(names, clients):
+            kept = await operations.stream_range(name=n, count=None)  # what the new primary has
+            events = await client.events(len(kept), timeout=30)
+            assert [e.id for e in events] == [e.id for e in kept]  # once each, in order, none missing
+            assert [e.json()["i"] for e in events][-10:] == [str(i) for i in range(50, 60)]
+    finally:
+        await close_redis_context()
+        await asyncio.to_thread(cluster.stop)
+
+
+def owner_of_via(port: int, slot: int) -> int:
+    """The slot's primary as ``port`` sees it (the cluster's first node may be the dead one)."""
+    import redis
+
+    with redis.Redis(port=port, decode_responses=True) as client:
+        for start, end, primary, *_ in client.execute_command("CLUSTER SLOTS"):
+            if int(start) <= slot <= int(end):
+                return int(primary[1])
+    raise LookupError(slot)
