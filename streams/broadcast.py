@@ -67,7 +67,6 @@ class DeletionFeed:
         after = None
         attempt = 0
         while True:
-            node = None
             client = None
             try:
                 node = self._nodes.for_key(self._key)
