@@ -32,9 +32,18 @@ server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; .venv/bin/python -c "import redis; redis.Redis.from_url(\"$REDIS_URL\").flushdb()"; rm -rf "$work"' EXIT
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/health/" >/dev/null && break; sleep 0.2; done
 
-for token in $tokens; do
+fuzz() {
   "$tools/bin/schemathesis" run "http://127.0.0.1:$port/api/openapi.json" \
-    -H "Authorization: Bearer $token" --checks not_a_server_error --workers 2 "$@"
+    -H "Authorization: Bearer $1" --checks not_a_server_error --workers 2 "${@:2}"
+}
+for token in $tokens; do
+  if ! fuzz "$token" "$@" 2>&1 | tee "$work/fuzz.log"; then
+    # CPython 3.11.7's ast.parse, which hypothesis calls while describing strategies, now and
+    # then raises this SystemError: a crash of the tool, not an answer of the API. Once more.
+    grep -q "AST constructor recursion depth mismatch" "$work/fuzz.log" || exit 1
+    echo "== schemathesis crashed on CPython's ast bug (not an API failure): running it again ==" >&2
+    fuzz "$token" "$@"
+  fi
 done
 if grep -q "Traceback" "$work/server.log"; then
   echo "server log has tracebacks:" >&2
