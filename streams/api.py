@@ -16,7 +16,8 @@ from pydantic import Field, WithJsonSchema
 from streams import capacity, identity, operations, shares, sse
 from streams.clients import redis_context
 from streams.identity import AccessError, Identity
-from streams.live import access_guard
+from streams.live import access_guard, follow_many, follow_one
+from streams.live_metrics import current_metrics
 from streamsite.handlers import handed_off
 from streams.names import MAX_ENTRIES, NAME_RE, encode_entries, parse_json, validate_range_id, validate_stream_name
 
@@ -292,7 +293,7 @@ SSE_DOC = {
 }
 
 
-async def sse_response(request, follow: sse.Follow) -> StreamingHttpResponse:
+async def sse_response(request, follow: sse.Follow, board=None) -> StreamingHttpResponse:
     """429/503 at once when a capacity limit is reached (streams/capacity.py); else the stream."""
     hub = (await redis_context()).live_hub()
     client = (request.META.get("REMOTE_ADDR") or None)
@@ -303,7 +304,7 @@ async def sse_response(request, follow: sse.Follow) -> StreamingHttpResponse:
     try:
         # Handed off: Django closes the response (request_finished closes the database
         # connection auth may have opened) and its request thread before the body streams.
-        response = handed_off(sse.event_source(follow, admission), request, content_type="text/event-stream")
+        response = handed_off(sse.event_source(follow, admission, board), request, content_type="text/event-stream")
     except BaseException:
         admission.release()
         raise
@@ -318,6 +319,79 @@ async def follow_stream(request, name: StreamName):
     await require_readable(request.auth, [name])
     follow.guard = access_guard(request.auth, follow.names)
     return await sse_response(request, follow)
+
+
+class MetricsOut(Schema):
+    name: str
+    last_id: str
+    elapsed_s: float | None
+    moving_s: int
+    samples: int
+    avg_power: float | None
+    max_power: float | None
+    normalized_power: float | None
+    np_low_confidence: bool
+    intensity_factor: float | None
+    tss: float | None
+    power_3s: float | None
+    power_30s: float | None
+    power: float | None
+    heart_rate: float | None
+    avg_heart_rate: float | None
+    cadence: float | None
+    avg_cadence: float | None
+    ftp: int | None
+    ftp_source: Literal["stream", "profile"] | None
+    weight_kg: float | None
+
+
+@router.get(
+    "/streams/{name}/metrics", response=MetricsOut, auth=READ,
+    summary="Live ride metrics of a stream (NP, IF, TSS, 3 s power, …)",
+)
+async def stream_metrics(request, name: StreamName):
+    validate_stream_name(name)
+    info = (await operations.stream_info_batch(names=[name]))[name]
+    if info is None or not _readable(request.auth, info.meta):
+        raise HttpError(404, f"stream {name!r} not found")
+    board = (await redis_context()).metrics
+    try:
+        return fast_json(await current_metrics(board, name))
+    except LookupError as exc:
+        raise HttpError(404, str(exc)) from None
+
+
+METRICS_SSE_DOC = {
+    **SSE_DOC,
+    "parameters": [p for p in SSE_DOC["parameters"] if p["name"] != "from"],
+}
+
+
+@router.get(
+    "/streams/{name}/metrics/sse", auth=READ, summary="Follow a stream's live metrics (SSE, event: metrics)",
+    openapi_extra=METRICS_SSE_DOC,
+)
+async def follow_stream_metrics(request, name: StreamName):
+    follow = await follow_one(name, resume=sse.requested_resume_id(request), mode="start")
+    await require_readable(request.auth, [name])
+    follow.guard = access_guard(request.auth, follow.names)
+    return await sse_response(request, follow, board=(await redis_context()).metrics)
+
+
+@router.get(
+    "/metrics/sse",
+    auth=READ,
+    summary="Follow the live metrics of several streams in one connection (SSE; a group ride)",
+    openapi_extra={**METRICS_SSE_DOC, "parameters": [
+        {"in": "query", "name": "streams", "required": True, "schema": {"type": "string"}},
+        *METRICS_SSE_DOC["parameters"],
+    ]},
+)
+async def follow_many_metrics(request):
+    follow = await follow_many(request.GET.get("streams", ""), resume=sse.requested_resume_id(request), mode="start")
+    await require_readable(request.auth, list(follow.names))
+    follow.guard = access_guard(request.auth, follow.names)
+    return await sse_response(request, follow, board=(await redis_context()).metrics)
 
 
 @router.get(

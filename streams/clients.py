@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
@@ -22,6 +23,9 @@ from streams.nodes import NodeMap
 from streams.registry import StreamRegistry
 from streams.topology import cluster_mode
 from streamsite.envconfig import RedisConfig
+
+if TYPE_CHECKING:
+    from streams.live_metrics import MetricsBoard
 
 
 @dataclass
@@ -34,6 +38,8 @@ class RedisContext:
     started: asyncio.Future
     # With several server processes: this context's live readings for /metrics (monitoring).
     sampler: "LiveStateSampler | None" = None
+    # Live ride metrics: one tracker per viewed stream (streams/live_metrics.py).
+    metrics: "MetricsBoard" = field(default_factory=lambda: _metrics_board())
 
     def live_hub(self) -> StreamHub:
         """The hub, with its cross-process deletion feed running."""
@@ -42,12 +48,19 @@ class RedisContext:
 
     async def close(self) -> None:
         """End listeners, stop every task, close every connection."""
+        await self.metrics.close()
         await self.hub.close()
         await self.deletions.close()
         await self.registry.close()
         if self.sampler is not None:
             await self.sampler.close()
         await self.nodes.close()
+
+
+def _metrics_board() -> "MetricsBoard":
+    from streams.live_metrics import MetricsBoard  # imports streams.live, which imports this module
+
+    return MetricsBoard()
 
 
 _contexts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisContext] = (

@@ -36,7 +36,7 @@ class Follow:
     positions: dict[str, str]
     multi: bool
     # Asked every ACCESS_RECHECK_INTERVAL while the feed lives: False ends it (forbidden).
-    guard: Callable[[], Awaitable[bool]] | None = None
+    guard: Callable[..., Awaitable[bool]] | None = None
     # While subscribed: leaves the hub at once (for a response that ends without finishing
     # its generator, e.g. a send that failed). Idempotent; call it on the event loop.
     leave: Callable[[], None] | None = None
@@ -163,15 +163,16 @@ class MetaCache:
 meta_cache = MetaCache()
 
 
-def access_guard(ident: identity.Identity, names: tuple[str, ...]) -> Callable[[], Awaitable[bool]]:
+def access_guard(ident: identity.Identity, names: tuple[str, ...]) -> Callable[..., Awaitable[bool]]:
     """Whether the caller may still read every stream it follows: its token, user and shares
     (cached, AUTH_CACHE_TTL) and each stream's visibility (MetaCache)."""
 
-    async def allowed() -> bool:
+    async def allowed(only: tuple[str, ...] | None = None) -> bool:
+        """``only``: the streams still followed, when some of ``names`` have ended."""
         current = await identity.still_valid(ident)
         if current is None or "read" not in current.scopes:
             return False
-        metas = await meta_cache.get(names)
+        metas = await meta_cache.get(names if only is None else only)
         return all(
             identity.can_read_stream(current, owner_id=m.owner_id, visibility=m.visibility) for m in metas.values()
         )

@@ -98,6 +98,14 @@ async def hub_events(follow: Follow) -> AsyncIterator[str]:
             item = None  # not kept while the next one is awaited (see live_batches)
 
 
+async def metrics_body(board, follow: Follow) -> AsyncIterator[str]:
+    from streams.live_metrics import metrics_events
+
+    async with sse_connection():
+        async for part in metrics_events(board, follow, heartbeat=settings.SSE_HEARTBEAT_INTERVAL / 1000):
+            yield part
+
+
 class EventStream:
     """The response body: the events, ``aclose()`` (the lean handler sends the body itself
     and calls it when the stream ends: streamsite/handlers.py) and ``close()``, which
@@ -128,6 +136,7 @@ class EventStream:
             self._loop.call_soon_threadsafe(leave)
 
 
-def event_source(follow: Follow, admission) -> EventStream:
-    events = hub_events(follow)
+def event_source(follow: Follow, admission, board=None) -> EventStream:
+    """The entry stream of ``follow``; its live metrics instead when ``board`` is given."""
+    events = hub_events(follow) if board is None else metrics_body(board, follow)
     return EventStream(events, admission, follow)

@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from workouts.charts import power_hr_svg
-from workouts.models import DERIVED_FIELDS, Workout
+from workouts.models import DERIVED_FIELDS, AthleteProfile, Workout
 from workouts.services import workouts_recompute
 
 
@@ -30,3 +30,13 @@ class WorkoutAdmin(admin.ModelAdmin):
     def recompute_metrics(self, request, queryset):
         count = workouts_recompute(queryset.iterator(chunk_size=100))
         self.message_user(request, f"Recomputed {count} workouts.", messages.SUCCESS)
+
+
+@admin.register(AthleteProfile)
+class AthleteProfileAdmin(admin.ModelAdmin):
+    list_display = ("athlete", "ftp", "max_heart_rate", "weight_kg", "updated_at")
+    search_fields = ("athlete__username",)
+    raw_id_fields = ("athlete",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("athlete")

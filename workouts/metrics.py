@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 import numpy as np
 
@@ -31,7 +31,6 @@ GAP_S = 25.0
 WINDOW_S = 30
 LOW_CONFIDENCE_S = 600
 PEAK_DURATIONS = {"peak_5s": 5, "peak_1min": 60, "peak_5min": 300, "peak_20min": 1200, "peak_60min": 3600}
-PROGRESS_EVERY = 1000  # windows, for the streaming form
 BLOCK = 1 << 15  # samples per block in the vector passes: the working arrays stay in cache
 
 Pauses = Sequence[tuple[float, float]] | None
@@ -268,8 +267,7 @@ def ride_metrics(t, power=None, heart_rate=None, cadence=None, ftp=None, pauses:
     moving = int(p1.size)
     np_value = np_from_1hz(p1)
     avg_power = float(p1.mean()) if moving else None
-    intensity = np_value / ftp if (np_value is not None and ftp) else None
-    tss = moving * np_value * intensity / (ftp * 3600) * 100 if intensity is not None else None
+    intensity, tss = intensity_and_tss(np_value, moving, ftp)
     duration = None
     if n:
         last_hold = t[-1] - t[-2] if n > 1 else 1.0
@@ -293,75 +291,170 @@ def ride_metrics(t, power=None, heart_rate=None, cadence=None, ftp=None, pauses:
     )
 
 
-# --- streaming form ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class NPProgress:
-    samples: int  # samples read so far
-    windows: int  # full 30 s windows so far
-    partial_np: float
+def intensity_and_tss(np_value: float | None, moving_s: int, ftp: float | None) -> tuple[float | None, float | None]:
+    """IF = NP / FTP; TSS = moving hours × IF² × 100 (= s × NP × IF / (FTP × 3600) × 100)."""
+    if np_value is None or not ftp:
+        return None, None
+    intensity = np_value / ftp
+    return intensity, moving_s * np_value * intensity / (ftp * 3600) * 100
 
 
-def normalized_power_stream(
-    samples: Iterable[tuple[float, float | None]], pauses: Pauses = None
-) -> Generator[NPProgress, None, float | None]:
-    """NP over an iterable of ``(t, power)`` (e.g. a Redis stream read in chunks) in bounded
-    memory: yields progress every 1,000 windows and returns the value ``normalized_power``
-    gives for the same arrays (equal within float rounding). Same rules, applied one sample
-    at a time; only the missing values of one short gap and a 30 s window are held."""
-    window: deque[float] = deque()
-    window_sum = fourth_sum = 0.0
-    windows = seen = 0
-    next_report = PROGRESS_EVERY
-    binner = _StreamingBinner()
-
-    def feed(seconds: list[float]) -> None:
-        nonlocal window_sum, fourth_sum, windows
-        for value in seconds:
-            window.append(value)
-            window_sum += value
-            if len(window) > WINDOW_S:
-                window_sum -= window.popleft()
-            if len(window) == WINDOW_S:
-                fourth_sum += (window_sum / WINDOW_S) ** 4
-                windows += 1
-
-    for ts, pw, counted in _moving_samples(samples, pauses):
-        seen += counted
-        feed(binner.close() if math.isnan(ts) else binner.push(ts, pw))
-        if windows >= next_report:
-            next_report = (windows // PROGRESS_EVERY + 1) * PROGRESS_EVERY
-            yield NPProgress(samples=seen, windows=windows, partial_np=(fourth_sum / windows) ** 0.25)
-    feed(binner.close())
-    return (fourth_sum / windows) ** 0.25 if windows else None
+def with_ftp(metrics: dict, ftp: float | None) -> dict:
+    """``metrics`` (a ``RideMetrics.as_dict()``) with IF and TSS for another FTP: the only
+    values that depend on it."""
+    intensity, tss = intensity_and_tss(metrics["normalized_power"], metrics["moving_time_s"], ftp)
+    return {**metrics, "intensity_factor": intensity, "tss": tss}
 
 
-def _moving_samples(samples, pauses) -> Iterator[tuple[float, float, int]]:
-    """(t, power, samples consumed) of moving time, missing values interpolated; a segment
-    break is yielded as t = NaN."""
-    prev: tuple[float, float] | None = None
-    pending: list[float] = []  # times of missing values since the last valid sample
-    last_t = None
-    for ts, pw in samples:
-        ts = float(ts)
-        if last_t is not None and ts <= last_t:
+# --- live form ----------------------------------------------------------------------------------
+class LiveRide:
+    """``ride_metrics`` one sample at a time, for a ride still being recorded (a live stream):
+    constant work per sample and bounded memory (a 30 s window, the missing values of one
+    short gap). ``snapshot()`` gives what ``ride_metrics`` gives for every sample pushed so far
+    (equal within float rounding): the same moving 1 Hz series, the same NP windows, the same
+    time weights. Samples must come in strictly increasing ``t``."""
+
+    def __init__(self, pauses: Pauses = None) -> None:
+        self.pauses = pauses
+        self.samples = 0
+        self.first_t: float | None = None
+        self.last_t: float | None = None
+        self.last_gap: float | None = None
+        self.power = self.heart_rate = self.cadence = math.nan  # the latest values
+        self._valid: tuple[float, float] | None = None  # last (t, power) with a power value
+        self._missing: list[float] = []  # times of missing power since that one
+        self._binner = _StreamingBinner()
+        self._window: deque[float] = deque(maxlen=WINDOW_S)  # the last 30 moving seconds
+        self._fourth_sum = 0.0
+        self._windows = 0
+        self._moving = 0
+        self._energy = 0.0
+        self._hr = _TimeWeighted()
+        self._cadence = _TimeWeighted(skip_zero=True)
+        self._max_power = -math.inf
+
+    def push(self, t: float, power: float = math.nan, heart_rate: float = math.nan, cadence: float = math.nan) -> None:
+        """One sample; NaN = missing in any channel."""
+        t = float(t)
+        if not math.isfinite(t):
+            raise ValueError("t must be finite")
+        if self.last_t is not None and t <= self.last_t:
             raise ValueError("t must be strictly increasing")
-        last_t = ts
-        if any(start <= ts < end for start, end in (pauses or ())):
-            continue
-        if pw is None or (isinstance(pw, float) and math.isnan(pw)):
-            if prev is not None:
-                pending.append(ts)
-            continue
-        pw = float(pw)
-        if prev is not None and (ts - prev[0] > GAP_S or _pause_between(prev[0], ts, pauses)):
-            yield (math.nan, math.nan, 0)  # a new segment: pending missing values are dropped
+        if self.last_t is not None:
+            self.last_gap = t - self.last_t
+            weight = min(self.last_gap, GAP_S)
+            self._hr.close(weight)
+            self._cadence.close(weight)
         else:
-            for missing_t in pending:
-                share = (missing_t - prev[0]) / (ts - prev[0])
-                yield (missing_t, prev[1] + share * (pw - prev[1]), 1)
-        pending = []
-        prev = (ts, pw)
-        yield (ts, pw, 1)
+            self.first_t = t
+        self.last_t = t
+        self.samples += 1
+        self.power, self.heart_rate, self.cadence = power, heart_rate, cadence
+        paused = any(start <= t < end for start, end in (self.pauses or ()))
+        self._hr.open(heart_rate, paused)
+        self._cadence.open(cadence, paused)
+        if not math.isnan(power):
+            self._max_power = max(self._max_power, power)
+        if not paused:
+            self._power_sample(t, power)
+
+    def _power_sample(self, t: float, power: float) -> None:
+        """Moving samples → 1 Hz seconds (module docstring, steps 1-3)."""
+        if math.isnan(power):
+            if self._valid is not None:
+                self._missing.append(t)
+            return
+        prev = self._valid
+        if prev is not None and (t - prev[0] > GAP_S or _pause_between(prev[0], t, self.pauses)):
+            self._feed(self._binner.close())  # a new segment; its missing values are dropped
+        elif prev is not None:
+            for missing_t in self._missing:
+                share = (missing_t - prev[0]) / (t - prev[0])
+                self._feed(self._binner.push(missing_t, prev[1] + share * (power - prev[1])))
+        self._missing.clear()
+        self._valid = (t, power)
+        self._feed(self._binner.push(t, power))
+
+    def _feed(self, seconds: list[float]) -> None:
+        for value in seconds:
+            self._window.append(value)
+            self._moving += 1
+            self._energy += value
+            if len(self._window) == WINDOW_S:
+                self._fourth_sum += (sum(self._window) / WINDOW_S) ** 4
+                self._windows += 1
+
+    def snapshot(self, ftp: float | None = None) -> dict:
+        """The metrics of the ride so far. The seconds the last sample still holds are counted
+        as if the ride ended now (as ``ride_metrics`` does); nothing here changes the state."""
+        tail = self._binner.peek_close()
+        window = list(self._window)
+        fourth_sum, windows = self._fourth_sum, self._windows
+        for value in tail:
+            window.append(value)
+            if len(window) > WINDOW_S:
+                del window[0]
+            if len(window) == WINDOW_S:
+                fourth_sum += (sum(window) / WINDOW_S) ** 4
+                windows += 1
+        moving = self._moving + len(tail)
+        np_value = (fourth_sum / windows) ** 0.25 if windows else None
+        intensity, tss = intensity_and_tss(np_value, moving, ftp)
+        duration = None
+        if self.samples:
+            duration = self.last_t + (self.last_gap if self.last_gap is not None else 1.0) - self.first_t
+
+        def mean_of_last(seconds: int) -> float | None:
+            return sum(window[-seconds:]) / seconds if len(window) >= seconds else None
+
+        return {
+            "elapsed_s": duration,
+            "moving_s": moving,
+            "samples": self.samples,
+            "avg_power": (self._energy + sum(tail)) / moving if moving else None,
+            "max_power": self._max_power if self._max_power > -math.inf else None,
+            "normalized_power": np_value,
+            "np_low_confidence": np_value is None or moving < LOW_CONFIDENCE_S,
+            "intensity_factor": intensity,
+            "tss": tss,
+            "power_3s": mean_of_last(3),
+            "power_30s": mean_of_last(WINDOW_S),
+            "power": _or_none(self.power),
+            "heart_rate": _or_none(self.heart_rate),
+            "avg_heart_rate": self._hr.mean(),
+            "cadence": _or_none(self.cadence),
+            "avg_cadence": self._cadence.mean(),
+        }
+
+
+def _or_none(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+class _TimeWeighted:
+    """``_time_weighted_mean`` one sample at a time: a sample's weight (the time to the next
+    sample, at most GAP_S; 1 s for the last one) is known when the next sample comes."""
+
+    def __init__(self, *, skip_zero: bool = False) -> None:
+        self.skip_zero = skip_zero
+        self.total = self.weight = 0.0
+        self.open_value: float | None = None
+
+    def open(self, value: float, paused: bool) -> None:
+        counted = not paused and not math.isnan(value) and not (self.skip_zero and value <= 0)
+        self.open_value = value if counted else None
+
+    def close(self, weight: float) -> None:
+        if self.open_value is not None:
+            self.total += self.open_value * weight
+            self.weight += weight
+        self.open_value = None
+
+    def mean(self) -> float | None:
+        total, weight = self.total, self.weight
+        if self.open_value is not None:
+            total, weight = total + self.open_value, weight + 1.0
+        return total / weight if weight > 0 else None
 
 
 class _StreamingBinner:
@@ -393,6 +486,16 @@ class _StreamingBinner:
         hold = self.prev_gap if self.prev_gap is not None else 1.0
         out = self._advance(self.prev[0] + hold)
         self._reset()
+        return out
+
+    def peek_close(self) -> list[float]:
+        """What ``close()`` would emit now, without closing."""
+        if self.prev is None:
+            return []
+        saved = (self.k, self.energy_at_prev, self.energy_at_bin)
+        hold = self.prev_gap if self.prev_gap is not None else 1.0
+        out = self._advance(self.prev[0] + hold)
+        self.k, self.energy_at_prev, self.energy_at_bin = saved
         return out
 
     def _advance(self, until: float) -> list[float]:

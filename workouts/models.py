@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from workouts.prepare import Prepared, metrics_of
@@ -111,3 +112,24 @@ class Workout(models.Model):
         if update_fields is not None:
             kwargs["update_fields"] = set(update_fields) | set(DERIVED_FIELDS)
         super().save(*args, **kwargs)
+
+
+class AthleteProfile(models.Model):
+    """What the metrics need to know about an athlete: the FTP (the default for live metrics
+    and for workouts created without one), maximum heart rate and weight (W/kg)."""
+
+    athlete = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="athlete_profile")
+    ftp = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(2000)],
+        help_text="Functional threshold power, watts",
+    )
+    max_heart_rate = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(60), MaxValueValidator(250)], help_text="beats per minute",
+    )
+    weight_kg = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(20), MaxValueValidator(300)], help_text="kilograms",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"profile of {self.athlete}"

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
 
-from workouts.models import Workout
+from workouts.metrics import with_ftp
+from workouts.models import AthleteProfile, Workout
 from workouts.prepare import Prepared, prepare_fit, prepare_samples
 from workouts.samples import CHANNELS, Samples, SamplesError, samples_from_arrays
 
@@ -24,6 +25,10 @@ def athlete_by_username(username: str):
         raise SamplesError(f"no athlete named {username!r}") from None
 
 
+def profile_ftp(athlete) -> int | None:
+    return AthleteProfile.objects.filter(athlete=athlete).values_list("ftp", flat=True).first()
+
+
 def workout_create(
     *,
     athlete,
@@ -36,7 +41,10 @@ def workout_create(
     notes: str = "",
     pauses: list[tuple[float, float]] | None = None,
 ) -> Workout:
-    """Create a workout; its metrics are computed as it is saved."""
+    """Create a workout; its metrics are computed as it is saved. Without ``ftp``, the
+    athlete's profile FTP (if any) is the workout's."""
+    if ftp is None:
+        ftp = profile_ftp(athlete)
     workout = Workout(
         athlete=athlete, title=title, started_at=started_at, ftp=ftp, source=source, sport=sport,
         notes=notes, pauses=[list(p) for p in pauses or ()],
@@ -48,7 +56,10 @@ def workout_create(
 
 def workout_create_prepared(*, athlete, prepared: Prepared, source: str, title: str | None = None) -> Workout:
     """Create a workout from a Prepared one (samples encoded and metrics computed off the
-    event loop, in a worker process): saving does not compute them again."""
+    event loop, in a worker process): saving does not compute them again. Without an FTP,
+    the athlete's profile FTP (if any) is the workout's: only IF and TSS change."""
+    if prepared.ftp is None and (ftp := profile_ftp(athlete)) is not None:
+        prepared.ftp, prepared.metrics = ftp, with_ftp(prepared.metrics, ftp)
     workout = Workout(
         athlete=athlete, title=title or prepared.title or "", notes=prepared.notes, source=source,
     )
@@ -73,15 +84,18 @@ def workouts_recompute(workouts: Iterable[Workout]) -> int:
     return count
 
 
-class StreamSamples:
-    """Accumulates stream entries into columnar arrays chunk by chunk (no list of dicts)."""
+class EntryReader:
+    """Stream entries → samples, the one rule for archives and live metrics: field aliases
+    (``hr``, ``cad``, ``watts``), ``t`` from the ``t`` field or else from the entry id's
+    millisecond timestamp (seconds since the first entry), a value that is not a finite number
+    is missing, and an entry not after the previous one in time is dropped (two entries in
+    one millisecond: the first counts)."""
 
     def __init__(self) -> None:
-        self.columns = {name: array("d") for name in CHANNELS}
         self.first_ms: int | None = None
-        self.count = 0
+        self.last_t: float | None = None
 
-    def add(self, entry_id: str, fields: dict[str, str]) -> None:
+    def sample(self, entry_id: str, fields: dict[str, str]) -> dict[str, float] | None:
         ms = int(entry_id.split("-")[0])
         if self.first_ms is None:
             self.first_ms = ms
@@ -89,18 +103,33 @@ class StreamSamples:
         t = _number(fields.get("t"))
         if t != t:  # no "t" field: the entry id's timestamp gives the time
             t = (ms - self.first_ms) / 1000
-        if self.count and t <= self.columns["t"][-1]:
-            return  # same instant (two entries in one ms): keep the first
-        self.columns["t"].append(t)
-        for name in CHANNELS[1:]:
-            self.columns[name].append(_number(fields.get(name)))
+        if self.last_t is not None and t <= self.last_t:
+            return None
+        self.last_t = t
+        return {"t": t, **{name: _number(fields.get(name)) for name in CHANNELS[1:]}}
+
+
+class StreamSamples:
+    """Accumulates stream entries into columnar arrays chunk by chunk (no list of dicts)."""
+
+    def __init__(self) -> None:
+        self.columns = {name: array("d") for name in CHANNELS}
+        self.reader = EntryReader()
+        self.count = 0
+
+    def add(self, entry_id: str, fields: dict[str, str]) -> None:
+        sample = self.reader.sample(entry_id, fields)
+        if sample is None:
+            return
+        for name in CHANNELS:
+            self.columns[name].append(sample[name])
         self.count += 1
 
     def samples(self) -> Samples:
         return samples_from_arrays(**self.columns)
 
     def started_at(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp((self.first_ms or 0) / 1000, tz=dt.UTC)
+        return dt.datetime.fromtimestamp((self.reader.first_ms or 0) / 1000, tz=dt.UTC)
 
 
 def _number(value) -> float:

@@ -72,6 +72,11 @@ TABLE = [
     *row("sse priv",                       404, 200, 404, 200, 200, 200, 200),
     *row("multi-sse priv,pub",             404, 200, 404, 200, 200, 200, 200),
     *row("live priv",                      404, 200, 404, 200, 200, 200, 200),
+    *row("group live priv,pub",            404, 200, 404, 200, 200, 200, 200),
+    *row("metrics priv",                   404, 200, 404, 200, 200, 200, 200),
+    *row("metrics pub",                    200, 200, 200, 200, 200, 200, 200),
+    *row("metrics-sse priv",               404, 200, 404, 200, 200, 200, 200),
+    *row("group metrics-sse priv,pub",     404, 200, 404, 200, 200, 200, 200),
     *row("publish priv",                   401, 201, 404, 403, 403, 201, 201),
     *row("publish pub",                    401, 201, 403, 403, 403, 201, 201),
     *row("publish new",                    401, 201, 201, 201, 403, 201, 201),
@@ -96,8 +101,12 @@ async def run_route(world, route, role):
             return (await call(tokens, role, "get", "/api/streams/pub")).status_code
         case "range priv":
             return (await call(tokens, role, "get", "/api/streams/priv/events?count=5")).status_code
-        case "sse priv" | "multi-sse priv,pub":
-            path = "/api/streams/priv/sse" if route == "sse priv" else "/api/sse?streams=priv,pub"
+        case "sse priv" | "multi-sse priv,pub" | "metrics-sse priv" | "group metrics-sse priv,pub":
+            path = {
+                "sse priv": "/api/streams/priv/sse", "multi-sse priv,pub": "/api/sse?streams=priv,pub",
+                "metrics-sse priv": "/api/streams/priv/metrics/sse",
+                "group metrics-sse priv,pub": "/api/metrics/sse?streams=priv,pub",
+            }[route]
             c = await SSEClient(path, headers=h).connect()
             try:
                 return c.status
@@ -105,6 +114,11 @@ async def run_route(world, route, role):
                 await c.close()
         case "live priv":
             return (await call(tokens, role, "get", "/live/priv")).status_code
+        case "group live priv,pub":
+            return (await call(tokens, role, "get", "/live/?streams=priv,pub")).status_code
+        case "metrics priv" | "metrics pub":
+            name = route.split()[1]
+            return (await call(tokens, role, "get", f"/api/streams/{name}/metrics")).status_code
         case "publish priv" | "publish pub" | "publish new":
             name = route.split()[1]
             return (await call(tokens, role, "post", f"/api/streams/{name}/events", {"power": 1})).status_code

@@ -1,4 +1,3 @@
-import math
 
 import numpy as np
 import pytest
@@ -12,15 +11,6 @@ def classic_np(p1):
     c = np.cumsum(np.concatenate(([0.0], p1)))
     means = (c[30:] - c[:-30]) / 30
     return float(np.mean(means**4) ** 0.25)
-
-
-def run_stream(gen):
-    progress = []
-    try:
-        while True:
-            progress.append(next(gen))
-    except StopIteration as done:
-        return done.value, progress
 
 
 def test_constant_power_gives_that_power():
@@ -99,24 +89,72 @@ def test_coasting_zeros_are_real_power():
     assert M.normalized_power(t, p) > M.ride_metrics(t, p).avg_power * 1.2
 
 
-def test_streaming_form_equals_batch_with_progress():
+def live(t, p, hr=None, cad=None, pauses=None, ftp=None) -> dict:
+    ride = M.LiveRide(pauses=pauses)
+    n = len(t)
+    hr = np.full(n, np.nan) if hr is None else hr
+    cad = np.full(n, np.nan) if cad is None else cad
+    for row in zip(t.tolist(), p.tolist(), hr.tolist(), cad.tolist()):
+        ride.push(*row)
+    return ride.snapshot(ftp=ftp)
+
+
+LIVE_AS_BATCH = {
+    "elapsed_s": "duration_s", "moving_s": "moving_time_s", "samples": "sample_count", "avg_power": "avg_power",
+    "max_power": "max_power", "normalized_power": "normalized_power", "np_low_confidence": "np_low_confidence",
+    "intensity_factor": "intensity_factor", "tss": "tss", "avg_heart_rate": "avg_hr", "avg_cadence": "avg_cadence",
+}
+
+
+def assert_live_equals_batch(snapshot: dict, batch: M.RideMetrics) -> None:
+    for live_name, batch_name in LIVE_AS_BATCH.items():
+        expected = getattr(batch, batch_name)
+        if isinstance(expected, float):
+            assert snapshot[live_name] == pytest.approx(expected, rel=1e-9), live_name
+        else:
+            assert snapshot[live_name] == expected, live_name
+
+
+@pytest.mark.parametrize("cut", [29, 30, 31, 900, 4000, 7199])
+def test_live_form_equals_batch_at_every_moment(cut):
+    """The live engine at any point of a ride = ride_metrics of the samples so far: dropouts,
+    a gap longer than GAP_S (a new segment), coasting zeros, heart rate and cadence."""
     ride = simulate_ride(duration=7200, hz=1, seed=5)
-    t, p = ride["t"].copy(), ride["power"].copy()
-    t[4000:] += 120  # a pause
-    batch = M.normalized_power(t, p)
-    samples = ((ti, None if math.isnan(pi) else pi) for ti, pi in zip(t.tolist(), p.tolist()))
-    value, progress = run_stream(M.normalized_power_stream(samples))
-    assert value == pytest.approx(batch, rel=1e-9)
-    assert progress and all(b.windows % 1000 == 0 for b in progress)
-    assert progress[-1].partial_np == pytest.approx(batch, rel=0.05)
+    t = ride["t"].copy()
+    t[4000:] += 120  # a gap: a new moving segment
+    s = slice(0, cut)
+    snapshot = live(t[s], ride["power"][s], ride["heart_rate"][s], ride["cadence"][s], ftp=250)
+    batch = M.ride_metrics(t[s], ride["power"][s], ride["heart_rate"][s], ride["cadence"][s], ftp=250)
+    assert_live_equals_batch(snapshot, batch)
 
 
-def test_streaming_form_with_other_rates_and_timer_pauses():
+def test_live_form_with_other_rates_and_timer_pauses():
     t = np.arange(0, 1500, 0.5)
     p = np.where((t >= 600) & (t < 900), 0.0, 200.0 + (t % 60))
-    batch = M.normalized_power(t, p, pauses=[(600, 900)])
-    value, _ = run_stream(M.normalized_power_stream(zip(t.tolist(), p.tolist()), pauses=[(600, 900)]))
-    assert value == pytest.approx(batch, rel=1e-9)
+    hr = 120 + (t % 30)
+    batch = M.ride_metrics(t, p, hr, pauses=[(600, 900)], ftp=280)
+    assert_live_equals_batch(live(t, p, hr, pauses=[(600, 900)], ftp=280), batch)
+
+
+def test_live_form_jittered_times_and_trailing_dropouts():
+    rng = np.random.default_rng(3)
+    t = np.cumsum(rng.uniform(0.4, 1.6, 3000))
+    p = 150 + 100 * rng.random(3000)
+    p[rng.random(3000) < 0.05] = np.nan
+    p[-7:] = np.nan  # the last samples have no power (yet): not moving time
+    assert_live_equals_batch(live(t, p, ftp=200), M.ride_metrics(t, p, ftp=200))
+
+
+def test_live_form_short_windows_and_empty():
+    ride = M.LiveRide()
+    assert ride.snapshot()["samples"] == 0 and ride.snapshot()["normalized_power"] is None
+    for i in range(5):
+        ride.push(i, 100.0 + i)
+    snap = ride.snapshot(ftp=250)
+    assert snap["power_3s"] == pytest.approx((102 + 103 + 104) / 3)
+    assert snap["power_30s"] is None and snap["normalized_power"] is None and snap["tss"] is None
+    with pytest.raises(ValueError, match="increasing"):
+        ride.push(4, 100.0)
 
 
 def test_bad_input_is_rejected():

@@ -1,0 +1,276 @@
+"""Live ride metrics: one engine per followed stream per process, shared by every viewer.
+
+A ``RideTracker`` follows its stream like any listener (catch-up from the first entry, then the
+hub: streams/live.py), turns each entry into a sample with the archive's rule
+(``workouts.services.EntryReader``) and feeds ``workouts.metrics.LiveRide``, so the numbers a
+coach sees live are the ones the workout archived from the stream gets. It publishes a
+snapshot at most once a second while entries arrive. Viewers (``GET …/metrics``, the metrics
+SSE, the live pages) take a tracker from this loop's ``MetricsBoard`` and give it back; a
+tracker nobody views stays ``LINGER_S`` (a poller reuses it), then its task ends itself. The
+board owns every tracker task and cancels them at shutdown (``RedisContext.close``).
+
+FTP: the stream's setting (``PUT /api/streams/{name}`` ``{"ftp": …}``, read through the
+shared metadata cache), else the owner's ``AthleteProfile`` (read at most every
+``PROFILE_REFRESH_S`` in a short database call; the task holds no connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from streams import operations
+from streams.live import Ended, Follow, live_batches, meta_cache
+from streams.positions import START, id_order
+from streams.tasks import cancel_and_wait, raise_if_cancelled
+from workouts.metrics import LiveRide
+
+log = logging.getLogger(__name__)
+
+PUBLISH_EVERY_S = 1.0
+LINGER_S = 60.0
+PROFILE_REFRESH_S = 30.0
+
+
+@database_sync_to_async
+def _profile_of(owner_id: int) -> tuple[int | None, float | None]:
+    from workouts.models import AthleteProfile
+
+    row = AthleteProfile.objects.filter(athlete_id=owner_id).values_list("ftp", "weight_kg").first()
+    return row or (None, None)
+
+
+def _rounded(value):
+    return round(value, 3) if isinstance(value, float) else value
+
+
+class RideTracker:
+    """One stream's live metrics in this process."""
+
+    def __init__(self, board: "MetricsBoard", name: str) -> None:
+        from workouts.services import EntryReader
+
+        self.board = board
+        self.name = name
+        self.ride = LiveRide()
+        self.reader = EntryReader()
+        self.last_id = START
+        self.snapshot: dict | None = None
+        self.version = 0
+        self.ended: Ended | None = None
+        self.finished = False  # the task has ended or is ending: the board makes a new one
+        self.viewers = 0
+        self.idle_since = time.monotonic()
+        self._profile: tuple[int | None, float | None] = (None, None)
+        self._profile_for: tuple[int | None, float] = (None, float("-inf"))
+        loop = asyncio.get_running_loop()
+        self.ready = loop.create_future()  # resolved once the catch-up is done (or the tracker ended)
+        self._changed = loop.create_future()
+        self._dirty = False
+        self._published_at = float("-inf")
+        self.task = loop.create_task(self._run(), name=f"ride-metrics:{name}")
+
+    def changed(self) -> asyncio.Future:
+        """Resolved at the next snapshot or end."""
+        return self._changed
+
+    async def _run(self) -> None:
+        try:
+            await self._follow()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("live metrics of stream %r failed", self.name)
+            self._end(Ended("error", "the live metrics of this stream failed; reconnect"))
+        finally:
+            self.finished = True
+            self.board._forget(self)
+            if not self.ready.done():
+                self.ready.set_result(None)
+            if self.ended is None:
+                self._end(Ended("shutdown", "the server is stopping"))
+
+    async def _follow(self) -> None:
+        target = id_order(await operations.stream_last_id(name=self.name))
+        follow = Follow(names=(self.name,), positions={self.name: START}, multi=False)
+        if target <= 0:
+            await self._publish()
+        while True:
+            async for item in live_batches(follow, heartbeat=PUBLISH_EVERY_S):
+                raise_if_cancelled()
+                if isinstance(item, Ended):
+                    if item.reason == "overflow":
+                        break  # behind the hub's queue: follow again from the last entry read
+                    self._end(item)
+                    return
+                for entry in item:
+                    self._add(entry.id, entry.data_json)
+                    follow.positions[self.name] = entry.id
+                now = time.monotonic()
+                if not self.ready.done():
+                    if id_order(self.last_id) >= target:
+                        await self._publish()
+                elif self._dirty and now - self._published_at >= PUBLISH_EVERY_S:
+                    await self._publish()
+                if self.viewers == 0 and now - self.idle_since >= LINGER_S:
+                    return
+
+    def _add(self, entry_id: str, data_json: str) -> None:
+        self.last_id = entry_id
+        sample = self.reader.sample(entry_id, json.loads(data_json))
+        if sample is not None:
+            self.ride.push(sample["t"], sample["power"], sample["heart_rate"], sample["cadence"])
+            self._dirty = True
+
+    async def _publish(self) -> None:
+        meta = (await meta_cache.get((self.name,)))[self.name]
+        profile_ftp, weight = await self._profile_for_owner(meta.owner_id)
+        ftp = meta.ftp or profile_ftp
+        snapshot = {
+            "name": self.name,
+            "last_id": self.last_id,
+            **{key: _rounded(value) for key, value in self.ride.snapshot(ftp=ftp).items()},
+            "ftp": ftp,
+            "ftp_source": "stream" if meta.ftp else ("profile" if profile_ftp else None),
+            "weight_kg": weight,
+        }
+        self._dirty = False
+        self._published_at = time.monotonic()
+        self.snapshot = snapshot
+        self.version += 1
+        if not self.ready.done():
+            self.ready.set_result(None)
+        self._wake()
+
+    async def _profile_for_owner(self, owner_id: int | None) -> tuple[int | None, float | None]:
+        if owner_id is None:
+            return None, None
+        asked_for, at = self._profile_for
+        if asked_for != owner_id or time.monotonic() - at >= PROFILE_REFRESH_S:
+            self._profile = await _profile_of(owner_id)
+            self._profile_for = (owner_id, time.monotonic())
+        return self._profile
+
+    def _end(self, ended: Ended) -> None:
+        self.ended = ended
+        self.finished = True
+        self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
+        changed.set_result(None)
+
+
+class MetricsBoard:
+    """This event loop's trackers, by stream name."""
+
+    def __init__(self) -> None:
+        self._trackers: dict[str, RideTracker] = {}
+        self._closing: set[asyncio.Task] = set()
+
+    def acquire(self, name: str) -> RideTracker:
+        tracker = self._trackers.get(name)
+        if tracker is None or tracker.finished:
+            tracker = self._trackers[name] = RideTracker(self, name)
+        tracker.viewers += 1
+        return tracker
+
+    def release(self, tracker: RideTracker) -> None:
+        tracker.viewers -= 1
+        if tracker.viewers == 0:
+            tracker.idle_since = time.monotonic()
+
+    def _forget(self, tracker: RideTracker) -> None:
+        if self._trackers.get(tracker.name) is tracker:
+            del self._trackers[tracker.name]
+
+    def stats(self) -> dict:
+        trackers = list(self._trackers.values())
+        return {"streams": len(trackers), "viewers": sum(t.viewers for t in trackers)}
+
+    async def close(self) -> None:
+        for tracker in list(self._trackers.values()):
+            await cancel_and_wait(tracker.task)
+        self._trackers.clear()
+
+
+# --- viewers ---------------------------------------------------------------------------------
+async def current_metrics(board: MetricsBoard, name: str) -> dict:
+    """The stream's metrics now (after the catch-up); raises LookupError if it ended."""
+    tracker = board.acquire(name)
+    try:
+        await asyncio.shield(tracker.ready)
+        if tracker.snapshot is None:
+            raise LookupError(tracker.ended.detail if tracker.ended else f"stream {name!r} not found")
+        return tracker.snapshot
+    finally:
+        board.release(tracker)
+
+
+def _metrics_event(tracker: RideTracker, event_id: str) -> str:
+    return f"event: metrics\nid: {event_id}\ndata: {json.dumps(tracker.snapshot)}\n\n"
+
+
+def _end_event(tracker_name: str, ended: Ended, multi: bool) -> str:
+    if ended.reason == "deleted":
+        payload = {"stream": tracker_name, "detail": f"stream {tracker_name!r} was deleted"}
+    else:
+        payload = {"stream": tracker_name, "detail": ended.detail} if multi else {"detail": ended.detail}
+    return f"event: {ended.reason}\ndata: {json.dumps(payload)}\n\n"
+
+
+async def metrics_events(board: MetricsBoard, follow: Follow, *, heartbeat: float) -> AsyncIterator[str]:
+    """The metrics SSE body: an ``event: metrics`` per stream whenever its snapshot changes
+    (at most once a second), with the stream's last entry id as its ``id`` (the composite id
+    of ``follow`` for several streams), so a reconnect with Last-Event-ID gets only newer
+    snapshots. A deleted stream sends ``event: deleted`` (with several streams the others go
+    on); ``forbidden`` (access revoked), ``shutdown`` and ``error`` end the body."""
+    trackers = [board.acquire(name) for name in follow.names]
+    sent = {name: -1 for name in follow.names}  # the version sent, per stream
+    recheck = settings.ACCESS_RECHECK_INTERVAL_MS / 1000
+    try:
+        yield f"retry: {settings.SSE_RETRY_MS}\n\n"
+        await asyncio.gather(*(asyncio.shield(t.ready) for t in trackers))
+        now = time.monotonic()
+        next_beat, next_check = now + heartbeat, now + recheck
+        live = list(trackers)
+        while live:
+            # Taken before looking: a snapshot made while this body is suspended (at a yield,
+            # the access re-check) resolves one of these, so the wait below returns at once.
+            changes = [t.changed() for t in live]
+            parts = []
+            for tracker in list(live):
+                name = tracker.name
+                if tracker.snapshot and tracker.version != sent[name] and tracker.snapshot["samples"]:
+                    sent[name] = tracker.version
+                    if id_order(tracker.snapshot["last_id"]) > id_order(follow.positions[name]):
+                        follow.positions[name] = tracker.snapshot["last_id"]
+                        parts.append(_metrics_event(tracker, follow.resume_id()))
+                if tracker.ended is not None:
+                    parts.append(_end_event(name, tracker.ended, follow.multi))
+                    if tracker.ended.reason != "deleted" or not follow.multi:
+                        yield "".join(parts)
+                        return
+                    live.remove(tracker)
+            now = time.monotonic()
+            if parts or now >= next_beat:
+                yield "".join(parts) or ": ping\n\n"
+                next_beat = now + heartbeat
+            if follow.guard is not None and now >= next_check:
+                if not await follow.guard(tuple(t.name for t in live)):
+                    yield _end_event(follow.names[0], Ended("forbidden", "access to this stream was revoked"), False)
+                    return
+                next_check = time.monotonic() + recheck
+            if live:
+                timeout = max(0.0, min(next_beat, next_check) - time.monotonic())
+                await asyncio.wait(changes, timeout=timeout)
+                raise_if_cancelled()
+    finally:
+        for tracker in trackers:
+            board.release(tracker)
