@@ -87,7 +87,7 @@ class RideTracker:
             raise
         except Exception:
             log.exception("live metrics of stream %r failed", self.name)
-            self._end(Ended("error", "the live metrics of this stream failed; reconnect"))
+            self._end(Ended("failed", "the live metrics of this stream failed; reconnect"))
         finally:
             self.finished = True
             self.board._forget(self)
@@ -230,7 +230,7 @@ async def metrics_events(board: MetricsBoard, follow: Follow, *, heartbeat: floa
     (at most once a second), with the stream's last entry id as its ``id`` (the composite id
     of ``follow`` for several streams), so a reconnect with Last-Event-ID gets only newer
     snapshots. A deleted stream sends ``event: deleted`` (with several streams the others go
-    on); ``forbidden`` (access revoked), ``shutdown`` and ``error`` end the body."""
+    on); ``forbidden`` (access revoked), ``shutdown`` and ``failed`` end the body."""
     trackers = [board.acquire(name) for name in follow.names]
     sent = {name: -1 for name in follow.names}  # the version sent, per stream
     recheck = settings.ACCESS_RECHECK_INTERVAL_MS / 1000

@@ -1,5 +1,14 @@
+"""The coach's pages: one rider live (``/live/{name}``) and a group ride (``/live/?streams=a,b``).
+
+Both read with the caller's identity (a session, a bearer token, or nobody) and the stream
+read rule: a stream the caller may not read is a 404, as in the API. The pages draw what the
+SSE endpoints send: entries for the chart, live metrics (streams/live_metrics.py) for the
+numbers; no script or style comes from outside this server.
+"""
+
 import json
 
+from django.conf import settings
 from django.shortcuts import render
 from django.urls import reverse
 
@@ -8,17 +17,57 @@ from streams.identity import AccessError
 from streams.names import InvalidInput, validate_stream_name
 
 
+async def _check_readable(request, names: list[str]) -> None:
+    ident = await identity.identify_request(request)
+    metas = await operations.stream_meta(names=names)
+    for name in names:
+        meta = metas[name]
+        identity.check_read(ident, name, owner_id=meta.owner_id, visibility=meta.visibility)
+
+
+def _error(request, detail: str, status: int):
+    return render(request, "streams/live_error.html", {"detail": detail}, status=status)
+
+
 async def live_page(request, name: str):
-    """What a coach opens: follows one stream with EventSource and draws the last 5 minutes.
-    Same read rule as the stream's API (a session, or public visibility); 404 otherwise."""
+    """What a coach opens for one rider: elapsed and moving time, 3 s power, NP, IF, TSS,
+    average power, heart rate, cadence, and the last minutes charted over the FTP's zones."""
     try:
         validate_stream_name(name)
-        ident = await identity.identify_request(request)
-        meta = (await operations.stream_meta(names=[name]))[name]
-        identity.check_read(ident, name, owner_id=meta.owner_id, visibility=meta.visibility)
+        await _check_readable(request, [name])
     except InvalidInput as exc:
-        return render(request, "streams/live_error.html", {"detail": str(exc)}, status=400)
+        return _error(request, str(exc), 400)
     except AccessError as exc:
-        return render(request, "streams/live_error.html", {"detail": exc.detail}, status=exc.status)
-    sse_url = reverse("api:follow_stream", kwargs={"name": name})
-    return render(request, "streams/live.html", {"name": name, "sse_url_json": json.dumps(sse_url)})
+        return _error(request, exc.detail, exc.status)
+    urls = {
+        "entries": reverse("api:follow_stream", kwargs={"name": name}),
+        "metrics": reverse("api:follow_stream_metrics", kwargs={"name": name}),
+    }
+    return render(request, "streams/live.html", {"name": name, "urls_json": json.dumps(urls)})
+
+
+async def group_page(request):
+    """A group ride: one row per rider, live from one multi-stream metrics connection."""
+    raw = request.GET.get("streams", "")
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    try:
+        if not names:
+            raise InvalidInput("streams is required: /live/?streams=rider1,rider2 (comma-separated stream names)")
+        if len(names) > settings.SSE_MAX_STREAMS:
+            raise InvalidInput(f"{len(names)} streams is more than the limit of {settings.SSE_MAX_STREAMS}")
+        if len(set(names)) != len(names):
+            raise InvalidInput("streams lists a name twice")
+        for name in names:
+            validate_stream_name(name)
+        await _check_readable(request, names)
+    except InvalidInput as exc:
+        return _error(request, str(exc), 400)
+    except AccessError as exc:
+        return _error(request, exc.detail, exc.status)
+    context = {
+        "names": names,
+        "names_json": json.dumps(names),
+        "metrics_url_json": json.dumps(reverse("api:follow_many_metrics") + "?streams=" + ",".join(names)),
+        "live_urls_json": json.dumps({n: reverse("live", kwargs={"name": n}) for n in names}),
+    }
+    return render(request, "streams/group.html", context)

@@ -35,9 +35,11 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "servestatic",  # its configuration checks
     "django.contrib.staticfiles",
     "channels",
     "django_prometheus",
+    "ninja",  # serves Swagger UI's files from this server (no CDN)
     "streams",
     "workouts",
     "monitoring",
@@ -48,6 +50,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "streamsite.middleware.ApiShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's, Swagger UI's), compressed and with far-future caching for
+    # hashed names; async-native. /static/ is on the standard handler.
+    "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -110,7 +115,16 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+# collectstatic (the Dockerfile, ./dev.sh serve) writes hashed, gzip- and brotli-compressed
+# copies that servestatic serves with far-future caching. With DEBUG the files also come
+# straight from the apps (edits show at once).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"},
+}
+SERVESTATIC_USE_FINDERS = DEBUG
+SERVESTATIC_AUTOREFRESH = DEBUG
 
 # Request bodies: 1 MiB for the streams API (STREAMS_MAX_BODY), more for workouts, whose
 # JSON samples reach ~12 MB at the 200,000-sample limit. Both answer 413 above the limit.

@@ -107,7 +107,7 @@ async def next_metrics(client, timeout=5.0):
     while True:
         event = await client.next_event(timeout=timeout)
         if event.event != "message" or event.data:
-            if event.event in ("metrics", "deleted", "forbidden", "shutdown", "error"):
+            if event.event in ("metrics", "deleted", "forbidden", "shutdown", "failed"):
                 return event
 
 
