@@ -22,27 +22,63 @@ ensure_venv() {
   fi
 }
 
+# Find a Redis, or start one that is stopped again when this script exits (it says which).
+started_redis=$(mktemp)
+stop_started_redis() {
+  if [ -s "$started_redis" ]; then
+    .venv/bin/python scripts/local_redis.py --stop "$(cat "$started_redis")" || true
+  fi
+  rm -f "$started_redis"
+}
+trap stop_started_redis EXIT
+
+find_redis() {
+  .venv/bin/python scripts/local_redis.py --started-file "$started_redis" "$@"
+}
+
+# Static files: collected (hashed, compressed) once per dependency set; servestatic serves them.
+collect_static() {
+  local want
+  want=$(cat .venv/.requirements.sha256)
+  if [ "$(cat staticfiles/.collected 2>/dev/null || true)" != "$want" ]; then
+    echo "Collecting static files (once per dependency set)…"
+    .venv/bin/python manage.py collectstatic --no-input -v0
+    echo "$want" > staticfiles/.collected
+  fi
+}
+
 case "${1:-}" in
   serve)
     ensure_venv
     export DEBUG=${DEBUG:-true}
-    REDIS_URL=$(.venv/bin/python scripts/local_redis.py)
+    REDIS_URL=$(find_redis)
     export REDIS_URL
     .venv/bin/python manage.py migrate --no-input -v0
+    collect_static
     .venv/bin/python manage.py demo_setup --base-url "http://127.0.0.1:${PORT:-8000}"
     . scripts/processes.sh
     setup_processes  # WEB_CONCURRENCY=N: N processes (uvicorn reads it), metrics shared
     echo "Serving on http://127.0.0.1:${PORT:-8000}/ (Redis: $REDIS_URL)"
-    exec .venv/bin/uvicorn --host 127.0.0.1 --port "${PORT:-8000}" --no-proxy-headers \
-      --timeout-graceful-shutdown 10 streamsite.asgi:application
+    # Not exec'd: this script outlives the server to stop the Redis it started. Ctrl-C reaches
+    # the server directly; a TERM sent to this script is passed on.
+    .venv/bin/uvicorn --host 127.0.0.1 --port "${PORT:-8000}" --no-proxy-headers \
+      --timeout-graceful-shutdown 10 streamsite.asgi:application &
+    server=$!
+    trap 'kill -TERM "$server" 2>/dev/null || true' TERM
+    trap ':' INT
+    status=0
+    while kill -0 "$server" 2>/dev/null; do
+      wait "$server" && status=0 || status=$?
+    done
+    exit "$status"
     ;;
   test)
     ensure_venv
     shift
     # The tests own one database index (TEST_REDIS_DB, default 15) and flush only that.
-    REDIS_URL=$(.venv/bin/python scripts/local_redis.py --db "${TEST_REDIS_DB:-15}")
+    REDIS_URL=$(find_redis --db "${TEST_REDIS_DB:-15}")
     export REDIS_URL
-    exec .venv/bin/python -m pytest "$@"
+    .venv/bin/python -m pytest "$@"
     ;;
   *)
     echo "usage: ./dev.sh serve | ./dev.sh test [pytest args]" >&2
