@@ -22,25 +22,6 @@ SSE_DURATION = Histogram(
     buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600),
 )
 
-# django-prometheus' request middleware is sync-only (a thread hop per hook per request, which
-# halved API throughput); the one async middleware records this instead, for every path.
-HTTP_REQUESTS = Histogram(
-    "streamsite_http_request_duration_seconds",
-    "Time to the response object (for SSE: to the stream's start) by method, route and status",
-    labelnames=["method", "route", "status"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-def observe_request(request, status: int, seconds: float) -> None:
-    """Labels stay bounded: the URL pattern, not the path; unknown methods folded together."""
-    match = getattr(request, "resolver_match", None)
-    route = match.route if match is not None and match.route else "<unmatched>"
-    method = request.method if request.method in KNOWN_METHODS else "other"
-    HTTP_REQUESTS.labels(method, route, str(status)).observe(seconds)
-
-
 LiveReading = tuple[str, str, str, tuple[str, ...], dict[tuple[str, ...], float]]
 
 

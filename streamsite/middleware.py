@@ -1,4 +1,4 @@
-"""Our two async-native middleware classes.
+"""Our async-native middleware classes.
 
 Django's own middleware (sessions, CSRF, auth, messages, …) subclasses ``MiddlewareMixin``,
 which under ASGI runs every hook through ``sync_to_async``: two hops through one shared
@@ -7,12 +7,14 @@ than half. So the API, health and streaming paths are served by a second Django 
 (streamsite/handlers.py) whose stack is ``LEAN_MIDDLEWARE``: ``LeanGuardMiddleware`` runs the
 pure, non-blocking parts of Django's stack on the event loop, then ``ApiShapeMiddleware``.
 Every other path (the admin) gets Django's standard ``MIDDLEWARE``, which also starts with
-``ApiShapeMiddleware``.
+``ApiShapeMiddleware``. Both stacks begin with ``PrometheusBefore`` and end with
+``PrometheusAfter``: django-prometheus' own middleware hooks (pure counting, no I/O), run on
+the event loop, so ``/metrics`` has its standard ``django_http_*`` families without a thread
+hop per request.
 """
 
 from __future__ import annotations
 
-import time
 
 from asgiref.sync import markcoroutinefunction
 from django.conf import settings
@@ -20,8 +22,7 @@ from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import JsonResponse
 from django.middleware.security import SecurityMiddleware
-
-from monitoring.prometheus import observe_request
+from django_prometheus.middleware import PrometheusAfterMiddleware, PrometheusBeforeMiddleware
 
 # Load-balancer probes and Prometheus scrapers reach a pod by its IP, which is rarely one of
 # ALLOWED_HOSTS; /metrics has its own address rules (METRICS_ALLOWED_CIDRS).
@@ -54,7 +55,7 @@ class AsyncMiddleware:
 
 
 class ApiShapeMiddleware(AsyncMiddleware):
-    """Request metrics for every path; under /api/, the body cap by Content-Length (the
+    """Under /api/, the body cap by Content-Length (the
     ASGI ``BodyLimit`` also counts what is actually read) and JSON 405 answers."""
 
     def body_too_big(self, request) -> JsonResponse | None:
@@ -75,7 +76,6 @@ class ApiShapeMiddleware(AsyncMiddleware):
         return None
 
     async def __call__(self, request):
-        started = time.perf_counter()
         response = self.body_too_big(request) or await self.get_response(request)
         if (
             response.status_code == 405
@@ -83,7 +83,6 @@ class ApiShapeMiddleware(AsyncMiddleware):
             and not response.get("Content-Type", "").startswith("application/json")
         ):
             response = method_not_allowed(request, response)
-        observe_request(request, response.status_code, time.perf_counter() - started)
         return response
 
 
@@ -108,3 +107,42 @@ class LeanGuardMiddleware(AsyncMiddleware):
         response = self.security.process_response(request, response)
         response.headers.setdefault("X-Frame-Options", settings.X_FRAME_OPTIONS)
         return response
+
+
+class PrometheusBefore(AsyncMiddleware):
+    """django-prometheus' ``PrometheusBeforeMiddleware`` (first in a stack): its hooks, on the
+    event loop. Counts every request and times it including every middleware."""
+
+    def __init__(self, get_response):
+        super().__init__(get_response)
+        self.metrics = PrometheusBeforeMiddleware(get_response)
+
+    async def __call__(self, request):
+        self.metrics.process_request(request)
+        response = await self.get_response(request)
+        return self.metrics.process_response(request, response)
+
+
+class PrometheusAfter(AsyncMiddleware):
+    """django-prometheus' ``PrometheusAfterMiddleware`` (last in a stack): requests and
+    responses by method, view, transport and status, latency by view, exceptions by type and
+    view. ``process_view`` and ``process_template_response`` are coroutines, so Django calls
+    them without a thread hop; ``process_exception`` runs in Django's exception path."""
+
+    def __init__(self, get_response):
+        super().__init__(get_response)
+        self.metrics = PrometheusAfterMiddleware(get_response)
+
+    async def __call__(self, request):
+        self.metrics.process_request(request)
+        response = await self.get_response(request)
+        return self.metrics.process_response(request, response)
+
+    async def process_view(self, request, view_func, view_args, view_kwargs):
+        self.metrics.process_view(request, view_func, *view_args, **view_kwargs)
+
+    async def process_template_response(self, request, response):
+        return self.metrics.process_template_response(request, response)
+
+    def process_exception(self, request, exception):
+        self.metrics.process_exception(request, exception)

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
 # Django's standard stack serves the admin; the API, health and streaming paths are served by a
 # second handler with only async-native middleware: see streamsite/handlers.py.
 MIDDLEWARE = [
+    "streamsite.middleware.PrometheusBefore",
     "streamsite.middleware.ApiShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (the admin's, Swagger UI's), compressed and with far-future caching for
@@ -59,9 +60,15 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "streamsite.middleware.PrometheusAfter",
 ]
 LEAN_PATH_PREFIXES = ["/api/", "/health/", "/metrics", "/live/"]
-LEAN_MIDDLEWARE = ["streamsite.middleware.LeanGuardMiddleware", "streamsite.middleware.ApiShapeMiddleware"]
+LEAN_MIDDLEWARE = [
+    "streamsite.middleware.PrometheusBefore",
+    "streamsite.middleware.LeanGuardMiddleware",
+    "streamsite.middleware.ApiShapeMiddleware",
+    "streamsite.middleware.PrometheusAfter",
+]
 
 # --- HTTPS and security headers (secure by default when DEBUG is off) -----------------------
 # Behind a TLS-terminating proxy, list it in TRUSTED_PROXIES: its X-Forwarded-Proto then
@@ -103,6 +110,12 @@ try:
     DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 except (ImproperlyConfigured, ValueError, KeyError) as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+# django-prometheus' database metrics (django_db_*): its wrappers of Django's own backends.
+PROMETHEUS_DB_ENGINES = {
+    f"django.db.backends.{vendor}": f"django_prometheus.db.backends.{vendor}" for vendor in ("sqlite3", "postgresql")
+}
+for _db in DATABASES.values():
+    _db["ENGINE"] = PROMETHEUS_DB_ENGINES.get(_db["ENGINE"], _db["ENGINE"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -89,27 +89,75 @@ async def test_prometheus_metrics_parse_and_include_pools(r, settings):
     assert "streamsite_hub_listeners" in families and "streamsite_registry_streams" in families
 
 
-def request_count(method: str, route: str, status: str) -> float:
+def responses(status: str, view: str, method: str) -> float:
     from prometheus_client import REGISTRY
 
-    labels = {"method": method, "route": route, "status": status}
-    return REGISTRY.get_sample_value("streamsite_http_request_duration_seconds_count", labels) or 0.0
+    labels = {"status": status, "view": view, "method": method}
+    return REGISTRY.get_sample_value("django_http_responses_total_by_status_view_method_total", labels) or 0.0
 
 
-async def test_http_requests_are_counted_by_route_not_path(r, settings):
+async def test_http_requests_are_counted_by_view_not_path(r, settings):
     settings.STREAMS_PUBLIC_READ = True
-    before = (request_count("GET", "api/streams/<name>", "404"), request_count("GET", "<unmatched>", "404"),
-              request_count("other", "api/streams", "405"))
+    cases = [("404", "api:get_stream", "GET"), ("404", "<unnamed view>", "GET"), ("405", "api:list_streams", "<invalid method>")]
+    before = [responses(*case) for case in cases]
     c = AsyncClient()
-    for name in ("one", "two"):  # two paths, one route
+    for name in ("one", "two"):  # two paths, one view
         assert (await c.get(f"/api/streams/{name}")).status_code == 404
     assert (await c.get("/no/such/page")).status_code == 404
     assert (await c.generic("BREW", "/api/streams")).status_code == 405
-    after = (request_count("GET", "api/streams/<name>", "404"), request_count("GET", "<unmatched>", "404"),
-             request_count("other", "api/streams", "405"))
-    assert [a - b for a, b in zip(after, before)] == [2, 1, 1]
+    assert [responses(*case) - b for case, b in zip(cases, before)] == [2, 1, 1]
     body = (await c.get("/metrics")).content.decode()
-    assert 'streamsite_http_request_duration_seconds_bucket{le="0.001",method="GET",route="api/streams/<name>"' in body
+    assert 'django_http_requests_latency_seconds_by_view_method_bucket{le="0.01",method="GET",view="api:get_stream"}' in body
+
+
+def django_prometheus_families() -> dict[str, tuple[str, ...]]:
+    """What django-prometheus' own middleware exports: its metric objects, name → labels."""
+    from django_prometheus.middleware import Metrics
+    from prometheus_client.metrics import MetricWrapperBase
+
+    return {
+        metric._name: tuple(metric._labelnames)
+        for metric in vars(Metrics.get_instance()).values()
+        if isinstance(metric, MetricWrapperBase)
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_metrics_has_django_prometheus_standard_families_with_their_labels(r, settings):
+    """The families (and label names) django-prometheus' middleware produces, from our
+    async-native hooks on both handlers (API and admin), plus its database metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    settings.STREAMS_PUBLIC_READ = True
+    c = AsyncClient()
+    await c.get("/api/streams")  # the lean handler
+    await c.get("/admin/login/")  # the standard handler, a template response
+    await c.post("/api/streams/x/events", data="[]", content_type="application/json")  # 401
+    body = (await c.get("/metrics")).content.decode()
+    exported = {family.name: family for family in text_string_to_metric_families(body)}
+    expected = django_prometheus_families()
+    assert len(expected) >= 15
+    for name, labels in expected.items():
+        family = exported.get(name.removesuffix("_total"))  # the parser names counters without _total
+        assert family is not None, f"{name} missing from /metrics"
+        for sample in family.samples:
+            if not sample.name.endswith(("_created",)):
+                assert set(labels) <= set(sample.labels), (name, sample)
+    for name in ("django_http_requests_total_by_view_transport_method", "django_http_responses_total_by_status_view_method",
+                 "django_http_requests_latency_seconds_by_view_method", "django_http_responses_total_by_templatename"):
+        assert exported[name].samples, name  # counted, not only declared
+    assert any(s.labels.get("view") == "api:list_streams" for s in exported["django_http_requests_total_by_view_transport_method"].samples)
+    assert "django_db_new_connections" in exported and exported["django_db_execute"].samples  # the database metrics
+
+
+def test_no_sync_middleware_on_the_lean_paths(settings):
+    """The API, health, metrics and live paths: only async-native middleware (no thread hop)."""
+    from django.utils.module_loading import import_string
+
+    for path in settings.LEAN_MIDDLEWARE:
+        cls = import_string(path)
+        assert cls.async_capable and not cls.sync_capable, path
+    assert settings.LEAN_MIDDLEWARE[0].endswith("PrometheusBefore") and settings.LEAN_MIDDLEWARE[-1].endswith("PrometheusAfter")
 
 
 async def get_from(address: str, path: str, headers=()) -> int:
