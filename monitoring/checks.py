@@ -73,6 +73,11 @@ async def _pools_open() -> None:
         raise RuntimeError("a Redis pool is shut down")
 
 
+async def redis_up() -> bool:
+    """Every primary answers PING (and a cluster serves every slot): ``streamsite_redis_up``."""
+    return (await _timed_check("redis", _redis_ping))["ok"]
+
+
 async def readiness() -> tuple[bool, dict]:
     checks = {
         "redis": await _timed_check("redis", _redis_ping),

@@ -21,6 +21,10 @@ SSE_DURATION = Histogram(
     "streamsite_sse_connection_seconds", "How long SSE connections stayed open",
     buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600),
 )
+# Set at each scrape (monitoring/views.py): 0 when a Redis primary does not answer PING or a
+# cluster does not serve every slot. With several processes, the lowest live value.
+REDIS_UP = Gauge("streamsite_redis_up", "1 when every Redis primary answered PING at the last scrape",
+                 multiprocess_mode="livemin")
 
 LiveReading = tuple[str, str, str, tuple[str, ...], dict[tuple[str, ...], float]]
 
@@ -52,6 +56,11 @@ def live_readings(contexts) -> list[LiveReading]:
                      "gauge-max", (), {(): max((len(ctx.nodes.nodes()) for ctx in contexts), default=0)}))
     readings.append(("streamsite_redis_redirects", "Commands re-sent after MOVED, ASK, TRYAGAIN or a dropped "
                      "connection on a Redis Cluster", "counter", (), {(): sum(ctx.nodes.redirects for ctx in contexts)}))
+    boards = [ctx.metrics.stats() for ctx in contexts]
+    readings.append(("streamsite_live_metrics_streams", "Streams whose live ride metrics this process computes",
+                     "gauge", (), {(): sum(b["streams"] for b in boards)}))
+    readings.append(("streamsite_live_metrics_viewers", "Viewers of live ride metrics (pages, SSE, requests)",
+                     "gauge", (), {(): sum(b["viewers"] for b in boards)}))
     from streams.capacity import connections
 
     readings.append(("streamsite_live_connections", "Open live connections counted against "

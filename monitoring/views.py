@@ -11,8 +11,8 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
-from monitoring.checks import readiness, snapshot
-from monitoring.prometheus import register_collectors
+from monitoring.checks import readiness, redis_up, snapshot
+from monitoring.prometheus import REDIS_UP, register_collectors
 from streams.clients import current_context
 from streams.identity import AccessError, parse_authorization
 
@@ -67,6 +67,7 @@ async def prometheus(request):
         return JsonResponse({"detail": exc.detail}, status=exc.status)
     if not (settings.DEBUG or _client_allowed(request) or has_token):
         return JsonResponse({"detail": "metrics are only served to allowed networks or with the monitoring token"}, status=403)
+    REDIS_UP.set(1 if await redis_up() else 0)
     body = await sync_to_async(generate_latest, thread_sensitive=False)(scrape_registry())
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
 

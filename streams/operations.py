@@ -25,7 +25,7 @@ from streams.names import validate_stream_name
 from streams.positions import last_generated_id
 from streams.registry import Reader, RegistryPage
 from streams.scripts import (
-    CLAIM_LUA, DELETE_LUA, PUBLISH_LUA, SAFE_RANGE_LUA, SETTINGS_LUA, STREAM_INFO_LUA,
+    CLAIM_LUA, DELETE_LUA, PUBLISH_LUA, SAFE_RANGE_LUA, SETTINGS_LUA,
 )
 from streams.scripts import registered as script
 
@@ -256,17 +256,6 @@ def _info_from_xinfo(name: str, reply: dict, meta: StreamMeta) -> StreamInfo:
         last_id=last[0] if last else None,
         meta=meta,
     )
-
-
-@timed("script_stream_info")
-async def stream_info(*, name: str) -> StreamInfo | None:
-    """One stream's info through the seed's atomic Lua script; None when missing."""
-    ctx = await redis_context()
-    reply = await _run_script(ctx, STREAM_INFO_LUA, [ctx.config.keys.stream(name)], [])
-    if reply is None:
-        return None
-    length, first_id, last_id = reply
-    return StreamInfo(name=name, length=int(length), first_id=first_id, last_id=last_id)
 
 
 @timed("range_read")

@@ -23,20 +23,6 @@ def registered(source: str):
     return Redis().register_script(source)
 
 
-STREAM_INFO_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return nil
-end
-local length = redis.call('XLEN', KEYS[1])
-local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local first_id = false
-local last_id = false
-if #first > 0 then first_id = first[1][1] end
-if #last > 0 then last_id = last[1][1] end
-return {length, first_id, last_id}
-"""
-
 SAFE_RANGE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return nil

@@ -46,15 +46,6 @@ async def test_info_batch_uses_one_xinfo_per_stream(private_r):
     assert "cmdstat_xrange" not in stats and "cmdstat_xlen" not in stats
 
 
-async def test_script_info_matches_batch_and_survives_script_flush(private_r):
-    await operations.stream_publish(name="s", entries=[{"x": "1"}, {"x": "2"}, {"x": "3"}])
-    before = await operations.stream_info(name="s")
-    assert before == (await operations.stream_info_batch(names=["s"]))["s"]
-    await private_r.script_flush()  # server-wide: hence a Redis of our own
-    assert await operations.stream_info(name="s") == before
-    assert await operations.stream_info(name="nope") is None
-
-
 async def test_range_read_tells_missing_from_empty_and_survives_script_flush(private_r):
     ids = await operations.stream_publish(name="s", entries=[{"n": str(i)} for i in range(5)])
     assert await operations.stream_range(name="missing") is None
