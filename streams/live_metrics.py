@@ -269,7 +269,7 @@ async def metrics_events(board: MetricsBoard, follow: Follow, *, heartbeat: floa
                 next_check = time.monotonic() + recheck
             if live:
                 timeout = max(0.0, min(next_beat, next_check) - time.monotonic())
-                await asyncio.wait(changes, timeout=timeout)
+                await asyncio.wait(changes, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 raise_if_cancelled()
     finally:
         for tracker in trackers:

@@ -1,5 +1,6 @@
 """Hostile input: each is a 4xx with a JSON detail, never a 500, never unbounded reading."""
 
+import inspect
 import json
 
 import pytest
@@ -139,10 +140,14 @@ def test_the_lean_handler_runs_only_the_lean_stack(settings):
     before = list(settings.MIDDLEWARE)
     handler = LeanASGIHandler()
     assert settings.MIDDLEWARE == before  # restored after building
-    assert handler._view_middleware == []  # no CSRF process_view hop on the API path
+    # No CSRF process_view on the API path; django-prometheus' view hook is a coroutine
+    # (no thread hop).
+    assert [type(m.__self__).__name__ for m in handler._view_middleware] == ["PrometheusAfter"]
+    assert all(inspect.iscoroutinefunction(m) for m in handler._view_middleware)
     chain, names = handler._middleware_chain, []
     while chain is not None:
         target = getattr(chain, "__wrapped__", chain)
         names.append(type(target).__name__)
         chain = getattr(target, "get_response", None)
-    assert names[:2] == ["LeanGuardMiddleware", "ApiShapeMiddleware"] and len(names) == 3
+    assert names[:4] == ["PrometheusBefore", "LeanGuardMiddleware", "ApiShapeMiddleware", "PrometheusAfter"]
+    assert len(names) == 5

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 
 from workouts.charts import power_hr_svg
 from workouts.models import DERIVED_FIELDS, AthleteProfile, Workout
-from workouts.services import workouts_recompute
+from workouts.services import workout_save, workouts_recompute
 
 
 @admin.register(Workout)
@@ -17,6 +17,9 @@ class WorkoutAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("athlete")
+
+    def save_model(self, request, obj, form, change):
+        workout_save(obj)  # the metrics follow the edited FTP and pauses
 
     @admin.display(description="duration (min)", ordering="duration_s")
     def duration_min(self, obj):

@@ -19,10 +19,9 @@ from streams.identity import Identity
 from streams.names import InvalidInput, validate_stream_name
 from streamsite import offload
 from workouts import services
-from workouts.fit import FitError
+from workouts.errors import WorkoutInputError
 from workouts.models import DERIVED_FIELDS, Workout
 from workouts.prepare import ftp_field, prepare_fit, prepare_json, text_field
-from workouts.samples import SamplesError
 
 router = Router(tags=["workouts"])
 
@@ -49,10 +48,7 @@ async def _athlete(ident: Identity, username: str | None, *, default_id: int | N
     if username and username not in (ident.username, default_name):
         if not (ident.has_perm(identity.ADD_ANY_WORKOUT) or (archive and identity.manages_all_streams(ident))):
             raise HttpError(403, "creating a workout for another athlete needs the workouts.add_workout permission")
-        try:
-            return await sync_to_async(services.athlete_by_username)(username)
-        except SamplesError as exc:
-            raise InvalidInput(str(exc)) from None
+        return await sync_to_async(services.athlete_by_username)(username)  # WorkoutInputError: 400
     user_id = default_id or ident.user_id
     user = await get_user_model().objects.filter(pk=user_id).afirst()
     if user is None:
@@ -142,8 +138,8 @@ async def import_fit(request, file: File[UploadedFile], title: Form[str] = "", f
     data = await sync_to_async(file.read, thread_sensitive=False)()
     try:
         prepared = await offload.run(prepare_fit, data, ftp=ftp_field(ftp))
-    except FitError as exc:
-        raise InvalidInput(f"{file.name}: {exc}") from None
+    except WorkoutInputError as exc:
+        raise WorkoutInputError(f"{file.name}: {exc}") from None
     workout = await sync_to_async(services.workout_create_prepared)(
         athlete=who, prepared=prepared, source=Workout.Source.FIT, title=title or "FIT import"
     )
@@ -190,8 +186,6 @@ async def archive_stream(request, name: StreamName, body: ArchiveIn):
         )
     except LookupError as exc:
         raise HttpError(404, str(exc)) from None
-    except SamplesError as exc:
-        raise InvalidInput(str(exc)) from None
 
     @sync_to_async
     def shape():

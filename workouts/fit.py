@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from dataclasses import dataclass
 
 import fitdecode
+
+from workouts.errors import WorkoutInputError
+from workouts.samples import Samples, SamplesError, samples_from_arrays
 
 RECORD_FIELDS = {
     "power": ("power",),
@@ -18,7 +22,7 @@ RECORD_FIELDS = {
 }
 
 
-class FitError(ValueError):
+class FitError(WorkoutInputError):
     """Not a readable FIT activity; the message says why."""
 
 
@@ -31,8 +35,19 @@ def _value(frame, names):
     return float("nan")
 
 
-def read_fit(data: bytes):
-    """(started_at, columns, pauses, ftp) from FIT bytes. Raises FitError."""
+@dataclass(frozen=True)
+class FitActivity:
+    """What a FIT file holds for a workout: samples (``t`` in seconds from the first record),
+    timer pauses (seconds), the start (UTC) and the file's threshold power, if any."""
+
+    started_at: dt.datetime
+    samples: Samples
+    pauses: list[tuple[float, float]]
+    ftp: int | None
+
+
+def read_fit(data: bytes) -> FitActivity:
+    """Parse FIT bytes. Raises FitError (a WorkoutInputError) naming the problem."""
     times: list[dt.datetime] = []
     columns: dict[str, list[float]] = {name: [] for name in RECORD_FIELDS}
     timer: list[tuple[str, dt.datetime]] = []
@@ -72,4 +87,9 @@ def read_fit(data: bytes):
         elif kind == "start" and stopped_at is not None:
             pauses.append((stopped_at, offset))
             stopped_at = None
-    return start, {"t": t, **columns}, pauses, ftp
+    try:
+        samples = samples_from_arrays(t=t, **columns)
+    except SamplesError as exc:
+        raise FitError(str(exc)) from None
+    started_at = start if start.tzinfo is not None else start.replace(tzinfo=dt.UTC)
+    return FitActivity(started_at=started_at, samples=samples, pauses=pauses, ftp=ftp)

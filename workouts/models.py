@@ -2,7 +2,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from workouts.prepare import Prepared, metrics_of
+from workouts.prepare import Prepared
 from workouts.samples import Samples, decode, encode
 
 DERIVED_FIELDS = (
@@ -39,7 +39,8 @@ class Workout(models.Model):
     samples_blob = models.BinaryField(null=True, blank=True, editable=False)
     pauses = models.JSONField(default=list, blank=True, help_text="[[start_s, end_s], …] of timer pauses")
 
-    # Derived on every save (workouts/metrics.py); never edited by hand.
+    # Derived from the samples, pauses and FTP by workouts.services (workouts/metrics.py)
+    # whenever a workout is created or saved through them; never edited by hand.
     duration_s = models.FloatField(null=True, editable=False)
     moving_time_s = models.PositiveIntegerField(default=0, editable=False)
     sample_count = models.PositiveIntegerField(default=0, editable=False)
@@ -80,38 +81,29 @@ class Workout(models.Model):
         self._samples = value
         self.samples_blob = encode(value) if value is not None else None
 
-    def refresh_metrics(self) -> None:
-        """Recompute every derived field from the samples, pauses and FTP."""
-        self._set_metrics(metrics_of(self.samples, ftp=self.ftp, pauses=self.pauses))
-
-    def _set_metrics(self, values: dict) -> None:
+    def set_metrics(self, values: dict) -> None:
+        """The derived fields, as computed by workouts.services for this workout's inputs."""
         for field in DERIVED_FIELDS:
             setattr(self, field, values[field])
+        self._metrics_for = self.metrics_inputs()
+
+    def metrics_inputs(self) -> tuple:
+        """What the derived fields depend on: samples, pauses and FTP."""
+        return (self.samples_blob, self.ftp, [list(p) for p in self.pauses or ()])
+
+    def metrics_current(self) -> bool:
+        """Whether the derived fields were set for the current inputs (in this instance)."""
+        made_for = getattr(self, "_metrics_for", None)
+        return made_for is not None and made_for[0] is self.samples_blob and made_for[1:] == self.metrics_inputs()[1:]
 
     def apply_prepared(self, prepared: Prepared) -> None:
         """Samples, pauses, FTP and the metrics computed for exactly them (off the event loop,
-        workouts/prepare.py): ``save()`` keeps these metrics while none of the three changes."""
+        workouts/prepare.py)."""
         self.started_at, self.ftp = prepared.started_at, prepared.ftp
         self.pauses = [list(p) for p in prepared.pauses]
         self._samples = None
         self.samples_blob = prepared.blob
-        self._set_metrics(prepared.metrics)
-        self._metrics_for = (self.samples_blob, self.ftp, [list(p) for p in self.pauses])
-
-    def _prepared_metrics_current(self) -> bool:
-        made_for = getattr(self, "_metrics_for", None)
-        return made_for is not None and made_for[0] is self.samples_blob and made_for[1:] == (self.ftp, self.pauses)
-
-    def save(self, *args, **kwargs):
-        # "NP computed on save": whatever path saves a workout (admin, API, shell, commands),
-        # the derived fields match its samples. The formula lives in workouts/metrics.py.
-        if not self._prepared_metrics_current():
-            self.refresh_metrics()
-        self._metrics_for = None
-        update_fields = kwargs.get("update_fields")
-        if update_fields is not None:
-            kwargs["update_fields"] = set(update_fields) | set(DERIVED_FIELDS)
-        super().save(*args, **kwargs)
+        self.set_metrics(prepared.metrics)
 
 
 class AthleteProfile(models.Model):

@@ -3,7 +3,8 @@
 Everything here is CPU-bound and pure (bytes and numbers in, picklable values out), so the
 server runs it in a worker process (``streamsite.offload``): ``json.loads`` of a 32 MiB body
 holds the GIL for ~0.6 s, which in a thread still stalls every live listener of the process.
-Errors are ``InvalidInput`` / ``FitError`` with a message naming the problem; both pickle.
+Errors are ``WorkoutInputError`` (``FitError`` and ``SamplesError`` are kinds of it) with a
+message naming the problem; they pickle.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 
 from streams.names import InvalidInput, parse_json
 from workouts import metrics as ride
-from workouts.fit import FitError, read_fit
-from workouts.samples import Samples, SamplesError, encode, samples_from_arrays, samples_from_columns
+from workouts.errors import WorkoutInputError
+from workouts.fit import read_fit
+from workouts.samples import Samples, encode, samples_from_columns
 
 
 @dataclass
@@ -51,40 +53,35 @@ def prepare_samples(samples: Samples, *, started_at: dt.datetime, ftp: int | Non
 
 
 def prepare_json(raw: bytes) -> Prepared:
-    """A ``POST /api/workouts`` body → Prepared. Raises InvalidInput."""
-    body = parse_json(raw)
+    """A ``POST /api/workouts`` body → Prepared. Raises WorkoutInputError."""
+    try:
+        body = parse_json(raw)
+    except InvalidInput as exc:
+        raise WorkoutInputError(str(exc)) from None
     if not isinstance(body, dict):
-        raise InvalidInput("request body must be a JSON object")
+        raise WorkoutInputError("request body must be a JSON object")
     title = text_field(body.get("title"), field="title", max_length=200, required=True)
     notes = text_field(body.get("notes"), field="notes", max_length=100_000) or ""
     started_at = parse_started_at(body.get("started_at"))
     ftp = ftp_field(body.get("ftp"))
-    try:
-        samples = samples_from_columns(body.get("samples"))
-    except SamplesError as exc:
-        raise InvalidInput(str(exc)) from None
+    samples = samples_from_columns(body.get("samples"))
     return prepare_samples(samples, started_at=started_at, ftp=ftp, title=title, notes=notes, athlete=body.get("athlete"))
 
 
 def prepare_fit(data: bytes, *, ftp: int | None) -> Prepared:
     """FIT bytes → Prepared (the file's threshold power when ``ftp`` is None). Raises FitError."""
-    started_at, columns, pauses, file_ftp = read_fit(data)
-    try:
-        samples = samples_from_arrays(**columns)
-    except SamplesError as exc:
-        raise FitError(str(exc)) from None
-    if started_at.tzinfo is None:
-        started_at = started_at.replace(tzinfo=dt.UTC)
-    return prepare_samples(samples, started_at=started_at, ftp=ftp or file_ftp, pauses=pauses)
+    activity = read_fit(data)
+    return prepare_samples(activity.samples, started_at=activity.started_at, ftp=ftp or activity.ftp,
+                           pauses=activity.pauses)
 
 
 def parse_started_at(value) -> dt.datetime:
     if not isinstance(value, str):
-        raise InvalidInput("started_at must be an ISO 8601 date-time string")
+        raise WorkoutInputError("started_at must be an ISO 8601 date-time string")
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidInput(f"started_at={value!r} is not an ISO 8601 date-time") from None
+        raise WorkoutInputError(f"started_at={value!r} is not an ISO 8601 date-time") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
@@ -93,15 +90,15 @@ def text_field(value, *, field: str, max_length: int, required: bool = False) ->
     (PostgreSQL cannot store them: they were a 500 there)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
-            raise InvalidInput(f"{field} is required (1-{max_length} characters)")
+            raise WorkoutInputError(f"{field} is required (1-{max_length} characters)")
         return None
     if not isinstance(value, str):
-        raise InvalidInput(f"{field} must be a string")
+        raise WorkoutInputError(f"{field} must be a string")
     if "\x00" in value:
-        raise InvalidInput(f"{field} must not contain NUL characters")
+        raise WorkoutInputError(f"{field} must not contain NUL characters")
     value = value.strip()
     if len(value) > max_length:
-        raise InvalidInput(f"{field} is longer than {max_length} characters")
+        raise WorkoutInputError(f"{field} is longer than {max_length} characters")
     return value
 
 
@@ -109,5 +106,5 @@ def ftp_field(value) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2000:
-        raise InvalidInput("ftp must be a whole number of watts between 1 and 2000")
+        raise WorkoutInputError("ftp must be a whole number of watts between 1 and 2000")
     return value

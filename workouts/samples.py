@@ -8,13 +8,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from workouts.errors import WorkoutInputError
+
 CHANNELS = ("t", "power", "heart_rate", "cadence", "speed", "distance", "altitude")
 MAX_SAMPLES = 200_000  # per API request
 MAX_STORED_SAMPLES = 2_000_000  # archives of long streams, FIT files
 NON_NEGATIVE = ("power", "heart_rate", "cadence", "speed", "distance")
 
 
-class SamplesError(ValueError):
+class SamplesError(WorkoutInputError):
     """Samples that cannot be stored; the message names the channel and index."""
 
 

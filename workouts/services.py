@@ -1,4 +1,5 @@
-"""Workout services: every entry point (admin, API, commands) creates workouts here."""
+"""Workout services: every entry point (admin, API, commands) creates and saves workouts here,
+and the metrics are computed here (``workout_save``): the model only stores them."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
 
+from workouts.errors import WorkoutInputError
 from workouts.metrics import with_ftp
-from workouts.models import AthleteProfile, Workout
-from workouts.prepare import Prepared, prepare_fit, prepare_samples
+from workouts.models import DERIVED_FIELDS, AthleteProfile, Workout
+from workouts.prepare import Prepared, metrics_of, prepare_fit, prepare_samples
 from workouts.samples import CHANNELS, Samples, SamplesError, samples_from_arrays
 
 STREAM_FIELD_ALIASES = {"hr": "heart_rate", "heartrate": "heart_rate", "cad": "cadence", "watts": "power"}
@@ -22,7 +24,7 @@ def athlete_by_username(username: str):
     try:
         return User.objects.get(username=username)
     except User.DoesNotExist:
-        raise SamplesError(f"no athlete named {username!r}") from None
+        raise WorkoutInputError(f"no athlete named {username!r}") from None
 
 
 def profile_ftp(athlete) -> int | None:
@@ -50,8 +52,7 @@ def workout_create(
         notes=notes, pauses=[list(p) for p in pauses or ()],
     )
     workout.samples = samples
-    workout.save()
-    return workout
+    return workout_save(workout)
 
 
 def workout_create_prepared(*, athlete, prepared: Prepared, source: str, title: str | None = None) -> Workout:
@@ -64,8 +65,7 @@ def workout_create_prepared(*, athlete, prepared: Prepared, source: str, title: 
         athlete=athlete, title=title or prepared.title or "", notes=prepared.notes, source=source,
     )
     workout.apply_prepared(prepared)
-    workout.save()
-    return workout
+    return workout_save(workout)
 
 
 def workout_from_fit(data: bytes, *, athlete, title: str, ftp: int | None = None) -> Workout:
@@ -75,11 +75,22 @@ def workout_from_fit(data: bytes, *, athlete, title: str, ftp: int | None = None
     )
 
 
+def workout_save(workout: Workout, *, update_fields=None, recompute: bool = False) -> Workout:
+    """Save a workout with metrics that match its samples, pauses and FTP: computed here
+    unless they were just computed for exactly these inputs (a Prepared workout)."""
+    if recompute or not workout.metrics_current():
+        workout.set_metrics(metrics_of(workout.samples, ftp=workout.ftp, pauses=workout.pauses))
+    if update_fields is not None:
+        update_fields = set(update_fields) | set(DERIVED_FIELDS)
+    workout.save(update_fields=update_fields)
+    return workout
+
+
 def workouts_recompute(workouts: Iterable[Workout]) -> int:
     """Refresh derived fields (e.g. after a formula change). Returns how many were saved."""
     count = 0
     for workout in workouts:
-        workout.save(update_fields=["updated_at"])
+        workout_save(workout, update_fields=["updated_at"], recompute=True)
         count += 1
     return count
 

@@ -146,9 +146,10 @@ async def test_group_metrics_sse_one_connection_for_several_riders(athlete, open
     assert {n: e.json()["samples"] for n, e in seen.items()} == {"a": 40, "b": 40}
     assert "~" in seen["b"].id  # the composite id: a reconnect resumes both riders
     await operations.streams_delete(names=["a"], actor=actor)
-    assert (await next_metrics(c)).event == "deleted"
+    # At once (not at the next access re-check, 5 s): the body wakes on any rider's change.
+    assert (await next_metrics(c, timeout=2)).event == "deleted"
     await operations.stream_publish(name="b", entries=[{"t": "100", "power": "123"}], actor=actor)
-    event = await next_metrics(c)  # the other rider goes on
+    event = await next_metrics(c, timeout=3)  # the other rider goes on
     assert event.event == "metrics" and event.json()["name"] == "b" and event.json()["samples"] == 41
 
 

@@ -16,7 +16,7 @@ from tests.workouts.fitwriter import write_fit
 from workouts import metrics as M
 from workouts.models import Workout
 from workouts.samples import SamplesError, samples_from_columns
-from workouts.services import workout_create
+from workouts.services import workout_create, workout_save
 from workouts.simulate import simulate_ride
 
 START = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.UTC)
@@ -37,8 +37,8 @@ def staff(db):
     return make_user("coach", superuser=True)
 
 
-# --- model: computed on save through every path -------------------------------------------
-def test_model_save_computes_metrics_and_recomputes_on_ftp_change(rider):
+# --- services: computed on save through every path ----------------------------------------
+def test_service_save_computes_metrics_and_recomputes_on_ftp_change(rider):
     cols = ride_columns()
     w = workout_create(athlete=rider, title="t", started_at=START, samples=samples_from_columns(cols), ftp=250)
     arr = {k: np.array([np.nan if v is None else v for v in vals]) for k, vals in cols.items()}
@@ -47,7 +47,7 @@ def test_model_save_computes_metrics_and_recomputes_on_ftp_change(rider):
     assert w.normalized_power == pytest.approx(expected.normalized_power)
     assert w.tss == pytest.approx(expected.tss) and w.metrics_version == M.METRICS_VERSION
     w.ftp = 300
-    w.save()
+    workout_save(w)
     w.refresh_from_db()
     assert w.intensity_factor == pytest.approx(expected.normalized_power / 300)
 

@@ -7,7 +7,7 @@ from tqdm import tqdm
 from streams import operations
 from streams.clients import close_redis_context, redis_errors_as_command_errors
 from streams.names import InvalidInput, validate_stream_name
-from workouts.samples import SamplesError
+from workouts.errors import WorkoutInputError
 from workouts.services import athlete_by_username, workout_from_stream
 
 
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         try:
             validate_stream_name(stream)
             who = athlete_by_username(athlete)
-        except (InvalidInput, SamplesError) as exc:
+        except InvalidInput as exc:  # a bad name, or a WorkoutInputError
             raise CommandError(str(exc)) from None
 
         async def run():
@@ -42,7 +42,7 @@ class Command(BaseCommand):
         try:
             with redis_errors_as_command_errors():
                 workout = asyncio.run(run())
-        except (LookupError, SamplesError) as exc:
+        except (LookupError, WorkoutInputError) as exc:
             raise CommandError(str(exc)) from None
         np_text = "—" if workout.normalized_power is None else f"{workout.normalized_power:.0f} W"
         self.stdout.write(f"workout {workout.pk}: {workout.sample_count} samples, NP {np_text}")

@@ -2,9 +2,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from workouts.fit import FitError
+from workouts.errors import WorkoutInputError
 from workouts.services import workout_from_fit
-from workouts.samples import SamplesError
 from workouts.services import athlete_by_username
 
 
@@ -19,7 +18,7 @@ class Command(BaseCommand):
     def handle(self, *args, files, athlete, ftp, **options):
         try:
             who = athlete_by_username(athlete)
-        except SamplesError as exc:
+        except WorkoutInputError as exc:
             raise CommandError(str(exc)) from None
         if ftp is not None and not 1 <= ftp <= 2000:
             raise CommandError("--ftp must be between 1 and 2000 watts")
@@ -28,7 +27,7 @@ class Command(BaseCommand):
             path = Path(name)
             try:
                 workout = workout_from_fit(path.read_bytes(), athlete=who, title=path.stem, ftp=ftp)
-            except (OSError, FitError) as exc:
+            except (OSError, WorkoutInputError) as exc:
                 failed += 1
                 self.stderr.write(f"{name}: {exc}")
                 continue
