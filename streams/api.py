@@ -354,9 +354,13 @@ async def stream_metrics(request, name: StreamName):
     info = (await operations.stream_info_batch(names=[name]))[name]
     if info is None or not _readable(request.auth, info.meta):
         raise HttpError(404, f"stream {name!r} not found")
-    board = (await redis_context()).metrics
+    ctx = await redis_context()
+    try:  # its live metrics follow the stream: the same limit as a live connection's
+        capacity.check_followable(hub=ctx.live_hub(), names=[name])
+    except AccessError as exc:
+        raise HttpError(exc.status, exc.detail) from None
     try:
-        return fast_json(await current_metrics(board, name))
+        return fast_json(await current_metrics(ctx.metrics, name))
     except LookupError as exc:
         raise HttpError(404, str(exc)) from None
 

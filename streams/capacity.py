@@ -76,12 +76,17 @@ def caller_key(ident: Identity, client_address: str | None) -> str:
     return ident.cache_key or f"addr:{client_address or 'unknown'}"
 
 
-def admit_follow(*, hub, ident: Identity, client_address: str | None, names) -> Admission:
-    """Admit a new live connection following ``names``, or raise AccessError (429/503)."""
+def check_followable(*, hub, names) -> None:
+    """AccessError (503) when following ``names`` would pass LIVE_MAX_FOLLOWED_STREAMS."""
     new = [n for n in names if not hub.reads(n)]
     limit = settings.LIVE_MAX_FOLLOWED_STREAMS
     if new and hub.followed() + len(new) > limit:
         raise AccessError(503, f"this server follows its limit of {limit} streams (LIVE_MAX_FOLLOWED_STREAMS): try again later")
+
+
+def admit_follow(*, hub, ident: Identity, client_address: str | None, names) -> Admission:
+    """Admit a new live connection following ``names``, or raise AccessError (429/503)."""
+    check_followable(hub=hub, names=names)
     return connections.admit(caller_key(ident, client_address), settings.LIVE_MAX_CONNECTIONS_PER_USER)
 
 

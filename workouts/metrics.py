@@ -361,7 +361,9 @@ class LiveRide:
     def _power_sample(self, t: float, power: float) -> None:
         """Moving samples → 1 Hz seconds (module docstring, steps 1-3)."""
         if math.isnan(power):
-            if self._valid is not None:
+            # Interpolated only if the next power value comes within GAP_S of the last one
+            # (else a new segment starts and these are dropped): at most GAP_S of them held.
+            if self._valid is not None and t - self._valid[0] <= GAP_S:
                 self._missing.append(t)
             return
         prev = self._valid

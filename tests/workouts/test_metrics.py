@@ -1,3 +1,4 @@
+import math
 
 import numpy as np
 import pytest
@@ -179,3 +180,17 @@ def test_hr_cadence_and_max_values():
 def test_blockwise_np_equals_one_shot_reference_at_block_edges(n):
     p = np.random.default_rng(n).uniform(0, 500, n)
     assert M.np_from_1hz(p) == pytest.approx(classic_np(p), rel=1e-9)
+
+
+def test_live_form_long_power_dropout_holds_no_backlog():
+    """100 s of heart rate without power (> GAP_S): a new segment, as in ride_metrics; the
+    engine keeps at most GAP_S of missing values waiting for interpolation."""
+    t = np.arange(600.0)
+    p = 180 + (t % 40)
+    p[200:300] = np.nan
+    hr = np.full(600, 130.0)
+    ride = M.LiveRide()
+    for row in zip(t.tolist(), p.tolist(), hr.tolist(), [math.nan] * 600):
+        ride.push(*row)
+        assert len(ride._missing) <= M.GAP_S + 1
+    assert_live_equals_batch(ride.snapshot(ftp=250), M.ride_metrics(t, p, hr, ftp=250))
