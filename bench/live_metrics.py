@@ -1,0 +1,144 @@
+"""Live ride metrics (streams/live_metrics.py): what they cost.
+
+1. Per entry: an entry's JSON → sample (EntryReader) → LiveRide.push, and a snapshot, on a
+   simulated 1 Hz ride (dropouts, coasting, heart rate, cadence).
+2. 1,000 followed streams at 1 entry/s each: one process holds a metrics tracker per stream
+   (one viewer each) while a separate publisher process adds one entry per stream per second;
+   the tracker process's CPU share is measured over the run, next to the same process holding
+   plain hub listeners instead (the cost of following alone).
+
+    REDIS_URL=redis://127.0.0.1:6379/14 .venv/bin/python bench/live_metrics.py --streams 1000 --duration 30
+
+Uses its own key prefix on the given database and deletes its keys at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streamsite.settings")
+os.environ.setdefault("SECRET_KEY", "bench")
+os.environ.setdefault("DEBUG", "true")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
+os.environ.setdefault("STREAM_KEY_PREFIX", "benchlm:")
+os.environ.setdefault("LIVE_MAX_FOLLOWED_STREAMS", "20000")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import django  # noqa: E402
+
+django.setup()
+
+from workouts.metrics import LiveRide  # noqa: E402
+from workouts.services import EntryReader  # noqa: E402
+from workouts.simulate import simulate_ride  # noqa: E402
+
+
+def per_entry(seconds: int) -> dict:
+    ride = simulate_ride(duration=seconds, hz=1, seed=1)
+    entries = []
+    for k, (t, p, hr, cad) in enumerate(zip(*(ride[c].tolist() for c in ("t", "power", "heart_rate", "cadence")))):
+        fields = {"t": str(t), "heart_rate": str(hr), "cadence": str(cad)}
+        if not math.isnan(p):
+            fields["power"] = str(round(p, 1))
+        entries.append((f"{1_700_000_000_000 + k * 1000}-0", json.dumps(fields)))
+    engine, reader = LiveRide(), EntryReader()
+    started = time.perf_counter()
+    for entry_id, data_json in entries:
+        s = reader.sample(entry_id, json.loads(data_json))
+        engine.push(s["t"], s["power"], s["heart_rate"], s["cadence"])
+    push_us = (time.perf_counter() - started) / len(entries) * 1e6
+    started = time.perf_counter()
+    for _ in range(1000):
+        engine.snapshot(ftp=250)
+    snapshot_us = (time.perf_counter() - started) / 1000 * 1e6
+    return {"entries": len(entries), "per_entry_us": round(push_us, 2), "snapshot_us": round(snapshot_us, 2)}
+
+
+PUBLISHER = r"""
+import sys, time, redis
+url, n, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+keys = sys.argv[4:]
+r = redis.Redis.from_url(url)
+start = time.monotonic()
+k = 0
+while time.monotonic() - start < duration:
+    pipe = r.pipeline(transaction=False)
+    for key in keys:
+        pipe.xadd(key, {"t": str(k), "power": str(200 + k % 50), "heart_rate": "140", "cadence": "90"})
+    pipe.execute()
+    k += 1
+    time.sleep(max(0.0, start + k - time.monotonic()))
+print(k)
+"""
+
+
+async def followed(streams: int, duration: float, mode: str) -> dict:
+    """CPU share of this process while ``streams`` streams get 1 entry/s each, followed by
+    metric trackers (``mode="metrics"``) or by one plain hub listener each (``"listeners"``)."""
+    from django.conf import settings
+
+    from streams.clients import close_redis_context, redis_context
+    from streams.live import Follow, live_batches
+
+    ctx = await redis_context()
+    names = [f"lm{i}" for i in range(streams)]
+    keys = [settings.REDIS.keys.stream(n) for n in names]
+    tasks, trackers = [], []
+    if mode == "metrics":
+        trackers = [ctx.metrics.acquire(n) for n in names]
+    else:
+        async def listen(name):
+            follow = Follow(names=(name,), positions={name: "0-0"}, multi=False)
+            async for _ in live_batches(follow, heartbeat=15):
+                pass
+        tasks = [asyncio.create_task(listen(n)) for n in names]
+    await asyncio.sleep(2)  # trackers and readers join
+    publisher = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PUBLISHER, settings.REDIS.url, str(streams), str(duration), *keys,
+        stdout=subprocess.PIPE,
+    )
+    await asyncio.sleep(3)  # warm-up
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(duration - 6)
+    cpu1, wall1 = time.process_time(), time.monotonic()
+    seconds_published = int((await publisher.communicate())[0] or 0)
+    samples = [t.ride.samples for t in trackers]
+    result = {
+        "mode": mode, "streams": streams, "seconds_published": seconds_published,
+        "cpu_share": round((cpu1 - cpu0) / (wall1 - wall0), 3),
+    }
+    if trackers:
+        result["min_samples_per_tracker"] = min(samples)
+        for t in trackers:
+            ctx.metrics.release(t)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    async with ctx.nodes.nodes()[0].main.client() as r:
+        for start in range(0, len(keys), 500):
+            await r.delete(*keys[start : start + 500])
+        await r.delete(*[settings.REDIS.keys.stream_keys(n).meta for n in names])
+    await close_redis_context()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--ride-seconds", type=int, default=14400)
+    args = parser.parse_args()
+    print(json.dumps({"engine": per_entry(args.ride_seconds)}))
+    for mode in ("listeners", "metrics"):
+        print(json.dumps(asyncio.run(followed(args.streams, args.duration, mode))))
+
+
+if __name__ == "__main__":
+    main()
