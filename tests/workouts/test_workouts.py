@@ -16,7 +16,7 @@ from tests.workouts.fitwriter import write_fit
 from workouts import metrics as M
 from workouts.models import Workout
 from workouts.samples import SamplesError, samples_from_columns
-from workouts.services import workout_create, workout_save
+from workouts.services import workout_create, workout_from_fit, workout_save
 from workouts.simulate import simulate_ride
 
 START = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.UTC)
@@ -108,6 +108,16 @@ def test_admin_save_and_recompute_action_agree_with_api(client, staff, rider):
     assert w.intensity_factor == pytest.approx(np_before / 250)
 
 
+def test_athlete_profiles_in_the_admin(client, staff, rider):
+    client.force_login(staff)
+    resp = client.post("/admin/workouts/athleteprofile/add/",
+                       {"athlete": rider.pk, "ftp": 265, "max_heart_rate": 188, "weight_kg": "71.5"})
+    assert resp.status_code == 302, resp.content[:2000]
+    assert client.get("/admin/workouts/athleteprofile/").status_code == 200
+    bad = client.post("/admin/workouts/athleteprofile/add/", {"athlete": staff.pk, "ftp": 5000})
+    assert bad.status_code == 200 and b"2000" in bad.content  # the form names the limit
+
+
 def test_recompute_command_outdated(rider):
     w = workout_create(athlete=rider, title="r", started_at=START, samples=samples_from_columns(ride_columns(600)))
     Workout.objects.filter(pk=w.pk).update(metrics_version=0, normalized_power=None)
@@ -140,6 +150,21 @@ def test_import_fit_command_with_pause_and_file_ftp(tmp_path, rider):
     assert w.avg_hr == pytest.approx(140) and w.sample_count == 1200
     s = w.samples
     assert s.get("speed")[10] == pytest.approx(8.5, rel=1e-3)
+
+
+def test_profile_ftp_is_the_default_of_new_workouts_only(rider):
+    from workouts.models import AthleteProfile
+
+    AthleteProfile.objects.create(athlete=rider, ftp=280, weight_kg=68)
+    samples = samples_from_columns(ride_columns())
+    defaulted = workout_create(athlete=rider, title="a", started_at=START, samples=samples)
+    given = workout_create(athlete=rider, title="b", started_at=START, samples=samples, ftp=250)
+    assert (defaulted.ftp, given.ftp) == (280, 250)
+    assert defaulted.intensity_factor == pytest.approx(defaulted.normalized_power / 280)
+    assert defaulted.tss == pytest.approx(given.tss * (250 / 280) ** 2)  # TSS ∝ IF²
+    data = write_fit(START, fit_rows(900))  # a FIT file without its own FTP: the profile's
+    fit = workout_from_fit(data, athlete=rider, title="fit")
+    assert fit.ftp == 280 and fit.intensity_factor == pytest.approx(fit.normalized_power / 280)
 
 
 def test_corrupt_and_non_fit_files_fail_cleanly(tmp_path, rider):
