@@ -47,12 +47,26 @@ class HandoffBody(Protocol):
 class Handoff:
     """One request's slot: the body a view handed off, and whether its start was sent."""
 
-    __slots__ = ("body", "started", "_pump_done")
+    __slots__ = ("body", "started", "disconnected", "_pump_done")
 
     def __init__(self) -> None:
         self.body: HandoffBody | None = None
         self.started = False
+        self.disconnected = False  # the client's http.disconnect was already received
         self._pump_done = False
+
+    def watching(self, receive):
+        """``receive`` that notes a disconnect. Django listens for one while the view runs
+        (``listen_for_disconnect``): a client that goes just after the response's start can
+        have its only ``http.disconnect`` consumed there, before the body is ours to send."""
+
+        async def receive_watched():
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+            return message
+
+        return receive_watched
 
     async def finish(self, receive, send) -> None:
         """After Django's handling: send the body if its start went out; close it either way."""
@@ -60,7 +74,7 @@ class Handoff:
         if body is None:
             return
         try:
-            if self.started:
+            if self.started and not self.disconnected:
                 await self._stream(body, receive, send)
         finally:
             await body.aclose()
@@ -139,7 +153,7 @@ class LeanASGIHandler(ASGIHandler):
             return await super().__call__(scope, receive, send)
         slot = Handoff()
         try:
-            await super().__call__({**scope, HANDOFF: slot}, receive, send)
+            await super().__call__({**scope, HANDOFF: slot}, slot.watching(receive), send)
         except BaseException:
             slot.started = False  # cancelled or failed while Django handled it: close, send nothing
             await slot.finish(receive, send)

@@ -449,3 +449,22 @@ async def test_the_event_stream_is_not_taken_for_a_stream(r):
     registry = (await redis_context()).registry
     await registry.reconcile()
     assert "{_events}" not in await registry.names()
+
+
+async def test_a_disconnect_right_after_the_start_ends_the_body_at_once(r, open_clients):
+    """Django's own disconnect listener can take the only http.disconnect while the view
+    returns; the handed-off body must still end (it did not: a listener leaked until the
+    server stopped)."""
+    from channels.testing import ApplicationCommunicator
+
+    from streamsite.asgi import application
+    from tests.helpers import http_scope
+
+    comm = ApplicationCommunicator(application, http_scope("/api/streams/early/sse"))
+    await comm.send_input({"type": "http.request", "body": b"", "more_body": False})
+    start = await comm.receive_output(5)
+    assert start["type"] == "http.response.start" and start["status"] == 200
+    await comm.send_input({"type": "http.disconnect"})
+    await comm.wait(2)  # on a timeout the communicator cancels the application
+    assert not comm.future.cancelled()  # it ended by itself (before the fix: cancelled after 2 s)
+    assert (await redis_context()).hub.stats().listeners == 0
