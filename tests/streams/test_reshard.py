@@ -35,34 +35,48 @@ async def on_cluster(redis_cluster, settings):
         flush_all(redis_cluster)
 
 
-async def test_a_live_reshard_loses_and_repeats_nothing(on_cluster, settings):
-    cluster = on_cluster
-    keys = settings.REDIS.keys
-    names = [f"reshard-{i}" for i in range(STREAMS)]
-    slots = sorted({keys.slot(keys.bucket(n)) for n in names})
+async def follow_all(names: list[str]) -> list[SSEClient]:
+    """One SSE listener per stream, each followed by the hub before this returns."""
     clients = [await SSEClient(f"/api/streams/{n}/sse").connect() for n in names]
     hub = (await redis_context()).hub
     async with asyncio.timeout(5):
         for n in names:
             await hub.reading(n)
-    published: dict[str, list[str]] = {n: [] for n in names}
-    halfway = asyncio.Event()
+    return clients
+
+
+def publish_while(names: list[str], published: dict[str, list[str]], quarter: asyncio.Event) -> asyncio.Task:
+    """ENTRIES entries to each stream, one round every 5 ms, ids recorded in ``published``;
+    ``quarter`` is set a quarter of the way through."""
 
     async def publisher() -> None:
         for i in range(ENTRIES):
             for n in names:
                 published[n] += await operations.stream_publish(name=n, entries=[{"i": str(i)}])
             if i == ENTRIES // 4:
-                halfway.set()
+                quarter.set()
             await asyncio.sleep(0.005)
+
+    return asyncio.create_task(publisher())
+
+
+async def test_a_live_reshard_loses_and_repeats_nothing(on_cluster, settings):
+    cluster = on_cluster
+    keys = settings.REDIS.keys
+    names = [f"reshard-{i}" for i in range(STREAMS)]
+    slots = sorted({keys.slot(keys.bucket(n)) for n in names})
+    clients = await follow_all(names)
+    hub = (await redis_context()).hub
+    published: dict[str, list[str]] = {n: [] for n in names}
+    quarter = asyncio.Event()
 
     def reshard() -> None:  # in a thread: the redis-server side of a reshard, while entries flow
         for slot in slots:
             to = next(p for p in cluster.ports if p != owner_of(cluster, slot))
             move_slot(cluster, slot, to, batch=2, between=lambda: threading.Event().wait(0.01))
 
-    task = asyncio.create_task(publisher())
-    await halfway.wait()
+    task = publish_while(names, published, quarter)
+    await quarter.wait()
     moved_from = {slot: owner_of(cluster, slot) for slot in slots}
     await asyncio.to_thread(reshard)
     await task
@@ -92,24 +106,12 @@ async def test_a_primary_failover_under_followed_streams(on_cluster, settings):
     primary = owner_of(cluster, keys.slot(keys.bucket("failover-0")))
     names = [n for n in (f"failover-{i}" for i in range(200)) if owner_of(cluster, keys.slot(keys.bucket(n))) == primary][:3]
     replica = await asyncio.to_thread(add_replica, cluster, primary)
-    clients = [await SSEClient(f"/api/streams/{n}/sse").connect() for n in names]
+    clients = await follow_all(names)
     hub = (await redis_context()).hub
-    async with asyncio.timeout(5):
-        for n in names:
-            await hub.reading(n)
     published: dict[str, list[str]] = {n: [] for n in names}
-    started = asyncio.Event()
-
-    async def publisher() -> None:
-        for i in range(ENTRIES):
-            for n in names:
-                published[n] += await operations.stream_publish(name=n, entries=[{"i": str(i)}])
-            if i == ENTRIES // 4:
-                started.set()
-            await asyncio.sleep(0.005)
-
-    task = asyncio.create_task(publisher())
-    await started.wait()
+    quarter = asyncio.Event()
+    task = publish_while(names, published, quarter)
+    await quarter.wait()
     await asyncio.to_thread(fail_over, cluster, replica)
     await task
     assert owner_of(cluster, keys.slot(keys.bucket(names[0]))) == replica
