@@ -111,6 +111,7 @@ async def snapshot() -> dict:
         "cluster": ctx.nodes.cluster,
         "hub": ctx.hub.stats().__dict__,
         "capacity": capacity_stats(ctx.hub),
+        "live_metrics": ctx.metrics.stats(),
         "registry": registry,
         "operations": [op.as_dict() for op in operation_metrics().snapshot()],
         "gc": _gc(),

@@ -64,7 +64,8 @@ async def test_metrics_json_auth_and_shape(r, settings):
     finally:
         gc.set_threshold(*thresholds)
     assert set(body) == {"timestamp", "blocking_pool", "main_pool", "redis_nodes", "cluster", "hub", "capacity",
-                         "registry", "operations", "gc"}
+                         "live_metrics", "registry", "operations", "gc"}
+    assert body["live_metrics"] == {"streams": 0, "viewers": 0}
     assert body["redis_nodes"] and {"address", "main_pool", "blocking_pool"} <= set(body["redis_nodes"][0])
     assert sum(n["main_pool"]["total"] for n in body["redis_nodes"]) == body["main_pool"]["total"]
     assert body["gc"]["thresholds"] == [12345, 17, 3] and len(body["gc"]["collections"]) == 3
