@@ -130,14 +130,11 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 # collectstatic (the Dockerfile, ./dev.sh serve) writes hashed, gzip- and brotli-compressed
-# copies that servestatic serves with far-future caching. With DEBUG the files also come
-# straight from the apps (edits show at once).
+# copies that servestatic serves with far-future caching, with DEBUG too (streamsite/storage.py).
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "streamsite.storage.StaticStorage"},
 }
-SERVESTATIC_USE_FINDERS = DEBUG
-SERVESTATIC_AUTOREFRESH = DEBUG
 
 # Request bodies: 1 MiB for the streams API (STREAMS_MAX_BODY), more for workouts, whose
 # JSON samples reach ~12 MB at the 200,000-sample limit. Both answer 413 above the limit.
