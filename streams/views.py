@@ -1,9 +1,10 @@
 """The coach's pages: one rider live (``/live/{name}``) and a group ride (``/live/?streams=a,b``).
 
 Both read with the caller's identity (a session, a bearer token, or nobody) and the stream
-read rule: a stream the caller may not read is a 404, as in the API. The pages draw what the
-SSE endpoints send: entries for the chart, live metrics (streams/live_metrics.py) for the
-numbers; no script or style comes from outside this server.
+read rule: a stream the caller may not read is a 404, as in the API. Each page keeps one live
+connection, a metrics SSE (streams/live_metrics.py): numbers and the chart's points; the
+single-rider chart's first 5 minutes come from range reads. No script or style comes from
+outside this server.
 """
 
 import json
@@ -40,7 +41,7 @@ async def live_page(request, name: str):
     except AccessError as exc:
         return _error(request, exc.detail, exc.status)
     urls = {
-        "entries": reverse("api:follow_stream", kwargs={"name": name}),
+        "events": reverse("api:read_events", kwargs={"name": name}),
         "metrics": reverse("api:follow_stream_metrics", kwargs={"name": name}),
     }
     return render(request, "streams/live.html", {"name": name, "urls_json": json.dumps(urls)})

@@ -170,6 +170,8 @@ def number(text: str) -> float:
 
 def test_live_page_and_group_view_show_live_values(browser, server):
     page = logged_in_page(browser, server)
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
     with SimulatedRide(server["base"], server["token"]):
         page.goto(f"{server['base']}/live/{RIDERS[0]}")
         page.wait_for_selector("#state[data-state=live]", timeout=15000)
@@ -179,7 +181,9 @@ def test_live_page_and_group_view_show_live_values(browser, server):
         assert page.text_content("#ftp") == "250"
         assert re.fullmatch(r"0:0\d:\d\d", page.text_content("#elapsed"))
         assert number(page.text_content("#hr")) == 140
-        page.wait_for_function("() => Number(document.getElementById('count').textContent) > 10")
+        page.wait_for_function("() => Number(document.getElementById('count').textContent) > 60")  # history + live
+        live_connections = [u for u in requested if u.endswith("/sse")]
+        assert live_connections == [f"{server['base']}/api/streams/{RIDERS[0]}/metrics/sse"]  # one, for everything
         # The chart is drawn: some pixel in the plot area is not the background.
         drawn = page.evaluate("""() => {
             const c = document.getElementById('chart');
