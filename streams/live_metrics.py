@@ -172,7 +172,6 @@ class MetricsBoard:
 
     def __init__(self) -> None:
         self._trackers: dict[str, RideTracker] = {}
-        self._closing: set[asyncio.Task] = set()
 
     def acquire(self, name: str) -> RideTracker:
         tracker = self._trackers.get(name)

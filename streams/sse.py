@@ -31,6 +31,7 @@ from monitoring.operations import operation_metrics
 from monitoring.prometheus import SSE_DURATION, SSE_OPEN
 from streams.hub import Entry
 from streams.live import Ended, Follow, follow_many, follow_one, live_batches
+from streams.live_metrics import metrics_events
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -99,8 +100,6 @@ async def hub_events(follow: Follow) -> AsyncIterator[str]:
 
 
 async def metrics_body(board, follow: Follow) -> AsyncIterator[str]:
-    from streams.live_metrics import metrics_events
-
     async with sse_connection():
         async for part in metrics_events(board, follow, heartbeat=settings.SSE_HEARTBEAT_INTERVAL / 1000):
             yield part

@@ -340,6 +340,7 @@ async def test_revoking_a_share_ends_the_viewers_follows(world, settings):
     settings.ACCESS_RECHECK_INTERVAL_MS = 200
     users, tokens = world
     sse = await SSEClient("/api/streams/priv/sse", headers=headers(tokens, "viewer")).connect()
+    metrics = await SSEClient("/api/metrics/sse?streams=priv,pub", headers=headers(tokens, "viewer")).connect()
     from streamsite.asgi import application
 
     ws = WebsocketCommunicator(application, f"/ws/streams/priv/?token={tokens['viewer']}")
@@ -350,10 +351,17 @@ async def test_revoking_a_share_ends_the_viewers_follows(world, settings):
         assert resp.status_code == 204
         ended = [e for e in await sse.events(1, timeout=10) if e.event == "forbidden"]
         assert ended and "revoked" in ended[0].json()["detail"]
+        seen = []  # the group metrics connection: its snapshots, then the end
+        while not seen or seen[-1].event == "metrics":
+            seen.append(await metrics.next_event(timeout=10))
+            if seen[-1].event == "message":
+                seen.pop()  # the retry line, a heartbeat
+        assert seen[-1].event == "forbidden" and "revoked" in seen[-1].json()["detail"]
         assert (await ws.receive_json_from(10))["event"] == "forbidden"
         assert await ws.receive_output(5) == {"type": "websocket.close", "code": 4403}
     finally:
         await sse.close()
+        await metrics.close()
         await ws.disconnect()
 
 
