@@ -318,7 +318,8 @@ async def test_live_page_follows_the_stream(r):
     resp = await AsyncClient().get("/live/ride-42")
     assert resp.status_code == 200
     html = resp.content.decode()
-    assert '"/api/streams/ride-42/sse"' in html and "EventSource" in html
+    assert '"/api/streams/ride-42/metrics/sse"' in html and "EventSource" in html  # its one live connection
+    assert '"/api/streams/ride-42/events"' in html  # the chart's history: range reads
     assert "<script src" not in html and "<link" not in html  # everything inline: no CDN
     assert (await AsyncClient().get("/live/bad%20name")).status_code == 400
 
