@@ -38,12 +38,14 @@ find_redis() {
 
 # Static files: collected (hashed, compressed) once per dependency set; servestatic serves them.
 collect_static() {
-  local want
+  local want marker
   want=$(cat .venv/.requirements.sha256)
-  if [ "$(cat staticfiles/.collected 2>/dev/null || true)" != "$want" ]; then
+  marker="${STATIC_ROOT:-staticfiles}/.collected"
+  if [ "$(cat "$marker" 2>/dev/null || true)" != "$want" ]; then
     echo "Collecting static files (once per dependency set)…"
     .venv/bin/python manage.py collectstatic --no-input -v0
-    echo "$want" > staticfiles/.collected
+    mkdir -p "$(dirname "$marker")"
+    echo "$want" > "$marker"
   fi
 }
 
