@@ -161,13 +161,10 @@ def _refusal(ident: Identity, exc: operations.WriteRefused) -> HttpError:
 
 async def require_readable(ident: Identity, names: list[str]) -> None:
     """404 naming the first stream the caller may not read (one round trip for all)."""
-    metas = await operations.stream_meta(names=names)
-    for name in names:
-        meta = metas[name]
-        try:
-            identity.check_read(ident, name, owner_id=meta.owner_id, visibility=meta.visibility)
-        except AccessError as exc:
-            raise HttpError(exc.status, exc.detail) from None
+    try:
+        await operations.check_readable(ident, names)
+    except AccessError as exc:
+        raise HttpError(exc.status, exc.detail) from None
 
 
 @router.get("/streams", response=StreamListOut, auth=READ, summary="List streams")
@@ -313,12 +310,26 @@ async def sse_response(request, follow: sse.Follow, board=None) -> StreamingHttp
     return response
 
 
+async def serve_follow(request, follow: sse.Follow, *, metrics: bool = False) -> StreamingHttpResponse:
+    """Every live follow (entries or metrics, one stream or several): the read rule now, the
+    access re-check while it lives, then the stream. ``follow`` was validated before any
+    access answer."""
+    await require_readable(request.auth, list(follow.names))
+    follow.guard = access_guard(request.auth, follow.names)
+    board = (await redis_context()).metrics if metrics else None
+    return await sse_response(request, follow, board=board)
+
+
+def with_streams_param(doc: dict) -> dict:
+    """The OpenAPI extras of a several-streams SSE: the required ``streams`` list first."""
+    return {**doc, "parameters": [
+        {"in": "query", "name": "streams", "required": True, "schema": {"type": "string"}}, *doc["parameters"],
+    ]}
+
+
 @router.get("/streams/{name}/sse", auth=READ, summary="Follow a stream (SSE)", openapi_extra=SSE_DOC)
 async def follow_stream(request, name: StreamName):
-    follow = await sse.follow_for_stream(request, name)  # validates before any access answer
-    await require_readable(request.auth, [name])
-    follow.guard = access_guard(request.auth, follow.names)
-    return await sse_response(request, follow)
+    return await serve_follow(request, await sse.follow_for_stream(request, name))
 
 
 class MetricsOut(Schema):
@@ -377,41 +388,25 @@ METRICS_SSE_DOC = {
 )
 async def follow_stream_metrics(request, name: StreamName):
     follow = await follow_one(name, resume=sse.requested_resume_id(request), mode="start")
-    await require_readable(request.auth, [name])
-    follow.guard = access_guard(request.auth, follow.names)
-    return await sse_response(request, follow, board=(await redis_context()).metrics)
+    return await serve_follow(request, follow, metrics=True)
 
 
 @router.get(
-    "/metrics/sse",
-    auth=READ,
+    "/metrics/sse", auth=READ,
     summary="Follow the live metrics of several streams in one connection (SSE; a group ride)",
-    openapi_extra={**METRICS_SSE_DOC, "parameters": [
-        {"in": "query", "name": "streams", "required": True, "schema": {"type": "string"}},
-        *METRICS_SSE_DOC["parameters"],
-    ]},
+    openapi_extra=with_streams_param(METRICS_SSE_DOC),
 )
 async def follow_many_metrics(request):
     follow = await follow_many(request.GET.get("streams", ""), resume=sse.requested_resume_id(request), mode="start")
-    await require_readable(request.auth, list(follow.names))
-    follow.guard = access_guard(request.auth, follow.names)
-    return await sse_response(request, follow, board=(await redis_context()).metrics)
+    return await serve_follow(request, follow, metrics=True)
 
 
 @router.get(
-    "/sse",
-    auth=READ,
-    summary="Follow several streams in one connection (SSE)",
-    openapi_extra={**SSE_DOC, "parameters": [
-        {"in": "query", "name": "streams", "required": True, "schema": {"type": "string"}},
-        *SSE_DOC["parameters"],
-    ]},
+    "/sse", auth=READ, summary="Follow several streams in one connection (SSE)",
+    openapi_extra=with_streams_param(SSE_DOC),
 )
 async def follow_streams(request):
-    follow = await sse.follow_for_streams(request)
-    await require_readable(request.auth, list(follow.names))
-    follow.guard = access_guard(request.auth, follow.names)
-    return await sse_response(request, follow)
+    return await serve_follow(request, await sse.follow_for_streams(request))
 
 
 @batch_router.post("/streams/info", response=InfoBatchOut, auth=READ, summary="Info for many streams")

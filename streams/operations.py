@@ -19,6 +19,7 @@ from monitoring.prometheus import EVENTS_PUBLISHED
 
 from streams.broadcast import announce_deleted
 from streams.clients import redis_context
+from streams import identity
 from streams.identity import SYSTEM, Actor
 from streams.nodes import is_transient
 from streams.names import validate_stream_name
@@ -216,6 +217,15 @@ async def stream_meta(*, names: list[str]) -> dict[str, StreamMeta]:
     """Owner, visibility and FTP of each stream (one HMGET each, one round trip)."""
     replies = await _per_stream(names, lambda pipe, keys: pipe.hmget(keys.meta, META_FIELDS))
     return {name: _meta_from(values) for name, values in zip(names, replies)}
+
+
+async def check_readable(ident: identity.Identity, names: list[str]) -> None:
+    """AccessError (404) naming the first stream the caller may not read (one round trip for
+    all): the read rule of the API, the live SSE and the pages."""
+    metas = await stream_meta(names=names)
+    for name in names:
+        meta = metas[name]
+        identity.check_read(ident, name, owner_id=meta.owner_id, visibility=meta.visibility)
 
 
 @timed("stream_info_batch")

@@ -9,21 +9,17 @@ outside this server.
 
 import json
 
-from django.conf import settings
 from django.shortcuts import render
 from django.urls import reverse
 
 from streams import identity, operations
 from streams.identity import AccessError
+from streams.live import follow_many
 from streams.names import InvalidInput, validate_stream_name
 
 
 async def _check_readable(request, names: list[str]) -> None:
-    ident = await identity.identify_request(request)
-    metas = await operations.stream_meta(names=names)
-    for name in names:
-        meta = metas[name]
-        identity.check_read(ident, name, owner_id=meta.owner_id, visibility=meta.visibility)
+    await operations.check_readable(await identity.identify_request(request), names)
 
 
 def _error(request, detail: str, status: int):
@@ -49,17 +45,9 @@ async def live_page(request, name: str):
 
 async def group_page(request):
     """A group ride: one row per rider, live from one multi-stream metrics connection."""
-    raw = request.GET.get("streams", "")
-    names = [n.strip() for n in raw.split(",") if n.strip()]
     try:
-        if not names:
-            raise InvalidInput("streams is required: /live/?streams=rider1,rider2 (comma-separated stream names)")
-        if len(names) > settings.SSE_MAX_STREAMS:
-            raise InvalidInput(f"{len(names)} streams is more than the limit of {settings.SSE_MAX_STREAMS}")
-        if len(set(names)) != len(names):
-            raise InvalidInput("streams lists a name twice")
-        for name in names:
-            validate_stream_name(name)
+        # The metrics SSE's own list rule (required, ≤ SSE_MAX_STREAMS, no repeats, valid names).
+        names = list((await follow_many(request.GET.get("streams", ""), resume=None, mode="start")).names)
         await _check_readable(request, names)
     except InvalidInput as exc:
         return _error(request, str(exc), 400)

@@ -109,13 +109,14 @@ class LeanGuardMiddleware(AsyncMiddleware):
         return response
 
 
-class PrometheusBefore(AsyncMiddleware):
-    """django-prometheus' ``PrometheusBeforeMiddleware`` (first in a stack): its hooks, on the
-    event loop. Counts every request and times it including every middleware."""
+class PrometheusHooks(AsyncMiddleware):
+    """Runs a django-prometheus middleware's request and response hooks on the event loop."""
+
+    hooks = PrometheusBeforeMiddleware
 
     def __init__(self, get_response):
         super().__init__(get_response)
-        self.metrics = PrometheusBeforeMiddleware(get_response)
+        self.metrics = self.hooks(get_response)
 
     async def __call__(self, request):
         self.metrics.process_request(request)
@@ -123,20 +124,18 @@ class PrometheusBefore(AsyncMiddleware):
         return self.metrics.process_response(request, response)
 
 
-class PrometheusAfter(AsyncMiddleware):
+class PrometheusBefore(PrometheusHooks):
+    """django-prometheus' ``PrometheusBeforeMiddleware`` (first in a stack): counts every
+    request and times it including every middleware."""
+
+
+class PrometheusAfter(PrometheusHooks):
     """django-prometheus' ``PrometheusAfterMiddleware`` (last in a stack): requests and
     responses by method, view, transport and status, latency by view, exceptions by type and
     view. ``process_view`` and ``process_template_response`` are coroutines, so Django calls
     them without a thread hop; ``process_exception`` runs in Django's exception path."""
 
-    def __init__(self, get_response):
-        super().__init__(get_response)
-        self.metrics = PrometheusAfterMiddleware(get_response)
-
-    async def __call__(self, request):
-        self.metrics.process_request(request)
-        response = await self.get_response(request)
-        return self.metrics.process_response(request, response)
+    hooks = PrometheusAfterMiddleware
 
     async def process_view(self, request, view_func, view_args, view_kwargs):
         self.metrics.process_view(request, view_func, *view_args, **view_kwargs)

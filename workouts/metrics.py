@@ -378,27 +378,20 @@ class LiveRide:
         self._feed(self._binner.push(t, power))
 
     def _feed(self, seconds: list[float]) -> None:
-        for value in seconds:
-            self._window.append(value)
-            self._moving += 1
-            self._energy += value
-            if len(self._window) == WINDOW_S:
-                self._fourth_sum += (sum(self._window) / WINDOW_S) ** 4
-                self._windows += 1
+        fourth, windows = _fold_windows(self._window, seconds)
+        self._fourth_sum += fourth
+        self._windows += windows
+        self._moving += len(seconds)
+        self._energy += sum(seconds)
 
     def snapshot(self, ftp: float | None = None) -> dict:
         """The metrics of the ride so far. The seconds the last sample still holds are counted
         as if the ride ended now (as ``ride_metrics`` does); nothing here changes the state."""
         tail = self._binner.peek_close()
-        window = list(self._window)
-        fourth_sum, windows = self._fourth_sum, self._windows
-        for value in tail:
-            window.append(value)
-            if len(window) > WINDOW_S:
-                del window[0]
-            if len(window) == WINDOW_S:
-                fourth_sum += (sum(window) / WINDOW_S) ** 4
-                windows += 1
+        window = deque(self._window, maxlen=WINDOW_S)  # a copy: the tail is folded in here only
+        fourth, added = _fold_windows(window, tail)
+        fourth_sum, windows = self._fourth_sum + fourth, self._windows + added
+        window = list(window)
         moving = self._moving + len(tail)
         np_value = (fourth_sum / windows) ** 0.25 if windows else None
         intensity, tss = intensity_and_tss(np_value, moving, ftp)
@@ -427,6 +420,18 @@ class LiveRide:
             "cadence": _or_none(self.cadence),
             "avg_cadence": self._cadence.mean(),
         }
+
+
+def _fold_windows(window: deque, seconds: list[float]) -> tuple[float, int]:
+    """Append 1 Hz values to ``window`` (the last 30 s, a maxlen deque): the sum of the 4th
+    powers of every full window's mean this adds, and how many full windows it adds."""
+    fourth, windows = 0.0, 0
+    for value in seconds:
+        window.append(value)
+        if len(window) == WINDOW_S:
+            fourth += (sum(window) / WINDOW_S) ** 4
+            windows += 1
+    return fourth, windows
 
 
 def _or_none(value: float) -> float | None:

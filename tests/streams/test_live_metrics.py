@@ -31,14 +31,6 @@ async def athlete(r):
     return user, token, Actor(user_id=user.pk, username="rider")
 
 
-@pytest.fixture
-async def open_clients():
-    clients: list[SSEClient] = []
-    yield clients
-    for c in clients:
-        await c.close()
-
-
 def ride_entries(duration=1800, seed=2):
     """A simulated ride as stream entries (``t`` field; dropouts are entries without power)."""
     ride = simulate_ride(duration=duration, hz=1, seed=seed)

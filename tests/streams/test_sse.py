@@ -17,14 +17,6 @@ def public_reads(settings):
     settings.STREAMS_PUBLIC_READ = True
 
 
-@pytest.fixture
-async def open_clients():
-    clients: list[SSEClient] = []
-    yield clients
-    for c in clients:
-        await c.close()
-
-
 async def follow(open_clients, path, **headers) -> SSEClient:
     client = await SSEClient(path, headers=headers).connect()
     open_clients.append(client)
@@ -322,6 +314,9 @@ async def test_live_page_follows_the_stream(r):
     assert '"/api/streams/ride-42/events"' in html  # the chart's history: range reads
     assert "<script src" not in html and "<link" not in html  # everything inline: no CDN
     assert (await AsyncClient().get("/live/bad%20name")).status_code == 400
+    for query, needle in [("", "streams is required"), ("?streams=a,a", "twice"), ("?streams=a,bad%20name", "bad name")]:
+        page = await AsyncClient().get(f"/live/{query}")  # the group page: the group SSE's list rule
+        assert page.status_code == 400 and needle in page.content.decode(), query
 
 
 async def test_listeners_do_not_each_keep_a_thread(r, open_clients):
