@@ -10,22 +10,29 @@ alone; under heavy load batches grow by themselves — no timer, no added wait.
 Order: one pipeline is in flight at a time and Redis runs a pipeline's commands in order, so
 two calls run in the order they were made — per stream and across streams.
 
-Owner: the per-loop ``RedisContext`` (``close()`` cancels and awaits the flusher task; calls
-still queued then fail with ``BatcherClosed``).
+Owner: the node it sends to (streams/nodes.py), owned by the per-loop ``RedisContext``. At
+shutdown ``close()`` cancels and awaits the flusher task; calls still queued then fail with
+``BatcherClosed``. When a failover or a reshard makes its node no longer a primary,
+``retire()`` first lets the flusher send what is queued (each call gets its reply, or a
+``MOVED`` its caller follows), so a write is not both sent and reported as failed; only
+what is still out after the grace period fails. Both errors are connection errors: a caller
+that follows slots tries again on the slot's new node, others answer 503.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from streams.pool import ClientPool
 from streams.tasks import cancel_and_wait
 
 
-class BatcherClosed(RuntimeError):
-    """The server is shutting down; the call was not sent."""
+class BatcherClosed(RedisConnectionError):
+    """The server is shutting down, or the node is no longer a primary: the call may not have
+    been sent."""
 
 
 class ScriptBatcher:
@@ -33,14 +40,14 @@ class ScriptBatcher:
         self._pool = pool
         self._queue: list[tuple[object, list, list, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
-        self._closed = False
+        self._closed: str | None = None  # why calls are refused, once closed
         self.batches = 0  # pipelines sent (observable by tests)
         self.calls = 0
 
     async def call(self, script, keys: list[str], args: list[str]):
         """``script(keys, args)`` in the next pipeline; its reply (or error) comes back here."""
-        if self._closed:
-            raise BatcherClosed("the server is shutting down")
+        if self._closed is not None:
+            raise BatcherClosed(self._closed)
         future = asyncio.get_running_loop().create_future()
         self._queue.append((script, keys, args, future))
         if self._flusher is None or self._flusher.done():
@@ -53,7 +60,7 @@ class ScriptBatcher:
             try:
                 replies = await self._send(batch)
             except asyncio.CancelledError:
-                _fail(batch, BatcherClosed("the server is shutting down"))
+                _fail(batch, BatcherClosed(self._closed or "the server is shutting down"))
                 raise
             except Exception as exc:  # the connection failed: every call of the batch gets it
                 _fail(batch, exc)
@@ -80,9 +87,20 @@ class ScriptBatcher:
             return replies
 
     async def close(self) -> None:
-        self._closed = True
+        """Shutdown: what is queued or out fails with ``BatcherClosed``."""
+        await self._stop("the server is shutting down", grace_s=0)
+
+    async def retire(self, reason: str, *, grace_s: float) -> None:
+        """The node is no longer a primary: new calls fail at once; queued ones are still sent,
+        for up to ``grace_s``."""
+        await self._stop(reason, grace_s=grace_s)
+
+    async def _stop(self, reason: str, *, grace_s: float) -> None:
+        self._closed = self._closed or reason
+        if grace_s > 0 and self._flusher is not None:
+            await asyncio.wait({self._flusher}, timeout=grace_s)
         await cancel_and_wait(self._flusher)
-        _fail(self._queue, BatcherClosed("the server is shutting down"))
+        _fail(self._queue, BatcherClosed(self._closed))
         self._queue = []
 
 

@@ -54,6 +54,7 @@ REFRESH_MIN_S = 0.2  # at most one CLUSTER SLOTS per this interval (a reshard mo
 REDIRECT_DEADLINE_S = 5.0
 BACKOFF_S = 0.02
 PROBE_TIMEOUT_S = 1.0
+RETIRE_GRACE_S = 2.0  # a node that stopped being a primary still sends the publishes queued for it
 
 
 class ClusterMapError(RedisConnectionError):
@@ -99,6 +100,14 @@ class Node:
     async def close(self) -> None:
         await self.publishes.close()
         await asyncio.gather(self.main.close(), self.blocking.close())
+
+    async def retire(self) -> None:
+        """No longer a primary (failover, reshard): publishes already queued for it are still
+        sent (their replies, or MOVED, reach their callers), then it closes."""
+        try:
+            await self.publishes.retire(f"redis node {self.address} is no longer a primary", grace_s=RETIRE_GRACE_S)
+        finally:
+            await self.close()
 
 
 class NodeMap:
@@ -236,7 +245,7 @@ class NodeMap:
             node = self._nodes[address] = self._make_node(address, node_url(self.config.url, address))
             self._own(self._start_node(node))
         for address in set(self._nodes) - wanted:  # no longer a primary (failover, removed)
-            self._own(self._nodes.pop(address).close())
+            self._own(self._nodes.pop(address).retire())
         self._owner = owner
 
     def _own(self, coro) -> None:

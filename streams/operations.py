@@ -135,7 +135,7 @@ async def stream_publish(*, name: str, entries: list[dict[str, str]], actor: Act
     keys = _write_keys(ctx, name)
     try:
         reply = await ctx.nodes.for_key(keys[0]).publishes.call(script(PUBLISH_LUA), keys, args)
-    except Exception as exc:  # the slot moved (a reshard): this one call follows it alone
+    except Exception as exc:  # the slot moved (a reshard, a failover): this one call follows it alone
         if not is_transient(exc) or not ctx.nodes.cluster:
             raise
         reply = await _run_script(ctx, PUBLISH_LUA, keys, args)

@@ -8,6 +8,7 @@ from redis.exceptions import ResponseError
 from streams import operations
 from streams.batching import BatcherClosed, ScriptBatcher
 from streams.clients import redis_context
+from streams.nodes import is_transient
 from tests.helpers import key
 
 
@@ -51,3 +52,17 @@ async def test_closing_fails_queued_calls_and_refuses_new_ones(r):
         await queued
     with pytest.raises(BatcherClosed):
         await batcher.call(operations.script("return 1"), [], [])
+
+
+async def test_retiring_sends_what_is_queued_and_refuses_new_calls_as_a_dropped_connection(r):
+    """A node that stops being a primary (failover) still sends the calls queued for it — each
+    gets its reply or a MOVED its caller follows — so no write is both made and reported failed."""
+    ctx = await redis_context()
+    batcher = ScriptBatcher(ctx.nodes.nodes()[0].main)
+    queued = [asyncio.ensure_future(batcher.call(operations.script("return 7"), [], [])) for _ in range(3)]
+    await asyncio.sleep(0)  # queued, flusher created, nothing sent yet
+    await batcher.retire("redis node x is no longer a primary", grace_s=5)
+    assert await asyncio.gather(*queued) == [7, 7, 7]
+    with pytest.raises(BatcherClosed, match="no longer a primary") as refused:
+        await batcher.call(operations.script("return 7"), [], [])
+    assert is_transient(refused.value)  # callers that follow slots try the slot's new node
