@@ -43,7 +43,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.batching import ScriptBatcher
-from streams.pool import BlockingClientPool, ClientPool, PoolClosedError, PoolLimits, PoolStats
+from streams.pool import BlockingClientPool, ClientPool, PoolClosedError, PoolStats
 from streams.tasks import cancel_and_wait
 from streamsite.envconfig import RedisConfig
 
@@ -142,15 +142,8 @@ class NodeMap:
         return self._closed
 
     def _make_node(self, address: str, url: str) -> Node:
-        c = self.config
-        main = ClientPool(url, PoolLimits(
-            min=c.pool_min, max=c.pool_max, acquire_timeout_ms=c.pool_acquire_timeout_ms,
-            idle_timeout_ms=c.pool_idle_timeout_ms, health_check_interval_ms=c.pool_health_check_interval_ms,
-        ), name="main")
-        blocking = BlockingClientPool(url, PoolLimits(
-            min=c.blocking_pool_min, max=c.blocking_pool_max, acquire_timeout_ms=c.blocking_pool_acquire_timeout_ms,
-            idle_timeout_ms=c.blocking_pool_idle_timeout_ms, health_check_interval_ms=c.pool_health_check_interval_ms,
-        ), name="blocking")
+        main = ClientPool(url, self.config.main_pool_limits, name="main")
+        blocking = BlockingClientPool(url, self.config.blocking_pool_limits, name="blocking")
         return Node(address=address, url=url, main=main, blocking=blocking, publishes=ScriptBatcher(main))
 
     @staticmethod

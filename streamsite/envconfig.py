@@ -7,7 +7,7 @@ silent ``False``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from urllib.parse import urlsplit, urlunsplit
 
@@ -15,6 +15,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from streams.keys import KeyLayout
+from streams.pool import PoolLimits
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
@@ -76,23 +77,28 @@ class RedisConfig:
         """Where every key lives (streams/keys.py)."""
         return KeyLayout(self.stream_key_prefix, self.buckets)
 
+    @property
+    def main_pool_limits(self) -> PoolLimits:
+        return PoolLimits(
+            min=self.pool_min, max=self.pool_max, acquire_timeout_ms=self.pool_acquire_timeout_ms,
+            idle_timeout_ms=self.pool_idle_timeout_ms, health_check_interval_ms=self.pool_health_check_interval_ms,
+        )
+
+    @property
+    def blocking_pool_limits(self) -> PoolLimits:
+        return PoolLimits(
+            min=self.blocking_pool_min, max=self.blocking_pool_max,
+            acquire_timeout_ms=self.blocking_pool_acquire_timeout_ms,
+            idle_timeout_ms=self.blocking_pool_idle_timeout_ms,
+            health_check_interval_ms=self.pool_health_check_interval_ms,
+        )
+
     def summary(self) -> dict:
         """The effective configuration with any password in the URL redacted."""
         return {
             "url": redact_url(self.url),
-            "main_pool": {
-                "min": self.pool_min,
-                "max": self.pool_max,
-                "acquire_timeout_ms": self.pool_acquire_timeout_ms,
-                "idle_timeout_ms": self.pool_idle_timeout_ms,
-                "health_check_interval_ms": self.pool_health_check_interval_ms,
-            },
-            "blocking_pool": {
-                "min": self.blocking_pool_min,
-                "max": self.blocking_pool_max,
-                "acquire_timeout_ms": self.blocking_pool_acquire_timeout_ms,
-                "idle_timeout_ms": self.blocking_pool_idle_timeout_ms,
-            },
+            "main_pool": asdict(self.main_pool_limits),
+            "blocking_pool": asdict(self.blocking_pool_limits),
             "registry": {
                 "refresh_interval_ms": self.registry_refresh_interval_ms,
                 "cache_expiry_ms": self.registry_cache_expiry_ms,
