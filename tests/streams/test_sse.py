@@ -1,4 +1,5 @@
 import asyncio
+import re
 
 from asgiref.sync import sync_to_async
 
@@ -312,7 +313,10 @@ async def test_live_page_follows_the_stream(r):
     html = resp.content.decode()
     assert '"/api/streams/ride-42/metrics/sse"' in html and "EventSource" in html  # its one live connection
     assert '"/api/streams/ride-42/events"' in html  # the chart's history: range reads
-    assert "<script src" not in html and "<link" not in html  # everything inline: no CDN
+    assets = re.findall(r'<(?:script src|link rel="stylesheet" href)="([^"]+)"', html)
+    assert sorted(assets) == ["/static/streams/live.css", "/static/streams/live.js"]  # ours, shared with the group view
+    for asset in assets:
+        assert (await AsyncClient().get(asset)).status_code == 200
     assert (await AsyncClient().get("/live/bad%20name")).status_code == 400
     for query, needle in [("", "streams is required"), ("?streams=a,a", "twice"), ("?streams=a,bad%20name", "bad name")]:
         page = await AsyncClient().get(f"/live/{query}")  # the group page: the group SSE's list rule
