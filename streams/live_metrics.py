@@ -9,6 +9,13 @@ SSE, the live pages) take a tracker from this loop's ``MetricsBoard`` and give i
 tracker nobody views stays ``LINGER_S`` (a poller reuses it), then its task ends itself. The
 board owns every tracker task and cancels them at shutdown (``RedisContext.close``).
 
+Chart: each tracker also keeps the last ``CHART_S`` of ride time as at most one point per
+second, ``[ride_s, power, heart_rate]`` (ride time: seconds since the ride's first sample, by
+the same rule as the metrics). The one-stream metrics SSE sends a connection the whole chart
+in its first event and only newer points after, so a page draws ride time as the device
+recorded it (an upload of buffered samples is not squeezed into the moment it arrived) and
+needs no other request.
+
 FTP: the stream's setting (``PUT /api/streams/{name}`` ``{"ftp": …}``, read through the
 shared metadata cache), else the owner's ``AthleteProfile`` (read at most every
 ``PROFILE_REFRESH_S`` in a short database call; the task holds no connection).
@@ -19,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 
 from channels.db import database_sync_to_async
@@ -36,6 +45,7 @@ log = logging.getLogger(__name__)
 PUBLISH_EVERY_S = 1.0
 LINGER_S = 60.0
 PROFILE_REFRESH_S = 30.0
+CHART_S = 300.0  # the chart's span: the last 5 minutes of ride time
 
 
 @database_sync_to_async
@@ -50,6 +60,10 @@ def _rounded(value):
     return round(value, 3) if isinstance(value, float) else value
 
 
+def _value(value: float) -> float | None:
+    return round(value, 1) if math.isfinite(value) else None
+
+
 class RideTracker:
     """One stream's live metrics in this process."""
 
@@ -61,6 +75,7 @@ class RideTracker:
         self.ride = LiveRide()
         self.reader = EntryReader()
         self.last_id = START
+        self.chart: deque[tuple[float, float | None, float | None]] = deque()  # (ride_s, power, hr)
         self.snapshot: dict | None = None
         self.version = 0
         self.ended: Ended | None = None
@@ -126,7 +141,26 @@ class RideTracker:
         sample = self.reader.sample(entry_id, json.loads(data_json))
         if sample is not None:
             self.ride.push(sample["t"], sample["power"], sample["heart_rate"], sample["cadence"])
+            self._chart_point(sample["t"] - self.ride.first_t, sample)
             self._dirty = True
+
+    def _chart_point(self, ride_s: float, sample: dict) -> None:
+        """The first sample of each second of ride time; the last CHART_S kept."""
+        if self.chart and math.floor(ride_s) <= math.floor(self.chart[-1][0]):
+            return
+        self.chart.append((round(ride_s, 3), _value(sample["power"]), _value(sample["heart_rate"])))
+        while self.chart[0][0] < ride_s - CHART_S:
+            self.chart.popleft()
+
+    def chart_after(self, ride_s: float) -> list[tuple[float, float | None, float | None]]:
+        """The chart's points after ``ride_s`` (every point for a negative one), oldest first."""
+        points = []
+        for point in reversed(self.chart):
+            if point[0] <= ride_s:
+                break
+            points.append(point)
+        points.reverse()
+        return points
 
     async def _publish(self) -> None:
         meta = (await meta_cache.get((self.name,)))[self.name]
@@ -212,8 +246,8 @@ async def current_metrics(board: MetricsBoard, name: str) -> dict:
         board.release(tracker)
 
 
-def _metrics_event(tracker: RideTracker, event_id: str) -> str:
-    return f"event: metrics\nid: {event_id}\ndata: {json.dumps(tracker.snapshot)}\n\n"
+def _metrics_event(snapshot: dict, event_id: str) -> str:
+    return f"event: metrics\nid: {event_id}\ndata: {json.dumps(snapshot)}\n\n"
 
 
 def _end_event(tracker_name: str, ended: Ended, multi: bool) -> str:
@@ -228,10 +262,13 @@ async def metrics_events(board: MetricsBoard, follow: Follow, *, heartbeat: floa
     """The metrics SSE body: an ``event: metrics`` per stream whenever its snapshot changes
     (at most once a second), with the stream's last entry id as its ``id`` (the composite id
     of ``follow`` for several streams), so a reconnect with Last-Event-ID gets only newer
-    snapshots. A deleted stream sends ``event: deleted`` (with several streams the others go
-    on); ``forbidden`` (access revoked), ``shutdown`` and ``failed`` end the body."""
+    snapshots. With one stream each event also has ``chart``: the chart points this connection
+    has not had yet (the first event: the last ``CHART_S`` of ride time). A deleted stream
+    sends ``event: deleted`` (with several streams the others go on); ``forbidden`` (access
+    revoked), ``shutdown`` and ``failed`` end the body."""
     trackers = [board.acquire(name) for name in follow.names]
     sent = {name: -1 for name in follow.names}  # the version sent, per stream
+    charted = -1.0  # the ride time of the last chart point sent (one stream only)
     recheck = settings.ACCESS_RECHECK_INTERVAL_MS / 1000
     try:
         yield f"retry: {settings.SSE_RETRY_MS}\n\n"
@@ -250,7 +287,12 @@ async def metrics_events(board: MetricsBoard, follow: Follow, *, heartbeat: floa
                     sent[name] = tracker.version
                     if id_order(tracker.snapshot["last_id"]) > id_order(follow.positions[name]):
                         follow.positions[name] = tracker.snapshot["last_id"]
-                        parts.append(_metrics_event(tracker, follow.resume_id()))
+                        snapshot = tracker.snapshot
+                        if not follow.multi:
+                            chart = tracker.chart_after(charted)
+                            charted = chart[-1][0] if chart else charted
+                            snapshot = {**snapshot, "chart": chart}
+                        parts.append(_metrics_event(snapshot, follow.resume_id()))
                 if tracker.ended is not None:
                     parts.append(_end_event(name, tracker.ended, follow.multi))
                     if tracker.ended.reason != "deleted" or not follow.multi:

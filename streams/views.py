@@ -36,10 +36,7 @@ async def live_page(request, name: str):
         return _error(request, str(exc), 400)
     except AccessError as exc:
         return _error(request, exc.detail, exc.status)
-    urls = {
-        "events": reverse("api:read_events", kwargs={"name": name}),
-        "metrics": reverse("api:follow_stream_metrics", kwargs={"name": name}),
-    }
+    urls = {"metrics": reverse("api:follow_stream_metrics", kwargs={"name": name})}
     return render(request, "streams/live.html", {"name": name, "urls_json": json.dumps(urls)})
 
 

@@ -181,18 +181,22 @@ def test_live_page_and_group_view_show_live_values(browser, server):
         assert page.text_content("#ftp") == "250"
         assert re.fullmatch(r"0:0\d:\d\d", page.text_content("#elapsed"))
         assert number(page.text_content("#hr")) == 140
-        page.wait_for_function("() => Number(document.getElementById('count').textContent) > 60")  # history + live
+        page.wait_for_function("() => Number(document.getElementById('count').textContent) > 60")  # points a second
         live_connections = [u for u in requested if u.endswith("/sse")]
         assert live_connections == [f"{server['base']}/api/streams/{RIDERS[0]}/metrics/sse"]  # one, for everything
-        # The chart is drawn: some pixel in the plot area is not the background.
-        drawn = page.evaluate("""() => {
+        assert not [u for u in requested if "/events" in u]  # the chart came with the metrics
+        # The power line spans the ride time recorded (over a minute of the chart's 5), although
+        # its first minute was uploaded at once: count the plot's columns in the line's colour.
+        columns = page.evaluate("""() => {
             const c = document.getElementById('chart');
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-            let painted = 0;
-            for (let i = 3; i < d.length; i += 4 * 97) if (d[i] > 0) painted++;
-            return painted;
+            const xs = new Set();
+            for (let i = 0; i < d.length; i += 4) {
+                if (d[i] > 200 && d[i + 1] > 130 && d[i + 1] < 210 && d[i + 2] < 80) xs.add((i / 4) % c.width);
+            }
+            return { line: xs.size, width: c.width };
         }""")
-        assert drawn > 100
+        assert columns["line"] > columns["width"] * 0.15, columns
 
         page.goto(f"{server['base']}/live/?streams={','.join(RIDERS)}")
         for name in RIDERS:

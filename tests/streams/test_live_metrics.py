@@ -125,6 +125,36 @@ async def test_metrics_sse_one_engine_for_every_viewer_resumable(athlete, open_c
     assert (await next_metrics(resumed)).event == "deleted"
 
 
+async def test_metrics_sse_brings_the_chart_in_ride_time(athlete, open_clients, monkeypatch):
+    """The chart is ride time as the device recorded it (150 s at 4 Hz uploaded in one go is
+    not squeezed into the moment it arrived): the first sample of each second, the last
+    CHART_S; a connection gets all of it first, then only newer points."""
+    from streams import live_metrics
+
+    monkeypatch.setattr(live_metrics, "CHART_S", 100.0)
+    _, token, actor = athlete
+    auth = {"Authorization": f"Bearer {token}"}
+    entries = [{"t": str(k / 4), "power": str(200 + k % 7), "hr": "150"} for k in range(600)]
+    for k in range(480, 484):  # no power during the 120th second
+        del entries[k]["power"]
+    await publish_all("ride", entries, actor)
+    c = await SSEClient("/api/streams/ride/metrics/sse", headers=auth).connect()
+    open_clients.append(c)
+    chart = (await next_metrics(c)).json()["chart"]
+    assert [point[0] for point in chart] == list(range(49, 150))
+    assert chart[0] == [49, 200 + 196 % 7, 150] and chart[120 - 49] == [120, None, 150]
+    await operations.stream_publish(
+        name="ride", entries=[{"t": t, "power": "300", "hr": "151"} for t in ("150", "150.5", "151")], actor=actor,
+    )
+    newer = []
+    while not newer or newer[-1][0] < 151:
+        newer += (await next_metrics(c)).json()["chart"]
+    assert newer == [[150, 300, 151], [151, 300, 151]]  # only what this connection had not had
+    late = await SSEClient("/api/streams/ride/metrics/sse", headers=auth).connect()
+    open_clients.append(late)
+    assert [point[0] for point in (await next_metrics(late)).json()["chart"]] == list(range(51, 152))
+
+
 async def test_group_metrics_sse_one_connection_for_several_riders(athlete, open_clients):
     _, token, actor = athlete
     for name in ("a", "b"):
@@ -137,6 +167,7 @@ async def test_group_metrics_sse_one_connection_for_several_riders(athlete, open
         seen[event.json()["name"]] = event
     assert {n: e.json()["samples"] for n, e in seen.items()} == {"a": 40, "b": 40}
     assert "~" in seen["b"].id  # the composite id: a reconnect resumes both riders
+    assert "chart" not in seen["a"].json()  # the group view draws no charts
     await operations.streams_delete(names=["a"], actor=actor)
     # At once (not at the next access re-check, 5 s): the body wakes on any rider's change.
     assert (await next_metrics(c, timeout=2)).event == "deleted"

@@ -1,7 +1,6 @@
 // What the live page (/live/<name>) and the group view (/live/?streams=) share: how numbers
 // and durations are shown, and the connection-state badge.
 window.Live = (() => {
-  const num = (v) => (v === undefined || v === null || v === "" || isNaN(Number(v))) ? null : Number(v);
   const round = (v, digits = 0) => v === null || v === undefined ? "–" : Number(v).toFixed(digits);
   const hms = (s) => {
     if (s === null || s === undefined) return "–";
@@ -11,5 +10,5 @@ window.Live = (() => {
   };
   // The badge (#state): its text, and data-state / class for styles and tests.
   const showState = (el, key, text) => { el.textContent = text; el.dataset.state = key; el.className = "state " + key; };
-  return { num, round, hms, showState };
+  return { round, hms, showState };
 })();
