@@ -28,7 +28,8 @@ import json
 import logging
 import math
 import time
-from collections import deque
+from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator
 
 from channels.db import database_sync_to_async
@@ -60,8 +61,35 @@ def _rounded(value):
     return round(value, 3) if isinstance(value, float) else value
 
 
-def _value(value: float) -> float | None:
-    return round(value, 1) if math.isfinite(value) else None
+def _or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class RideChart:
+    """The chart of a ride: the first sample of each second of ride time, the last ``CHART_S``,
+    as ``(ride_s, power, heart_rate)`` in three float arrays (NaN for missing): 24 bytes a
+    point, about 8 KB a stream at 300 points (tracemalloc; a deque of tuples took ~40 KB)."""
+
+    def __init__(self) -> None:
+        self.t, self.power, self.heart_rate = array("d"), array("d"), array("d")
+
+    def add(self, ride_s: float, power: float, heart_rate: float) -> None:
+        if self.t and math.floor(ride_s) <= math.floor(self.t[-1]):
+            return
+        self.t.append(round(ride_s, 3))
+        self.power.append(round(power, 1))
+        self.heart_rate.append(round(heart_rate, 1))
+        stale = bisect_left(self.t, ride_s - CHART_S)
+        if stale:
+            for column in (self.t, self.power, self.heart_rate):
+                del column[:stale]
+
+    def after(self, ride_s: float) -> list[list]:
+        """The points after ``ride_s`` (every point for a negative one), oldest first."""
+        return [
+            [self.t[k], _or_none(self.power[k]), _or_none(self.heart_rate[k])]
+            for k in range(bisect_right(self.t, ride_s), len(self.t))
+        ]
 
 
 class RideTracker:
@@ -75,7 +103,7 @@ class RideTracker:
         self.ride = LiveRide()
         self.reader = EntryReader()
         self.last_id = START
-        self.chart: deque[tuple[float, float | None, float | None]] = deque()  # (ride_s, power, hr)
+        self.chart = RideChart()
         self.snapshot: dict | None = None
         self.version = 0
         self.ended: Ended | None = None
@@ -141,26 +169,8 @@ class RideTracker:
         sample = self.reader.sample(entry_id, json.loads(data_json))
         if sample is not None:
             self.ride.push(sample["t"], sample["power"], sample["heart_rate"], sample["cadence"])
-            self._chart_point(sample["t"] - self.ride.first_t, sample)
+            self.chart.add(sample["t"] - self.ride.first_t, sample["power"], sample["heart_rate"])
             self._dirty = True
-
-    def _chart_point(self, ride_s: float, sample: dict) -> None:
-        """The first sample of each second of ride time; the last CHART_S kept."""
-        if self.chart and math.floor(ride_s) <= math.floor(self.chart[-1][0]):
-            return
-        self.chart.append((round(ride_s, 3), _value(sample["power"]), _value(sample["heart_rate"])))
-        while self.chart[0][0] < ride_s - CHART_S:
-            self.chart.popleft()
-
-    def chart_after(self, ride_s: float) -> list[tuple[float, float | None, float | None]]:
-        """The chart's points after ``ride_s`` (every point for a negative one), oldest first."""
-        points = []
-        for point in reversed(self.chart):
-            if point[0] <= ride_s:
-                break
-            points.append(point)
-        points.reverse()
-        return points
 
     async def _publish(self) -> None:
         meta = (await meta_cache.get((self.name,)))[self.name]
@@ -289,7 +299,7 @@ async def metrics_events(board: MetricsBoard, follow: Follow, *, heartbeat: floa
                         follow.positions[name] = tracker.snapshot["last_id"]
                         snapshot = tracker.snapshot
                         if not follow.multi:
-                            chart = tracker.chart_after(charted)
+                            chart = tracker.chart.after(charted)
                             charted = chart[-1][0] if chart else charted
                             snapshot = {**snapshot, "chart": chart}
                         parts.append(_metrics_event(snapshot, follow.resume_id()))
