@@ -31,6 +31,7 @@ import time
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -256,32 +257,44 @@ async def current_metrics(board: MetricsBoard, name: str) -> dict:
         board.release(tracker)
 
 
-def _metrics_event(snapshot: dict, event_id: str) -> str:
-    return f"event: metrics\nid: {event_id}\ndata: {json.dumps(snapshot)}\n\n"
+class Snapshot(NamedTuple):
+    """A stream's metrics for one viewer: ``id`` resumes after it (Last-Event-ID)."""
+
+    id: str
+    data: dict
 
 
-def _end_event(tracker_name: str, ended: Ended, multi: bool) -> str:
-    if ended.reason == "deleted":
-        payload = {"stream": tracker_name, "detail": f"stream {tracker_name!r} was deleted"}
-    else:
-        payload = {"stream": tracker_name, "detail": ended.detail} if multi else {"detail": ended.detail}
-    return f"event: {ended.reason}\ndata: {json.dumps(payload)}\n\n"
+class Stop(NamedTuple):
+    """A stream ended for this viewer (``ended.reason``: deleted, shutdown, failed), or the
+    whole connection (``name`` None: access revoked)."""
+
+    name: str | None
+    ended: Ended
+
+    def payload(self, multi: bool) -> dict:
+        if self.ended.reason == "deleted":
+            return {"stream": self.name, "detail": f"stream {self.name!r} was deleted"}
+        if multi and self.name is not None:
+            return {"stream": self.name, "detail": self.ended.detail}
+        return {"detail": self.ended.detail}
 
 
-async def metrics_events(board: MetricsBoard, follow: Follow, *, heartbeat: float) -> AsyncIterator[str]:
-    """The metrics SSE body: an ``event: metrics`` per stream whenever its snapshot changes
-    (at most once a second), with the stream's last entry id as its ``id`` (the composite id
-    of ``follow`` for several streams), so a reconnect with Last-Event-ID gets only newer
-    snapshots. With one stream each event also has ``chart``: the chart points this connection
-    has not had yet (the first event: the last ``CHART_S`` of ride time). A deleted stream
-    sends ``event: deleted`` (with several streams the others go on); ``forbidden`` (access
-    revoked), ``shutdown`` and ``failed`` end the body."""
+async def metrics_updates(
+    board: MetricsBoard, follow: Follow, *, heartbeat: float
+) -> AsyncIterator[list[Snapshot | Stop]]:
+    """What a viewer of ``follow``'s live metrics gets, whatever carries it (SSE, WebSocket):
+    a list of updates whenever a stream's snapshot changes (at most once a second), an empty
+    list when ``heartbeat`` passed without one. A ``Snapshot``'s id is the stream's last entry
+    id (the composite id of ``follow`` for several streams), so a resume gets only newer ones.
+    With one stream each snapshot also has ``chart``: the chart points this viewer has not had
+    yet (the first one: the last ``CHART_S`` of ride time). A ``Stop``: with several streams a
+    deleted one leaves and the others go on; anything else (one stream, access revoked,
+    shutdown, failure) is the last update."""
     trackers = [board.acquire(name) for name in follow.names]
     sent = {name: -1 for name in follow.names}  # the version sent, per stream
     charted = -1.0  # the ride time of the last chart point sent (one stream only)
     recheck = settings.ACCESS_RECHECK_INTERVAL_MS / 1000
     try:
-        yield f"retry: {settings.SSE_RETRY_MS}\n\n"
         await asyncio.gather(*(asyncio.shield(t.ready) for t in trackers))
         now = time.monotonic()
         next_beat, next_check = now + heartbeat, now + recheck
@@ -290,32 +303,32 @@ async def metrics_events(board: MetricsBoard, follow: Follow, *, heartbeat: floa
             # Taken before looking: a snapshot made while this body is suspended (at a yield,
             # the access re-check) resolves one of these, so the wait below returns at once.
             changes = [t.changed() for t in live]
-            parts = []
+            updates: list[Snapshot | Stop] = []
             for tracker in list(live):
                 name = tracker.name
                 if tracker.snapshot and tracker.version != sent[name] and tracker.snapshot["samples"]:
                     sent[name] = tracker.version
                     if id_order(tracker.snapshot["last_id"]) > id_order(follow.positions[name]):
                         follow.positions[name] = tracker.snapshot["last_id"]
-                        snapshot = tracker.snapshot
+                        data = tracker.snapshot
                         if not follow.multi:
                             chart = tracker.chart.after(charted)
                             charted = chart[-1][0] if chart else charted
-                            snapshot = {**snapshot, "chart": chart}
-                        parts.append(_metrics_event(snapshot, follow.resume_id()))
+                            data = {**data, "chart": chart}
+                        updates.append(Snapshot(follow.resume_id(), data))
                 if tracker.ended is not None:
-                    parts.append(_end_event(name, tracker.ended, follow.multi))
+                    updates.append(Stop(name, tracker.ended))
                     if tracker.ended.reason != "deleted" or not follow.multi:
-                        yield "".join(parts)
+                        yield updates
                         return
                     live.remove(tracker)
             now = time.monotonic()
-            if parts or now >= next_beat:
-                yield "".join(parts) or ": ping\n\n"
+            if updates or now >= next_beat:
+                yield updates
                 next_beat = now + heartbeat
             if follow.guard is not None and now >= next_check:
                 if not await follow.guard(tuple(t.name for t in live)):
-                    yield _end_event(follow.names[0], Ended("forbidden", "access to this stream was revoked"), False)
+                    yield [Stop(None, Ended("forbidden", "access to this stream was revoked"))]
                     return
                 next_check = time.monotonic() + recheck
             if live:
@@ -325,3 +338,16 @@ async def metrics_events(board: MetricsBoard, follow: Follow, *, heartbeat: floa
     finally:
         for tracker in trackers:
             board.release(tracker)
+
+
+async def metrics_events(board: MetricsBoard, follow: Follow, *, heartbeat: float) -> AsyncIterator[str]:
+    """The metrics SSE body: ``event: metrics`` with the snapshot's ``id``; ``event: deleted``
+    / ``forbidden`` / ``shutdown`` / ``failed`` (``metrics_updates``); ``: ping`` between."""
+    yield f"retry: {settings.SSE_RETRY_MS}\n\n"
+    async for updates in metrics_updates(board, follow, heartbeat=heartbeat):
+        parts = [
+            f"event: metrics\nid: {u.id}\ndata: {json.dumps(u.data)}\n\n" if isinstance(u, Snapshot)
+            else f"event: {u.ended.reason}\ndata: {json.dumps(u.payload(follow.multi))}\n\n"
+            for u in updates
+        ]
+        yield "".join(parts) or ": ping\n\n"
