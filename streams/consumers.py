@@ -1,4 +1,5 @@
-"""WebSocket: ``ws/streams/{name}/`` follows a stream and, with a token, publishes to it.
+"""WebSocket: ``ws/streams/{name}/`` follows a stream and, with a token, publishes to it;
+``ws/streams/{name}/metrics/`` follows its live ride metrics (``MetricsConsumer``, below).
 
 Server → client: ``{"id": ..., "data": {...}}`` per entry (same hub and the same start rules
 as SSE: ``?last_event_id=`` / ``?from=start``), ``{"event": "overflow" | "deleted" |
@@ -32,6 +33,7 @@ from streams import capacity, identity, operations
 from streams.clients import redis_context
 from streams.identity import AccessError
 from streams.live import Ended, Follow, access_guard, follow_one, live_batches
+from streams.live_metrics import Snapshot, metrics_updates
 from streams.names import InvalidInput, encode_entries, parse_json, validate_stream_name
 from streams.tasks import cancel_and_wait
 from streamsite.compat import dispatch_without_db_close
@@ -105,9 +107,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         return readable, writable
 
     async def _refuse(self, detail: str, code: int) -> None:
-        await self.accept()
-        await self.send_json({"error": detail})
-        await self.close(code=code)
+        await _refuse(self, detail, code)
 
     async def disconnect(self, code):
         await cancel_and_wait(getattr(self, "forward", None))
@@ -157,3 +157,76 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"error": f"redis unavailable: {exc}"})
             return
         await self.send_json({"ids": ids})
+
+
+class MetricsConsumer(AsyncJsonWebsocketConsumer):
+    """``ws/streams/{name}/metrics/``: the stream's live ride metrics, what the metrics SSE
+    sends, for apps that speak WebSocket. Server → client only:
+    ``{"event": "metrics", "id": ..., "data": {...snapshot, "chart": [...]}}`` at most once a
+    second while entries arrive (``?last_event_id=`` resumes after an id), then
+    ``{"event": "deleted" | "forbidden" | "shutdown" | "failed", "detail": ...}`` before the
+    server closes (4403 for forbidden, else 1000). The read rule, the capacity limits and the
+    refusals at connect are the entry socket's; a frame from the client gets an error frame."""
+
+    channel_layer_alias = StreamConsumer.channel_layer_alias
+
+    async def dispatch(self, message):
+        await dispatch_without_db_close(self, message)
+
+    async def connect(self):
+        query = {k: v[-1] for k, v in parse_qs(self.scope.get("query_string", b"").decode()).items()}
+        name = self.scope["url_route"]["kwargs"]["name"]
+        self.forward: asyncio.Task | None = None
+        self.admission = None
+        try:
+            ident = await identity.identify_scope(self.scope, query.get("token"))
+            follow = await follow_one(name, resume=query.get("last_event_id"), mode="start")
+            await operations.check_readable(ident, [name])
+            follow.guard = access_guard(ident, follow.names)
+            ctx = await redis_context()
+            client = (self.scope.get("client") or (None,))[0]
+            self.admission = capacity.admit_follow(
+                hub=ctx.live_hub(), ident=ident, client_address=client, names=follow.names
+            )
+        except AccessError as exc:
+            await _refuse(self, exc.detail, 4000 + exc.status)
+            return
+        except InvalidInput as exc:
+            await _refuse(self, str(exc), CLOSE_BAD_REQUEST)
+            return
+        except (RedisConnectionError, RedisTimeoutError):
+            await self.close(code=CLOSE_UNAVAILABLE)
+            return
+        await self.accept()
+        self.forward = asyncio.get_running_loop().create_task(self._forward(ctx.metrics, follow))
+
+    async def _forward(self, board, follow: Follow) -> None:
+        heartbeat = settings.SSE_HEARTBEAT_INTERVAL / 1000
+        try:
+            async for updates in metrics_updates(board, follow, heartbeat=heartbeat):
+                for update in updates:
+                    if isinstance(update, Snapshot):
+                        await self.send_json({"event": "metrics", "id": update.id, "data": update.data})
+                    else:
+                        await self.send_json({"event": update.ended.reason, **update.payload(multi=False)})
+                        await self.close(code=CLOSE_FORBIDDEN if update.ended.reason == "forbidden" else 1000)
+                        return
+        except (RedisConnectionError, RedisTimeoutError) as exc:  # the access re-check lost Redis
+            log.warning("websocket metrics for %s lost Redis: %s", follow.names[0], exc)
+            await self.close(code=CLOSE_UNAVAILABLE)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        await self.send_json({"error": "this socket only sends: publish on ws/streams/{name}/ or the REST API"})
+
+    async def disconnect(self, code):
+        await cancel_and_wait(getattr(self, "forward", None))
+        if getattr(self, "admission", None) is not None:
+            self.admission.release()
+
+
+async def _refuse(consumer: AsyncJsonWebsocketConsumer, detail: str, code: int) -> None:
+    """Accepted, one ``{"error": ...}`` frame, closed with ``code``: a browser's WebSocket
+    sees neither a refused handshake's reason nor its status."""
+    await consumer.accept()
+    await consumer.send_json({"error": detail})
+    await consumer.close(code=code)

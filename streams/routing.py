@@ -7,10 +7,11 @@ from django.conf import settings
 from django.http.cookie import parse_cookie
 from django.urls import re_path
 
-from streams.consumers import StreamConsumer
+from streams.consumers import MetricsConsumer, StreamConsumer
 
 websocket_urlpatterns = [
     re_path(r"^ws/streams/(?P<name>[^/]+)/$", StreamConsumer.as_asgi()),
+    re_path(r"^ws/streams/(?P<name>[^/]+)/metrics/$", MetricsConsumer.as_asgi()),
 ]
 
 

@@ -199,13 +199,15 @@ WS_FOLLOWS = {"anonymous": 4404, "owner": None, "other": 4404, "viewer": None, "
 SESSION_ROLES = [r for r in ROLES if r != "readonly"]  # a read-only token has no session form
 
 
+@pytest.mark.parametrize("socket", ["entries", "metrics"])
 @pytest.mark.parametrize(
     "how,role",
     [("token", r) for r in ROLES] + [("session", r) for r in SESSION_ROLES],
 )
-async def test_websocket_follow_of_a_private_stream(world, how, role):
+async def test_websocket_follow_of_a_private_stream(world, how, role, socket):
     """Follows by token (?token=) and by a browser's session cookie (read once at the
-    handshake: streams.routing.SessionUser) get the same answers."""
+    handshake: streams.routing.SessionUser) get the same answers, for the entries and for the
+    live metrics (ws/streams/{name}/metrics/)."""
     from streamsite.asgi import application
 
     users, tokens = world
@@ -215,13 +217,16 @@ async def test_websocket_follow_of_a_private_stream(world, how, role):
         query = f"?token={tokens[role]}&from=start"
     elif role != "anonymous":
         headers = await browser_ws_headers(users[role])
-    ws = WebsocketCommunicator(application, f"/ws/streams/priv/{query}", headers=headers)
+    path = "/ws/streams/priv/" if socket == "entries" else "/ws/streams/priv/metrics/"
+    ws = WebsocketCommunicator(application, path + query, headers=headers)
     connected, _ = await ws.connect()
     try:
         assert connected
         first = await ws.receive_json_from(5)
-        if WS_FOLLOWS[role] is None:
+        if WS_FOLLOWS[role] is None and socket == "entries":
             assert first["data"] == RIDE[0]
+        elif WS_FOLLOWS[role] is None:
+            assert first["event"] == "metrics" and first["data"]["samples"] == len(RIDE)
         else:
             assert "not found" in first["error"]
             assert await ws.receive_output(5) == {"type": "websocket.close", "code": WS_FOLLOWS[role]}
@@ -345,8 +350,11 @@ async def test_revoking_a_share_ends_the_viewers_follows(world, settings):
 
     ws = WebsocketCommunicator(application, f"/ws/streams/priv/?token={tokens['viewer']}")
     assert (await ws.connect())[0]
+    ws_metrics = WebsocketCommunicator(application, f"/ws/streams/priv/metrics/?token={tokens['viewer']}")
+    assert (await ws_metrics.connect())[0]
     try:
         assert sse.status == 200
+        assert (await ws_metrics.receive_json_from(10))["event"] == "metrics"
         resp = await call(tokens, "owner", "delete", "/api/shares/viewer")
         assert resp.status_code == 204
         ended = [e for e in await sse.events(1, timeout=10) if e.event == "forbidden"]
@@ -359,10 +367,14 @@ async def test_revoking_a_share_ends_the_viewers_follows(world, settings):
         assert seen[-1].event == "forbidden" and "revoked" in seen[-1].json()["detail"]
         assert (await ws.receive_json_from(10))["event"] == "forbidden"
         assert await ws.receive_output(5) == {"type": "websocket.close", "code": 4403}
+        ended = await ws_metrics.receive_json_from(10)
+        assert ended["event"] == "forbidden" and "revoked" in ended["detail"]
+        assert await ws_metrics.receive_output(5) == {"type": "websocket.close", "code": 4403}
     finally:
         await sse.close()
         await metrics.close()
         await ws.disconnect()
+        await ws_metrics.disconnect()
 
 
 async def test_websocket_publish_stops_when_the_token_is_revoked(world):

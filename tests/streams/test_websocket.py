@@ -7,6 +7,7 @@ from channels.testing import WebsocketCommunicator
 from asgiref.sync import sync_to_async
 from streams import operations
 from streams.clients import redis_context
+from streams.identity import Actor
 from tests.helpers import actor, browser_ws_headers, make_user, user_with_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -134,6 +135,45 @@ async def test_deleted_stream_sends_event_and_closes(app, sockets, r, settings):
     assert (await ws.receive_output(5))["type"] == "websocket.close"
     await operations.stream_publish(name="gone", entries=[{"x": "2"}])  # re-created: not for this socket
     assert await ws.receive_nothing(0.2)
+
+
+async def test_live_metrics_over_websocket(app, sockets, r, settings):
+    """ws/streams/{name}/metrics/: what the metrics SSE sends, as JSON frames: the snapshot
+    with the chart, only newer points after, a resume by id, then the end and the close."""
+    settings.STREAMS_PUBLIC_READ = True
+    await operations.stream_publish(name="ride", entries=[{"t": str(i), "power": "200", "hr": "140"} for i in range(30)])
+    ws, connected, _ = await open_ws(app, sockets, "/ws/streams/ride/metrics/")
+    assert connected
+    first = await ws.receive_json_from(5)
+    last_id = await operations.stream_last_id(name="ride")
+    assert first["event"] == "metrics" and first["id"] == last_id
+    assert first["data"]["samples"] == 30 and first["data"]["avg_power"] == 200
+    assert [p[0] for p in first["data"]["chart"]] == list(range(30))
+    await ws.send_to(text_data=json.dumps({"power": 1}))
+    assert "only sends" in (await ws.receive_json_from(5))["error"]
+    await operations.stream_publish(name="ride", entries=[{"t": "30", "power": "300", "hr": "150"}])
+    second = await ws.receive_json_from(5)
+    assert second["data"]["samples"] == 31 and second["data"]["chart"] == [[30, 300, 150]]
+    resumed, _, _ = await open_ws(app, sockets, f"/ws/streams/ride/metrics/?last_event_id={last_id}")
+    again = await resumed.receive_json_from(5)  # only the snapshot after that id
+    assert again["id"] == second["id"] and again["data"]["samples"] == 31
+    await operations.streams_delete(names=["ride"])
+    assert (await ws.receive_json_from(5))["event"] == "deleted"
+    assert await ws.receive_output(5) == {"type": "websocket.close", "code": 1000}
+
+
+@pytest.mark.parametrize("path,code,detail", [
+    ("/ws/streams/bad%20name/metrics/", 4400, "name"),
+    ("/ws/streams/ride/metrics/?last_event_id=nope", 4400, "Last-Event-ID"),
+    ("/ws/streams/private-ride/metrics/", 4404, "not found"),
+])
+async def test_live_metrics_socket_refusals(app, sockets, r, settings, path, code, detail):
+    settings.STREAMS_PUBLIC_READ = False
+    await operations.stream_publish(name="private-ride", entries=[{"t": "0", "power": "1"}], actor=Actor(user_id=999_999, username="someone"))
+    ws, connected, _ = await open_ws(app, sockets, path)
+    assert connected
+    assert detail in (await ws.receive_json_from(5))["error"]
+    assert await ws.receive_output(5) == {"type": "websocket.close", "code": code}
 
 
 async def test_frames_do_not_hop_to_a_thread_to_close_database_connections(app, sockets, token, monkeypatch):
