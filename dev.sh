@@ -36,13 +36,16 @@ find_redis() {
   .venv/bin/python scripts/local_redis.py --started-file "$started_redis" "$@"
 }
 
-# Static files: collected (hashed, compressed) once per dependency set; servestatic serves them.
+# Static files: collected (hashed, compressed) again whenever the dependencies or our own
+# static files (the apps' static/ folders) change; servestatic serves them.
 collect_static() {
   local want marker
-  want=$(cat .venv/.requirements.sha256)
+  want=$({ cat .venv/.requirements.sha256
+           find streams workouts monitoring streamsite -path '*/static/*' -type f -print0 | sort -z | xargs -0 -r sha256sum
+         } | sha256sum | cut -d' ' -f1)
   marker="${STATIC_ROOT:-staticfiles}/.collected"
   if [ "$(cat "$marker" 2>/dev/null || true)" != "$want" ]; then
-    echo "Collecting static files (once per dependency set)…"
+    echo "Collecting static files (the dependencies or our static files changed)…"
     .venv/bin/python manage.py collectstatic --no-input -v0
     mkdir -p "$(dirname "$marker")"
     echo "$want" > "$marker"
