@@ -10,6 +10,7 @@ dropped. Result: no gap and no duplicate at the catch-up/live boundary.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 import zlib
@@ -17,6 +18,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams import identity, operations
 from streams.clients import redis_context
@@ -24,6 +27,8 @@ from streams.hub import Entry, make_entry
 from streams.names import InvalidInput, validate_entry_id, validate_stream_name
 from streams.positions import START, id_order
 from streams.tasks import raise_if_cancelled, settle
+
+log = logging.getLogger(__name__)
 
 CATCH_UP_CHUNK = 500
 
@@ -165,14 +170,23 @@ meta_cache = MetaCache()
 
 def access_guard(ident: identity.Identity, names: tuple[str, ...]) -> Callable[..., Awaitable[bool]]:
     """Whether the caller may still read every stream it follows: its token, user and shares
-    (cached, AUTH_CACHE_TTL) and each stream's visibility (MetaCache)."""
+    (cached, AUTH_CACHE_TTL) and each stream's visibility (MetaCache).
+
+    When Redis cannot be reached (an unplanned failover takes longer than the node map's
+    redirect deadline), the visibility cannot be read: the follow goes on and the next
+    re-check decides. A stream's metadata lives in its own slot, so while it cannot be read no
+    new entry of that stream can be either."""
 
     async def allowed(only: tuple[str, ...] | None = None) -> bool:
         """``only``: the streams still followed, when some of ``names`` have ended."""
         current = await identity.still_valid(ident)
         if current is None or "read" not in current.scopes:
             return False
-        metas = await meta_cache.get(names if only is None else only)
+        try:
+            metas = await meta_cache.get(names if only is None else only)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("access re-check of %s postponed: redis unavailable (%s)", ", ".join(names), exc)
+            return True
         return all(
             identity.can_read_stream(current, owner_id=m.owner_id, visibility=m.visibility) for m in metas.values()
         )
