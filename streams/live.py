@@ -168,6 +168,21 @@ class MetaCache:
 meta_cache = MetaCache()
 
 
+POSTPONED_LOG_EVERY_S = 10.0
+_postponed_log = {"at": float("-inf"), "since": 0}  # one warning per interval, not per listener
+
+
+def _postponed(names: tuple[str, ...], exc: Exception) -> None:
+    _postponed_log["since"] += 1
+    now = time.monotonic()
+    if now - _postponed_log["at"] >= POSTPONED_LOG_EVERY_S:
+        log.warning(
+            "access re-checks postponed (%d since the last warning; the latest of %s): redis unavailable (%s)",
+            _postponed_log["since"], ", ".join(names), exc,
+        )
+        _postponed_log.update(at=now, since=0)
+
+
 def access_guard(ident: identity.Identity, names: tuple[str, ...]) -> Callable[..., Awaitable[bool]]:
     """Whether the caller may still read every stream it follows: its token, user and shares
     (cached, AUTH_CACHE_TTL) and each stream's visibility (MetaCache).
@@ -185,7 +200,7 @@ def access_guard(ident: identity.Identity, names: tuple[str, ...]) -> Callable[.
         try:
             metas = await meta_cache.get(names if only is None else only)
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            log.warning("access re-check of %s postponed: redis unavailable (%s)", ", ".join(names), exc)
+            _postponed(names, exc)
             return True
         return all(
             identity.can_read_stream(current, owner_id=m.owner_id, visibility=m.visibility) for m in metas.values()
