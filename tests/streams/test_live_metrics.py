@@ -155,6 +155,41 @@ async def test_metrics_sse_brings_the_chart_in_ride_time(athlete, open_clients, 
     assert [point[0] for point in (await next_metrics(late)).json()["chart"]] == list(range(51, 152))
 
 
+async def test_a_tracker_publishes_through_a_redis_outage(doomed_redis, settings):
+    """Entries arrive, then Redis goes (a failover outlasting the node map's redirect
+    deadline): the tracker still publishes their snapshot, with the owner and FTP it last
+    read, instead of ending its viewers with `failed`."""
+    from dataclasses import replace
+
+    from streams.clients import close_redis_context
+    from streams.live_metrics import current_metrics
+
+    url, proc = doomed_redis
+    await close_redis_context()
+    settings.REDIS = replace(settings.REDIS, url=url)
+    settings.ACCESS_RECHECK_INTERVAL_MS = 100  # the metadata copy is stale at once
+    actor = Actor(user_id=999_999, username="rider")
+    try:
+        await operations.stream_settings_update(name="ride", actor=actor, ftp=250)
+        await publish_all("ride", [{"t": str(i), "power": "200"} for i in range(30)], actor)
+        board = (await redis_context()).metrics
+        assert (await current_metrics(board, "ride"))["ftp"] == 250
+        last_ms = int((await operations.stream_last_id(name="ride")).split("-")[0])
+        tracker = board.acquire("ride")
+        try:
+            proc.kill()
+            proc.wait(10)
+            changed = tracker.changed()
+            tracker._add(f"{last_ms + 1000}-0", json.dumps({"t": "30", "power": "300"}))  # read just before
+            await asyncio.wait_for(changed, 5)
+            assert tracker.ended is None
+            assert tracker.snapshot["samples"] == 31 and tracker.snapshot["ftp"] == 250
+        finally:
+            board.release(tracker)
+    finally:
+        await close_redis_context()
+
+
 async def test_group_metrics_sse_one_connection_for_several_riders(athlete, open_clients):
     _, token, actor = athlete
     for name in ("a", "b"):
