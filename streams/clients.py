@@ -25,6 +25,7 @@ from streams.topology import cluster_mode
 from streamsite.envconfig import RedisConfig
 
 if TYPE_CHECKING:
+    from streams.live import MetaCache
     from streams.live_metrics import MetricsBoard
 
 
@@ -40,6 +41,15 @@ class RedisContext:
     sampler: "LiveStateSampler | None" = None
     # Live ride metrics: one tracker per viewed stream (streams/live_metrics.py).
     metrics: "MetricsBoard" = field(default_factory=lambda: _metrics_board())
+    # Stream metadata for access re-checks and live metrics (streams/live.py).
+    meta: "MetaCache" = field(default_factory=lambda: _meta_cache())
+
+    def streams_changed(self, names: list[str]) -> None:
+        """A write through this process created, deleted or re-owned these streams, or changed
+        their settings: the caches built on them read again (other processes' within an
+        interval: registry and metadata refresh on their own)."""
+        self.registry.forget_cache()
+        self.meta.forget(names)
 
     def live_hub(self) -> StreamHub:
         """The hub, with its cross-process deletion feed running."""
@@ -55,6 +65,12 @@ class RedisContext:
         if self.sampler is not None:
             await self.sampler.close()
         await self.nodes.close()
+
+
+def _meta_cache() -> "MetaCache":
+    from streams.live import MetaCache  # streams.live imports this module
+
+    return MetaCache()
 
 
 def _metrics_board() -> "MetricsBoard":

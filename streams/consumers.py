@@ -47,7 +47,11 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_UNAVAILABLE = 1013  # try again later
 
 
-class StreamConsumer(AsyncJsonWebsocketConsumer):
+class LiveConsumer(AsyncJsonWebsocketConsumer):
+    """What both sockets share: no channel layer, no per-frame DB close, the refusal at
+    connect, and the forward task (``self.forward``) and capacity place (``self.admission``)
+    that a disconnect gives back."""
+
     # No channel-layer channel per connection: live entries and deletions reach this consumer
     # through the process's hub (streams/hub.py, streams/broadcast.py). With one, every socket
     # held a channels_redis receive, whose cancellation at disconnect could hang for good —
@@ -59,6 +63,21 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         # No database work here except through database_sync_to_async (identity loads), so
         # Channels' per-frame close of stale DB connections (a thread hop) is skipped.
         await dispatch_without_db_close(self, message)
+
+    async def _refuse(self, detail: str, code: int) -> None:
+        """Accepted, one ``{"error": ...}`` frame, closed with ``code``: a browser's WebSocket
+        sees neither a refused handshake's reason nor its status."""
+        await self.accept()
+        await self.send_json({"error": detail})
+        await self.close(code=code)
+
+    async def disconnect(self, code):
+        await cancel_and_wait(getattr(self, "forward", None))
+        if getattr(self, "admission", None) is not None:
+            self.admission.release()
+
+
+class StreamConsumer(LiveConsumer):
 
     async def connect(self):
         query = {k: v[-1] for k, v in parse_qs(self.scope.get("query_string", b"").decode()).items()}
@@ -106,13 +125,6 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         )
         return readable, writable
 
-    async def _refuse(self, detail: str, code: int) -> None:
-        await _refuse(self, detail, code)
-
-    async def disconnect(self, code):
-        await cancel_and_wait(getattr(self, "forward", None))
-        if getattr(self, "admission", None) is not None:
-            self.admission.release()
 
     async def _forward(self, follow: Follow) -> None:
         try:
@@ -159,7 +171,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"ids": ids})
 
 
-class MetricsConsumer(AsyncJsonWebsocketConsumer):
+class MetricsConsumer(LiveConsumer):
     """``ws/streams/{name}/metrics/``: the stream's live ride metrics, what the metrics SSE
     sends, for apps that speak WebSocket. Server → client only:
     ``{"event": "metrics", "id": ..., "data": {...snapshot, "chart": [...]}}`` at most once a
@@ -167,11 +179,6 @@ class MetricsConsumer(AsyncJsonWebsocketConsumer):
     ``{"event": "deleted" | "forbidden" | "shutdown" | "failed", "detail": ...}`` before the
     server closes (4403 for forbidden, else 1000). The read rule, the capacity limits and the
     refusals at connect are the entry socket's; a frame from the client gets an error frame."""
-
-    channel_layer_alias = StreamConsumer.channel_layer_alias
-
-    async def dispatch(self, message):
-        await dispatch_without_db_close(self, message)
 
     async def connect(self):
         query = {k: v[-1] for k, v in parse_qs(self.scope.get("query_string", b"").decode()).items()}
@@ -189,10 +196,10 @@ class MetricsConsumer(AsyncJsonWebsocketConsumer):
                 hub=ctx.live_hub(), ident=ident, client_address=client, names=follow.names
             )
         except AccessError as exc:
-            await _refuse(self, exc.detail, 4000 + exc.status)
+            await self._refuse(exc.detail, 4000 + exc.status)
             return
         except InvalidInput as exc:
-            await _refuse(self, str(exc), CLOSE_BAD_REQUEST)
+            await self._refuse(str(exc), CLOSE_BAD_REQUEST)
             return
         except (RedisConnectionError, RedisTimeoutError):
             await self.close(code=CLOSE_UNAVAILABLE)
@@ -201,32 +208,18 @@ class MetricsConsumer(AsyncJsonWebsocketConsumer):
         self.forward = asyncio.get_running_loop().create_task(self._forward(ctx.metrics, follow))
 
     async def _forward(self, board, follow: Follow) -> None:
+        # No Redis call here: the tracker reads the stream, and an access re-check that cannot
+        # reach Redis is postponed (streams/live.py access_guard).
         heartbeat = settings.SSE_HEARTBEAT_INTERVAL / 1000
-        try:
-            async for updates in metrics_updates(board, follow, heartbeat=heartbeat):
-                for update in updates:
-                    if isinstance(update, Snapshot):
-                        await self.send_json({"event": "metrics", "id": update.id, "data": update.data})
-                    else:
-                        await self.send_json({"event": update.ended.reason, **update.payload(multi=False)})
-                        await self.close(code=CLOSE_FORBIDDEN if update.ended.reason == "forbidden" else 1000)
-                        return
-        except (RedisConnectionError, RedisTimeoutError) as exc:  # the access re-check lost Redis
-            log.warning("websocket metrics for %s lost Redis: %s", follow.names[0], exc)
-            await self.close(code=CLOSE_UNAVAILABLE)
+        async for updates in metrics_updates(board, follow, heartbeat=heartbeat):
+            for update in updates:
+                if isinstance(update, Snapshot):
+                    await self.send_json({"event": "metrics", "id": update.id, "data": update.data})
+                else:
+                    await self.send_json({"event": update.ended.reason, **update.payload(multi=False)})
+                    await self.close(code=CLOSE_FORBIDDEN if update.ended.reason == "forbidden" else 1000)
+                    return
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         await self.send_json({"error": "this socket only sends: publish on ws/streams/{name}/ or the REST API"})
 
-    async def disconnect(self, code):
-        await cancel_and_wait(getattr(self, "forward", None))
-        if getattr(self, "admission", None) is not None:
-            self.admission.release()
-
-
-async def _refuse(consumer: AsyncJsonWebsocketConsumer, detail: str, code: int) -> None:
-    """Accepted, one ``{"error": ...}`` frame, closed with ``code``: a browser's WebSocket
-    sees neither a refused handshake's reason nor its status."""
-    await consumer.accept()
-    await consumer.send_json({"error": detail})
-    await consumer.close(code=code)

@@ -120,10 +120,12 @@ async def follow_many(streams: str, *, resume: str | None, mode: str | None) -> 
 
 
 class MetaCache:
-    """Stream metadata for access re-checks, shared by every listener of this process: when
-    any followed stream's copy is older than ACCESS_RECHECK_INTERVAL, one pipelined read
-    refreshes every stream in the cache (one round trip per interval for the whole process,
-    however many listeners and streams), with one read in flight at a time."""
+    """Stream metadata for access re-checks and live metrics, shared by every listener of this
+    event loop (``RedisContext.meta``): when any followed stream's copy is older than
+    ACCESS_RECHECK_INTERVAL, one pipelined read refreshes every stream in the cache (one round
+    trip per interval for the whole process, however many listeners and streams), with one
+    read in flight at a time. A write through this process drops its streams' copies
+    (``forget``), so they are read again at once."""
 
     MAX_ENTRIES = 100_000
 
@@ -133,6 +135,7 @@ class MetaCache:
         self._asked_before: set[str] = set()  # ... and in the interval before it
         self._fetched_at = float("-inf")
         self._pending: asyncio.Future | None = None
+        self._forgotten: set[str] = set()  # dropped while a read was in flight: not kept from it
 
     async def get(self, names: tuple[str, ...]) -> dict[str, operations.StreamMeta]:
         """Stale copies are served while another caller refreshes them: one listener per
@@ -161,11 +164,18 @@ class MetaCache:
         # missing for a listener that asked recently); the others drop out.
         keep = self._asked | self._asked_before | set(names)
         self._asked_before, self._asked = self._asked, set()
-        self._entries = await operations.stream_meta(names=list(keep)[: self.MAX_ENTRIES])
+        self._forgotten = set()
+        entries = await operations.stream_meta(names=list(keep)[: self.MAX_ENTRIES])
+        for name in self._forgotten:  # written meanwhile: this copy may be older than the write
+            entries.pop(name, None)
+        self._entries = entries
         self._fetched_at = started
 
+    def forget(self, names: list[str]) -> None:
+        for name in names:
+            self._entries.pop(name, None)
+        self._forgotten.update(names)
 
-meta_cache = MetaCache()
 
 
 POSTPONED_LOG_EVERY_S = 10.0
@@ -198,7 +208,7 @@ def access_guard(ident: identity.Identity, names: tuple[str, ...]) -> Callable[.
         if current is None or "read" not in current.scopes:
             return False
         try:
-            metas = await meta_cache.get(names if only is None else only)
+            metas = await (await redis_context()).meta.get(names if only is None else only)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             _postponed(names, exc)
             return True

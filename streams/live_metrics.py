@@ -39,10 +39,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams import operations
-from streams.live import Ended, Follow, live_batches, meta_cache
+from streams.clients import redis_context
+from streams.live import Ended, Follow, live_batches
 from streams.positions import START, id_order
 from streams.tasks import cancel_and_wait, raise_if_cancelled
-from workouts.metrics import LiveRide
+from workouts.metrics import LiveRide, or_none
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,6 @@ def _profile_of(owner_id: int) -> tuple[int | None, float | None]:
 
 def _rounded(value):
     return round(value, 3) if isinstance(value, float) else value
-
-
-def _or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 class RideChart:
@@ -90,7 +87,7 @@ class RideChart:
     def after(self, ride_s: float) -> list[list]:
         """The points after ``ride_s`` (every point for a negative one), oldest first."""
         return [
-            [self.t[k], _or_none(self.power[k]), _or_none(self.heart_rate[k])]
+            [self.t[k], or_none(self.power[k]), or_none(self.heart_rate[k])]
             for k in range(bisect_right(self.t, ride_s), len(self.t))
         ]
 
@@ -180,7 +177,7 @@ class RideTracker:
         """The stream's owner and FTP (the shared metadata cache); while Redis cannot be reached
         (a failover outlasting the node map's redirect deadline), the last copy read."""
         try:
-            self._meta = (await meta_cache.get((self.name,)))[self.name]
+            self._meta = (await (await redis_context()).meta.get((self.name,)))[self.name]
         except (RedisConnectionError, RedisTimeoutError):
             if self._meta is None:
                 raise

@@ -142,7 +142,7 @@ async def stream_publish(*, name: str, entries: list[dict[str, str]], actor: Act
     if reply[0] == 0:
         raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
     if reply[1]:
-        ctx.registry.forget_cache()
+        ctx.streams_changed([name])
     ids = reply[2:]
     EVENTS_PUBLISHED.inc(len(ids))
     return ids
@@ -161,7 +161,7 @@ async def stream_settings_update(
     reply = await _run_script(ctx, SETTINGS_LUA, _write_keys(ctx, name), args)
     if reply[0] == 0:
         raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
-    ctx.registry.forget_cache()
+    ctx.streams_changed([name])
     _, created, owner_id, visibility, ftp_now, owner_name = reply
     return SettingsOutcome(created=bool(created), meta=_meta_from([owner_id, owner_name, visibility, ftp_now]))
 
@@ -172,7 +172,7 @@ async def stream_claim(*, name: str, user_id: int, username: str) -> bool:
     validate_stream_name(name)
     ctx = await redis_context()
     reply = await _run_script(ctx, CLAIM_LUA, _write_keys(ctx, name), [name, str(user_id), username, default_visibility()])
-    ctx.registry.forget_cache()
+    ctx.streams_changed([name])
     return bool(reply[0])
 
 
@@ -191,7 +191,7 @@ async def streams_delete(*, names: list[str], actor: Actor = SYSTEM) -> DeleteOu
         [k[0] for k in keys],
         lambda pipe, i: delete(keys=keys[i], args=_actor_args(unique[i], actor), client=pipe),
     )]
-    ctx.registry.forget_cache()
+    ctx.streams_changed(unique)
     deleted = [n for n, reply in zip(unique, replies) if reply[0] == 1 and reply[1] == 1]
     refused = [WriteRefused(n, _refusal_meta(reply[1], reply[2])) for n, reply in zip(unique, replies) if reply[0] == 0]
     if deleted:

@@ -414,10 +414,10 @@ class LiveRide:
             "tss": tss,
             "power_3s": mean_of_last(3),
             "power_30s": mean_of_last(WINDOW_S),
-            "power": _or_none(self.power),
-            "heart_rate": _or_none(self.heart_rate),
+            "power": or_none(self.power),
+            "heart_rate": or_none(self.heart_rate),
             "avg_heart_rate": self._hr.mean(),
-            "cadence": _or_none(self.cadence),
+            "cadence": or_none(self.cadence),
             "avg_cadence": self._cadence.mean(),
         }
 
@@ -434,7 +434,8 @@ def _fold_windows(window: deque, seconds: list[float]) -> tuple[float, int]:
     return fourth, windows
 
 
-def _or_none(value: float) -> float | None:
+def or_none(value: float) -> float | None:
+    """NaN (missing) as None."""
     return None if math.isnan(value) else value
 
 

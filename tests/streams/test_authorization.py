@@ -377,6 +377,23 @@ async def test_revoking_a_share_ends_the_viewers_follows(world, settings):
         await ws_metrics.disconnect()
 
 
+async def test_a_write_through_this_process_is_read_again_at_once(world, settings):
+    """The metadata copy behind access re-checks and live metrics is dropped by a write made
+    here (a stream made private, deleted and made again by someone else), not served for the
+    rest of its interval."""
+    from streams.clients import redis_context
+
+    settings.ACCESS_RECHECK_INTERVAL_MS = 6000
+    users, tokens = world
+    meta = (await redis_context()).meta
+    assert (await meta.get(("pub",)))["pub"].visibility == "public"
+    assert (await call(tokens, "owner", "put", "/api/streams/pub", {"visibility": "private"})).status_code == 200
+    assert (await meta.get(("pub",)))["pub"].visibility == "private"
+    assert (await call(tokens, "owner", "delete", "/api/streams/pub")).status_code == 204
+    assert (await call(tokens, "other", "post", "/api/streams/pub/events", {"x": 1})).status_code == 201
+    assert (await meta.get(("pub",)))["pub"].owner_id == users["other"].pk
+
+
 async def test_an_access_recheck_that_cannot_reach_redis_keeps_the_follow(world, settings, caplog, monkeypatch):
     """An unplanned failover can keep a slot unserved longer than the node map's redirect
     deadline: a re-check then cannot read the visibility, and the follow goes on (CI once saw
