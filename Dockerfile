@@ -26,7 +26,7 @@ EXPOSE 8000
 ENTRYPOINT ["/app/docker-entrypoint.sh"]
 # uvicorn with uvloop, httptools and websockets (uvicorn[standard]): the fastest of the servers
 # measured for live delivery and ingest (docs/benchmarks.md, section j). Forwarded headers are
-# applied only for TRUSTED_PROXIES (streamsite/asgi_guards.py), so uvicorn's own are off. On
+# applied only for TRUSTED_PROXIES (streamsite/server/guards.py), so uvicorn's own are off. On
 # SIGTERM every live stream is ended at once; the graceful timeout only bounds the rest.
 CMD ["uvicorn", "--host", "0.0.0.0", "--port", "8000", "--backlog", "4096", "--no-proxy-headers", \
      "--timeout-graceful-shutdown", "10", "streamsite.asgi:application"]

@@ -34,7 +34,7 @@ from bench.list_streams import wrk as run_wrk  # noqa: E402
 
 
 def seed(r, n: int, layout, owner_id: int) -> None:
-    """``n`` public streams owned by the bench user, in the bucketed layout (streams/keys.py).
+    """``n`` public streams owned by the bench user, in the bucketed layout (streams/store/keys.py).
     ``r`` is a plain or a cluster client (a cluster pipeline is split per node)."""
     pipe = r.pipeline(transaction=False)
     names = [f"bench-{i:06d}" for i in range(n)]
@@ -94,7 +94,7 @@ def main() -> None:
         cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
     token = subprocess.run([python, "manage.py", "create_api_token", "bench"], cwd=ROOT, env=env, check=True,
                            capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    from streams.keys import KeyLayout
+    from streams.store.keys import KeyLayout
 
     seed(r, args.streams, KeyLayout("stream:", int(env.get("REDIS_BUCKETS", "16"))), owner_id)
     server = subprocess.Popen(server_command(args.server, args.port, "streamsite.asgi:application"), cwd=ROOT, env=env)

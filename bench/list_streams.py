@@ -24,11 +24,11 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from streams.keys import KeyLayout  # noqa: E402
+from streams.store.keys import KeyLayout  # noqa: E402
 
 
 def seed(url: str, n: int, prefix: str) -> None:
-    """``n`` streams in the bucketed layout (streams/keys.py), registered in their buckets."""
+    """``n`` streams in the bucketed layout (streams/store/keys.py), registered in their buckets."""
     layout = KeyLayout(prefix, int(os.environ.get("REDIS_BUCKETS", "16")))
     r = redis.Redis.from_url(url)
     r.flushdb()

@@ -1,4 +1,4 @@
-"""Live ride metrics (streams/live_metrics.py): what they cost.
+"""Live ride metrics (workouts/rides/tracking.py): what they cost.
 
 1. Per entry: an entry's JSON → sample (EntryReader) → LiveRide.push, and a snapshot, on a
    simulated 1 Hz ride (dropouts, coasting, heart rate, cadence).
@@ -35,9 +35,11 @@ import django  # noqa: E402
 
 django.setup()
 
+from streams.store.keys import key_layout  # noqa: E402
 from workouts.metrics import LiveRide  # noqa: E402
-from workouts.services import EntryReader  # noqa: E402
-from workouts.simulate import simulate_ride  # noqa: E402
+from workouts.rides.archive import EntryReader  # noqa: E402
+from workouts.rides.simulate import simulate_ride  # noqa: E402
+from workouts.rides.tracking import MetricsBoard  # noqa: E402
 
 
 def per_entry(seconds: int) -> dict:
@@ -63,6 +65,7 @@ def per_entry(seconds: int) -> dict:
 
 PUBLISHER = r"""
 import sys, time, redis
+from workouts.rides.tracking import MetricsBoard
 url, n, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 keys = sys.argv[4:]
 r = redis.Redis.from_url(url)
@@ -84,15 +87,15 @@ async def followed(streams: int, duration: float, mode: str) -> dict:
     metric trackers (``mode="metrics"``) or by one plain hub listener each (``"listeners"``)."""
     from django.conf import settings
 
-    from streams.clients import close_redis_context, redis_context
-    from streams.live import Follow, live_batches
+    from streams.engine.context import close_redis_context, redis_context
+    from streams.live.follow import Follow, live_batches
 
     ctx = await redis_context()
     names = [f"lm{i}" for i in range(streams)]
-    keys = [settings.REDIS.keys.stream(n) for n in names]
+    keys = [key_layout(settings.REDIS).stream(n) for n in names]
     tasks, trackers = [], []
     if mode == "metrics":
-        trackers = [ctx.metrics.acquire(n) for n in names]
+        trackers = [MetricsBoard.of(ctx).acquire(n) for n in names]
     else:
         async def listen(name):
             follow = Follow(names=(name,), positions={name: "0-0"}, multi=False)
@@ -117,14 +120,14 @@ async def followed(streams: int, duration: float, mode: str) -> dict:
     if trackers:
         result["min_samples_per_tracker"] = min(samples)
         for t in trackers:
-            ctx.metrics.release(t)
+            MetricsBoard.of(ctx).release(t)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     async with ctx.nodes.nodes()[0].main.client() as r:
         for start in range(0, len(keys), 500):
             await r.delete(*keys[start : start + 500])
-        await r.delete(*[settings.REDIS.keys.stream_keys(n).meta for n in names])
+        await r.delete(*[key_layout(settings.REDIS).stream_keys(n).meta for n in names])
     await close_redis_context()
     return result
 

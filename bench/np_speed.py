@@ -62,7 +62,7 @@ def api_create(n: int = 14400, repeat: int = 10) -> dict:
 
     from streams.models import ApiToken
     from workouts.models import Workout
-    from workouts.simulate import simulate_ride
+    from workouts.rides.simulate import simulate_ride
 
     user, _ = get_user_model().objects.get_or_create(username="bench")
     token = ApiToken.issue(user=user)[1]

@@ -16,13 +16,14 @@ django_app = get_asgi_application()
 from django.http import JsonResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from streams.clients import redis_context  # noqa: E402
+from streams.engine.context import redis_context  # noqa: E402
+from streams.store.keys import key_layout  # noqa: E402
 from streamsite import urls  # noqa: E402
 
 
 async def streams_by_scan(request):
     ctx = await redis_context()
-    keys = ctx.config.keys
+    keys = key_layout(ctx.config)
     limit = int(request.GET.get("limit", 100))
     names = []
     for node in ctx.nodes.nodes():
@@ -35,7 +36,7 @@ async def streams_by_scan(request):
 urls.urlpatterns.insert(0, path("bench/streams-scan", streams_by_scan))
 
 from streamsite.asgi import application as product  # noqa: E402
-from streamsite.handlers import LeanASGIHandler, PathRouter  # noqa: E402
+from streamsite.server.handlers import LeanASGIHandler, PathRouter  # noqa: E402
 
 # The baseline gets the same lean handler as the product's API paths.
 application = PathRouter(standard=product, lean=LeanASGIHandler(), prefixes=["/bench/"])

@@ -41,7 +41,7 @@ import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from streams.keys import KeyLayout  # noqa: E402
+from streams.store.keys import KeyLayout  # noqa: E402
 
 
 def rss_kb(pid: int) -> int:

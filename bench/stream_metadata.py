@@ -63,8 +63,8 @@ async def command_calls(r):
 async def main(args):
     from django.conf import settings
 
-    from streams.clients import close_redis_context, redis_context
-    from streams.operations import stream_info_batch
+    from streams.engine.context import close_redis_context, redis_context
+    from streams.store.services import stream_info_batch
 
     ctx = await redis_context()
     prefix = ctx.config.stream_key_prefix

@@ -22,7 +22,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streamsite.settings_test")
 import django  # noqa: E402
 
 django.setup()
-from streams.hub import Subscription  # noqa: E402
+from streams.live.hub import Subscription  # noqa: E402
 
 N, ROUNDS = 10000, 30
 

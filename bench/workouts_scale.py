@@ -61,7 +61,7 @@ from django.contrib.auth import get_user_model
 from workouts.models import Workout
 from workouts.services import workout_create
 from workouts.samples import samples_from_arrays
-from workouts.simulate import simulate_ride
+from workouts.rides.simulate import simulate_ride
 u = get_user_model().objects.get(username='bench')
 ride = simulate_ride(duration=3600, seed=1)
 w = workout_create(athlete=u, title='seed', started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), samples=samples_from_arrays(**ride))

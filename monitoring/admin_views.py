@@ -12,10 +12,11 @@ from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from streams import operations
-from streams.clients import close_redis_context, current_context
-from streams.identity import MANAGE_ALL_STREAMS, VIEW_ALL_STREAMS
-from streams.names import InvalidInput, validate_stream_name
+from streams.store import services as store
+from streams.engine.context import close_redis_context, current_context
+from streams.access.identity import MANAGE_ALL_STREAMS, VIEW_ALL_STREAMS
+from streams.core.errors import InvalidInput
+from streams.store.names import validate_stream_name
 
 PAGE_SIZE = 50
 
@@ -67,8 +68,8 @@ def streams_list(request):
         page_number = 1
 
     async def load():
-        page = await operations.streams_list(prefix=prefix, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)
-        infos = await operations.stream_info_batch(names=page.names)  # one batch call per page
+        page = await store.streams_list(prefix=prefix, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)
+        infos = await store.stream_info_batch(names=page.names)  # one batch call per page
         return page, infos
 
     page, infos = call_service(load)
@@ -88,7 +89,7 @@ def stream_detail(request, name: str):
         raise Http404("no such stream") from None
 
     async def load():
-        return await operations.stream_info_batch(names=[name]), await operations.stream_latest(name=name, count=20)
+        return await store.stream_info_batch(names=[name]), await store.stream_latest(name=name, count=20)
 
     infos, latest = call_service(load)
     if infos[name] is None:
@@ -117,6 +118,6 @@ def streams_delete(request):
         return TemplateResponse(request, "monitoring/streams_delete.html", _context(
             request, title="Delete streams?", names=names,
         ))
-    outcome = call_service(operations.streams_delete, names=names)
+    outcome = call_service(store.streams_delete, names=names)
     messages.success(request, f"Deleted {len(outcome.deleted)} of {len(names)} streams.")
     return HttpResponseRedirect(reverse("admin:redis-streams"))

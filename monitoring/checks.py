@@ -12,9 +12,13 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from monitoring.operations import operation_metrics
-from streams.capacity import capacity_stats
-from streams.clients import current_context, redis_context
+from streams.core.instruments import operation_metrics
+from streams.live.capacity import capacity_stats
+from streams.core.gc import FullCollections
+from streams.engine.context import current_context, redis_context
+from streams.live.hub import StreamHub
+from streams.store.registry import StreamRegistry
+from workouts.rides.tracking import MetricsBoard
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +99,13 @@ async def snapshot() -> dict:
     """The seed's metrics endpoint, snake_case: pools, hub, registry and operation timings."""
     ctx = await redis_context()
     try:
-        streams = len(await ctx.registry.names())  # one GET while the in-process copy is current
-        age = ctx.registry.age_ms()
+        registry = StreamRegistry.of(ctx)
+        streams = len(await registry.names())  # one GET while the in-process copy is current
+        age = registry.age_ms()
         registry = {"streams": streams, "age_ms": None if age is None else round(age)}
     except Exception as exc:  # Redis down: the rest of the snapshot still helps
         registry = {"streams": None, "age_ms": None, "error": f"{type(exc).__name__}: {exc}"}
+    hub = StreamHub.of(ctx)
     return {
         "timestamp": dt.datetime.now(dt.UTC).isoformat(),
         "blocking_pool": _pool(ctx.nodes.stats("blocking")),
@@ -109,9 +115,9 @@ async def snapshot() -> dict:
             for node in ctx.nodes.nodes()
         ],
         "cluster": ctx.nodes.cluster,
-        "hub": ctx.hub.stats().__dict__,
-        "capacity": capacity_stats(ctx.hub),
-        "live_metrics": ctx.metrics.stats(),
+        "hub": hub.stats().__dict__,
+        "capacity": capacity_stats(hub),
+        "live_metrics": board.stats() if (board := ctx.peek(MetricsBoard)) else MetricsBoard.EMPTY,
         "registry": registry,
         "operations": [op.as_dict() for op in operation_metrics().snapshot()],
         "gc": _gc(),
@@ -121,8 +127,6 @@ async def snapshot() -> dict:
 def _gc() -> dict:
     """Python's collector: automatic collections per generation and our clocked and deep ones
     (their pause is what listeners feel; see GC_FULL_COLLECT_INTERVAL, GC_DEEP_COLLECT_INTERVAL)."""
-    from streamsite.lifecycle import FullCollections
-
     last, deep = FullCollections.last_pause_ms, FullCollections.last_deep_pause_ms
     return {
         "thresholds": list(gc.get_threshold()),

@@ -1,6 +1,6 @@
-"""Our Prometheus metrics, beside django-prometheus' own in the default registry.
+"""Our Prometheus collectors, beside django-prometheus' own in the default registry.
 
-Counters and histograms are updated where things happen; pool, hub and registry gauges are
+Counters and histograms are updated where things happen (streams/core/instruments.py); pool, hub and registry gauges are
 read from live state at scrape time by a collector (so they are never stale). With several
 server processes (``PROMETHEUS_MULTIPROC_DIR``) a sampler per process writes the same readings
 into prometheus_client's shared files instead, so a scrape of any process sums them all.
@@ -12,19 +12,15 @@ import asyncio
 import os
 
 from django.conf import settings
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-EVENTS_PUBLISHED = Counter("streamsite_events_published", "Stream entries published through our services")
-SSE_OPEN = Gauge("streamsite_sse_connections", "Open SSE connections", multiprocess_mode="livesum")
-SSE_DURATION = Histogram(
-    "streamsite_sse_connection_seconds", "How long SSE connections stayed open",
-    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600),
-)
-# Set at each scrape (monitoring/views.py): 0 when a Redis primary does not answer PING or a
-# cluster does not serve every slot. With several processes, the lowest live value.
-REDIS_UP = Gauge("streamsite_redis_up", "1 when every Redis primary answered PING at the last scrape",
-                 multiprocess_mode="livemin")
+from streams.core.aio import cancel_and_wait
+from streams.engine.context import all_contexts
+from streams.live.capacity import connections
+from streams.live.hub import HubStats, StreamHub
+from streams.store.registry import StreamRegistry
+from workouts.rides.tracking import MetricsBoard
 
 LiveReading = tuple[str, str, str, tuple[str, ...], dict[tuple[str, ...], float]]
 
@@ -40,7 +36,7 @@ def live_readings(contexts) -> list[LiveReading]:
     readings: list[LiveReading] = [
         ("streamsite_redis_pool_connections", "Redis pool connections by state", "gauge", ("pool", "state"), pools),
     ]
-    hub_stats = [ctx.hub.stats() for ctx in contexts]
+    hub_stats = [hub.stats() if (hub := ctx.peek(StreamHub)) else HubStats() for ctx in contexts]
     for field, help_text in (("listeners", "Live listeners (SSE and WebSocket)"),
                              ("keys", "Streams the hub reads"), ("readers", "Hub reader tasks")):
         readings.append((f"streamsite_hub_{field}", help_text, "gauge", (),
@@ -56,18 +52,16 @@ def live_readings(contexts) -> list[LiveReading]:
                      "gauge-max", (), {(): max((len(ctx.nodes.nodes()) for ctx in contexts), default=0)}))
     readings.append(("streamsite_redis_redirects", "Commands re-sent after MOVED, ASK, TRYAGAIN or a dropped "
                      "connection on a Redis Cluster", "counter", (), {(): sum(ctx.nodes.redirects for ctx in contexts)}))
-    boards = [ctx.metrics.stats() for ctx in contexts]
+    boards = [board.stats() if (board := ctx.peek(MetricsBoard)) else MetricsBoard.EMPTY for ctx in contexts]
     readings.append(("streamsite_live_metrics_streams", "Streams whose live ride metrics this process computes",
                      "gauge", (), {(): sum(b["streams"] for b in boards)}))
     readings.append(("streamsite_live_metrics_viewers", "Viewers of live ride metrics (pages, SSE, requests)",
                      "gauge", (), {(): sum(b["viewers"] for b in boards)}))
-    from streams.capacity import connections
-
     readings.append(("streamsite_live_connections", "Open live connections counted against "
                      "LIVE_MAX_CONNECTIONS_PER_USER", "gauge", (), {(): connections.stats()["connections"]}))
     readings.append(("streamsite_live_followed_streams_limit", "LIVE_MAX_FOLLOWED_STREAMS", "gauge-max", (),
                      {(): settings.LIVE_MAX_FOLLOWED_STREAMS}))
-    sizes = [len(ctx.registry.cached_names) for ctx in contexts]
+    sizes = [len(StreamRegistry.of(ctx).cached_names) for ctx in contexts]
     readings.append(("streamsite_registry_streams", "Streams in the registry (in-process copy)", "gauge-max", (),
                      {(): max(sizes) if sizes else 0}))
     return readings
@@ -77,8 +71,6 @@ class LiveStateCollector:
     """Pools, hub and registry of every Redis context in this process, read at scrape time."""
 
     def collect(self):
-        from streams.clients import all_contexts
-
         for name, help_text, kind, labels, values in live_readings(all_contexts()):
             family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, help_text, labels=labels)
             for label_values, value in values.items():
@@ -110,7 +102,17 @@ class LiveStateSampler:
     readings into prometheus_client's shared files every SAMPLE_INTERVAL_S (and when this
     process answers a scrape), so ``/metrics`` sums pools, listeners and streams over every
     process (gauges ``livesum``; counters by their increase since the last sample). Owned by
-    its ``RedisContext``: ``start()`` with it, ``close()`` cancels and awaits the task."""
+    its ``RedisContext`` (``LiveStateSampler.of(ctx)``, started with the context: monitoring/apps.py): ``start()`` with it, ``close()`` cancels and awaits the task."""
+
+    @classmethod
+    def of(cls, ctx) -> "LiveStateSampler":
+        return ctx.part(cls, lambda: cls._made_for(ctx))
+
+    @classmethod
+    def _made_for(cls, ctx) -> "LiveStateSampler":
+        sampler = cls(ctx)
+        ctx.on_close(sampler.close)
+        return sampler
 
     def __init__(self, ctx) -> None:
         self._ctx = ctx
@@ -141,8 +143,6 @@ class LiveStateSampler:
                     child.set(value)
 
     async def close(self) -> None:
-        from streams.tasks import cancel_and_wait
-
         await cancel_and_wait(self._task)
         self._task = None
 

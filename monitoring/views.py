@@ -12,9 +12,10 @@ from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from monitoring.checks import readiness, redis_up, snapshot
-from monitoring.prometheus import REDIS_UP, register_collectors
-from streams.clients import current_context
-from streams.identity import AccessError, parse_authorization
+from monitoring.prometheus import LiveStateSampler, register_collectors
+from streams.core.instruments import REDIS_UP
+from streams.engine.context import current_context
+from streams.access.identity import AccessError, parse_authorization
 
 
 async def health(request):
@@ -81,8 +82,9 @@ def scrape_registry():
         register_collectors()
         return REGISTRY
     ctx = current_context()
-    if ctx is not None and ctx.sampler is not None:
-        ctx.sampler.sample()
+    sampler = None if ctx is None else ctx.peek(LiveStateSampler)
+    if sampler is not None:
+        sampler.sample()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     return registry

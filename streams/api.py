@@ -1,5 +1,5 @@
 """REST endpoints for streams and shares (django-ninja, async). Thin: parse, ask
-streams.identity who may, call a service, shape."""
+streams.access.identity who may, call a service, shape."""
 
 from __future__ import annotations
 
@@ -13,20 +13,24 @@ from ninja.responses import Status
 from ninja.security import HttpBearer
 from pydantic import Field, WithJsonSchema
 
-from streams import capacity, identity, operations, shares, sse
-from streams.clients import redis_context
-from streams.identity import AccessError, Identity
-from streams.live import access_guard, follow_many, follow_one
-from streams.live_metrics import current_metrics
-from streamsite.handlers import handed_off
-from streams.names import MAX_ENTRIES, NAME_RE, encode_entries, parse_json, validate_range_id, validate_stream_name
+from streams.live import capacity
+from streams.access import identity, rules
+from streams.store import services as store
+from streams.access import shares
+from streams.live import sse
+from streams.engine.context import redis_context
+from streams.access.identity import AccessError, Identity
+from streams.live.follow import access_guard, live_hub
+from streams.live.sse import EventsOf
+from streams.core.handoff import handed_off
+from streams.store.names import MAX_ENTRIES, NAME_RE, encode_entries, parse_json, validate_range_id, validate_stream_name
 
 MAX_BATCH = 1000
 MAX_OFFSET = 2**31 - 1  # a larger one does not fit an SQL OFFSET
 
 
 class Caller(HttpBearer):
-    """Resolves the caller (streams.identity) and checks the token's scope. ``request.auth``
+    """Resolves the caller (streams.access.identity) and checks the token's scope. ``request.auth``
     is then an ``Identity``. Anonymous callers pass only where ``anonymous`` is set."""
 
     def __init__(self, scope: str, *, anonymous: bool = False) -> None:
@@ -38,8 +42,8 @@ class Caller(HttpBearer):
         try:
             ident = await identity.identify_request(request)
             if not self.anonymous:
-                identity.require_user(ident)
-            identity.require_scope(ident, self.scope)
+                rules.require_user(ident)
+            rules.require_scope(ident, self.scope)
         except AccessError as exc:
             raise HttpError(exc.status, exc.detail) from None
         return ident
@@ -134,7 +138,7 @@ def fast_json(payload: dict, status: int = 200) -> HttpResponse:
     return HttpResponse(json.dumps(payload), status=status, content_type="application/json")
 
 
-def _info_out(info: operations.StreamInfo) -> dict:
+def _info_out(info: store.StreamInfo) -> dict:
     meta = info.meta
     return {
         "name": info.name, "length": info.length, "first_id": info.first_id, "last_id": info.last_id,
@@ -148,32 +152,17 @@ def _validated_names(names: list[str]) -> list[str]:
     return names
 
 
-def _readable(ident: Identity, meta: operations.StreamMeta) -> bool:
-    return identity.can_read_stream(ident, owner_id=meta.owner_id, visibility=meta.visibility)
-
-
-def _refusal(ident: Identity, exc: operations.WriteRefused) -> HttpError:
-    """403 to a caller who may read the stream, 404 to one who may not (no leak)."""
-    if _readable(ident, exc.meta):
-        return HttpError(403, f"only the owner of stream {exc.name!r} or a stream manager may write to it")
-    return HttpError(404, f"stream {exc.name!r} not found")
-
-
-async def require_readable(ident: Identity, names: list[str]) -> None:
-    """404 naming the first stream the caller may not read (one round trip for all)."""
-    try:
-        await operations.check_readable(ident, names)
-    except AccessError as exc:
-        raise HttpError(exc.status, exc.detail) from None
+def _refusal(ident: Identity, exc: store.WriteRefused) -> AccessError:
+    return rules.write_refusal(ident, exc.name, exc.meta)
 
 
 @router.get("/streams", response=StreamListOut, auth=READ, summary="List streams")
 async def list_streams(request, q: Query[ListQuery]):
-    page = await operations.streams_list(
-        prefix=q.prefix, limit=q.limit, offset=q.offset, reader=identity.stream_reader(request.auth)
+    page = await store.streams_list(
+        prefix=q.prefix, limit=q.limit, offset=q.offset, reader=rules.stream_reader(request.auth)
     )
     if q.info:
-        infos = await operations.stream_info_batch(names=page.names)
+        infos = await store.stream_info_batch(names=page.names)
         streams = [_info_out(infos[n]) if infos[n] else {"name": n} for n in page.names]
     else:
         streams = [{"name": n} for n in page.names]
@@ -185,8 +174,8 @@ async def list_streams(request, q: Query[ListQuery]):
 @router.get("/streams/{name}", response={200: StreamOut}, auth=READ, summary="Stream info")
 async def get_stream(request, name: StreamName):
     validate_stream_name(name)
-    info = (await operations.stream_info_batch(names=[name]))[name]
-    if info is None or not _readable(request.auth, info.meta):
+    info = (await store.stream_info_batch(names=[name]))[name]
+    if info is None or not rules.may_read(request.auth, info.meta):
         raise HttpError(404, f"stream {name!r} not found")
     return _info_out(info)
 
@@ -199,12 +188,12 @@ async def put_stream(request, name: StreamName, body: SettingsIn):
     validate_stream_name(name)
     ftp = body.ftp if "ftp" in body.model_fields_set else ""
     try:
-        outcome = await operations.stream_settings_update(
-            name=name, actor=identity.actor_of(request.auth), visibility=body.visibility, ftp=ftp
+        outcome = await store.stream_settings_update(
+            name=name, actor=rules.actor_of(request.auth), visibility=body.visibility, ftp=ftp
         )
-    except operations.WriteRefused as exc:
+    except store.WriteRefused as exc:
         raise _refusal(request.auth, exc) from None
-    info = (await operations.stream_info_batch(names=[name]))[name]
+    info = (await store.stream_info_batch(names=[name]))[name]
     out = _info_out(info) if info else {"name": name}
     return Status(201 if outcome.created else 200, out)
 
@@ -214,8 +203,8 @@ async def read_events(request, name: StreamName, q: Query[RangeQuery]):
     validate_stream_name(name)
     start = validate_range_id(q.start, which="start")
     end = validate_range_id(q.end, which="end")
-    await require_readable(request.auth, [name])
-    entries = await operations.stream_range(name=name, start=start, end=end, count=q.count)
+    await store.check_readable(request.auth, [name])
+    entries = await store.stream_range(name=name, start=start, end=end, count=q.count)
     if entries is None:
         raise HttpError(404, f"stream {name!r} not found")
     return {"name": name, "events": [{"id": e.id, "data": e.data} for e in entries]}
@@ -258,8 +247,8 @@ async def publish_events(request, name: StreamName):
     validate_stream_name(name)
     entries = parse_publish_body(request.body)
     try:
-        ids = await operations.stream_publish(name=name, entries=entries, actor=identity.actor_of(request.auth))
-    except operations.WriteRefused as exc:
+        ids = await store.stream_publish(name=name, entries=entries, actor=rules.actor_of(request.auth))
+    except store.WriteRefused as exc:
         raise _refusal(request.auth, exc) from None
     return Status(201, {"ids": ids})
 
@@ -267,7 +256,7 @@ async def publish_events(request, name: StreamName):
 @router.delete("/streams/{name}", response={204: None}, auth=MANAGE, summary="Delete a stream")
 async def delete_stream(request, name: StreamName):
     validate_stream_name(name)
-    outcome = await operations.streams_delete(names=[name], actor=identity.actor_of(request.auth))
+    outcome = await store.streams_delete(names=[name], actor=rules.actor_of(request.auth))
     if outcome.refused:
         raise _refusal(request.auth, outcome.refused[0])
     if not outcome.deleted:
@@ -278,7 +267,7 @@ async def delete_stream(request, name: StreamName):
 SSE_DOC = {
     "responses": {
         200: {
-            "description": "An endless text/event-stream (see README: Live delivery)",
+            "description": "An endless text/event-stream (see docs/api.md: Live delivery)",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         }
     },
@@ -290,18 +279,16 @@ SSE_DOC = {
 }
 
 
-async def sse_response(request, follow: sse.Follow, board=None) -> StreamingHttpResponse:
-    """429/503 at once when a capacity limit is reached (streams/capacity.py); else the stream."""
-    hub = (await redis_context()).live_hub()
+async def sse_response(request, follow: sse.Follow, events: EventsOf = sse.hub_events) -> StreamingHttpResponse:
+    """429/503 at once when a capacity limit is reached (streams/live/capacity.py); else the
+    stream: ``events(follow)``, the entries by default."""
+    hub = live_hub(await redis_context())
     client = (request.META.get("REMOTE_ADDR") or None)
-    try:
-        admission = capacity.admit_follow(hub=hub, ident=request.auth, client_address=client, names=follow.names)
-    except AccessError as exc:
-        raise HttpError(exc.status, exc.detail) from None
+    admission = capacity.admit_follow(hub=hub, ident=request.auth, client_address=client, names=follow.names)
     try:
         # Handed off: Django closes the response (request_finished closes the database
         # connection auth may have opened) and its request thread before the body streams.
-        response = handed_off(sse.event_source(follow, admission, board), request, content_type="text/event-stream")
+        response = handed_off(sse.EventStream(events(follow), admission, follow), request, content_type="text/event-stream")
     except BaseException:
         admission.release()
         raise
@@ -310,14 +297,13 @@ async def sse_response(request, follow: sse.Follow, board=None) -> StreamingHttp
     return response
 
 
-async def serve_follow(request, follow: sse.Follow, *, metrics: bool = False) -> StreamingHttpResponse:
-    """Every live follow (entries or metrics, one stream or several): the read rule now, the
-    access re-check while it lives, then the stream. ``follow`` was validated before any
+async def serve_follow(request, follow: sse.Follow, events: EventsOf = sse.hub_events) -> StreamingHttpResponse:
+    """Every live follow (entries or ride metrics, one stream or several): the read rule now,
+    the access re-check while it lives, then the stream. ``follow`` was validated before any
     access answer."""
-    await require_readable(request.auth, list(follow.names))
+    await store.check_readable(request.auth, list(follow.names))
     follow.guard = access_guard(request.auth, follow.names)
-    board = (await redis_context()).metrics if metrics else None
-    return await sse_response(request, follow, board=board)
+    return await sse_response(request, follow, events)
 
 
 def with_streams_param(doc: dict) -> dict:
@@ -332,75 +318,6 @@ async def follow_stream(request, name: StreamName):
     return await serve_follow(request, await sse.follow_for_stream(request, name))
 
 
-class MetricsOut(Schema):
-    name: str
-    last_id: str
-    elapsed_s: float | None
-    moving_s: int
-    samples: int
-    avg_power: float | None
-    max_power: float | None
-    normalized_power: float | None
-    np_low_confidence: bool
-    intensity_factor: float | None
-    tss: float | None
-    power_3s: float | None
-    power_30s: float | None
-    power: float | None
-    heart_rate: float | None
-    avg_heart_rate: float | None
-    cadence: float | None
-    avg_cadence: float | None
-    ftp: int | None
-    ftp_source: Literal["stream", "profile"] | None
-    weight_kg: float | None
-
-
-@router.get(
-    "/streams/{name}/metrics", response=MetricsOut, auth=READ,
-    summary="Live ride metrics of a stream (NP, IF, TSS, 3 s power, …)",
-)
-async def stream_metrics(request, name: StreamName):
-    validate_stream_name(name)
-    info = (await operations.stream_info_batch(names=[name]))[name]
-    if info is None or not _readable(request.auth, info.meta):
-        raise HttpError(404, f"stream {name!r} not found")
-    ctx = await redis_context()
-    try:  # its live metrics follow the stream: the same limit as a live connection's
-        capacity.check_followable(hub=ctx.live_hub(), names=[name])
-    except AccessError as exc:
-        raise HttpError(exc.status, exc.detail) from None
-    try:
-        return fast_json(await current_metrics(ctx.metrics, name))
-    except LookupError as exc:
-        raise HttpError(404, str(exc)) from None
-
-
-METRICS_SSE_DOC = {
-    **SSE_DOC,
-    "parameters": [p for p in SSE_DOC["parameters"] if p["name"] != "from"],
-}
-
-
-@router.get(
-    "/streams/{name}/metrics/sse", auth=READ, summary="Follow a stream's live metrics (SSE, event: metrics)",
-    openapi_extra=METRICS_SSE_DOC,
-)
-async def follow_stream_metrics(request, name: StreamName):
-    follow = await follow_one(name, resume=sse.requested_resume_id(request), mode="start")
-    return await serve_follow(request, follow, metrics=True)
-
-
-@router.get(
-    "/metrics/sse", auth=READ,
-    summary="Follow the live metrics of several streams in one connection (SSE; a group ride)",
-    openapi_extra=with_streams_param(METRICS_SSE_DOC),
-)
-async def follow_many_metrics(request):
-    follow = await follow_many(request.GET.get("streams", ""), resume=sse.requested_resume_id(request), mode="start")
-    return await serve_follow(request, follow, metrics=True)
-
-
 @router.get(
     "/sse", auth=READ, summary="Follow several streams in one connection (SSE)",
     openapi_extra=with_streams_param(SSE_DOC),
@@ -411,16 +328,16 @@ async def follow_streams(request):
 
 @batch_router.post("/streams/info", response=InfoBatchOut, auth=READ, summary="Info for many streams")
 async def batch_info(request, body: NamesIn):
-    infos = await operations.stream_info_batch(names=_validated_names(body.names))
+    infos = await store.stream_info_batch(names=_validated_names(body.names))
     return {"streams": {
-        n: (_info_out(i) if i and _readable(request.auth, i.meta) else None) for n, i in infos.items()
+        n: (_info_out(i) if i and rules.may_read(request.auth, i.meta) else None) for n, i in infos.items()
     }}
 
 
 @batch_router.post("/streams/exists", response=ExistsOut, auth=READ, summary="Which streams exist")
 async def batch_exists(request, body: NamesIn):
-    infos = await operations.stream_info_batch(names=_validated_names(body.names))
-    return {"exists": {n: i is not None and _readable(request.auth, i.meta) for n, i in infos.items()}}
+    infos = await store.stream_info_batch(names=_validated_names(body.names))
+    return {"exists": {n: i is not None and rules.may_read(request.auth, i.meta) for n, i in infos.items()}}
 
 
 @batch_router.post(
@@ -428,11 +345,11 @@ async def batch_exists(request, body: NamesIn):
     summary="Delete many streams (only those the caller may manage)",
 )
 async def batch_delete(request, body: NamesIn):
-    outcome = await operations.streams_delete(
-        names=_validated_names(body.names), actor=identity.actor_of(request.auth)
+    outcome = await store.streams_delete(
+        names=_validated_names(body.names), actor=rules.actor_of(request.auth)
     )
     # A stream the caller may not even read counts as absent: its name does not leak.
-    forbidden = [r.name for r in outcome.refused if _readable(request.auth, r.meta)]
+    forbidden = [r.name for r in outcome.refused if rules.may_see(request.auth, r.meta)]
     return {"deleted": len(outcome.deleted), "forbidden": forbidden}
 
 

@@ -75,7 +75,7 @@ class Share(models.Model):
             models.UniqueConstraint(fields=["owner", "viewer"], name="share_once"),
             models.CheckConstraint(condition=~models.Q(owner=models.F("viewer")), name="share_not_self"),
         ]
-        # Object-independent rights over every athlete's streams (see README: who may do what).
+        # Object-independent rights over every athlete's streams (docs/security.md: who may do what).
         permissions = [
             ("view_all_streams", "Can read every stream"),
             ("manage_all_streams", "Can publish to, change, archive and delete every stream"),

@@ -13,11 +13,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.api import batch_router, router as streams_router, shares_router
-from streams.identity import AccessError
-from streams.names import InvalidInput
+from streams.access.identity import AccessError
+from streams.core.errors import InvalidInput
 from streamsite.middleware import human_size
-from streamsite.offload import OffloadUnavailable
+from streams.core.offload import OffloadUnavailable
 from workouts.api import router as workouts_router
+from workouts.rides.api import router as rides_router
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ api = NinjaAPI(
     urls_namespace="api",
 )
 api.add_router("/", streams_router)
+api.add_router("/", rides_router)
 api.add_router("/batch", batch_router)
 api.add_router("/", workouts_router)
 api.add_router("/", shares_router)

@@ -9,22 +9,23 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()  # sets Django up before the routing imports
 
-from streamsite.compat import check_library_versions  # noqa: E402
+from streams.core.compat import check_library_versions  # noqa: E402
 
 check_library_versions()
 
 from django.conf import settings  # noqa: E402
 
-from streams.topology import check_at_start_up  # noqa: E402
+from streams.engine.topology import check_at_start_up  # noqa: E402
 
 check_at_start_up(settings.REDIS)  # REDIS_CLUSTER contradicting the Redis stops start-up
 
-from streams.routing import websocket_application  # noqa: E402
+from streamsite.routing import websocket_application  # noqa: E402
 
-from streamsite.asgi_guards import BodyLimit, TrustedProxies  # noqa: E402
-from streamsite.flow_control import FlowControl  # noqa: E402
-from streamsite.handlers import LeanASGIHandler, PathRouter  # noqa: E402
-from streamsite.lifecycle import install_twisted_hooks, lifespan, tune_gc  # noqa: E402
+from streamsite.server.guards import BodyLimit, TrustedProxies  # noqa: E402
+from streamsite.server.flow_control import FlowControl  # noqa: E402
+from streamsite.server.handlers import LeanASGIHandler, PathRouter  # noqa: E402
+from streams.core.gc import tune_gc  # noqa: E402
+from streamsite.server.lifecycle import install_twisted_hooks, lifespan  # noqa: E402
 
 application = TrustedProxies(
     FlowControl(

@@ -4,7 +4,7 @@ Django's own middleware (sessions, CSRF, auth, messages, …) subclasses ``Middl
 which under ASGI runs every hook through ``sync_to_async``: two hops through one shared
 thread per middleware per request. Measured here, that stack cut the API's throughput by more
 than half. So the API, health and streaming paths are served by a second Django handler
-(streamsite/handlers.py) whose stack is ``LEAN_MIDDLEWARE``: ``LeanGuardMiddleware`` runs the
+(streamsite/server/handlers.py) whose stack is ``LEAN_MIDDLEWARE``: ``LeanGuardMiddleware`` runs the
 pure, non-blocking parts of Django's stack on the event loop, then ``ApiShapeMiddleware``.
 Every other path (the admin) gets Django's standard ``MIDDLEWARE``, which also starts with
 ``ApiShapeMiddleware``. Both stacks begin with ``PrometheusBefore`` and end with

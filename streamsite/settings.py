@@ -1,6 +1,6 @@
 """streamsite settings, read from the environment (and an optional .env file).
 
-A bad value stops start-up with the variable's name: see streamsite/envconfig.py.
+A bad value stops start-up with the variable's name: see streams/engine/config.py.
 """
 
 from pathlib import Path
@@ -8,7 +8,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from streamsite.envconfig import env_bool, env_choice, env_int, load_redis_config
+from streams.core.env import env_bool, env_choice, env_int
+from streams.engine.config import load_redis_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -46,7 +47,7 @@ INSTALLED_APPS = [
 ]
 
 # Django's standard stack serves the admin; the API, health and streaming paths are served by a
-# second handler with only async-native middleware: see streamsite/handlers.py.
+# second handler with only async-native middleware: see streamsite/server/handlers.py.
 MIDDLEWARE = [
     "streamsite.middleware.PrometheusBefore",
     "streamsite.middleware.ApiShapeMiddleware",
@@ -72,7 +73,7 @@ LEAN_MIDDLEWARE = [
 
 # --- HTTPS and security headers (secure by default when DEBUG is off) -----------------------
 # Behind a TLS-terminating proxy, list it in TRUSTED_PROXIES: its X-Forwarded-Proto then
-# counts (SECURE_PROXY_SSL_HEADER), and no other peer's does (streamsite/asgi_guards.py).
+# counts (SECURE_PROXY_SSL_HEADER), and no other peer's does (streamsite/server/guards.py).
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool(env, "SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]  # probes and scrapers speak plain HTTP by IP
@@ -143,7 +144,7 @@ STREAMS_MAX_BODY = env_int(env, "STREAMS_MAX_BODY", 1024 * 1024, minimum=1)
 
 WORKOUTS_MAX_UPLOAD = env_int(env, "WORKOUTS_MAX_UPLOAD", 16 * 1024 * 1024, minimum=1)
 # Worker processes that parse, validate and encode workout bodies and FIT files off the event
-# loop (streamsite/offload.py). 1 keeps the other core for the server on a 2-core machine.
+# loop (streams/core/offload.py). 1 keeps the other core for the server on a 2-core machine.
 OFFLOAD_PROCESSES = env_int(env, "OFFLOAD_PROCESSES", 1, minimum=1)
 OFFLOAD_NICE = env_int(env, "OFFLOAD_NICE", 10)  # the workers' CPU priority below the server's (0-19)
 if OFFLOAD_NICE > 19:
@@ -174,11 +175,11 @@ SSE_RETRY_MS = env_int(env, "SSE_RETRY_MS", 2000)
 SSE_HEARTBEAT_INTERVAL = env_int(env, "SSE_HEARTBEAT_INTERVAL", 15000, minimum=1)
 SSE_MAX_STREAMS = 50
 SHUTDOWN_GRACE_MS = env_int(env, "SHUTDOWN_GRACE_MS", 2000)
-# Write backpressure (streamsite/flow_control.py): what a connection whose client stopped
+# Write backpressure (streamsite/server/flow_control.py): what a connection whose client stopped
 # reading may hold beyond the socket's buffer, and how long it may stall before it is cut.
 LIVE_MAX_BUFFER_BYTES = env_int(env, "LIVE_MAX_BUFFER_BYTES", 1024 * 1024, minimum=1024)
 LIVE_STALL_TIMEOUT_MS = env_int(env, "LIVE_STALL_TIMEOUT", 10000, minimum=100)
-# Capacity (streams/capacity.py): a follow beyond either limit is refused at once (503 / 429).
+# Capacity (streams/live/capacity.py): a follow beyond either limit is refused at once (503 / 429).
 LIVE_MAX_FOLLOWED_STREAMS = env_int(env, "LIVE_MAX_FOLLOWED_STREAMS", 10000, minimum=1)
 LIVE_MAX_CONNECTIONS_PER_USER = env_int(env, "LIVE_MAX_CONNECTIONS_PER_USER", 100, minimum=1)
 # The hub's readers on one node: one per STREAM_HUB_KEYS_PER_READER followed streams, plus (on a
@@ -206,12 +207,12 @@ def _gc_thresholds(raw: str) -> tuple[int, ...] | None:
     return values
 
 
-# The server process's garbage collector: see streamsite/lifecycle.py tune_gc().
+# The server process's garbage collector: see streams/core/gc.py tune_gc().
 GC_THRESHOLDS = _gc_thresholds(env.str("GC_THRESHOLDS", default="50000,20,100"))
 # With those thresholds Python's own full collections almost never run, so cyclic garbage
 # from finished connections would pile up; the server collects (and then freezes the
 # survivors) on this clock (0 = never), and unfreezes everything for one deep collection
-# every GC_DEEP_COLLECT_INTERVAL (0 = never). See streamsite/lifecycle.py FullCollections.
+# every GC_DEEP_COLLECT_INTERVAL (0 = never). See streams/core/gc.py FullCollections.
 GC_FULL_COLLECT_INTERVAL_MS = env_int(env, "GC_FULL_COLLECT_INTERVAL", 300000)
 GC_DEEP_COLLECT_INTERVAL_MS = env_int(env, "GC_DEEP_COLLECT_INTERVAL", 3600 * 1000)
 
@@ -228,7 +229,7 @@ try:
 except ValueError as _exc:
     raise ImproperlyConfigured(f"METRICS_ALLOWED_CIDRS is not a list of networks: {_exc}") from None
 
-# Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (streamsite/asgi_guards.py).
+# Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (streamsite/server/guards.py).
 # Run the server without --proxy-headers: these wrappers do it, for trusted peers only.
 try:
     TRUSTED_PROXIES = [
@@ -239,7 +240,7 @@ except ValueError as _exc:
 
 # --- Channels ------------------------------------------------------------------------------
 # No Channels layer: nothing of the service sends through one (deletions travel on the service's
-# own Redis stream, streams/broadcast.py), and channels-redis cannot talk to a Redis Cluster —
+# own Redis stream, streams/live/deletions.py), and channels-redis cannot talk to a Redis Cluster —
 # a layer would have been a second Redis for operators to run. get_channel_layer() is None.
 CHANNEL_LAYERS: dict = {}
 

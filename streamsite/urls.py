@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import path
 
 from monitoring import views as monitoring_views
-from streams.views import group_page, live_page
+from workouts.rides.views import group_page, live_page
 from streamsite.api import api
 
 urlpatterns = [

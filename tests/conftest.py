@@ -24,7 +24,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
 
-from streams.clients import close_redis_context
+from streams.engine.context import close_redis_context
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -204,7 +204,7 @@ def node_local(name: str) -> str:
 @pytest.fixture(autouse=True)
 def _fresh_identities():
     """Cached identities are keyed by token hash and user id; ids repeat across tests."""
-    from streams.identity import identity_cache
+    from streams.access.identity import identity_cache
 
     identity_cache.clear()
     yield

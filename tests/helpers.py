@@ -12,18 +12,19 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from streams.identity import Actor
+from streams.access.identity import Actor
 from streams.models import ApiToken
+from streams.store.keys import key_layout
 
 
 def key(name: str) -> str:
     """A stream's Redis key, from the configured prefix."""
-    return settings.REDIS.keys.stream(name)
+    return key_layout(settings.REDIS).stream(name)
 
 
 def registry_set(name: str) -> str:
     """The registry SET of a stream's bucket."""
-    keys = settings.REDIS.keys
+    keys = key_layout(settings.REDIS)
     return keys.registry(keys.bucket(name)).names
 
 
@@ -107,15 +108,15 @@ async def read_response(comm) -> tuple[int, dict[str, str], bytes]:
 
 async def publish(name: str, n: int, *, start: int = 0, field: str = "i", actor=None) -> list[str]:
     """``n`` entries ``{field: start..start+n-1}`` through the publish service; their ids."""
-    from streams import operations
+    from streams.store import services as store
 
     kwargs = {} if actor is None else {"actor": actor}
-    return await operations.stream_publish(name=name, entries=[{field: str(start + k)} for k in range(n)], **kwargs)
+    return await store.stream_publish(name=name, entries=[{field: str(start + k)} for k in range(n)], **kwargs)
 
 
 def publish_sync(name: str, n: int, **kwargs) -> list[str]:
     """The same from synchronous code: on a loop of its own, closing what it opened there."""
-    from streams.clients import close_redis_context
+    from streams.engine.context import close_redis_context
 
     async def run():
         try:

@@ -1,10 +1,10 @@
-"""The internals streamsite/compat.py reaches into are still there (fails when a library
+"""The internals streams/core/compat.py reaches into are still there (fails when a library
 changes under us), and a library version it was not written for stops start-up."""
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from streamsite import compat
+from streams.core import compat
 
 
 def test_installed_versions_are_the_ones_written_for():
@@ -99,7 +99,7 @@ def test_channels_dispatch_still_closes_connections_per_message_by_handler_name(
 
 
 def test_an_async_consumers_base_send_is_the_connections_send():
-    """streams/consumers.py sends each entry frame with ``self.base_send`` directly."""
+    """streams/live/consumers.py sends each entry frame with ``self.base_send`` directly."""
     import inspect
 
     from channels.consumer import AsyncConsumer

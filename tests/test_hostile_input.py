@@ -135,7 +135,7 @@ async def test_lean_paths_check_the_host_except_for_probes(r):
 
 
 def test_the_lean_handler_runs_only_the_lean_stack(settings):
-    from streamsite.handlers import LeanASGIHandler
+    from streamsite.server.handlers import LeanASGIHandler
 
     before = list(settings.MIDDLEWARE)
     handler = LeanASGIHandler()

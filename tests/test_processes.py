@@ -13,7 +13,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from streams import operations
+from streams.store import services as store
 from tests.helpers import eventually, publish
 from tests.test_shutdown import ROOT, free_port, production_command
 
@@ -97,7 +97,7 @@ async def test_two_processes_share_listeners_metrics_and_shutdown(r, tmp_path):
             # processes, through the service's event stream.
             await publish("multi0", 1)
             await publish("multi1", 1)
-            assert (await operations.streams_delete(names=["multi0", "multi1"])).deleted == ["multi0", "multi1"]
+            assert (await store.streams_delete(names=["multi0", "multi1"])).deleted == ["multi0", "multi1"]
             async with asyncio.timeout(20):
                 for c in chunks[:2]:
                     seen = ""

@@ -1,4 +1,4 @@
-"""What the README promises and no other test checked."""
+"""What the README and docs/ promise and no other test checked."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import AsyncClient
 
-from streams import operations
-from streams.clients import redis_context
+from streams.store import services as store
+from streams.engine.context import redis_context
 from streams.models import ApiToken, hash_token
 from tests.helpers import (
     actor,
@@ -34,6 +34,8 @@ from workouts import metrics as M
 from workouts.models import Workout
 from workouts.samples import samples_from_columns
 from workouts.services import workout_create
+from streams.store.keys import key_layout
+from streams.live.hub import StreamHub
 
 ROOT = Path(__file__).resolve().parent.parent
 START = dt.datetime(2026, 11, 3, 17, 0, tzinfo=dt.UTC)
@@ -153,7 +155,7 @@ async def test_staff_session_writes_with_a_valid_csrf_token(r):
 async def test_websocket_with_an_authorization_header_and_with_a_session(r, settings):
     settings.STREAMS_PUBLIC_READ = False
     user, token = await user_with_token("rider")
-    await operations.stream_settings_update(name="mine", actor=actor(user))
+    await store.stream_settings_update(name="mine", actor=actor(user))
     ws = WebsocketCommunicator(ws_app(), "/ws/streams/mine/", headers=[(b"authorization", f"Bearer {token}".encode())])
     assert (await ws.connect())[0]
     try:
@@ -181,14 +183,14 @@ async def test_websocket_with_an_authorization_header_and_with_a_session(r, sett
 async def test_websocket_overflow_and_shutdown_frames(r, settings):
     settings.STREAMS_PUBLIC_READ = True
     settings.SSE_QUEUE_SIZE = 3
-    (first,) = await operations.stream_publish(name="fast", entries=[{"i": "0"}])
+    (first,) = await store.stream_publish(name="fast", entries=[{"i": "0"}])
     ws = WebsocketCommunicator(ws_app(), "/ws/streams/fast/?from=start")
     assert (await ws.connect())[0]
     try:
         assert (await ws.receive_json_from(5))["id"] == first  # catch-up over: the rest is queued
         async with asyncio.timeout(5):
-            await (await redis_context()).hub.reading("fast")
-        ids = await operations.stream_publish(name="fast", entries=[{"i": str(k)} for k in range(1, 20)])
+            await StreamHub.of(await redis_context()).reading("fast")
+        ids = await store.stream_publish(name="fast", entries=[{"i": str(k)} for k in range(1, 20)])
         frames = []
         while True:
             out = await ws.receive_output(5)
@@ -204,8 +206,8 @@ async def test_websocket_overflow_and_shutdown_frames(r, settings):
     assert (await ws.connect())[0]
     try:
         async with asyncio.timeout(5):
-            await (await redis_context()).hub.reading("fast")
-        (await redis_context()).hub.begin_shutdown()
+            await StreamHub.of(await redis_context()).reading("fast")
+        StreamHub.of(await redis_context()).begin_shutdown()
         frame = await ws.receive_json_from(5)
         assert frame["event"] == "shutdown" and "reconnect" in frame["detail"]
         assert (await ws.receive_output(5))["type"] == "websocket.close"
@@ -216,7 +218,7 @@ async def test_websocket_overflow_and_shutdown_frames(r, settings):
 @tx
 async def test_multi_stream_resume_with_the_streams_reordered_is_400(r, settings):
     settings.STREAMS_PUBLIC_READ = True
-    await operations.stream_publish(name="a", entries=[{"i": "0"}])
+    await store.stream_publish(name="a", entries=[{"i": "0"}])
     c = await SSEClient("/api/sse?streams=a,b&from=start").connect()
     try:
         (event,) = await c.events(1)
@@ -234,8 +236,8 @@ async def test_multi_stream_resume_with_the_streams_reordered_is_400(r, settings
 async def test_more_than_one_hub_reader(r, settings):
     settings.STREAMS_PUBLIC_READ = True
     settings.STREAM_HUB_KEYS_PER_READER = 2  # read when this test's hub is built, below
-    hub = (await redis_context()).hub
-    keys = settings.REDIS.keys  # one bucket: on a cluster too, where a reader reads one bucket
+    hub = StreamHub.of(await redis_context())
+    keys = key_layout(settings.REDIS)  # one bucket: on a cluster too, where a reader reads one bucket
     names = [n for n in (f"s{i}" for i in range(2000)) if keys.bucket(n) == keys.bucket("s0")][:5]
     clients = [await SSEClient(f"/api/streams/{n}/sse").connect() for n in names]
     try:
@@ -243,7 +245,7 @@ async def test_more_than_one_hub_reader(r, settings):
             for n in names:
                 await hub.reading(n)
         assert hub.stats().readers == 3 and hub.stats().keys == 5
-        ids = {n: (await operations.stream_publish(name=n, entries=[{"n": n}]))[0] for n in names}
+        ids = {n: (await store.stream_publish(name=n, entries=[{"n": n}]))[0] for n in names}
         for n, c in zip(names, clients):
             (event,) = await c.events(1)
             assert event.id == ids[n] and event.json() == {"n": n}
@@ -254,10 +256,10 @@ async def test_more_than_one_hub_reader(r, settings):
 
 
 async def test_drain_gives_up_after_the_grace_period(r, settings, caplog):
-    from streamsite.lifecycle import drain_listeners
+    from streamsite.server.lifecycle import drain_listeners
 
     settings.SHUTDOWN_GRACE_MS = 200
-    hub = (await redis_context()).hub
+    hub = StreamHub.of(await redis_context())
     sub = await hub.subscribe(["stuck"])  # a listener that never unsubscribes
     try:
         hub.begin_shutdown()
@@ -283,7 +285,7 @@ async def test_readiness_fails_within_its_timeout_when_redis_hangs(r, settings):
     server = await asyncio.start_server(swallow, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        from streams.clients import close_redis_context
+        from streams.engine.context import close_redis_context
 
         await close_redis_context()
         settings.REDIS = replace(settings.REDIS, url=f"redis://127.0.0.1:{port}/1", pool_min=0, blocking_pool_min=0)
@@ -310,8 +312,10 @@ async def test_metrics_and_health_answer_any_host(r, settings):
 
 # --- Prometheus ----------------------------------------------------------------------------
 def readme_series() -> list[str]:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("Prometheus metrics:"):readme.index("## Management commands")]
+    """The `streamsite_...` series docs/monitoring.md lists after "Prometheus metrics:", up to its next heading."""
+    text = (ROOT / "docs" / "monitoring.md").read_text()
+    start = text.index("Prometheus metrics:")
+    section = text[start:text.index("\n## ", start)]
     return sorted(set(re.findall(r"`(streamsite_[a-z_]+)", section)))
 
 

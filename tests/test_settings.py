@@ -9,7 +9,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
-from streamsite.envconfig import load_redis_config, redact_url
+from streams.engine.config import load_redis_config, redact_url
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_VARS = [
@@ -105,7 +105,7 @@ def test_a_bad_variable_stops_start_up_naming_it(env, message):
 
 
 def test_full_collections_run_on_their_clock_and_stop():
-    from streamsite.lifecycle import FullCollections
+    from streams.core.gc import FullCollections
 
     FullCollections.stop()  # importing streamsite.asgi elsewhere in the suite started one
     FullCollections.ran.clear()
@@ -126,7 +126,7 @@ def test_clocked_collections_freeze_survivors_and_deep_ones_reclaim_frozen_cycle
     import gc
     import weakref
 
-    from streamsite.lifecycle import FullCollections
+    from streams.core.gc import FullCollections
 
     class Node:
         pass

@@ -12,9 +12,10 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from streams import topology
-from streams.clients import close_redis_context, redis_context
+from streams.engine import topology
+from streams.engine.context import close_redis_context, redis_context
 from tests.helpers import asgi_response, http_scope
+from streams.store.keys import key_layout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,7 +81,7 @@ async def test_requests_and_commands_get_a_clear_refusal(private_redis_url, sett
 
 async def test_the_service_works_on_a_cluster_given_any_node(redis_cluster, settings):
     """REDIS_URL names any node (here the last); streams spread over every primary."""
-    from streams import operations
+    from streams.store import services as store
 
     await close_redis_context()
     settings.REDIS = replace(settings.REDIS, url=redis_cluster.urls[-1])
@@ -89,14 +90,14 @@ async def test_the_service_works_on_a_cluster_given_any_node(redis_cluster, sett
         assert ctx.nodes.cluster and len(ctx.nodes.nodes()) == 3
         names = [f"spread-{i}" for i in range(30)]
         for name in names:
-            await operations.stream_publish(name=name, entries=[{"i": name}])
-        assert len({ctx.nodes.for_key(settings.REDIS.keys.stream(n)).address for n in names}) == 3
-        assert (await operations.streams_list(prefix="spread-", limit=100)).names == sorted(names)
-        infos = await operations.stream_info_batch(names=names)
+            await store.stream_publish(name=name, entries=[{"i": name}])
+        assert len({ctx.nodes.for_key(key_layout(settings.REDIS).stream(n)).address for n in names}) == 3
+        assert (await store.streams_list(prefix="spread-", limit=100)).names == sorted(names)
+        infos = await store.stream_info_batch(names=names)
         assert all(infos[n].length == 1 for n in names)
-        deleted = await operations.streams_delete(names=names)
+        deleted = await store.streams_delete(names=names)
         assert sorted(deleted.deleted) == sorted(names)
-        assert (await operations.streams_list(prefix="spread-")).names == []
+        assert (await store.streams_list(prefix="spread-")).names == []
     finally:
         await close_redis_context()
 
@@ -109,16 +110,16 @@ def test_stream_key_prints_the_key_a_device_xadds_to(sync_r):
     out = StringIO()
     call_command("stream_key", "ride-42", stdout=out)
     key = out.getvalue().strip()
-    assert key == f"{settings.REDIS.stream_key_prefix}{{b{settings.REDIS.keys.bucket('ride-42')}}}:ride-42"
+    assert key == f"{settings.REDIS.stream_key_prefix}{{b{key_layout(settings.REDIS).bucket('ride-42')}}}:ride-42"
     sync_r.xadd(key, {"power": "250"})  # a device's own XADD to that key …
-    from streams.clients import close_redis_context as close
+    from streams.engine.context import close_redis_context as close
     from asgiref.sync import async_to_sync
 
     async def listed():
-        from streams import operations
+        from streams.store import services as store
 
         try:
-            return (await operations.streams_exist(names=["ride-42"]))["ride-42"]
+            return (await store.streams_exist(names=["ride-42"]))["ride-42"]
         finally:
             await close()
 
@@ -149,14 +150,14 @@ def test_commands_refuse_a_contradicting_redis_cluster_setting(redis_cluster, se
 
 async def test_a_seed_node_stands_in_for_a_down_redis_url(redis_cluster, settings):
     """REDIS_CLUSTER=true with REDIS_URL's node down: the slot map comes from a seed."""
-    from streams import operations
+    from streams.store import services as store
 
     await close_redis_context()
     seed = redis_cluster.urls[1].removeprefix("redis://")
     settings.REDIS = replace(settings.REDIS, url="redis://127.0.0.1:1", cluster="true", cluster_nodes=(seed,))
     try:
-        await operations.stream_publish(name="seeded", entries=[{"x": "1"}])
-        assert "seeded" in (await operations.streams_list(prefix="seeded")).names
-        await operations.streams_delete(names=["seeded"])
+        await store.stream_publish(name="seeded", entries=[{"x": "1"}])
+        assert "seeded" in (await store.streams_list(prefix="seeded")).names
+        await store.streams_delete(names=["seeded"])
     finally:
         await close_redis_context()

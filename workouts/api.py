@@ -13,12 +13,15 @@ from pydantic import Field
 
 from django.contrib.auth import get_user_model
 
-from streams import identity, operations
+from streams.access import identity, rules
+from streams.store import services as store
 from streams.api import MANAGE, MAX_OFFSET, PUBLISH, READ_AS_USER, StreamName, fast_json
-from streams.identity import Identity
-from streams.names import InvalidInput, validate_stream_name
-from streamsite import offload
+from streams.access.identity import Identity
+from streams.core.errors import InvalidInput
+from streams.store.names import validate_stream_name
+from streams.core import offload
 from workouts import services
+from workouts.rides import archive
 from workouts.errors import WorkoutInputError
 from workouts.models import DERIVED_FIELDS, Workout
 from workouts.prepare import ftp_field, prepare_fit, prepare_json, text_field
@@ -46,7 +49,7 @@ async def _athlete(ident: Identity, username: str | None, *, default_id: int | N
     if default_id is not None and default_id != ident.user_id:
         default_name = (await get_user_model().objects.filter(pk=default_id).values_list("username", flat=True).afirst())
     if username and username not in (ident.username, default_name):
-        if not (ident.has_perm(identity.ADD_ANY_WORKOUT) or (archive and identity.manages_all_streams(ident))):
+        if not (ident.has_perm(identity.ADD_ANY_WORKOUT) or (archive and rules.manages_all_streams(ident))):
             raise HttpError(403, "creating a workout for another athlete needs the workouts.add_workout permission")
         return await sync_to_async(services.athlete_by_username)(username)  # WorkoutInputError: 400
     user_id = default_id or ident.user_id
@@ -172,16 +175,16 @@ class ArchiveIn(Schema):
 @router.post("/streams/{name}/archive", auth=MANAGE, summary="Turn a stream into a workout (owner or manager)")
 async def archive_stream(request, name: StreamName, body: ArchiveIn):
     validate_stream_name(name)
-    info = (await operations.stream_info_batch(names=[name]))[name]
+    info = (await store.stream_info_batch(names=[name]))[name]
     if info is None:
         raise HttpError(404, f"stream {name!r} not found")
     meta = info.meta
-    identity.check_manage(request.auth, name, owner_id=meta.owner_id, visibility=meta.visibility)
+    rules.check_manage(request.auth, name, owner_id=meta.owner_id, visibility=meta.visibility)
     # The workout goes to the stream's owner unless a manager names another athlete.
     who = await _athlete(request.auth, body.athlete, default_id=meta.owner_id, archive=True)
     title = text_field(body.title, field="title", max_length=200)
     try:
-        workout = await services.workout_from_stream(
+        workout = await archive.workout_from_stream(
             name=name, athlete=who, title=title, ftp=body.ftp, delete_stream=body.delete_stream
         )
     except LookupError as exc:

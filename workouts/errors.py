@@ -1,6 +1,6 @@
 """The one error type for workout input (samples, FIT files, request fields, archives)."""
 
-from streams.names import InvalidInput
+from streams.core.errors import InvalidInput
 
 
 class WorkoutInputError(InvalidInput):

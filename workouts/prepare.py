@@ -1,7 +1,7 @@
 """Workout input → what is stored, without Django: parse, validate, compute metrics, encode.
 
 Everything here is CPU-bound and pure (bytes and numbers in, picklable values out), so the
-server runs it in a worker process (``streamsite.offload``): ``json.loads`` of a 32 MiB body
+server runs it in a worker process (``streams.core.offload``): ``json.loads`` of a 32 MiB body
 holds the GIL for ~0.6 s, which in a thread still stalls every live listener of the process.
 Errors are ``WorkoutInputError`` (``FitError`` and ``SamplesError`` are kinds of it) with a
 message naming the problem; they pickle.
@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from streams.names import InvalidInput, parse_json
+from streams.core.errors import InvalidInput
+from streams.store.names import parse_json
 from workouts import metrics as ride
 from workouts.errors import WorkoutInputError
 from workouts.fit import read_fit

@@ -3,6 +3,7 @@ import pytest
 from django.conf import settings as dj_settings
 from django.contrib.auth import get_user_model
 
+from streams.store.keys import key_layout
 from tests.helpers import key, make_user, publish_sync
 
 
@@ -69,7 +70,7 @@ def test_bulk_delete_asks_then_deletes_through_the_service(staff_client, sync_re
     done = staff_client.post("/admin/redis-streams/delete/", {"names": ["a", "b"], "confirm": "yes"}, follow=True)
     assert done.status_code == 200
     assert sync_redis.exists(key("a"), key("b")) == 0 and sync_redis.exists(key("c")) == 1
-    assert not sync_redis.sismember(dj_settings.REDIS.keys.registry(dj_settings.REDIS.keys.bucket("a")).names, "a")
+    assert not sync_redis.sismember(key_layout(dj_settings.REDIS).registry(key_layout(dj_settings.REDIS).bucket("a")).names, "a")
     assert "Deleted 2 of 2" in done.content.decode()
 
 

@@ -13,7 +13,7 @@ import pytest
 from django.test import AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams import operations
+from streams.store import services as store
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES = DEPLOY / "prometheus" / "alerts.yml"
@@ -73,7 +73,7 @@ def family_name(series: str) -> str:
 @pytest.mark.django_db(transaction=True)
 async def test_every_series_the_dashboard_and_alerts_query_is_exported(r, settings):
     settings.STREAMS_PUBLIC_READ = True
-    await operations.stream_publish(name="d", entries=[{"x": "1"}])
+    await store.stream_publish(name="d", entries=[{"x": "1"}])
     c = AsyncClient()
     await c.get("/api/streams/d")
     body = (await c.get("/metrics")).content.decode()

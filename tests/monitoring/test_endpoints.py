@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.test import AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams import operations
+from streams.store import services as store
 from tests.helpers import http_scope, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -54,7 +54,7 @@ async def test_metrics_json_auth_and_shape(r, settings):
     await c.alogin(username="plain", password="pw")
     assert (await c.get("/health/metrics")).status_code == 403
     await c.alogin(username="ops", password="pw")
-    await operations.stream_publish(name="m", entries=[{"x": "1"}])
+    await store.stream_publish(name="m", entries=[{"x": "1"}])
     import gc
 
     thresholds = gc.get_threshold()
@@ -78,7 +78,7 @@ async def test_metrics_json_auth_and_shape(r, settings):
 
 
 async def test_prometheus_metrics_parse_and_include_pools(r, settings):
-    await operations.stream_publish(name="m", entries=[{"x": "1"}])
+    await store.stream_publish(name="m", entries=[{"x": "1"}])
     resp = await AsyncClient().get("/metrics")  # the test client comes from 127.0.0.1
     assert resp.status_code == 200
     families = {f.name: f for f in text_string_to_metric_families(resp.content.decode())}
@@ -193,7 +193,7 @@ async def test_prometheus_output_passes_promtool_when_available(r):
     promtool = os.environ.get("PROMTOOL") or shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not found: set PROMTOOL or run scripts/get_promtool.sh")
-    await operations.stream_publish(name="m", entries=[{"x": "1"}])
+    await store.stream_publish(name="m", entries=[{"x": "1"}])
     body = (await AsyncClient().get("/metrics")).content
     result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
     assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), result

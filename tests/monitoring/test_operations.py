@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from monitoring.operations import OperationMetrics, operation_metrics, p95, timed
+from streams.core.instruments import OperationMetrics, operation_metrics, p95, timed
 
 
 def test_exact_count_min_max_avg_and_p95_window():

@@ -189,7 +189,7 @@ async def test_redis_unreachable_is_503(client, token, settings):
 
 
 async def test_pool_exhausted_is_503(client, token, settings):
-    from streams.clients import redis_context
+    from streams.engine.context import redis_context
 
     settings.REDIS = replace(settings.REDIS, pool_min=0, pool_max=1, pool_acquire_timeout_ms=50)
     ctx = await redis_context()

@@ -1,4 +1,4 @@
-"""Who may do what: one table over every route and role (README: "Who may do what").
+"""Who may do what: one table over every route and role (docs/security.md: "Who may do what").
 
 A private stream ``priv`` and a public stream ``pub`` belong to ``owner``; ``viewer`` holds a
 share from ``owner``; ``readonly`` is a token of ``owner`` with only the ``read`` scope;
@@ -14,11 +14,12 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import AsyncClient
 
-from streams import operations
-from streams.identity import Actor
+from streams.store import services as store
+from streams.access.identity import Actor
 from streams.models import ApiToken, Share
 from tests.streams.sse_client import SSEClient
 from tests.helpers import browser_ws_headers
+from streams.live.follow import MetaCache
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,9 +43,9 @@ async def world(r, settings):
 
     users, tokens = await sync_to_async(make)()
     owner = Actor(user_id=users["owner"].pk, username="owner")
-    await operations.stream_publish(name="priv", entries=RIDE, actor=owner)
-    await operations.stream_settings_update(name="pub", actor=owner, visibility="public")
-    await operations.stream_publish(name="pub", entries=RIDE[:2], actor=owner)
+    await store.stream_publish(name="priv", entries=RIDE, actor=owner)
+    await store.stream_settings_update(name="pub", actor=owner, visibility="public")
+    await store.stream_publish(name="pub", entries=RIDE[:2], actor=owner)
     return users, tokens
 
 
@@ -206,7 +207,7 @@ SESSION_ROLES = [r for r in ROLES if r != "readonly"]  # a read-only token has n
 )
 async def test_websocket_follow_of_a_private_stream(world, how, role, socket):
     """Follows by token (?token=) and by a browser's session cookie (read once at the
-    handshake: streams.routing.SessionUser) get the same answers, for the entries and for the
+    handshake: streamsite.routing.SessionUser) get the same answers, for the entries and for the
     live metrics (ws/streams/{name}/metrics/)."""
     from streamsite.asgi import application
 
@@ -286,7 +287,7 @@ async def test_unowned_streams_are_managed_by_managers_and_claimed_by_command(wo
     from django.core.management import call_command
 
     _, tokens = world
-    await operations.stream_publish(name="device", entries=[{"x": "1"}])  # a device's own XADD: no owner
+    await store.stream_publish(name="device", entries=[{"x": "1"}])  # a device's own XADD: no owner
     assert (await call(tokens, "owner", "get", "/api/streams/device")).status_code == 404
     assert (await call(tokens, "owner", "post", "/api/streams/device/events", {"x": 2})).status_code == 404
     assert (await call(tokens, "manager", "post", "/api/streams/device/events", {"x": 2})).status_code == 201
@@ -320,7 +321,7 @@ async def test_a_known_token_costs_no_database_query(world, monkeypatch):
 async def test_deactivation_and_expiry_take_effect(world, settings):
     from django.utils import timezone
 
-    from streams.identity import identity_cache
+    from streams.access.identity import identity_cache
 
     users, tokens = world
     assert (await call(tokens, "other", "get", "/api/streams")).status_code == 200
@@ -381,11 +382,11 @@ async def test_a_write_through_this_process_is_read_again_at_once(world, setting
     """The metadata copy behind access re-checks and live metrics is dropped by a write made
     here (a stream made private, deleted and made again by someone else), not served for the
     rest of its interval."""
-    from streams.clients import redis_context
+    from streams.engine.context import redis_context
 
     settings.ACCESS_RECHECK_INTERVAL_MS = 6000
     users, tokens = world
-    meta = (await redis_context()).meta
+    meta = MetaCache.of(await redis_context())
     assert (await meta.get(("pub",)))["pub"].visibility == "public"
     assert (await call(tokens, "owner", "put", "/api/streams/pub", {"visibility": "private"})).status_code == 200
     assert (await meta.get(("pub",)))["pub"].visibility == "private"
@@ -400,10 +401,10 @@ async def test_an_access_recheck_that_cannot_reach_redis_keeps_the_follow(world,
     listeners end there) until a re-check can. The same rule with Redis refuses."""
     from dataclasses import replace
 
-    from streams.clients import close_redis_context
-    from streams.identity import ANONYMOUS
-    from streams import live
-    from streams.live import access_guard
+    from streams.engine.context import close_redis_context
+    from streams.access.identity import ANONYMOUS
+    from streams.live import follow as live
+    from streams.live.follow import access_guard
 
     assert await access_guard(ANONYMOUS, ("priv",))() is False
     await close_redis_context()
@@ -416,7 +417,7 @@ async def test_an_access_recheck_that_cannot_reach_redis_keeps_the_follow(world,
 
 
 async def test_websocket_publish_stops_when_the_token_is_revoked(world):
-    from streams.identity import identity_cache
+    from streams.access.identity import identity_cache
     from streamsite.asgi import application
 
     users, tokens = world

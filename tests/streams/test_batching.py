@@ -1,21 +1,21 @@
-"""Publishes made concurrently share one pipeline (streams/batching.py), against real Redis."""
+"""Publishes made concurrently share one pipeline (streams/engine/batching.py), against real Redis."""
 
 import asyncio
 
 import pytest
 from redis.exceptions import ResponseError
 
-from streams import operations
-from streams.batching import BatcherClosed, ScriptBatcher
-from streams.clients import redis_context
-from streams.nodes import is_transient
+from streams.store import services as store
+from streams.engine.batching import BatcherClosed, ScriptBatcher
+from streams.engine.context import redis_context
+from streams.engine.nodes import is_transient
 from tests.helpers import key
 
 
 async def test_concurrent_publishes_share_pipelines_and_keep_each_streams_order(r):
     batchers = [node.publishes for node in (await redis_context()).nodes.nodes()]  # one per Redis node
     batches_before, calls_before = sum(b.batches for b in batchers), sum(b.calls for b in batchers)
-    calls = [operations.stream_publish(name=f"dev-{i % 5}", entries=[{"n": str(i)}]) for i in range(100)]
+    calls = [store.stream_publish(name=f"dev-{i % 5}", entries=[{"n": str(i)}]) for i in range(100)]
     replies = await asyncio.gather(*calls)
     assert sum(b.calls for b in batchers) - calls_before == 100
     assert sum(b.batches for b in batchers) - batches_before < 10 * len(batchers)  # coalesced, not 100 round trips
@@ -28,30 +28,30 @@ async def test_concurrent_publishes_share_pipelines_and_keep_each_streams_order(
 
 async def test_one_failing_call_does_not_fail_the_others_in_its_pipeline(r):
     await r.set(key("not-a-stream"), "x")  # XADD to it fails with WRONGTYPE inside the script
-    good = operations.stream_publish(name="fine", entries=[{"a": "1"}])
-    bad = operations.stream_publish(name="not-a-stream", entries=[{"a": "1"}])
+    good = store.stream_publish(name="fine", entries=[{"a": "1"}])
+    bad = store.stream_publish(name="not-a-stream", entries=[{"a": "1"}])
     ok, failed = await asyncio.gather(good, bad, return_exceptions=True)
     assert isinstance(failed, ResponseError) and "WRONGTYPE" in str(failed)
     assert [e[0] for e in await r.xrange(key("fine"))] == ok
 
 
 async def test_publishes_survive_a_script_flush(private_r):
-    await operations.stream_publish(name="s", entries=[{"x": "1"}])
+    await store.stream_publish(name="s", entries=[{"x": "1"}])
     await private_r.script_flush()  # server-wide: hence a Redis of our own
-    ids = await asyncio.gather(*(operations.stream_publish(name="s", entries=[{"x": str(i)}]) for i in range(3)))
+    ids = await asyncio.gather(*(store.stream_publish(name="s", entries=[{"x": str(i)}]) for i in range(3)))
     assert [e[0] for e in await private_r.xrange(key("s"))][1:] == [i[0] for i in ids]
 
 
 async def test_closing_fails_queued_calls_and_refuses_new_ones(r):
     ctx = await redis_context()
     batcher = ScriptBatcher(ctx.nodes.nodes()[0].main)
-    queued = asyncio.ensure_future(batcher.call(operations.script("return 1"), [], []))
+    queued = asyncio.ensure_future(batcher.call(store.script("return 1"), [], []))
     await asyncio.sleep(0)  # the call is queued and its flusher task created, not yet run
     await batcher.close()
     with pytest.raises(BatcherClosed):
         await queued
     with pytest.raises(BatcherClosed):
-        await batcher.call(operations.script("return 1"), [], [])
+        await batcher.call(store.script("return 1"), [], [])
 
 
 async def test_retiring_sends_what_is_queued_and_refuses_new_calls_as_a_dropped_connection(r):
@@ -59,10 +59,10 @@ async def test_retiring_sends_what_is_queued_and_refuses_new_calls_as_a_dropped_
     gets its reply or a MOVED its caller follows — so no write is both made and reported failed."""
     ctx = await redis_context()
     batcher = ScriptBatcher(ctx.nodes.nodes()[0].main)
-    queued = [asyncio.ensure_future(batcher.call(operations.script("return 7"), [], [])) for _ in range(3)]
+    queued = [asyncio.ensure_future(batcher.call(store.script("return 7"), [], [])) for _ in range(3)]
     await asyncio.sleep(0)  # queued, flusher created, nothing sent yet
     await batcher.retire("redis node x is no longer a primary", grace_s=5)
     assert await asyncio.gather(*queued) == [7, 7, 7]
     with pytest.raises(BatcherClosed, match="no longer a primary") as refused:
-        await batcher.call(operations.script("return 7"), [], [])
+        await batcher.call(store.script("return 7"), [], [])
     assert is_transient(refused.value)  # callers that follow slots try the slot's new node

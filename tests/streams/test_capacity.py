@@ -5,10 +5,11 @@ import asyncio
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from streams.capacity import connections
-from streams.clients import redis_context
+from streams.live.capacity import connections
+from streams.engine.context import redis_context
 from tests.helpers import eventually, publish
 from tests.streams.sse_client import SSEClient
+from streams.live.hub import StreamHub
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,7 +28,7 @@ async def test_per_caller_connection_limit_is_429_and_spares_open_listeners(r, p
         assert refused.status == 429
         assert "LIVE_MAX_CONNECTIONS_PER_USER=2" in (await refused.json_body())["detail"]
         async with asyncio.timeout(5):
-            await (await redis_context()).hub.reading("a")
+            await StreamHub.of(await redis_context()).reading("a")
         ids = await publish("a", 3)
         for c in (first, second):
             assert [e.id for e in await c.events(3)] == ids  # still receiving everything
@@ -47,7 +48,7 @@ async def test_followed_streams_limit_is_503_for_a_new_stream_only(r, public, se
     settings.LIVE_MAX_FOLLOWED_STREAMS = 2
     opened = [await SSEClient(f"/api/streams/{n}/sse").connect() for n in ("a", "b")]
     try:
-        hub = (await redis_context()).hub
+        hub = StreamHub.of(await redis_context())
         async with asyncio.timeout(5):
             await hub.reading("a")
             await hub.reading("b")

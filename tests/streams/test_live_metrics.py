@@ -11,15 +11,16 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from streams import operations
-from streams.clients import redis_context
-from streams.identity import Actor
+from streams.store import services as store
+from streams.engine.context import redis_context
+from streams.access.identity import Actor
 from tests.helpers import user_with_token
 from tests.streams.sse_client import SSEClient
 from workouts.metrics import ride_metrics
 from workouts.models import AthleteProfile
-from workouts.simulate import simulate_ride
-from workouts.services import workout_from_stream
+from workouts.rides.simulate import simulate_ride
+from workouts.rides.archive import workout_from_stream
+from workouts.rides.tracking import MetricsBoard
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,7 +46,7 @@ def ride_entries(duration=1800, seed=2):
 
 async def publish_all(name, entries, actor, chunk=1000):
     for start in range(0, len(entries), chunk):
-        await operations.stream_publish(name=name, entries=entries[start : start + chunk], actor=actor)
+        await store.stream_publish(name=name, entries=entries[start : start + chunk], actor=actor)
 
 
 async def get_metrics(token, name):
@@ -60,7 +61,7 @@ async def test_live_metrics_equal_ride_metrics_and_the_archived_workout(athlete)
     status, live = await get_metrics(token, "ride")
     assert status == 200
     assert live["ftp"] == 250 and live["ftp_source"] == "profile" and live["weight_kg"] == 70.0
-    assert live["samples"] == 1800 and live["last_id"] == (await operations.stream_last_id(name="ride"))
+    assert live["samples"] == 1800 and live["last_id"] == (await store.stream_last_id(name="ride"))
     batch = ride_metrics(ride["t"], ride["power"], ride["heart_rate"], ride["cadence"], ftp=250)
     workout = await workout_from_stream(name="ride", athlete=user)  # no FTP given: the profile's
     assert workout.ftp == 250
@@ -81,7 +82,7 @@ async def test_stream_ftp_wins_over_the_profile(athlete, settings):
     settings.ACCESS_RECHECK_INTERVAL_MS = 10
     _, token, actor = athlete
     await publish_all("ride", ride_entries(duration=120)[1], actor)
-    await operations.stream_settings_update(name="ride", actor=actor, visibility=None, ftp=300)
+    await store.stream_settings_update(name="ride", actor=actor, visibility=None, ftp=300)
     status, live = await get_metrics(token, "ride")
     assert (status, live["ftp"], live["ftp_source"]) == (200, 300, "stream")
     assert live["intensity_factor"] == pytest.approx(live["normalized_power"] / 300, abs=1e-3)
@@ -111,17 +112,17 @@ async def test_metrics_sse_one_engine_for_every_viewer_resumable(athlete, open_c
     open_clients.extend(viewers)
     firsts = [await next_metrics(v) for v in viewers]
     assert all(e.event == "metrics" and e.json()["samples"] == 60 for e in firsts)
-    assert firsts[0].id == await operations.stream_last_id(name="ride")
-    board = (await redis_context()).metrics
+    assert firsts[0].id == await store.stream_last_id(name="ride")
+    board = MetricsBoard.of(await redis_context())
     assert board.stats() == {"streams": 1, "viewers": 3}
     # A reconnect at the last id it saw gets nothing until a newer entry comes.
     resumed = await SSEClient("/api/streams/ride/metrics/sse", headers={**auth, "Last-Event-ID": firsts[0].id}).connect()
     open_clients.append(resumed)
-    await operations.stream_publish(name="ride", entries=[{"t": "60", "power": "400"}], actor=actor)
+    await store.stream_publish(name="ride", entries=[{"t": "60", "power": "400"}], actor=actor)
     event = await next_metrics(resumed)
     assert event.json()["samples"] == 61 and event.json()["power"] == 400
     assert [(await next_metrics(v)).json()["samples"] for v in viewers] == [61, 61, 61]
-    await operations.streams_delete(names=["ride"], actor=actor)
+    await store.streams_delete(names=["ride"], actor=actor)
     assert (await next_metrics(resumed)).event == "deleted"
 
 
@@ -129,7 +130,7 @@ async def test_metrics_sse_brings_the_chart_in_ride_time(athlete, open_clients, 
     """The chart is ride time as the device recorded it (150 s at 4 Hz uploaded in one go is
     not squeezed into the moment it arrived): the first sample of each second, the last
     CHART_S; a connection gets all of it first, then only newer points."""
-    from streams import live_metrics
+    from workouts.rides import tracking as live_metrics
 
     monkeypatch.setattr(live_metrics, "CHART_S", 100.0)
     _, token, actor = athlete
@@ -143,7 +144,7 @@ async def test_metrics_sse_brings_the_chart_in_ride_time(athlete, open_clients, 
     chart = (await next_metrics(c)).json()["chart"]
     assert [point[0] for point in chart] == list(range(49, 150))
     assert chart[0] == [49, 200 + 196 % 7, 150] and chart[120 - 49] == [120, None, 150]
-    await operations.stream_publish(
+    await store.stream_publish(
         name="ride", entries=[{"t": t, "power": "300", "hr": "151"} for t in ("150", "150.5", "151")], actor=actor,
     )
     newer = []
@@ -161,8 +162,8 @@ async def test_a_tracker_publishes_through_a_redis_outage(doomed_redis, settings
     read, instead of ending its viewers with `failed`."""
     from dataclasses import replace
 
-    from streams.clients import close_redis_context
-    from streams.live_metrics import current_metrics
+    from streams.engine.context import close_redis_context
+    from workouts.rides.tracking import current_metrics
 
     url, proc = doomed_redis
     await close_redis_context()
@@ -170,11 +171,11 @@ async def test_a_tracker_publishes_through_a_redis_outage(doomed_redis, settings
     settings.ACCESS_RECHECK_INTERVAL_MS = 100  # the metadata copy is stale at once
     actor = Actor(user_id=999_999, username="rider")
     try:
-        await operations.stream_settings_update(name="ride", actor=actor, ftp=250)
+        await store.stream_settings_update(name="ride", actor=actor, ftp=250)
         await publish_all("ride", [{"t": str(i), "power": "200"} for i in range(30)], actor)
-        board = (await redis_context()).metrics
+        board = MetricsBoard.of(await redis_context())
         assert (await current_metrics(board, "ride"))["ftp"] == 250
-        last_ms = int((await operations.stream_last_id(name="ride")).split("-")[0])
+        last_ms = int((await store.stream_last_id(name="ride")).split("-")[0])
         tracker = board.acquire("ride")
         try:
             proc.kill()
@@ -203,21 +204,21 @@ async def test_group_metrics_sse_one_connection_for_several_riders(athlete, open
     assert {n: e.json()["samples"] for n, e in seen.items()} == {"a": 40, "b": 40}
     assert "~" in seen["b"].id  # the composite id: a reconnect resumes both riders
     assert "chart" not in seen["a"].json()  # the group view draws no charts
-    await operations.streams_delete(names=["a"], actor=actor)
+    await store.streams_delete(names=["a"], actor=actor)
     # At once (not at the next access re-check, 5 s): the body wakes on any rider's change.
     assert (await next_metrics(c, timeout=2)).event == "deleted"
-    await operations.stream_publish(name="b", entries=[{"t": "100", "power": "123"}], actor=actor)
+    await store.stream_publish(name="b", entries=[{"t": "100", "power": "123"}], actor=actor)
     event = await next_metrics(c, timeout=3)  # the other rider goes on
     assert event.event == "metrics" and event.json()["name"] == "b" and event.json()["samples"] == 41
 
 
 async def test_tracker_ends_itself_when_nobody_views(athlete, monkeypatch):
-    from streams import live_metrics
+    from workouts.rides import tracking as live_metrics
 
     monkeypatch.setattr(live_metrics, "LINGER_S", 0.0)
     _, token, actor = athlete
     await publish_all("ride", ride_entries(duration=30)[1], actor)
-    board = (await redis_context()).metrics
+    board = MetricsBoard.of(await redis_context())
     assert (await get_metrics(token, "ride"))[0] == 200
     tracker = board._trackers["ride"]
     await asyncio.wait_for(tracker.task, timeout=5)

@@ -10,9 +10,9 @@ from asgiref.sync import async_to_sync
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from streams import operations
-from streams.clients import close_redis_context
-from streams.keys import legacy_registry_keys, legacy_stream_keys
+from streams.store import services as store
+from streams.engine.context import close_redis_context
+from streams.store.keys import legacy_registry_keys, legacy_stream_keys
 from tests.helpers import key
 
 
@@ -71,9 +71,9 @@ def test_dry_run_then_apply_then_resume(standalone, settings):
     assert sync_r.exists(legacy_stream_keys(prefix, "a").stream, legacy_stream_keys(prefix, "b").stream) == 0
     assert [f["power"] for _, f in sync_r.xrange(key("a"))] == ["a"]
     assert [f["power"] for _, f in sync_r.xrange(key("c"))] == ["new"]  # nothing overwritten
-    meta = _service(lambda: operations.stream_meta(names=["a"]))["a"]
+    meta = _service(lambda: store.stream_meta(names=["a"]))["a"]
     assert (meta.owner_id, meta.owner, meta.visibility) == (7, "ann", "private")
-    page = _service(lambda: operations.streams_list(limit=10))
+    page = _service(lambda: store.streams_list(limit=10))
     assert page.names == ["a", "b", "c"]
 
     sync_r.delete(key("c"))  # the operator keeps the old c

@@ -1,4 +1,4 @@
-"""streams/nodes.py: where keys live, and following a cluster's redirects."""
+"""streams/engine/nodes.py: where keys live, and following a cluster's redirects."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import redis
 from redis.exceptions import AskError, ConnectionError as RedisConnectionError, MovedError, ResponseError, TryAgainError
 
-from streams.nodes import NodeMap, is_redirect, is_transient, node_url
+from streams.engine.nodes import NodeMap, is_redirect, is_transient, node_url
 from tests.cluster import move_slot, node_ids, owner_of
 
 

@@ -3,8 +3,8 @@ import asyncio
 import pytest
 from django.conf import settings
 
-from streams.pool import (
-    BlockingClientPool,
+from streams.engine.pool import (
+    BlockingReadPool,
     ClientPool,
     PoolClosedError,
     PoolExhaustedError,
@@ -192,7 +192,7 @@ async def test_blocking_pool_survives_xread_block_past_socket_timeout(r, make_po
     async with short.client() as client:
         with pytest.raises(RedisTimeoutError):
             await client.xread({node_local("none"): "$"}, block=600)
-    blocking = make_pool(cls=BlockingClientPool, name="blocking", max=1)
+    blocking = make_pool(cls=BlockingReadPool, name="blocking", max=1)
     async with blocking.client() as client:
         assert await client.xread({node_local("none"): "$"}, block=600) == []
         assert client.connection_pool.connection_kwargs["socket_timeout"] is None

@@ -9,10 +9,12 @@ from dataclasses import replace
 
 import pytest
 
-from streams import operations
-from streams.clients import close_redis_context, redis_context
+from streams.store import services as store
+from streams.engine.context import close_redis_context, redis_context
 from tests.cluster import flush_all, move_slot, owner_of
 from tests.streams.sse_client import SSEClient
+from streams.store.keys import key_layout
+from streams.live.hub import StreamHub
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,7 +40,7 @@ async def on_cluster(redis_cluster, settings):
 async def follow_all(names: list[str]) -> list[SSEClient]:
     """One SSE listener per stream, each followed by the hub before this returns."""
     clients = [await SSEClient(f"/api/streams/{n}/sse").connect() for n in names]
-    hub = (await redis_context()).hub
+    hub = StreamHub.of(await redis_context())
     async with asyncio.timeout(5):
         for n in names:
             await hub.reading(n)
@@ -52,7 +54,7 @@ def publish_while(names: list[str], published: dict[str, list[str]], quarter: as
     async def publisher() -> None:
         for i in range(ENTRIES):
             for n in names:
-                published[n] += await operations.stream_publish(name=n, entries=[{"i": str(i)}])
+                published[n] += await store.stream_publish(name=n, entries=[{"i": str(i)}])
             if i == ENTRIES // 4:
                 quarter.set()
             await asyncio.sleep(0.005)
@@ -62,11 +64,11 @@ def publish_while(names: list[str], published: dict[str, list[str]], quarter: as
 
 async def test_a_live_reshard_loses_and_repeats_nothing(on_cluster, settings):
     cluster = on_cluster
-    keys = settings.REDIS.keys
+    keys = key_layout(settings.REDIS)
     names = [f"reshard-{i}" for i in range(STREAMS)]
     slots = sorted({keys.slot(keys.bucket(n)) for n in names})
     clients = await follow_all(names)
-    hub = (await redis_context()).hub
+    hub = StreamHub.of(await redis_context())
     published: dict[str, list[str]] = {n: [] for n in names}
     quarter = asyncio.Event()
 
@@ -102,12 +104,12 @@ async def test_a_primary_failover_under_followed_streams(on_cluster, settings):
     from tests.cluster import add_replica, fail_over
 
     cluster = on_cluster
-    keys = settings.REDIS.keys
+    keys = key_layout(settings.REDIS)
     primary = owner_of(cluster, keys.slot(keys.bucket("failover-0")))
     names = [n for n in (f"failover-{i}" for i in range(200)) if owner_of(cluster, keys.slot(keys.bucket(n))) == primary][:3]
     replica = await asyncio.to_thread(add_replica, cluster, primary)
     clients = await follow_all(names)
-    hub = (await redis_context()).hub
+    hub = StreamHub.of(await redis_context())
     published: dict[str, list[str]] = {n: [] for n in names}
     quarter = asyncio.Event()
     task = publish_while(names, published, quarter)
@@ -138,7 +140,7 @@ async def test_listeners_go_on_after_a_primary_dies(settings):
 
     cluster = await asyncio.to_thread(start_cluster)
     try:
-        keys = settings.REDIS.keys
+        keys = key_layout(settings.REDIS)
         victim = owner_of(cluster, keys.slot(keys.bucket("crash-0")))
         names = [n for n in (f"crash-{i}" for i in range(200))
                  if owner_of(cluster, keys.slot(keys.bucket(n))) == victim][:3]
@@ -148,20 +150,20 @@ async def test_listeners_go_on_after_a_primary_dies(settings):
         settings.REDIS = replace(settings.REDIS, url=f"redis://127.0.0.1:{survivor}")
         settings.STREAMS_PUBLIC_READ = True
         clients = [await SSEClient(f"/api/streams/{n}/sse?from=start").connect() for n in names]
-        hub = (await redis_context()).hub
+        hub = StreamHub.of(await redis_context())
         async with asyncio.timeout(5):
             for n in names:
                 await hub.reading(n)
         for i in range(50):
             for n in names:
-                await operations.stream_publish(name=n, entries=[{"i": str(i)}])
+                await store.stream_publish(name=n, entries=[{"i": str(i)}])
         next(p for p in cluster.procs if str(victim) in p.args).kill()
 
         async def publish_when_served(name: str, i: int) -> None:
             async with asyncio.timeout(30):  # the node timeout (2 s) and an election
                 while True:
                     try:
-                        await operations.stream_publish(name=name, entries=[{"i": str(i)}])
+                        await store.stream_publish(name=name, entries=[{"i": str(i)}])
                         return
                     except RedisError:
                         await asyncio.sleep(0.2)
@@ -171,7 +173,7 @@ async def test_listeners_go_on_after_a_primary_dies(settings):
                 await publish_when_served(n, i)
         assert owner_of_via(replica, keys.slot(keys.bucket(names[0]))) == replica
         for n, client in zip(names, clients):
-            kept = await operations.stream_range(name=n, count=None)  # what the new primary has
+            kept = await store.stream_range(name=n, count=None)  # what the new primary has
             events = await client.events(len(kept), timeout=30)
             assert [e.id for e in events] == [e.id for e in kept]  # once each, in order, none missing
             assert [e.json()["i"] for e in events][-10:] == [str(i) for i in range(50, 60)]

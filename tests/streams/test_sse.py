@@ -5,12 +5,17 @@ from asgiref.sync import sync_to_async
 
 import pytest
 
-from streams import operations
-from streams.clients import redis_context
-from streams.live import streams_fingerprint
+from streams.store import services as store
+from streams.engine.context import redis_context
+from streams.live.follow import streams_fingerprint
 from tests.conftest import kill, our_connections
 from tests.helpers import eventually, key, publish
 from tests.streams.sse_client import SSEClient
+from streams.store.keys import key_layout
+from streams.live.follow import live_hub
+from streams.live.deletions import DeletionFeed
+from streams.store.registry import StreamRegistry
+from streams.live.hub import StreamHub
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +42,7 @@ async def assert_nothing_more(client: SSEClient, wait: float = 0.3) -> None:
 async def hub_listening(name: str) -> None:
     """Wait until the hub reads ``name`` (the subscription is made when streaming starts)."""
     async with asyncio.timeout(5):
-        await (await redis_context()).hub.reading(name)
+        await StreamHub.of(await redis_context()).reading(name)
 
 
 async def test_live_entries_with_headers_and_retry(r, open_clients):
@@ -127,14 +132,14 @@ async def test_heartbeat_comment(r, open_clients, settings):
 
 async def test_one_hub_clock_wakes_quiet_listeners_and_stops_with_the_hub(r, open_clients, settings):
     """Heartbeats come from the hub's single clock task, not a timer per listener."""
-    from streams.clients import redis_context
+    from streams.engine.context import redis_context
 
     settings.SSE_HEARTBEAT_INTERVAL = 50
     clients = [await follow(open_clients, f"/api/streams/quiet-{i}/sse") for i in range(3)]
     for c in clients:
         assert (await c.next_event()).retry is not None
         assert (await c.next_event(timeout=2)).comment == "ping"
-    hub = (await redis_context()).hub
+    hub = StreamHub.of(await redis_context())
     clock = hub._clock
     assert clock is not None and not clock.done()
     await hub.close()
@@ -188,7 +193,7 @@ async def test_multi_stream_events_and_composite_resume(r, open_clients):
 
 
 async def test_composite_ids_within_one_batch_are_per_event(r, open_clients, settings):
-    keys = settings.REDIS.keys  # two streams of one bucket: one MULTI on a cluster too
+    keys = key_layout(settings.REDIS)  # two streams of one bucket: one MULTI on a cluster too
     a, b = "a", next(n for n in (f"b{i}" for i in range(2000)) if keys.bucket(n) == keys.bucket("a"))
     c = await follow(open_clients, f"/api/sse?streams={a},{b}&from=start")
     await hub_listening(a)
@@ -208,7 +213,7 @@ async def test_composite_ids_within_one_batch_are_per_event(r, open_clients, set
 async def test_disconnect_cleans_up_subscription(r):
     c = await SSEClient("/api/streams/ride/sse").connect()
     await hub_listening("ride")
-    hub = (await redis_context()).hub
+    hub = StreamHub.of(await redis_context())
     assert hub.stats().listeners == 1 and hub.stats().keys == 1
     await c.close()
     await wait_for(lambda: hub.stats().listeners == 0)
@@ -233,12 +238,12 @@ async def test_reader_recovers_after_client_kill_without_losing_events(r, open_c
     events = await c.events(total, timeout=15)
     await task
     assert [int(e.json()["i"]) for e in events] == list(range(total))
-    assert (await redis_context()).hub.stats().reconnects >= 1
+    assert StreamHub.of(await redis_context()).stats().reconnects >= 1
 
 
 async def test_slow_listener_gets_overflow_then_resumes_losslessly(r, open_clients, settings):
     settings.SSE_QUEUE_SIZE = 5  # read when this test's hub is built (on first use, below)
-    assert (await redis_context()).hub._queue_size == 5
+    assert StreamHub.of(await redis_context())._queue_size == 5
     (first,) = await publish("ride", 1)
     c = await follow(open_clients, "/api/streams/ride/sse?from=start")
     assert (await c.events(1))[0].id == first  # its catch-up is over: what follows is queued
@@ -251,7 +256,7 @@ async def test_slow_listener_gets_overflow_then_resumes_losslessly(r, open_clien
     assert overflow.json()["last_event_id"] == ids[4]
     with pytest.raises(EOFError):
         await c.next_event()
-    assert (await redis_context()).hub.stats().overflow_disconnects == 1
+    assert StreamHub.of(await redis_context()).stats().overflow_disconnects == 1
     resumed = await follow(open_clients, "/api/streams/ride/sse", **{"Last-Event-ID": overflow.json()["last_event_id"]})
     assert [e.id for e in await resumed.events(45)] == ids[5:]
 
@@ -260,7 +265,7 @@ async def test_deleted_stream_ends_listeners_with_deleted_event(r, open_clients)
     await publish("gone", 1)
     c = await follow(open_clients, "/api/streams/gone/sse")
     await hub_listening("gone")
-    assert (await operations.streams_delete(names=["gone"])).deleted == ["gone"]
+    assert (await store.streams_delete(names=["gone"])).deleted == ["gone"]
     (event,) = await c.events(1)
     assert event.event == "deleted" and event.json()["stream"] == "gone"
     with pytest.raises(EOFError):
@@ -270,16 +275,16 @@ async def test_deleted_stream_ends_listeners_with_deleted_event(r, open_clients)
 async def test_deletion_reaches_another_process_through_the_event_stream(r):
     from django.conf import settings as dj_settings
 
-    from streams.clients import build_context
+    from streams.engine.context import build_context
 
     await publish("shared", 1)
     other = build_context(dj_settings.REDIS, cluster=(await redis_context()).nodes.cluster)  # a second process's
     await other.nodes.start()
     try:
-        hub = other.live_hub()
-        await asyncio.wait_for(other.deletions.joined.wait(), 5)
+        hub = live_hub(other)
+        await asyncio.wait_for(DeletionFeed.of(other).joined.wait(), 5)
         sub = await hub.subscribe(["shared"])
-        await operations.streams_delete(names=["shared"])  # through *this* process's services
+        await store.streams_delete(names=["shared"])  # through *this* process's services
         await wait_for(lambda: sub.end_reason is not None)
         assert (sub.end_reason, sub.end_detail) == ("deleted", "shared")
         hub.unsubscribe(sub)
@@ -292,14 +297,14 @@ async def test_hundred_concurrent_listeners_get_every_event(r, open_clients):
     clients = [await follow(open_clients, f"/api/streams/{names[i % 10]}/sse") for i in range(100)]
     for name in names:
         await hub_listening(name)
-    hub = (await redis_context()).hub
+    hub = StreamHub.of(await redis_context())
     await eventually(lambda: hub.stats().listeners == 100, what="every listener subscribed")
     expected = {name: await publish(name, 20) for name in names}
     for i, c in enumerate(clients):
         assert [e.id for e in await c.events(20, timeout=10)] == expected[names[i % 10]]
     ctx = await redis_context()
     # One reader for all 100 listeners (on a cluster: one per bucket, as one XREAD reads one slot)
-    readers = len({ctx.config.keys.bucket(n) for n in names}) if ctx.nodes.cluster else 1
+    readers = len({key_layout(ctx.config).bucket(n) for n in names}) if ctx.nodes.cluster else 1
     assert hub.stats().readers == readers
     blocking = await our_connections(r, "blocking")
     assert sum(1 for conn in blocking if conn["cmd"] == "xread") == readers
@@ -314,7 +319,7 @@ async def test_live_page_follows_the_stream(r):
     assert '"/api/streams/ride-42/metrics/sse"' in html and "EventSource" in html  # its one live connection
     assert "/events" not in html  # the chart comes with the metrics too: no range reads
     assets = re.findall(r'<(?:script src|link rel="stylesheet" href)="([^"]+)"', html)
-    assert sorted(assets) == ["/static/streams/live.css", "/static/streams/live.js"]  # ours, shared with the group view
+    assert sorted(assets) == ["/static/rides/live.css", "/static/rides/live.js"]  # ours, shared with the group view
     for asset in assets:
         assert (await AsyncClient().get(asset)).status_code == 200
     assert (await AsyncClient().get("/live/bad%20name")).status_code == 400
@@ -336,7 +341,7 @@ async def test_listeners_do_not_each_keep_a_thread(r, open_clients):
 async def test_a_swallowed_cancellation_still_ends_the_stream(r, monkeypatch):
     """Python 3.11's wait_for (used by redis-py) can swallow the cancel Django sends on
     disconnect; the stream must still end and unsubscribe instead of running forever."""
-    from streams import live
+    from streams.live import follow as live
 
     await publish("ride", 3)
     entered = asyncio.Event()
@@ -349,7 +354,7 @@ async def test_a_swallowed_cancellation_still_ends_the_stream(r, monkeypatch):
             return []  # what wait_for does when the reply lands as the cancel arrives
         return []
 
-    monkeypatch.setattr(live.operations, "stream_range", range_that_swallows_cancel)
+    monkeypatch.setattr(live.store, "stream_range", range_that_swallows_cancel)
     follow_ = await live.follow_one("ride", resume=None, mode="start")
     stream = live.live_batches(follow_, heartbeat=0.05)
 
@@ -359,7 +364,7 @@ async def test_a_swallowed_cancellation_still_ends_the_stream(r, monkeypatch):
 
     task = asyncio.create_task(consume())
     await asyncio.wait_for(entered.wait(), 5)
-    hub = (await redis_context()).hub
+    hub = StreamHub.of(await redis_context())
     assert hub.stats().listeners == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -387,7 +392,7 @@ async def test_a_live_body_holds_no_django_request_while_it_streams(r, open_clie
 
 
 async def test_a_handed_off_body_ends_cleanly_on_disconnect(r):
-    from monitoring.prometheus import SSE_OPEN
+    from streams.core.instruments import SSE_OPEN
 
     open_before = SSE_OPEN._value.get()
     c = await SSEClient("/api/streams/ride/sse").connect()
@@ -397,7 +402,7 @@ async def test_a_handed_off_body_ends_cleanly_on_disconnect(r):
     await asyncio.wait([c._comm.future], timeout=5)
     assert c._comm.future.done() and not c._comm.future.cancelled()
     assert c._comm.future.exception() is None  # a disconnect is a normal end, not an error
-    hub = (await redis_context()).hub
+    hub = StreamHub.of(await redis_context())
     assert hub.stats().listeners == 0
     assert SSE_OPEN._value.get() == open_before  # the body's finally blocks ran
 
@@ -412,7 +417,7 @@ async def test_outside_the_lean_handler_the_body_streams_as_usual(r):
     first = await anext(aiter(response.streaming_content))
     assert first.startswith(b"retry:")
     await sync_to_async(response.close)()
-    hub = (await redis_context()).hub
+    hub = StreamHub.of(await redis_context())
     await wait_for(lambda: hub.stats().listeners == 0)
 
 
@@ -421,20 +426,20 @@ async def test_a_deletion_feed_resumes_after_its_connection_drops(r):
     feed reads again from the last id it saw."""
     from django.conf import settings as dj_settings
 
-    from streams.clients import build_context
+    from streams.engine.context import build_context
 
     await publish("dropped", 1)
     other = build_context(dj_settings.REDIS, cluster=(await redis_context()).nodes.cluster)
     await other.nodes.start()
     try:
-        hub = other.live_hub()
-        await asyncio.wait_for(other.deletions.joined.wait(), 5)
+        hub = live_hub(other)
+        await asyncio.wait_for(DeletionFeed.of(other).joined.wait(), 5)
         sub = await hub.subscribe(["dropped"])
         feeds = await our_connections(r, "events")
         assert feeds
         for conn in feeds:
             await kill(r, conn)
-        await operations.streams_delete(names=["dropped"])  # while the feed reconnects
+        await store.streams_delete(names=["dropped"])  # while the feed reconnects
         await wait_for(lambda: sub.end_reason is not None, timeout=10)
         assert (sub.end_reason, sub.end_detail) == ("deleted", "dropped")
         hub.unsubscribe(sub)
@@ -444,9 +449,9 @@ async def test_a_deletion_feed_resumes_after_its_connection_drops(r):
 
 async def test_the_event_stream_is_not_taken_for_a_stream(r):
     await publish("real", 1)
-    await operations.streams_delete(names=["real"])  # writes the event stream
-    assert await r.exists((await redis_context()).config.keys.events)
-    registry = (await redis_context()).registry
+    await store.streams_delete(names=["real"])  # writes the event stream
+    assert await r.exists(key_layout((await redis_context()).config).events)
+    registry = StreamRegistry.of(await redis_context())
     await registry.reconcile()
     assert "{_events}" not in await registry.names()
 
@@ -467,4 +472,4 @@ async def test_a_disconnect_right_after_the_start_ends_the_body_at_once(r, open_
     await comm.send_input({"type": "http.disconnect"})
     await comm.wait(2)  # on a timeout the communicator cancels the application
     assert not comm.future.cancelled()  # it ended by itself (before the fix: cancelled after 2 s)
-    assert (await redis_context()).hub.stats().listeners == 0
+    assert StreamHub.of(await redis_context()).stats().listeners == 0

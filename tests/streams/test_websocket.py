@@ -5,9 +5,10 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from asgiref.sync import sync_to_async
-from streams import operations
-from streams.clients import redis_context
-from streams.identity import Actor
+from streams.live.hub import StreamHub
+from streams.store import services as store
+from streams.engine.context import redis_context
+from streams.access.identity import Actor
 from tests.helpers import actor, browser_ws_headers, make_user, user_with_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -54,17 +55,17 @@ async def open_ws(app, sockets, path, headers=None):
 
 async def listening(name):
     async with asyncio.timeout(5):
-        await (await redis_context()).hub.reading(name)
+        await StreamHub.of(await redis_context()).reading(name)
 
 
 async def test_follow_then_publish_and_bad_frame(app, sockets, token, device, settings):
     settings.STREAMS_PUBLIC_READ = False
     owner = actor(device)
-    await operations.stream_settings_update(name="ride", actor=owner)  # a private stream of the device's
+    await store.stream_settings_update(name="ride", actor=owner)  # a private stream of the device's
     ws, connected, _ = await open_ws(app, sockets, f"/ws/streams/ride/?token={token}")
     assert connected
     await listening("ride")
-    ids = await operations.stream_publish(name="ride", entries=[{"power": "200"}], actor=owner)
+    ids = await store.stream_publish(name="ride", entries=[{"power": "200"}], actor=owner)
     assert await ws.receive_json_from(5) == {"id": ids[0], "data": {"power": "200"}}
 
     await ws.send_to(text_data=json.dumps([{"power": 210}, {"power": 220, "hr": 150}]))
@@ -86,7 +87,7 @@ async def test_follow_then_publish_and_bad_frame(app, sockets, token, device, se
 
 async def test_resume_with_last_event_id(app, sockets, r, settings):
     settings.STREAMS_PUBLIC_READ = True
-    ids = await operations.stream_publish(name="ride", entries=[{"i": str(i)} for i in range(5)])
+    ids = await store.stream_publish(name="ride", entries=[{"i": str(i)} for i in range(5)])
     ws, connected, _ = await open_ws(app, sockets, f"/ws/streams/ride/?last_event_id={ids[1]}")
     assert connected
     got = [await ws.receive_json_from(5) for _ in range(3)]
@@ -126,14 +127,14 @@ async def test_foreign_browser_origin_is_refused(app, sockets, r, settings):
 
 async def test_deleted_stream_sends_event_and_closes(app, sockets, r, settings):
     settings.STREAMS_PUBLIC_READ = True
-    await operations.stream_publish(name="gone", entries=[{"x": "1"}])
+    await store.stream_publish(name="gone", entries=[{"x": "1"}])
     ws, _, _ = await open_ws(app, sockets, "/ws/streams/gone/")
     await listening("gone")
-    await operations.streams_delete(names=["gone"])
+    await store.streams_delete(names=["gone"])
     message = await ws.receive_json_from(5)
     assert message["event"] == "deleted"
     assert (await ws.receive_output(5))["type"] == "websocket.close"
-    await operations.stream_publish(name="gone", entries=[{"x": "2"}])  # re-created: not for this socket
+    await store.stream_publish(name="gone", entries=[{"x": "2"}])  # re-created: not for this socket
     assert await ws.receive_nothing(0.2)
 
 
@@ -141,23 +142,23 @@ async def test_live_metrics_over_websocket(app, sockets, r, settings):
     """ws/streams/{name}/metrics/: what the metrics SSE sends, as JSON frames: the snapshot
     with the chart, only newer points after, a resume by id, then the end and the close."""
     settings.STREAMS_PUBLIC_READ = True
-    await operations.stream_publish(name="ride", entries=[{"t": str(i), "power": "200", "hr": "140"} for i in range(30)])
+    await store.stream_publish(name="ride", entries=[{"t": str(i), "power": "200", "hr": "140"} for i in range(30)])
     ws, connected, _ = await open_ws(app, sockets, "/ws/streams/ride/metrics/")
     assert connected
     first = await ws.receive_json_from(5)
-    last_id = await operations.stream_last_id(name="ride")
+    last_id = await store.stream_last_id(name="ride")
     assert first["event"] == "metrics" and first["id"] == last_id
     assert first["data"]["samples"] == 30 and first["data"]["avg_power"] == 200
     assert [p[0] for p in first["data"]["chart"]] == list(range(30))
     await ws.send_to(text_data=json.dumps({"power": 1}))
     assert "only sends" in (await ws.receive_json_from(5))["error"]
-    await operations.stream_publish(name="ride", entries=[{"t": "30", "power": "300", "hr": "150"}])
+    await store.stream_publish(name="ride", entries=[{"t": "30", "power": "300", "hr": "150"}])
     second = await ws.receive_json_from(5)
     assert second["data"]["samples"] == 31 and second["data"]["chart"] == [[30, 300, 150]]
     resumed, _, _ = await open_ws(app, sockets, f"/ws/streams/ride/metrics/?last_event_id={last_id}")
     again = await resumed.receive_json_from(5)  # only the snapshot after that id
     assert again["id"] == second["id"] and again["data"]["samples"] == 31
-    await operations.streams_delete(names=["ride"])
+    await store.streams_delete(names=["ride"])
     assert (await ws.receive_json_from(5))["event"] == "deleted"
     assert await ws.receive_output(5) == {"type": "websocket.close", "code": 1000}
 
@@ -169,7 +170,7 @@ async def test_live_metrics_over_websocket(app, sockets, r, settings):
 ])
 async def test_live_metrics_socket_refusals(app, sockets, r, settings, path, code, detail):
     settings.STREAMS_PUBLIC_READ = False
-    await operations.stream_publish(name="private-ride", entries=[{"t": "0", "power": "1"}], actor=Actor(user_id=999_999, username="someone"))
+    await store.stream_publish(name="private-ride", entries=[{"t": "0", "power": "1"}], actor=Actor(user_id=999_999, username="someone"))
     ws, connected, _ = await open_ws(app, sockets, path)
     assert connected
     assert detail in (await ws.receive_json_from(5))["error"]
@@ -178,7 +179,7 @@ async def test_live_metrics_socket_refusals(app, sockets, r, settings, path, cod
 
 async def test_frames_do_not_hop_to_a_thread_to_close_database_connections(app, sockets, token, monkeypatch):
     """Channels closes stale DB connections before every message (a thread hop per frame);
-    this consumer skips that (streamsite.compat.dispatch_without_db_close)."""
+    this consumer skips that (streams.core.compat.dispatch_without_db_close)."""
     import channels.consumer
 
     closes = []
@@ -210,15 +211,15 @@ async def test_sockets_take_no_channel_layer_channel(app, sockets, token):
 
 
 async def test_a_browser_session_follows_its_private_stream_and_a_bad_cookie_is_anonymous(app, sockets, settings):
-    """The session cookie is read once at the handshake (streams.routing.SessionUser)."""
+    """The session cookie is read once at the handshake (streamsite.routing.SessionUser)."""
     settings.STREAMS_PUBLIC_READ = False
     rider = await sync_to_async(make_user)("cookie-rider")
-    await operations.stream_settings_update(name="mine", actor=actor(rider))
+    await store.stream_settings_update(name="mine", actor=actor(rider))
     headers = await browser_ws_headers(rider)
     ws, connected, _ = await open_ws(app, sockets, "/ws/streams/mine/", headers=headers)
     assert connected
     await listening("mine")
-    ids = await operations.stream_publish(name="mine", entries=[{"power": "1"}], actor=actor(rider))
+    ids = await store.stream_publish(name="mine", entries=[{"power": "1"}], actor=actor(rider))
     assert (await ws.receive_json_from(5))["id"] == ids[0]
 
     bad = await browser_ws_headers(None, cookie_value="not-a-session")

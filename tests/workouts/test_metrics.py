@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from workouts import metrics as M
-from workouts.simulate import simulate_ride
+from workouts.rides.simulate import simulate_ride
 
 
 def classic_np(p1):

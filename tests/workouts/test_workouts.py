@@ -9,15 +9,15 @@ from django.core.management import call_command
 from django.test import AsyncClient
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from streams import operations
-from streams.identity import Actor
+from streams.store import services as store
+from streams.access.identity import Actor
 from tests.helpers import bearer, key, make_user, user_with_token
 from tests.workouts.fitwriter import write_fit
 from workouts import metrics as M
 from workouts.models import Workout
 from workouts.samples import SamplesError, samples_from_columns
 from workouts.services import workout_create, workout_from_fit, workout_save
-from workouts.simulate import simulate_ride
+from workouts.rides.simulate import simulate_ride
 
 START = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.UTC)
 
@@ -255,7 +255,7 @@ async def test_archive_stream_matches_posting_the_same_samples(api_token, settin
         entries.append(fields)
     rider = await get_user_model().objects.aget(username="api-rider")
     for i in range(0, len(entries), 500):
-        await operations.stream_publish(name="ride-9", entries=entries[i : i + 500],
+        await store.stream_publish(name="ride-9", entries=entries[i : i + 500],
                                         actor=Actor(user_id=rider.pk, username="api-rider"))
     c = AsyncClient()
     resp = await c.post("/api/streams/ride-9/archive", {"ftp": 250, "delete_stream": True},
@@ -268,7 +268,7 @@ async def test_archive_stream_matches_posting_the_same_samples(api_token, settin
     posted = (await c.post("/api/workouts", json.dumps(body), content_type="application/json", **auth(api_token))).json()
     for field in ("normalized_power", "tss", "avg_power", "moving_time_s", "avg_hr", "peak_5min"):
         assert archived[field] == pytest.approx(posted[field], rel=1e-5), field
-    assert await operations.streams_exist(names=["ride-9"]) == {"ride-9": False}
+    assert await store.streams_exist(names=["ride-9"]) == {"ride-9": False}
     resp = await c.post("/api/streams/ride-9/archive", {}, content_type="application/json", **auth(api_token))
     assert resp.status_code == 404
 
@@ -322,7 +322,7 @@ def r_sync_stream(sync_r):
 
 
 def test_simulate_ride_publishes_a_realistic_ride(r_sync_stream):
-    from workouts.simulate import simulate_ride as ride_arrays
+    from workouts.rides.simulate import simulate_ride as ride_arrays
 
     call_command("simulate_ride", "sim-ride", "--duration", "600", "--speedup", "0", "--seed", "3")
     entries = r_sync_stream.xrange(key("sim-ride"))
@@ -349,7 +349,7 @@ async def test_workout_bodies_and_fit_files_are_prepared_in_a_worker_process(api
     parse, validation, metrics and encoding run in another process."""
     import os
 
-    from streamsite import offload
+    from streams.core import offload
 
     ran = []
     original = offload.run
@@ -374,7 +374,7 @@ async def test_a_worker_that_dies_fails_its_request_with_503_and_the_next_one_wo
     import os
     import signal
 
-    from streamsite import offload
+    from streams.core import offload
 
     pid = await offload.run(os.getpid)
     os.kill(pid, signal.SIGKILL)

@@ -2,9 +2,10 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from streams import operations
-from streams.clients import close_redis_context, redis_errors_as_command_errors
-from streams.names import InvalidInput, validate_stream_name
+from streams.store import services as store
+from streams.engine.context import close_redis_context, redis_errors_as_command_errors
+from streams.core.errors import InvalidInput
+from streams.store.names import validate_stream_name
 
 
 class Command(BaseCommand):
@@ -25,7 +26,7 @@ class Command(BaseCommand):
 
         async def claim():
             try:
-                return await operations.stream_claim(name=name, user_id=user.pk, username=user.get_username())
+                return await store.stream_claim(name=name, user_id=user.pk, username=user.get_username())
             finally:
                 await close_redis_context()
 

@@ -1,5 +1,5 @@
 """Move streams from the key layout before buckets (``<prefix><name>``) to the bucketed one
-(``<prefix>{b<N>}:<name>``, streams/keys.py). Dry-run unless ``--apply``.
+(``<prefix>{b<N>}:<name>``, streams/store/keys.py). Dry-run unless ``--apply``.
 
 Each stream moves in one Lua script: its entries and metadata are renamed, its registry entry
 (name and access index) moves to its bucket's registry, both registries' versions are bumped.
@@ -17,10 +17,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from streams.clients import close_redis_context, redis_context, redis_errors_as_command_errors
-from streams.keys import glob_escape, legacy_registry_keys, legacy_stream_keys
-from streams.names import NAME_RE
-from streams.operations import script
+from streams.engine.context import close_redis_context, redis_context, redis_errors_as_command_errors
+from streams.store.keys import glob_escape, key_layout, legacy_registry_keys, legacy_stream_keys
+from streams.store.names import NAME_RE
+from streams.store.registry import StreamRegistry
+from streams.store.services import script
 
 # KEYS: old stream, old meta, old names, old access, old version,
 #       new stream, new meta, new names, new version, new access. ARGV[1]: the name.
@@ -90,7 +91,7 @@ class Command(BaseCommand):
                         conflicts.append(name)
                     bar.update(1)
             if moved:
-                ctx.registry.forget_cache()
+                StreamRegistry.of(ctx).forget_cache()
             await self._drop_empty_old_registry(ctx)
             return found, moved, conflicts
         finally:
@@ -116,7 +117,7 @@ class Command(BaseCommand):
 
     @staticmethod
     async def _move(ctx, name: str) -> str:
-        layout = settings.REDIS.keys
+        layout = key_layout(settings.REDIS)
         old, new = legacy_stream_keys(layout.prefix, name), layout.stream_keys(name)
         old_registry, new_registry = legacy_registry_keys(layout.prefix), layout.registry(new.bucket)
         keys = [old.stream, old.meta, old_registry.names, old_registry.access, old_registry.version,

@@ -2,8 +2,10 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from streams.names import InvalidInput, validate_stream_name
-from streams.topology import check_at_start_up
+from streams.core.errors import InvalidInput
+from streams.store.names import validate_stream_name
+from streams.engine.topology import check_at_start_up
+from streams.store.keys import key_layout
 
 
 class Command(BaseCommand):
@@ -21,4 +23,4 @@ class Command(BaseCommand):
             check_at_start_up(settings.REDIS)  # REDIS_CLUSTER must agree with the Redis it names
         except (InvalidInput, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(settings.REDIS.keys.stream(name))
+        self.stdout.write(key_layout(settings.REDIS).stream(name))

@@ -4,11 +4,13 @@ from django.core.management.base import BaseCommand, CommandError
 
 from tqdm import tqdm
 
-from streams import operations
-from streams.clients import close_redis_context, redis_errors_as_command_errors
-from streams.names import InvalidInput, validate_stream_name
+from streams.store import services as store
+from streams.engine.context import close_redis_context, redis_errors_as_command_errors
+from streams.core.errors import InvalidInput
+from streams.store.names import validate_stream_name
 from workouts.errors import WorkoutInputError
-from workouts.services import athlete_by_username, workout_from_stream
+from workouts.rides.archive import workout_from_stream
+from workouts.services import athlete_by_username
 
 
 class Command(BaseCommand):
@@ -30,7 +32,7 @@ class Command(BaseCommand):
 
         async def run():
             try:
-                info = (await operations.stream_info_batch(names=[stream]))[stream]
+                info = (await store.stream_info_batch(names=[stream]))[stream]
                 total = info.length if info else None
                 with tqdm(total=total, unit="entry", disable=None, file=self.stderr) as bar:
                     return await workout_from_stream(

@@ -6,11 +6,12 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from streams import operations
-from streams.clients import close_redis_context, redis_errors_as_command_errors
-from streams.identity import SYSTEM, Actor
-from streams.names import InvalidInput, validate_stream_name
-from workouts.simulate import simulate_ride
+from streams.store import services as store
+from streams.engine.context import close_redis_context, redis_errors_as_command_errors
+from streams.access.identity import SYSTEM, Actor
+from streams.core.errors import InvalidInput
+from streams.store.names import validate_stream_name
+from workouts.rides.simulate import simulate_ride
 
 
 class Command(BaseCommand):
@@ -62,9 +63,9 @@ class Command(BaseCommand):
                             if not math.isnan(value):
                                 fields[name] = f"{value:g}"
                         entries.append(fields)
-                    await operations.stream_publish(name=stream, entries=entries, actor=actor)
+                    await store.stream_publish(name=stream, entries=entries, actor=actor)
                     bar.update(len(entries))
-        except operations.WriteRefused:
+        except store.WriteRefused:
             raise CommandError(f"stream {stream!r} belongs to someone else") from None
         finally:
             await close_redis_context()

@@ -1,0 +1,254 @@
+"""Who is calling: the one place every interface resolves its caller.
+
+REST, SSE, WebSocket, ``/live/``, workouts and monitoring resolve the caller here
+(``identify_request`` / ``identify_scope``); none of them parses a bearer header or reads a
+token row itself. What a caller may do is decided in streams/access/rules.py.
+
+Identities of bearer tokens (and of session users) are cached in-process for
+``AUTH_CACHE_TTL`` ms (default 4 s): a known token costs no database work per request, and a
+token, user or share that is deactivated elsewhere stops working on every process within that
+time. ``last_used_at`` is written when a token's identity is (re)loaded and its stored value
+is over a minute old: at most once a minute per token, never per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from streams.models import SCOPES, ApiToken, Share, hash_token
+from streams.core.aio import settle
+
+VIEW_ALL_STREAMS = "streams.view_all_streams"
+MANAGE_ALL_STREAMS = "streams.manage_all_streams"
+VIEW_ALL_WORKOUTS = "workouts.view_workout"
+ADD_ANY_WORKOUT = "workouts.add_workout"
+KNOWN_PERMS = (VIEW_ALL_STREAMS, MANAGE_ALL_STREAMS, VIEW_ALL_WORKOUTS, ADD_ANY_WORKOUT)
+LAST_USED_RESOLUTION_S = 60
+CACHE_MAX_ENTRIES = 10_000
+
+
+class AccessError(Exception):
+    """A request that may not go on: ``status`` is 401, 403 or 404; ``detail`` says why."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The caller: a user (by token or session) or nobody, with what they may do."""
+
+    user_id: int | None = None
+    username: str = ""
+    via: str = "anonymous"  # "token" | "session" | "anonymous"
+    scopes: frozenset[str] = frozenset(SCOPES)
+    perms: frozenset[str] = frozenset()
+    superuser: bool = False
+    staff: bool = False
+    sharers: frozenset[int] = frozenset()  # athletes who share their data with this user
+    expires_at: float | None = None  # epoch seconds, tokens only
+    cache_key: str = ""  # "t:<token hash>" or "u:<user id>": how to look it up again
+
+    @property
+    def authenticated(self) -> bool:
+        return self.user_id is not None
+
+    def has_perm(self, perm: str) -> bool:
+        return self.superuser or perm in self.perms
+
+    def expired(self) -> bool:
+        return self.expires_at is not None and time.time() >= self.expires_at
+
+    def may_see_athlete(self, athlete_id: int | None) -> bool:
+        """The athlete's own data, or data they share with this user."""
+        return athlete_id is not None and (athlete_id == self.user_id or athlete_id in self.sharers)
+
+    def readable_owners(self) -> frozenset[int]:
+        return self.sharers | {self.user_id} if self.user_id is not None else frozenset()
+
+
+ANONYMOUS = Identity()
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who writes, as the stream write scripts check it inside Redis: the owner may write, a
+    manager may write anything, and anyone may create a stream that does not exist yet."""
+
+    user_id: int | None = None
+    username: str = ""
+    manager: bool = False
+
+
+SYSTEM = Actor(manager=True)  # management commands and the admin's (permission-checked) pages
+
+
+# --- resolving the caller -------------------------------------------------------------------
+def parse_authorization(header: str | None) -> str | None:
+    """The token of ``Authorization: Bearer <token>``; None when there is no header.
+    Anything else (another scheme, no token, non-ASCII bytes) is a 401."""
+    if header is None or header == "":
+        return None
+    if not header.isascii():
+        raise AccessError(401, "malformed Authorization header: it must be ASCII")
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value or " " in value:
+        raise AccessError(401, "malformed Authorization header: use Authorization: Bearer <token>")
+    return value
+
+
+class IdentityCache:
+    """key → (loaded_at, Identity or None), bounded, with one load in flight per key and loop."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, Identity | None]] = {}
+        self._loading: dict[tuple[int, str], asyncio.Future] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    async def get(self, key: str, load) -> Identity | None:
+        hit = self._entries.get(key)
+        if hit is not None and time.monotonic() - hit[0] < settings.AUTH_CACHE_TTL_MS / 1000:
+            return hit[1]
+        flight = (id(asyncio.get_running_loop()), key)
+        pending = self._loading.get(flight)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future = self._loading[flight] = asyncio.get_running_loop().create_future()
+        try:
+            return await settle(future, self._load(key, load))
+        finally:
+            del self._loading[flight]
+
+    async def _load(self, key: str, load) -> Identity | None:
+        ident = await load()
+        self._store(key, ident)
+        return ident
+
+    def _store(self, key: str, ident: Identity | None) -> None:
+        if len(self._entries) >= CACHE_MAX_ENTRIES:
+            self._entries.pop(next(iter(self._entries)))  # the oldest insertion
+        self._entries.pop(key, None)
+        self._entries[key] = (time.monotonic(), ident)
+
+
+identity_cache = IdentityCache()
+
+
+def forget_identities(**_kwargs) -> None:
+    """A token, user or share changed in this process: drop cached identities at once
+    (other processes see the change when their entries expire)."""
+    identity_cache.clear()
+
+
+def _perms_of(user) -> frozenset[str]:
+    if user.is_superuser:
+        return frozenset(KNOWN_PERMS)
+    return frozenset(p for p in user.get_all_permissions() if p in KNOWN_PERMS)
+
+
+def _user_identity(user, *, via: str, cache_key: str, scopes=SCOPES, expires_at=None) -> Identity:
+    sharers = frozenset(Share.objects.filter(viewer_id=user.pk, owner__is_active=True).values_list("owner_id", flat=True))
+    return Identity(
+        user_id=user.pk, username=user.get_username(), via=via, scopes=frozenset(scopes),
+        perms=_perms_of(user), superuser=user.is_superuser, staff=user.is_staff, sharers=sharers,
+        expires_at=expires_at.timestamp() if expires_at else None, cache_key=cache_key,
+    )
+
+
+@database_sync_to_async
+def _load_token(key_hash: str) -> Identity | None:
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(key_hash=key_hash, is_active=True, user__is_active=True)
+        .first()
+    )
+    if token is None:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() >= LAST_USED_RESOLUTION_S:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    scopes = tuple(s for s in token.scopes.split(",") if s in SCOPES)
+    return _user_identity(
+        token.user, via="token", cache_key="t:" + key_hash, scopes=scopes, expires_at=token.expires_at
+    )
+
+
+@database_sync_to_async
+def _load_user(user_id: int) -> Identity | None:
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    return None if user is None else _user_identity(user, via="session", cache_key=f"u:{user_id}")
+
+
+async def identity_for_token(raw: str) -> Identity:
+    """The identity behind a raw token; 401 when it is unknown, inactive or expired."""
+    ident = await _token_identity(hash_token(raw))
+    if ident is None:
+        raise AccessError(401, "invalid, expired or inactive API token")
+    return ident
+
+
+async def _token_identity(key_hash: str) -> Identity | None:
+    ident = await identity_cache.get("t:" + key_hash, lambda: _load_token(key_hash))
+    return None if ident is None or ident.expired() else ident
+
+
+async def identity_for_user(user_id: int) -> Identity | None:
+    return await identity_cache.get(f"u:{user_id}", lambda: _load_user(user_id))
+
+
+async def identify_request(request) -> Identity:
+    """Bearer token, else a logged-in session (CSRF-checked for unsafe methods), else anonymous."""
+    raw = parse_authorization(request.headers.get("Authorization"))
+    if raw is not None:
+        return await identity_for_token(raw)
+    if not request.COOKIES.get(settings.SESSION_COOKIE_NAME):
+        return ANONYMOUS  # no session to load: no database work
+    user = await request.auser()
+    if not (user.is_authenticated and user.is_active):
+        return ANONYMOUS
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        from ninja.utils import check_csrf
+
+        # A session rides on a cookie the browser sends by itself: require Django's CSRF token.
+        if check_csrf(request) is not None:
+            raise AccessError(403, "CSRF check failed: send the X-CSRFToken header with a session")
+    return await identity_for_user(user.pk) or ANONYMOUS
+
+
+async def identify_scope(scope: dict, token: str | None) -> Identity:
+    """The same for a WebSocket: ``?token=``, an Authorization header, or the session user."""
+    if token:
+        return await identity_for_token(token)
+    headers = dict(scope.get("headers") or [])
+    header = headers.get(b"authorization")
+    raw = parse_authorization(header.decode("latin-1") if header is not None else None)
+    if raw is not None:
+        return await identity_for_token(raw)
+    user = scope.get("user")
+    if user is not None and user.is_authenticated and user.is_active:
+        return await identity_for_user(user.pk) or ANONYMOUS
+    return ANONYMOUS
+
+
+async def still_valid(ident: Identity) -> Identity | None:
+    """The caller's current identity, for a long-lived connection to re-check (cached, so
+    cheap); None when the token, user or session behind it no longer works."""
+    kind, _, key = ident.cache_key.partition(":")
+    if kind == "t":
+        return await _token_identity(key)
+    if kind == "u":
+        return await identity_for_user(int(key))
+    return ident

@@ -1,0 +1,171 @@
+"""WebSocket: ``ws/streams/{name}/`` follows a stream and, with a token, publishes to it
+(the live ride metrics' socket, ``ws/streams/{name}/metrics/``, builds on ``LiveConsumer``:
+workouts/rides/consumers.py).
+
+Server → client: ``{"id": ..., "data": {...}}`` per entry (same hub and the same start rules
+as SSE: ``?last_event_id=`` / ``?from=start``), ``{"event": "overflow" | "deleted" |
+"shutdown" | "forbidden", ...}`` before the server closes, ``{"ids": [...]}`` after a publish, and
+``{"error": "..."}`` for a bad frame (the socket stays open).
+
+Client → server: a JSON object or an array of objects, published like
+``POST /api/streams/{name}/events``; needs a valid API token (``?token=`` or an
+``Authorization: Bearer`` header) or a session, with the rights of REST publish. The caller's
+identity is re-checked (cached, AUTH_CACHE_TTL) on every frame: a revoked token or user gets
+an error frame and the socket closes with 4401.
+
+Refusals at connect: the socket is accepted, one ``{"error": ...}`` frame is sent, then it
+closes with 4401 (bad token), 4403 (missing scope), 4404 (stream not found or not readable),
+4429 / 4503 (a capacity limit: streams/live/capacity.py) or 4400 (bad parameters). A follow whose access is revoked later gets
+``{"event": "forbidden", ...}`` and closes with 4403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streams.live import capacity
+from streams.access import identity, rules
+from streams.store import services as store
+from streams.engine.context import redis_context
+from streams.access.identity import AccessError
+from streams.live.follow import Ended, Follow, access_guard, follow_one, live_batches, live_hub
+from streams.core.errors import InvalidInput
+from streams.store.names import encode_entries, parse_json, validate_stream_name
+from streams.core.aio import cancel_and_wait
+from streams.core.compat import dispatch_without_db_close
+
+log = logging.getLogger(__name__)
+
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_UNAVAILABLE = 1013  # try again later
+
+
+class LiveConsumer(AsyncJsonWebsocketConsumer):
+    """What both sockets share: no channel layer, no per-frame DB close, the refusal at
+    connect, and the forward task (``self.forward``) and capacity place (``self.admission``)
+    that a disconnect gives back."""
+
+    # No channel-layer channel per connection: live entries and deletions reach this consumer
+    # through the process's hub (streams/live/hub.py, streams/live/deletions.py). With one, every socket
+    # held a channels_redis receive, whose cancellation at disconnect could hang for good —
+    # and uvicorn's shutdown waits for it. No layer is configured at all now (settings); the
+    # alias keeps it so should one be configured for other code.
+    channel_layer_alias = "streamsite.websocket-has-no-channel-layer"
+
+    async def dispatch(self, message):
+        # No database work here except through database_sync_to_async (identity loads), so
+        # Channels' per-frame close of stale DB connections (a thread hop) is skipped.
+        await dispatch_without_db_close(self, message)
+
+    async def _refuse(self, detail: str, code: int) -> None:
+        """Accepted, one ``{"error": ...}`` frame, closed with ``code``: a browser's WebSocket
+        sees neither a refused handshake's reason nor its status."""
+        await self.accept()
+        await self.send_json({"error": detail})
+        await self.close(code=code)
+
+    async def disconnect(self, code):
+        await cancel_and_wait(getattr(self, "forward", None))
+        if getattr(self, "admission", None) is not None:
+            self.admission.release()
+
+
+class StreamConsumer(LiveConsumer):
+
+    async def connect(self):
+        query = {k: v[-1] for k, v in parse_qs(self.scope.get("query_string", b"").decode()).items()}
+        self.name = self.scope["url_route"]["kwargs"]["name"]
+        self.forward: asyncio.Task | None = None
+        self.admission = None
+        try:
+            self.identity = await identity.identify_scope(self.scope, query.get("token"))
+            readable, writable = await self._access()
+            if not readable and not writable:
+                raise AccessError(404, f"stream {self.name!r} not found")
+            follow = None
+            if readable:
+                follow = await follow_one(self.name, resume=query.get("last_event_id"), mode=query.get("from"))
+                follow.guard = access_guard(self.identity, follow.names)
+                hub = live_hub(await redis_context())
+                client = (self.scope.get("client") or (None,))[0]
+                self.admission = capacity.admit_follow(
+                    hub=hub, ident=self.identity, client_address=client, names=follow.names
+                )
+        except AccessError as exc:
+            await self._refuse(exc.detail, 4000 + exc.status)
+            return
+        except InvalidInput as exc:
+            await self._refuse(str(exc), CLOSE_BAD_REQUEST)
+            return
+        except (RedisConnectionError, RedisTimeoutError):
+            await self.close(code=CLOSE_UNAVAILABLE)
+            return
+        await self.accept()
+        if follow is not None:
+            self.forward = asyncio.get_running_loop().create_task(self._forward(follow))
+
+    async def _access(self) -> tuple[bool, bool]:
+        """(may follow, may publish). A publish-only token (a device) connects to publish."""
+        validate_stream_name(self.name)
+        ident = self.identity
+        meta = (await store.stream_meta(names=[self.name]))[self.name]
+        readable = rules.may_read(ident, meta)
+        unclaimed = meta.owner_id is None and not (await store.streams_exist(names=[self.name]))[self.name]
+        writable = ident.authenticated and "publish" in ident.scopes and (
+            unclaimed or rules.can_manage_stream(ident, owner_id=meta.owner_id)
+        )
+        return readable, writable
+
+
+    async def _forward(self, follow: Follow) -> None:
+        try:
+            async for item in live_batches(follow, heartbeat=settings.SSE_HEARTBEAT_INTERVAL / 1000):
+                if isinstance(item, Ended):
+                    await self.send_json({"event": item.reason, "detail": item.detail, "last_event_id": follow.resume_id()})
+                    await self.close(code=CLOSE_FORBIDDEN if item.reason == "forbidden" else 1000)
+                    return
+                send = self.base_send  # the connection's ASGI send: two wrappers fewer per frame
+                for entry in item:
+                    follow.positions[entry.name] = entry.id
+                    await send({"type": "websocket.send", "text": f'{{"id": "{entry.id}", "data": {entry.data_json}}}'})
+                item = entry = None  # nothing kept while the next batch is awaited
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("websocket feed for %s lost Redis: %s", self.name, exc)
+            await self.close(code=CLOSE_UNAVAILABLE)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        # Parse ourselves so a malformed frame gets an error frame instead of a dropped socket.
+        current = await identity.still_valid(self.identity)
+        if current is None:
+            await self.send_json({"error": "the API token or user behind this connection is no longer valid"})
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not current.authenticated:
+            await self.send_json({"error": "publishing needs a valid API token (?token= or Authorization: Bearer)"})
+            return
+        if "publish" not in current.scopes:
+            await self.send_json({"error": "this API token lacks the 'publish' scope"})
+            return
+        try:
+            entries = encode_entries(parse_json(text_data if text_data is not None else bytes_data, what="frame"))
+        except InvalidInput as exc:
+            await self.send_json({"error": f"bad frame: {exc}"})
+            return
+        try:
+            ids = await store.stream_publish(name=self.name, entries=entries, actor=rules.actor_of(current))
+        except store.WriteRefused:
+            await self.send_json({"error": f"only the owner of stream {self.name!r} or a stream manager may publish to it"})
+            return
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            await self.send_json({"error": f"redis unavailable: {exc}"})
+            return
+        await self.send_json({"ids": ids})

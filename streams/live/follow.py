@@ -1,0 +1,308 @@
+"""Following streams live: where a listener starts, and the gapless catch-up + hub loop
+shared by SSE and WebSocket.
+
+A listener subscribes to the hub *before* reading its catch-up (XRANGE from its position),
+so every entry newer than the hub's join point is queued while the catch-up covers everything
+up to at least that point; entries at or before what the listener already delivered are
+dropped. Result: no gap and no duplicate at the catch-up/live boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streams.access import identity, rules
+from streams.store import services as store
+from streams.engine.context import redis_context
+from streams.live.deletions import DeletionFeed
+from streams.live.hub import Entry, StreamHub, make_entry
+from streams.core.errors import InvalidInput
+from streams.store.names import validate_entry_id, validate_stream_name
+from streams.store.positions import START, id_order
+from streams.core.aio import raise_if_cancelled, settle
+
+log = logging.getLogger(__name__)
+
+CATCH_UP_CHUNK = 500
+
+
+@dataclass
+class Follow:
+    """What one listener follows and where each stream stands (the last id delivered)."""
+
+    names: tuple[str, ...]
+    positions: dict[str, str]
+    multi: bool
+    # Asked every ACCESS_RECHECK_INTERVAL while the feed lives: False ends it (forbidden).
+    guard: Callable[..., Awaitable[bool]] | None = None
+    # While subscribed: leaves the hub at once (for a response that ends without finishing
+    # its generator, e.g. a send that failed). Idempotent; call it on the event loop.
+    leave: Callable[[], None] | None = None
+
+    def composite_id(self) -> str:
+        """One position per stream, in the order of ``names``, then ``~`` and a fingerprint
+        of that list, so a resume with another list (or another order) is refused."""
+        return ",".join(self.positions[n] for n in self.names) + "~" + streams_fingerprint(self.names)
+
+    def resume_id(self) -> str:
+        return self.composite_id() if self.multi else self.positions[self.names[0]]
+
+
+def streams_fingerprint(names: tuple[str, ...]) -> str:
+    return f"{zlib.crc32(','.join(names).encode()):08x}"
+
+
+@dataclass(frozen=True)
+class Ended:
+    """Why a live feed stopped: overflow, deleted (detail = the stream), shutdown or
+    forbidden (the caller's access was revoked)."""
+
+    reason: str
+    detail: str
+
+
+def start_mode(value: str | None) -> str:
+    if value not in (None, "", "start", "now"):
+        raise InvalidInput(f"invalid from={value!r}: use from=start, or omit it for new entries only")
+    return value or "now"
+
+
+async def follow_one(name: str, *, resume: str | None, mode: str | None) -> Follow:
+    """Where a single-stream listener starts. A resume id wins over ``from`` (reconnects)."""
+    validate_stream_name(name)
+    mode = start_mode(mode)
+    if resume:
+        position = validate_entry_id(resume.strip(), which="Last-Event-ID")
+    elif mode == "start":
+        position = START
+    else:
+        position = await store.stream_last_id(name=name)
+    return Follow(names=(name,), positions={name: position}, multi=False)
+
+
+async def follow_many(streams: str, *, resume: str | None, mode: str | None) -> Follow:
+    names = tuple(n.strip() for n in (streams or "").split(",") if n.strip())
+    if not names:
+        raise InvalidInput("streams is required: a comma-separated list of stream names")
+    limit = settings.SSE_MAX_STREAMS
+    if len(names) > limit:
+        raise InvalidInput(f"{len(names)} streams is more than the limit of {limit} per connection")
+    if len(set(names)) != len(names):
+        raise InvalidInput("streams lists a name twice")
+    for name in names:
+        validate_stream_name(name)
+    mode = start_mode(mode)
+    if resume:
+        positions_part, _, fingerprint = resume.partition("~")
+        if fingerprint and fingerprint.strip() != streams_fingerprint(names):
+            raise InvalidInput(
+                "Last-Event-ID belongs to another list of streams: resume with the same streams in the same order"
+            )
+        ids = [part.strip() for part in positions_part.split(",")]
+        if len(ids) != len(names):
+            raise InvalidInput(
+                f"Last-Event-ID has {len(ids)} positions for {len(names)} streams: "
+                "it must be the composite id this endpoint sent, for the same streams in the same order"
+            )
+        positions = {n: validate_entry_id(i, which="Last-Event-ID position") for n, i in zip(names, ids)}
+    elif mode == "start":
+        positions = dict.fromkeys(names, START)
+    else:
+        positions = {n: await store.stream_last_id(name=n) for n in names}
+    return Follow(names=names, positions=positions, multi=True)
+
+
+def live_hub(ctx) -> StreamHub:
+    """``ctx``'s hub, with its cross-process deletion feed running."""
+    DeletionFeed.of(ctx).start()
+    return StreamHub.of(ctx)
+
+
+class MetaCache:
+    """Stream metadata for access re-checks and live metrics, shared by every listener of this
+    event loop (``MetaCache.of(ctx)``): when any followed stream's copy is older than
+    ACCESS_RECHECK_INTERVAL, one pipelined read refreshes every stream in the cache (one round
+    trip per interval for the whole process, however many listeners and streams), with one
+    read in flight at a time. A write through this process drops its streams' copies
+    (``forget``), so they are read again at once."""
+
+    MAX_ENTRIES = 100_000
+
+    @classmethod
+    def of(cls, ctx) -> "MetaCache":
+        return ctx.part(cls, lambda: cls._made_for(ctx))
+
+    @classmethod
+    def _made_for(cls, ctx) -> "MetaCache":
+        cache = cls()
+        ctx.on_streams_changed(lambda names, deleted: cache.forget(names))
+        return cache
+
+    def __init__(self) -> None:
+        self._entries: dict[str, store.StreamMeta] = {}
+        self._asked: set[str] = set()  # names asked for since the last refresh
+        self._asked_before: set[str] = set()  # ... and in the interval before it
+        self._fetched_at = float("-inf")
+        self._pending: asyncio.Future | None = None
+        self._forgotten: set[str] = set()  # dropped while a read was in flight: not kept from it
+
+    async def get(self, names: tuple[str, ...]) -> dict[str, store.StreamMeta]:
+        """Stale copies are served while another caller refreshes them: one listener per
+        interval waits for Redis, not every listener that re-checks meanwhile."""
+        max_age = settings.ACCESS_RECHECK_INTERVAL_MS / 1000
+        self._asked.update(names)
+        while any(n not in self._entries for n in names) or time.monotonic() - self._fetched_at >= max_age:
+            if self._pending is None:
+                await self._refresh(names)
+            elif all(n in self._entries for n in names):
+                break  # a refresh is on its way: the current copy is at most one interval old
+            else:
+                await asyncio.shield(self._pending)
+        return {n: self._entries[n] for n in names}
+
+    async def _refresh(self, names: tuple[str, ...]) -> None:
+        future = self._pending = asyncio.get_running_loop().create_future()
+        try:
+            await settle(future, self._read(names))
+        finally:
+            self._pending = None
+
+    async def _read(self, names: tuple[str, ...]) -> None:
+        started = time.monotonic()
+        # Every stream asked about in the last two intervals is read again (so a name is never
+        # missing for a listener that asked recently); the others drop out.
+        keep = self._asked | self._asked_before | set(names)
+        self._asked_before, self._asked = self._asked, set()
+        self._forgotten = set()
+        entries = await store.stream_meta(names=list(keep)[: self.MAX_ENTRIES])
+        for name in self._forgotten:  # written meanwhile: this copy may be older than the write
+            entries.pop(name, None)
+        self._entries = entries
+        self._fetched_at = started
+
+    def forget(self, names: list[str]) -> None:
+        for name in names:
+            self._entries.pop(name, None)
+        self._forgotten.update(names)
+
+
+
+POSTPONED_LOG_EVERY_S = 10.0
+_postponed_log = {"at": float("-inf"), "since": 0}  # one warning per interval, not per listener
+
+
+def _postponed(names: tuple[str, ...], exc: Exception) -> None:
+    _postponed_log["since"] += 1
+    now = time.monotonic()
+    if now - _postponed_log["at"] >= POSTPONED_LOG_EVERY_S:
+        log.warning(
+            "access re-checks postponed (%d since the last warning; the latest of %s): redis unavailable (%s)",
+            _postponed_log["since"], ", ".join(names), exc,
+        )
+        _postponed_log.update(at=now, since=0)
+
+
+def access_guard(ident: identity.Identity, names: tuple[str, ...]) -> Callable[..., Awaitable[bool]]:
+    """Whether the caller may still read every stream it follows: its token, user and shares
+    (cached, AUTH_CACHE_TTL) and each stream's visibility (MetaCache).
+
+    When Redis cannot be reached (an unplanned failover takes longer than the node map's
+    redirect deadline), the visibility cannot be read: the follow goes on and the next
+    re-check decides. A stream's metadata lives in its own slot, so while it cannot be read no
+    new entry of that stream can be either."""
+
+    async def allowed(only: tuple[str, ...] | None = None) -> bool:
+        """``only``: the streams still followed, when some of ``names`` have ended."""
+        current = await identity.still_valid(ident)
+        if current is None or "read" not in current.scopes:
+            return False
+        try:
+            metas = await MetaCache.of(await redis_context()).get(names if only is None else only)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            _postponed(names, exc)
+            return True
+        return all(rules.may_read(current, m) for m in metas.values())
+
+    return allowed
+
+
+async def _catch_up(name: str, after: str) -> AsyncIterator[list[Entry]]:
+    while True:
+        chunk = await store.stream_range(name=name, start="(" + after, end="+", count=CATCH_UP_CHUNK)
+        if not chunk:
+            return
+        yield [make_entry(name, e.id, e.data) for e in chunk]
+        if len(chunk) < CATCH_UP_CHUNK:
+            return
+        after = chunk[-1].id
+
+
+def _newer(batch: list[Entry], cursors: dict[str, int]) -> list[Entry]:
+    """Entries newer than what was already passed on. (``Follow.positions`` is advanced by
+    the consumer as it sends each entry: a composite id must show each event's own position.)"""
+    fresh = []
+    for entry in batch:
+        if entry.pos > cursors[entry.name]:
+            cursors[entry.name] = entry.pos
+            fresh.append(entry)
+    return fresh
+
+
+REVOKED = Ended("forbidden", "access to this stream was revoked")
+
+
+async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[list[Entry] | Ended]:
+    """Catch-up then live batches of new entries; ``[]`` when ``heartbeat`` s pass quietly;
+    finally an ``Ended`` if the hub ends the feed or the follow's guard says no. Unsubscribes
+    on any exit."""
+    hub = live_hub(await redis_context())
+    cursors = {n: id_order(p) for n, p in follow.positions.items()}
+    recheck = settings.ACCESS_RECHECK_INTERVAL_MS / 1000
+    sub = await hub.subscribe(follow.names)
+    follow.leave = lambda: hub.unsubscribe(sub)
+    try:
+        for name in follow.names:
+            async for batch in _catch_up(name, follow.positions[name]):
+                raise_if_cancelled()
+                if fresh := _newer(batch, cursors):
+                    yield fresh
+        now = time.monotonic()
+        # Spread the re-checks of listeners that connected together over the interval.
+        next_beat, next_check = now + heartbeat, now + recheck * (0.5 + random.random() / 2)
+        while True:
+            raise_if_cancelled()
+            # A bare future (no wait_for): a cancellation here is never swallowed.
+            waiter = sub.waiter(min(next_beat, next_check if follow.guard else next_beat))
+            if waiter is not None:
+                await waiter
+            batch = sub.take()
+            now = time.monotonic()
+            fresh = _newer(batch, cursors)
+            if fresh or (not batch and sub.end_reason is None and now >= next_beat):
+                yield fresh  # [] = a quiet heartbeat interval
+                next_beat = now + heartbeat
+            # Hold no batch while waiting: objects kept across the wait are what every garbage
+            # collection examines, once per listener.
+            batch = fresh = None
+            if sub.end_reason is not None:
+                yield Ended(sub.end_reason, sub.end_detail)
+                return
+            # After delivering, not before: a re-check never holds up entries already here.
+            if follow.guard is not None and time.monotonic() >= next_check:
+                if not await follow.guard():
+                    yield REVOKED
+                    return
+                next_check = time.monotonic() + recheck
+    finally:
+        follow.leave = None
+        hub.unsubscribe(sub)

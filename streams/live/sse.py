@@ -1,0 +1,130 @@
+"""Server-Sent Events: event formats and the async generators behind the SSE views.
+
+Single stream (``/api/streams/{name}/sse``): each entry is ``id: <stream id>`` plus
+``data: <the entry's fields as JSON>`` with the default event type, so
+``EventSource.onmessage`` sees it; ``Last-Event-ID`` is a plain stream id.
+
+Several streams (``/api/sse?streams=a,b,c``): each entry is
+``data: {"stream": name, "id": stream id, "data": {...}}`` (default event type) and its
+``id:`` is the *composite* position: one stream id per requested stream, in the order of the
+``streams`` parameter, joined by commas, then ``~`` and a fingerprint of the list
+(``1700000000000-0,0-0,1700000000123-4~9f3a01c2``). A browser reconnects with the same URL and
+that composite id as ``Last-Event-ID``, so every stream resumes exactly where it stopped; the
+fingerprint refuses (400) a resume with another list or order.
+
+A stream ends with one of ``event: overflow`` (the client read too slowly; reconnect with
+Last-Event-ID, nothing is lost), ``event: deleted`` (the stream was deleted; do not
+reconnect) or ``event: shutdown`` (the server is stopping; reconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+
+from django.conf import settings
+
+from streams.core.instruments import operation_metrics
+from streams.core.instruments import SSE_DURATION, SSE_OPEN
+from streams.live.hub import Entry
+from streams.live.follow import Ended, Follow, follow_many, follow_one, live_batches
+
+EventsOf = Callable[[Follow], AsyncIterator[str]]  # what an SSE body sends for a follow
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def requested_resume_id(request) -> str | None:
+    return request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or None
+
+
+async def follow_for_stream(request, name: str) -> Follow:
+    return await follow_one(name, resume=requested_resume_id(request), mode=request.GET.get("from"))
+
+
+async def follow_for_streams(request) -> Follow:
+    return await follow_many(
+        request.GET.get("streams", ""), resume=requested_resume_id(request), mode=request.GET.get("from")
+    )
+
+
+def format_entry(follow: Follow, entry: Entry) -> str:
+    if not follow.multi:
+        return f"id: {entry.id}\ndata: {entry.data_json}\n\n"
+    data = f'{{"stream": {json.dumps(entry.name)}, "id": "{entry.id}", "data": {entry.data_json}}}'
+    return f"id: {follow.composite_id()}\ndata: {data}\n\n"
+
+
+def format_end(follow: Follow, ended: Ended) -> str:
+    if ended.reason == "deleted":
+        payload = {"stream": ended.detail, "detail": f"stream {ended.detail!r} was deleted"}
+    else:
+        payload = {"detail": ended.detail, "last_event_id": follow.resume_id()}
+    return f"event: {ended.reason}\ndata: {json.dumps(payload)}\n\n"
+
+
+def format_batch(follow: Follow, batch: list[Entry]) -> str:
+    """Advance the listener's positions entry by entry, so each id is that event's own."""
+    parts = []
+    for entry in batch:
+        follow.positions[entry.name] = entry.id
+        parts.append(format_entry(follow, entry))
+    return "".join(parts)
+
+
+@contextlib.asynccontextmanager
+async def sse_connection():
+    """Count the open connection and time it (Prometheus and the operations table)."""
+    SSE_OPEN.inc()
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        SSE_OPEN.dec()
+        seconds = time.perf_counter() - started
+        SSE_DURATION.observe(seconds)
+        operation_metrics().record("sse_connection", seconds * 1000)
+
+
+async def hub_events(follow: Follow) -> AsyncIterator[str]:
+    async with sse_connection():
+        yield f"retry: {settings.SSE_RETRY_MS}\n\n"
+        async for item in live_batches(follow, heartbeat=settings.SSE_HEARTBEAT_INTERVAL / 1000):
+            if isinstance(item, Ended):
+                yield format_end(follow, item)
+                return
+            yield format_batch(follow, item) if item else ": ping\n\n"
+            item = None  # not kept while the next one is awaited (see live_batches)
+
+
+class EventStream:
+    """The response body: the events, ``aclose()`` (the lean handler sends the body itself
+    and calls it when the stream ends: streams/core/handoff.py) and ``close()``, which
+    Django calls in a worker thread when it streamed the body (another handler, the test
+    client). Both give back the caller's live-connection place and leave the hub at once: a
+    body whose ``send`` failed must not keep its subscription until the garbage collector
+    finds its suspended generator."""
+
+    def __init__(self, events: AsyncIterator[str], admission, follow: Follow) -> None:
+        self._events = events
+        self._admission = admission
+        self._follow = follow
+        self._loop = asyncio.get_running_loop()
+
+    def __aiter__(self):
+        return self._events  # no wrapper per event: aclose() / close() always follow
+
+    async def aclose(self) -> None:
+        try:
+            await self._events.aclose()  # runs the generator's finally blocks now
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._admission.release()
+        leave = self._follow.leave
+        if leave is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(leave)

@@ -1,0 +1,346 @@
+"""Stream services: every interface (API, admin, commands, hub) goes through these.
+
+Each function borrows one client from the main pool of the node that serves the stream
+(streams/engine/nodes.py) and makes one round trip, except where noted; calls over many streams send
+one pipeline per node, the nodes concurrently. Writes run as Lua scripts that check the actor against the stream's owner inside
+Redis (streams/store/scripts.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from redis.exceptions import RedisError, ResponseError
+
+from streams.core.instruments import EVENTS_PUBLISHED, timed
+from streams.engine.context import redis_context
+from streams.access import identity, rules
+from streams.access.identity import SYSTEM, Actor
+from streams.engine.nodes import is_transient
+from streams.store.names import validate_stream_name
+from streams.store.positions import last_generated_id
+from streams.store.registry import RegistryPage, StreamRegistry
+from streams.access.rules import Reader
+from streams.store.scripts import (
+    CLAIM_LUA, DELETE_LUA, PUBLISH_LUA, SAFE_RANGE_LUA, SETTINGS_LUA,
+)
+from streams.store.scripts import registered as script
+from streams.store.keys import key_layout
+
+
+log = logging.getLogger(__name__)
+
+EVENTS_MAXLEN = 10_000  # deletion notices kept for the other processes' feeds (streams/live/deletions.py)
+
+
+@dataclass(frozen=True)
+class StreamMeta:
+    """Who owns a stream and how it is shared; all None for a stream nobody owns."""
+
+    owner_id: int | None = None
+    owner: str | None = None
+    visibility: str | None = None
+    ftp: int | None = None
+
+
+NO_META = StreamMeta()
+META_FIELDS = ("owner", "owner_name", "visibility", "ftp")
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    name: str
+    length: int
+    first_id: str | None
+    last_id: str | None
+    meta: StreamMeta = NO_META
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    id: str
+    data: dict[str, str]
+
+
+class WriteRefused(Exception):
+    """The stream belongs to someone else (or to nobody, and the actor is no manager)."""
+
+    def __init__(self, name: str, meta: StreamMeta) -> None:
+        super().__init__(f"stream {name!r} belongs to someone else")
+        self.name = name
+        self.meta = meta
+
+
+@dataclass(frozen=True)
+class DeleteOutcome:
+    deleted: list[str]
+    refused: list[WriteRefused]
+
+
+@dataclass(frozen=True)
+class SettingsOutcome:
+    created: bool
+    meta: StreamMeta
+
+
+def default_visibility() -> str:
+    return "public" if settings.STREAMS_PUBLIC_READ else "private"
+
+
+def _meta_from(values: list) -> StreamMeta:
+    owner_id, owner, visibility, ftp = values
+    return StreamMeta(
+        owner_id=int(owner_id) if owner_id else None,
+        owner=owner or None,
+        visibility=visibility or None,
+        ftp=int(ftp) if ftp else None,
+    )
+
+
+def _refusal_meta(owner_id: str, visibility: str) -> StreamMeta:
+    return StreamMeta(owner_id=int(owner_id) if owner_id else None, visibility=visibility or None)
+
+
+def _write_keys(ctx, name: str) -> list[str]:
+    keys = key_layout(ctx.config).stream_keys(name)
+    return [keys.stream, keys.meta, *StreamRegistry.of(ctx).write_keys(keys.bucket)]
+
+
+async def _run_script(ctx, source: str, keys: list[str], args: list[str]):
+    """One write script on the node of its keys (all in one slot), following redirects."""
+    return await ctx.nodes.run(keys[0], lambda r: script(source)(keys=keys, args=args, client=r))
+
+
+def _actor_args(name: str, actor: Actor) -> list[str]:
+    return [name, "" if actor.user_id is None else str(actor.user_id), actor.username, "1" if actor.manager else "0"]
+
+
+def _now_ms() -> str:
+    return str(int(time.time() * 1000))
+
+
+# --- writes ---------------------------------------------------------------------------------
+@timed("publish")
+async def stream_publish(*, name: str, entries: list[dict[str, str]], actor: Actor = SYSTEM) -> list[str]:
+    """Append entries (already encoded) atomically, checking the actor against the owner; the
+    first publish makes the actor the owner (visibility: public when STREAMS_PUBLIC_READ, else
+    private). Trims approximately to STREAM_MAXLEN. One script call, sent in one pipeline with
+    the other publishes made meanwhile (streams/engine/batching.py). Raises ``WriteRefused``."""
+    validate_stream_name(name)
+    ctx = await redis_context()
+    args = [*_actor_args(name, actor), default_visibility(), str(ctx.config.stream_maxlen or 0), _now_ms(),
+            str(len(entries))]
+    for fields in entries:
+        args.append(str(len(fields)))
+        for key, value in fields.items():
+            args += (key, value)
+    keys = _write_keys(ctx, name)
+    try:
+        reply = await ctx.nodes.for_key(keys[0]).publishes.call(script(PUBLISH_LUA), keys, args)
+    except Exception as exc:  # the slot moved (a reshard, a failover): this one call follows it alone
+        if not is_transient(exc) or not ctx.nodes.cluster:
+            raise
+        reply = await _run_script(ctx, PUBLISH_LUA, keys, args)
+    if reply[0] == 0:
+        raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
+    if reply[1]:
+        ctx.streams_changed([name])
+    ids = reply[2:]
+    EVENTS_PUBLISHED.inc(len(ids))
+    return ids
+
+
+@timed("stream_settings")
+async def stream_settings_update(
+    *, name: str, actor: Actor, visibility: str | None = None, ftp: int | None | str = ""
+) -> SettingsOutcome:
+    """Create an empty stream owned by the actor, or change its visibility / FTP
+    (``ftp=""`` keeps it, ``None`` clears it). Raises ``WriteRefused``."""
+    validate_stream_name(name)
+    ctx = await redis_context()
+    ftp_arg = "" if ftp == "" else ("-" if ftp is None else str(int(ftp)))
+    args = [*_actor_args(name, actor), visibility or "", ftp_arg, _now_ms(), default_visibility()]
+    reply = await _run_script(ctx, SETTINGS_LUA, _write_keys(ctx, name), args)
+    if reply[0] == 0:
+        raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
+    ctx.streams_changed([name])
+    _, created, owner_id, visibility, ftp_now, owner_name = reply
+    return SettingsOutcome(created=bool(created), meta=_meta_from([owner_id, owner_name, visibility, ftp_now]))
+
+
+@timed("stream_claim")
+async def stream_claim(*, name: str, user_id: int, username: str) -> bool:
+    """Make a user the owner of an existing stream (``claim_stream``). False when missing."""
+    validate_stream_name(name)
+    ctx = await redis_context()
+    reply = await _run_script(ctx, CLAIM_LUA, _write_keys(ctx, name), [name, str(user_id), username, default_visibility()])
+    ctx.streams_changed([name])
+    return bool(reply[0])
+
+
+@timed("delete")
+async def streams_delete(*, names: list[str], actor: Actor = SYSTEM) -> DeleteOutcome:
+    """Delete the streams the actor may manage, with their metadata and registry entries, each
+    checked and deleted atomically; one round trip. Names the actor may not manage come back
+    in ``refused``. Live listeners of deleted streams, in every process, get ``deleted``."""
+    if not names:
+        return DeleteOutcome(deleted=[], refused=[])
+    ctx = await redis_context()
+    unique = list(dict.fromkeys(names))
+    delete = script(DELETE_LUA)
+    keys = [_write_keys(ctx, name) for name in unique]
+    replies = [item[0] for item in await ctx.nodes.pipelined(
+        [k[0] for k in keys],
+        lambda pipe, i: delete(keys=keys[i], args=_actor_args(unique[i], actor), client=pipe),
+    )]
+    deleted = [n for n, reply in zip(unique, replies) if reply[0] == 1 and reply[1] == 1]
+    refused = [WriteRefused(n, _refusal_meta(reply[1], reply[2])) for n, reply in zip(unique, replies) if reply[0] == 0]
+    ctx.streams_changed([n for n in unique if n not in deleted])
+    if deleted:
+        ctx.streams_changed(deleted, deleted=True)  # this process's listeners end now
+        await announce_deleted(ctx, deleted)
+    return DeleteOutcome(deleted=deleted, refused=refused)
+
+
+async def announce_deleted(ctx, names: list[str]) -> None:
+    """Tell every other process's hub (streams/live/deletions.py) that ``names`` are gone."""
+    fields = {"kind": "deleted", "names": json.dumps(names), "origin": ctx.origin}
+    key = key_layout(ctx.config).events
+    try:
+        await ctx.nodes.run(key, lambda r: r.xadd(key, fields, maxlen=EVENTS_MAXLEN, approximate=True))
+    except RedisError as exc:  # the delete itself succeeded; other processes' listeners
+        log.warning("could not announce the deletion of %d streams: %s", len(names), exc)  # time out
+
+
+# --- reads ----------------------------------------------------------------------------------
+async def _per_stream(names: list[str], queue, *, raise_on_error: bool = True) -> list:
+    """``queue(pipe, keys)`` for each stream, pipelined (not a transaction): one round trip per
+    node. The replies, flat, in order."""
+    if not names:
+        return []
+    ctx = await redis_context()
+    keys = [key_layout(ctx.config).stream_keys(name) for name in names]
+    per_item = await ctx.nodes.pipelined([k.stream for k in keys], lambda pipe, i: queue(pipe, keys[i]),
+                                         raise_on_error=raise_on_error)
+    return [reply for replies in per_item for reply in replies]
+
+
+@timed("stream_meta")
+async def stream_meta(*, names: list[str]) -> dict[str, StreamMeta]:
+    """Owner, visibility and FTP of each stream (one HMGET each, one round trip)."""
+    replies = await _per_stream(names, lambda pipe, keys: pipe.hmget(keys.meta, META_FIELDS))
+    return {name: _meta_from(values) for name, values in zip(names, replies)}
+
+
+async def check_readable(ident: identity.Identity, names: list[str]) -> None:
+    """AccessError (404) naming the first stream the caller may not read (one round trip for
+    all): the read rule of the API, the live SSE and the pages."""
+    metas = await stream_meta(names=names)
+    for name in names:
+        meta = metas[name]
+        rules.check_read(ident, name, meta)
+
+
+@timed("stream_info_batch")
+async def stream_info_batch(*, names: list[str]) -> dict[str, StreamInfo | None]:
+    """Length, first/last id and metadata for many streams: one XINFO STREAM and one HMGET
+    each, one round trip. A missing stream is None."""
+    def queue(pipe, keys):
+        pipe.xinfo_stream(keys.stream)
+        pipe.hmget(keys.meta, META_FIELDS)
+
+    replies = await _per_stream(names, queue, raise_on_error=False)
+    result: dict[str, StreamInfo | None] = {}
+    for i, name in enumerate(names):
+        reply, meta = replies[2 * i], replies[2 * i + 1]
+        if isinstance(meta, ResponseError):
+            raise meta
+        if isinstance(reply, ResponseError):
+            if _is_missing_or_wrong_type(reply):
+                result[name] = None
+                continue
+            raise reply
+        result[name] = _info_from_xinfo(name, reply, _meta_from(meta))
+    return result
+
+
+def _is_missing_or_wrong_type(error: ResponseError) -> bool:
+    text = str(error).lower()
+    return "no such key" in text or "wrongtype" in text
+
+
+def _info_from_xinfo(name: str, reply: dict, meta: StreamMeta) -> StreamInfo:
+    first = reply.get("first-entry")
+    last = reply.get("last-entry")
+    return StreamInfo(
+        name=name,
+        length=int(reply["length"]),
+        first_id=first[0] if first else None,
+        last_id=last[0] if last else None,
+        meta=meta,
+    )
+
+
+@timed("range_read")
+async def stream_range(
+    *, name: str, start: str = "-", end: str = "+", count: int | None = 100
+) -> list[StreamEntry] | None:
+    """Entries between two ids (inclusive, ``(`` for exclusive); None when the stream is missing."""
+    ctx = await redis_context()
+    args = [start, end, "" if count is None else str(count)]
+    reply = await _run_script(ctx, SAFE_RANGE_LUA, [key_layout(ctx.config).stream(name)], args)
+    if reply is None:
+        return None
+    return [StreamEntry(id=entry_id, data=_pairs_to_dict(fields)) for entry_id, fields in reply]
+
+
+def _pairs_to_dict(fields) -> dict[str, str]:
+    if isinstance(fields, dict):
+        return fields
+    return dict(zip(fields[::2], fields[1::2]))
+
+
+@timed("latest_read")
+async def stream_latest(*, name: str, count: int = 20) -> list[StreamEntry] | None:
+    """The newest ``count`` entries, newest first; None when the stream is missing."""
+    ctx = await redis_context()
+    key = key_layout(ctx.config).stream(name)
+
+    async def read(r):
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.exists(key)
+            pipe.xrevrange(key, "+", "-", count=count)
+            return await pipe.execute()
+
+    exists, reply = await ctx.nodes.run(key, read)
+    if not exists:
+        return None
+    return [StreamEntry(id=entry_id, data=_pairs_to_dict(fields)) for entry_id, fields in reply]
+
+
+@timed("exists")
+async def streams_exist(*, names: list[str]) -> dict[str, bool]:
+    """Whether each name is a stream (TYPE per key, one round trip)."""
+    types = await _per_stream(names, lambda pipe, keys: pipe.type(keys.stream))
+    return {name: kind == "stream" for name, kind in zip(names, types)}
+
+
+async def streams_list(
+    *, prefix: str = "", limit: int = 100, offset: int = 0, reader: Reader | None = None
+) -> RegistryPage:
+    """A page of stream names from the registry (never a SCAN); with ``reader``, only the
+    streams that reader may read."""
+    ctx = await redis_context()
+    return await StreamRegistry.of(ctx).page(prefix=prefix, limit=limit, offset=offset, reader=reader)
+
+
+@timed("stream_last_id")
+async def stream_last_id(*, name: str) -> str:
+    """The stream's last-generated-id (what ``$`` would mean now), or ``0-0`` when missing."""
+    ctx = await redis_context()
+    key = key_layout(ctx.config).stream(name)
+    return await ctx.nodes.run(key, lambda r: last_generated_id(r, key))
