@@ -12,10 +12,10 @@ from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from streams.store import services as store
-from streams.engine.context import close_redis_context, current_context
 from streams.access.identity import MANAGE_ALL_STREAMS, VIEW_ALL_STREAMS
 from streams.core.errors import InvalidInput
+from streams.engine.context import close_redis_context, current_context
+from streams.store import services as store
 from streams.store.names import validate_stream_name
 
 PAGE_SIZE = 50

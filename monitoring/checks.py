@@ -12,10 +12,10 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams.core.instruments import operation_metrics
-from streams.live.capacity import capacity_stats
 from streams.core.gc import FullCollections
+from streams.core.instruments import operation_metrics
 from streams.engine.context import current_context, redis_context
+from streams.live.capacity import capacity_stats
 from streams.live.hub import StreamHub
 from streams.store.registry import StreamRegistry
 from workouts.rides.tracking import MetricsBoard

@@ -9,13 +9,19 @@ import os
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
 
 from monitoring.checks import readiness, redis_up, snapshot
 from monitoring.prometheus import LiveStateSampler, register_collectors
+from streams.access.identity import AccessError, parse_authorization
 from streams.core.instruments import REDIS_UP
 from streams.engine.context import current_context
-from streams.access.identity import AccessError, parse_authorization
 
 
 async def health(request):

@@ -13,17 +13,22 @@ from ninja.responses import Status
 from ninja.security import HttpBearer
 from pydantic import Field, WithJsonSchema
 
-from streams.live import capacity
-from streams.access import identity, rules
-from streams.store import services as store
-from streams.access import shares
-from streams.live import sse
-from streams.engine.context import redis_context
+from streams.access import identity, rules, shares
 from streams.access.identity import AccessError, Identity
+from streams.core.handoff import handed_off
+from streams.engine.context import redis_context
+from streams.live import capacity, sse
 from streams.live.follow import access_guard, live_hub
 from streams.live.sse import EventsOf
-from streams.core.handoff import handed_off
-from streams.store.names import MAX_ENTRIES, NAME_RE, encode_entries, parse_json, validate_range_id, validate_stream_name
+from streams.store import services as store
+from streams.store.names import (
+    MAX_ENTRIES,
+    NAME_RE,
+    encode_entries,
+    parse_json,
+    validate_range_id,
+    validate_stream_name,
+)
 
 MAX_BATCH = 1000
 MAX_OFFSET = 2**31 - 1  # a larger one does not fit an SQL OFFSET

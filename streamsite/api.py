@@ -12,11 +12,12 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams.api import batch_router, router as streams_router, shares_router
 from streams.access.identity import AccessError
+from streams.api import batch_router, shares_router
+from streams.api import router as streams_router
 from streams.core.errors import InvalidInput
-from streamsite.middleware import human_size
 from streams.core.offload import OffloadUnavailable
+from streamsite.middleware import human_size
 from workouts.api import router as workouts_router
 from workouts.rides.api import router as rides_router
 

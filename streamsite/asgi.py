@@ -19,12 +19,11 @@ from streams.engine.topology import check_at_start_up  # noqa: E402
 
 check_at_start_up(settings.REDIS)  # REDIS_CLUSTER contradicting the Redis stops start-up
 
-from streamsite.routing import websocket_application  # noqa: E402
-
-from streamsite.server.guards import BodyLimit, TrustedProxies  # noqa: E402
-from streamsite.server.flow_control import FlowControl  # noqa: E402
-from streamsite.server.handlers import LeanASGIHandler, PathRouter  # noqa: E402
 from streams.core.gc import tune_gc  # noqa: E402
+from streamsite.routing import websocket_application  # noqa: E402
+from streamsite.server.flow_control import FlowControl  # noqa: E402
+from streamsite.server.guards import BodyLimit, TrustedProxies  # noqa: E402
+from streamsite.server.handlers import LeanASGIHandler, PathRouter  # noqa: E402
 from streamsite.server.lifecycle import install_twisted_hooks, lifespan  # noqa: E402
 
 application = TrustedProxies(

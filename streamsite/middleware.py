@@ -15,14 +15,16 @@ hop per request.
 
 from __future__ import annotations
 
-
 from asgiref.sync import markcoroutinefunction
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import JsonResponse
 from django.middleware.security import SecurityMiddleware
-from django_prometheus.middleware import PrometheusAfterMiddleware, PrometheusBeforeMiddleware
+from django_prometheus.middleware import (
+    PrometheusAfterMiddleware,
+    PrometheusBeforeMiddleware,
+)
 
 # Load-balancer probes and Prometheus scrapers reach a pod by its IP, which is rarely one of
 # ALLOWED_HOSTS; /metrics has its own address rules (METRICS_ALLOWED_CIDRS).

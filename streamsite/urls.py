@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.urls import path
 
 from monitoring import views as monitoring_views
-from workouts.rides.views import group_page, live_page
 from streamsite.api import api
+from workouts.rides.views import group_page, live_page
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -5,7 +5,12 @@ import asyncio
 
 import pytest
 
-from streamsite.server.flow_control import STALL_TICK, ClientStalled, StallClock, _StallWatch
+from streamsite.server.flow_control import (
+    STALL_TICK,
+    ClientStalled,
+    StallClock,
+    _StallWatch,
+)
 from tests.helpers import eventually
 
 

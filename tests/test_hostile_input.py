@@ -7,7 +7,13 @@ import pytest
 from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 from django.test import AsyncClient
 
-from tests.helpers import asgi_response, bearer, http_scope, read_response, user_with_token
+from tests.helpers import (
+    asgi_response,
+    bearer,
+    http_scope,
+    read_response,
+    user_with_token,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

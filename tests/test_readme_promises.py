@@ -16,9 +16,11 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import AsyncClient
 
-from streams.store import services as store
 from streams.engine.context import redis_context
+from streams.live.hub import StreamHub
 from streams.models import ApiToken, hash_token
+from streams.store import services as store
+from streams.store.keys import key_layout
 from tests.helpers import (
     actor,
     asgi_response,
@@ -34,8 +36,6 @@ from workouts import metrics as M
 from workouts.models import Workout
 from workouts.samples import samples_from_columns
 from workouts.services import workout_create
-from streams.store.keys import key_layout
-from streams.live.hub import StreamHub
 
 ROOT = Path(__file__).resolve().parent.parent
 START = dt.datetime(2026, 11, 3, 17, 0, tzinfo=dt.UTC)

@@ -14,8 +14,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from streams.engine import topology
 from streams.engine.context import close_redis_context, redis_context
-from tests.helpers import asgi_response, http_scope
 from streams.store.keys import key_layout
+from tests.helpers import asgi_response, http_scope
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,8 +112,9 @@ def test_stream_key_prints_the_key_a_device_xadds_to(sync_r):
     key = out.getvalue().strip()
     assert key == f"{settings.REDIS.stream_key_prefix}{{b{key_layout(settings.REDIS).bucket('ride-42')}}}:ride-42"
     sync_r.xadd(key, {"power": "250"})  # a device's own XADD to that key …
-    from streams.engine.context import close_redis_context as close
     from asgiref.sync import async_to_sync
+
+    from streams.engine.context import close_redis_context as close
 
     async def listed():
         from streams.store import services as store

@@ -6,25 +6,24 @@ import datetime as dt
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from ninja import File, Form, Query, Router, Schema
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from pydantic import Field
 
-from django.contrib.auth import get_user_model
-
 from streams.access import identity, rules
-from streams.store import services as store
-from streams.api import MANAGE, MAX_OFFSET, PUBLISH, READ_AS_USER, StreamName, fast_json
 from streams.access.identity import Identity
-from streams.core.errors import InvalidInput
-from streams.store.names import validate_stream_name
+from streams.api import MANAGE, MAX_OFFSET, PUBLISH, READ_AS_USER, StreamName, fast_json
 from streams.core import offload
+from streams.core.errors import InvalidInput
+from streams.store import services as store
+from streams.store.names import validate_stream_name
 from workouts import services
-from workouts.rides import archive
 from workouts.errors import WorkoutInputError
 from workouts.models import DERIVED_FIELDS, Workout
 from workouts.prepare import ftp_field, prepare_fit, prepare_json, text_field
+from workouts.rides import archive
 
 router = Router(tags=["workouts"])
 

@@ -24,6 +24,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+
 import numpy as np
 
 METRICS_VERSION = 1

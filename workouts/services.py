@@ -15,7 +15,6 @@ from workouts.prepare import Prepared, metrics_of, prepare_fit
 from workouts.samples import Samples
 
 
-
 def athlete_by_username(username: str):
     User = get_user_model()
     try:

@@ -21,8 +21,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from streams.models import SCOPES, ApiToken, Share, hash_token
 from streams.core.aio import settle
+from streams.models import SCOPES, ApiToken, Share, hash_token
 
 VIEW_ALL_STREAMS = "streams.view_all_streams"
 MANAGE_ALL_STREAMS = "streams.manage_all_streams"

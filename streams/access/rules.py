@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from streams.access.identity import (
-    MANAGE_ALL_STREAMS, VIEW_ALL_STREAMS, AccessError, Actor, Identity,
+    MANAGE_ALL_STREAMS,
+    VIEW_ALL_STREAMS,
+    AccessError,
+    Actor,
+    Identity,
 )
 
 

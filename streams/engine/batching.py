@@ -26,8 +26,8 @@ import asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
-from streams.engine.pool import ClientPool
 from streams.core.aio import cancel_and_wait
+from streams.engine.pool import ClientPool
 
 
 class BatcherClosed(RedisConnectionError):

@@ -13,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from streams.core.env import env_choice, env_int, redact_url
 
+
 @dataclass(frozen=True)
 class PoolLimits:
     min: int

@@ -37,15 +37,21 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams.engine.batching import ScriptBatcher
-from streams.engine.pool import BlockingReadPool, ClientPool, PoolClosedError, PoolStats
 from streams.core.aio import cancel_and_wait
+from streams.engine.batching import ScriptBatcher
 from streams.engine.config import RedisConfig
+from streams.engine.pool import BlockingReadPool, ClientPool, PoolClosedError, PoolStats
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ A pool belongs to the event loop that created it (see ``streams.engine.context``
 from __future__ import annotations
 
 import asyncio
-
 import contextlib
 import logging
 import os
@@ -30,8 +29,8 @@ from dataclasses import dataclass
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from streams.core.instruments import timed
 from streams.core.aio import cancel_and_wait
+from streams.core.instruments import timed
 from streams.engine.config import PoolLimits
 
 log = logging.getLogger(__name__)

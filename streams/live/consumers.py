@@ -30,16 +30,23 @@ from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams.live import capacity
 from streams.access import identity, rules
-from streams.store import services as store
-from streams.engine.context import redis_context
 from streams.access.identity import AccessError
-from streams.live.follow import Ended, Follow, access_guard, follow_one, live_batches, live_hub
-from streams.core.errors import InvalidInput
-from streams.store.names import encode_entries, parse_json, validate_stream_name
 from streams.core.aio import cancel_and_wait
 from streams.core.compat import dispatch_without_db_close
+from streams.core.errors import InvalidInput
+from streams.engine.context import redis_context
+from streams.live import capacity
+from streams.live.follow import (
+    Ended,
+    Follow,
+    access_guard,
+    follow_one,
+    live_batches,
+    live_hub,
+)
+from streams.store import services as store
+from streams.store.names import encode_entries, parse_json, validate_stream_name
 
 log = logging.getLogger(__name__)
 

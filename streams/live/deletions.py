@@ -20,12 +20,12 @@ import os
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from streams.core.aio import cancel_and_wait, raise_if_cancelled
 from streams.engine.nodes import is_redirect
 from streams.engine.pool import BlockingReadPool
 from streams.live.hub import StreamHub
-from streams.store.positions import last_generated_id
-from streams.core.aio import cancel_and_wait, raise_if_cancelled
 from streams.store.keys import key_layout
+from streams.store.positions import last_generated_id
 
 log = logging.getLogger(__name__)
 

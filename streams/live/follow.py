@@ -22,14 +22,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.access import identity, rules
-from streams.store import services as store
+from streams.core.aio import raise_if_cancelled, settle
+from streams.core.errors import InvalidInput
 from streams.engine.context import redis_context
 from streams.live.deletions import DeletionFeed
 from streams.live.hub import Entry, StreamHub, make_entry
-from streams.core.errors import InvalidInput
+from streams.store import services as store
 from streams.store.names import validate_entry_id, validate_stream_name
 from streams.store.positions import START, id_order
-from streams.core.aio import raise_if_cancelled, settle
 
 log = logging.getLogger(__name__)
 

@@ -32,18 +32,17 @@ import random
 import time
 from dataclasses import dataclass
 
+from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from streams.core.aio import cancel_and_wait, raise_if_cancelled, settle
 from streams.core.instruments import timed
-from django.conf import settings
-
-from streams.store.keys import KeyLayout, key_layout
 from streams.engine.nodes import Node, NodeMap, is_redirect
 from streams.engine.pool import PoolClosedError
-from streams.store.positions import last_generated_id, id_order
-from streams.core.aio import cancel_and_wait, raise_if_cancelled, settle
+from streams.store.keys import KeyLayout, key_layout
+from streams.store.positions import id_order, last_generated_id
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,9 @@ from collections.abc import AsyncIterator, Callable
 
 from django.conf import settings
 
-from streams.core.instruments import operation_metrics
-from streams.core.instruments import SSE_DURATION, SSE_OPEN
-from streams.live.hub import Entry
+from streams.core.instruments import SSE_DURATION, SSE_OPEN, operation_metrics
 from streams.live.follow import Ended, Follow, follow_many, follow_one, live_batches
+from streams.live.hub import Entry
 
 EventsOf = Callable[[Follow], AsyncIterator[str]]  # what an SSE body sends for a follow
 

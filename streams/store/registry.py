@@ -19,13 +19,13 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from streams.access.rules import Reader
+from streams.core.aio import cancel_and_wait
 from streams.core.instruments import timed
 from streams.engine.config import RedisConfig
-from streams.store.names import NAME_RE
 from streams.engine.nodes import NodeMap
-from streams.store.scripts import registered as script
-from streams.core.aio import cancel_and_wait
 from streams.store.keys import key_layout
+from streams.store.names import NAME_RE
+from streams.store.scripts import registered as script
 
 log = logging.getLogger(__name__)
 

@@ -16,21 +16,24 @@ from dataclasses import dataclass
 from django.conf import settings
 from redis.exceptions import RedisError, ResponseError
 
-from streams.core.instruments import EVENTS_PUBLISHED, timed
-from streams.engine.context import redis_context
 from streams.access import identity, rules
 from streams.access.identity import SYSTEM, Actor
+from streams.access.rules import Reader
+from streams.core.instruments import EVENTS_PUBLISHED, timed
+from streams.engine.context import redis_context
 from streams.engine.nodes import is_transient
+from streams.store.keys import key_layout
 from streams.store.names import validate_stream_name
 from streams.store.positions import last_generated_id
 from streams.store.registry import RegistryPage, StreamRegistry
-from streams.access.rules import Reader
 from streams.store.scripts import (
-    CLAIM_LUA, DELETE_LUA, PUBLISH_LUA, SAFE_RANGE_LUA, SETTINGS_LUA,
+    CLAIM_LUA,
+    DELETE_LUA,
+    PUBLISH_LUA,
+    SAFE_RANGE_LUA,
+    SETTINGS_LUA,
 )
 from streams.store.scripts import registered as script
-from streams.store.keys import key_layout
-
 
 log = logging.getLogger(__name__)
 

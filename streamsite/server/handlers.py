@@ -17,8 +17,8 @@ its own state (measured: docs/benchmarks.md (k)).
 from __future__ import annotations
 
 import asyncio
-import logging
 import functools
+import logging
 
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler

@@ -13,13 +13,13 @@ import os
 
 from django.conf import settings
 
-from streams.engine.context import close_redis_context, current_context
 from streams.core import offload
-from streams.core.gc import FullCollections
-from streams.live.hub import StreamHub
-from streamsite.server.flow_control import StallClock
 from streams.core.compat import add_twisted_shutdown_trigger
 from streams.core.compat import chain_stop_signals as wrap_stop_signals
+from streams.core.gc import FullCollections
+from streams.engine.context import close_redis_context, current_context
+from streams.live.hub import StreamHub
+from streamsite.server.flow_control import StallClock
 
 log = logging.getLogger("streamsite")
 

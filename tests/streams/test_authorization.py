@@ -14,12 +14,12 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import AsyncClient
 
-from streams.store import services as store
 from streams.access.identity import Actor
-from streams.models import ApiToken, Share
-from tests.streams.sse_client import SSEClient
-from tests.helpers import browser_ws_headers
 from streams.live.follow import MetaCache
+from streams.models import ApiToken, Share
+from streams.store import services as store
+from tests.helpers import browser_ws_headers
+from tests.streams.sse_client import SSEClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -401,8 +401,8 @@ async def test_an_access_recheck_that_cannot_reach_redis_keeps_the_follow(world,
     listeners end there) until a re-check can. The same rule with Redis refuses."""
     from dataclasses import replace
 
-    from streams.engine.context import close_redis_context
     from streams.access.identity import ANONYMOUS
+    from streams.engine.context import close_redis_context
     from streams.live import follow as live
     from streams.live.follow import access_guard
 

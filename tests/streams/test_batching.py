@@ -5,10 +5,10 @@ import asyncio
 import pytest
 from redis.exceptions import ResponseError
 
-from streams.store import services as store
 from streams.engine.batching import BatcherClosed, ScriptBatcher
 from streams.engine.context import redis_context
 from streams.engine.nodes import is_transient
+from streams.store import services as store
 from tests.helpers import key
 
 

@@ -5,11 +5,11 @@ import asyncio
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from streams.live.capacity import connections
 from streams.engine.context import redis_context
+from streams.live.capacity import connections
+from streams.live.hub import StreamHub
 from tests.helpers import eventually, publish
 from tests.streams.sse_client import SSEClient
-from streams.live.hub import StreamHub
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,15 +11,15 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from streams.store import services as store
-from streams.engine.context import redis_context
 from streams.access.identity import Actor
+from streams.engine.context import redis_context
+from streams.store import services as store
 from tests.helpers import user_with_token
 from tests.streams.sse_client import SSEClient
 from workouts.metrics import ride_metrics
 from workouts.models import AthleteProfile
-from workouts.rides.simulate import simulate_ride
 from workouts.rides.archive import workout_from_stream
+from workouts.rides.simulate import simulate_ride
 from workouts.rides.tracking import MetricsBoard
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,8 +10,8 @@ from asgiref.sync import async_to_sync
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from streams.store import services as store
 from streams.engine.context import close_redis_context
+from streams.store import services as store
 from streams.store.keys import legacy_registry_keys, legacy_stream_keys
 from tests.helpers import key
 

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 import redis
-from redis.exceptions import AskError, ConnectionError as RedisConnectionError, MovedError, ResponseError, TryAgainError
+from redis.exceptions import AskError, MovedError, ResponseError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streams.engine.nodes import NodeMap, is_redirect, is_transient, node_url
 from tests.cluster import move_slot, node_ids, owner_of

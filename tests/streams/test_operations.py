@@ -1,10 +1,9 @@
 import pytest
 
-from streams.store import services as store
-from tests.helpers import key, registry_set
 from streams.engine.context import redis_context
+from streams.store import services as store
 from streams.store.registry import StreamRegistry
-
+from tests.helpers import key, registry_set
 
 
 async def test_publish_many_in_one_call_returns_ids_in_order(r):

@@ -3,10 +3,10 @@ from dataclasses import replace
 
 from django.conf import settings
 
-from streams.store import services as store
 from streams.engine.context import build_context, redis_context
-from tests.helpers import key, registry_set
+from streams.store import services as store
 from streams.store.registry import StreamRegistry
+from tests.helpers import key, registry_set
 
 
 async def test_published_stream_is_listed_at_once_and_prefix_pages(r):
@@ -69,7 +69,9 @@ async def test_reconcile_never_unregisters_a_stream_published_during_the_scan(r)
     """SCAN sees the keyspace before our publish; the SET after it. The stream must stay."""
     ctx = await redis_context()
     await StreamRegistry.of(ctx).close()
-    from redis.asyncio import Redis  # the class of the registry's own clients (r may be a cluster client)
+    from redis.asyncio import (
+        Redis,  # the class of the registry's own clients (r may be a cluster client)
+    )
 
     real_scan = Redis.scan_iter
     published = False

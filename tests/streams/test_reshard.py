@@ -9,12 +9,12 @@ from dataclasses import replace
 
 import pytest
 
-from streams.store import services as store
 from streams.engine.context import close_redis_context, redis_context
+from streams.live.hub import StreamHub
+from streams.store import services as store
+from streams.store.keys import key_layout
 from tests.cluster import flush_all, move_slot, owner_of
 from tests.streams.sse_client import SSEClient
-from streams.store.keys import key_layout
-from streams.live.hub import StreamHub
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,21 +1,19 @@
 import asyncio
 import re
 
+import pytest
 from asgiref.sync import sync_to_async
 
-import pytest
-
-from streams.store import services as store
 from streams.engine.context import redis_context
-from streams.live.follow import streams_fingerprint
+from streams.live.deletions import DeletionFeed
+from streams.live.follow import live_hub, streams_fingerprint
+from streams.live.hub import StreamHub
+from streams.store import services as store
+from streams.store.keys import key_layout
+from streams.store.registry import StreamRegistry
 from tests.conftest import kill, our_connections
 from tests.helpers import eventually, key, publish
 from tests.streams.sse_client import SSEClient
-from streams.store.keys import key_layout
-from streams.live.follow import live_hub
-from streams.live.deletions import DeletionFeed
-from streams.store.registry import StreamRegistry
-from streams.live.hub import StreamHub
 
 
 @pytest.fixture(autouse=True)

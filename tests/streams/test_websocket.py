@@ -2,13 +2,13 @@ import asyncio
 import json
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from asgiref.sync import sync_to_async
+from streams.access.identity import Actor
+from streams.engine.context import redis_context
 from streams.live.hub import StreamHub
 from streams.store import services as store
-from streams.engine.context import redis_context
-from streams.access.identity import Actor
 from tests.helpers import actor, browser_ws_headers, make_user, user_with_token
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -5,19 +5,19 @@ import math
 import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.test import AsyncClient
-from django.core.files.uploadedfile import SimpleUploadedFile
 
-from streams.store import services as store
 from streams.access.identity import Actor
+from streams.store import services as store
 from tests.helpers import bearer, key, make_user, user_with_token
 from tests.workouts.fitwriter import write_fit
 from workouts import metrics as M
 from workouts.models import Workout
+from workouts.rides.simulate import simulate_ride
 from workouts.samples import SamplesError, samples_from_columns
 from workouts.services import workout_create, workout_from_fit, workout_save
-from workouts.rides.simulate import simulate_ride
 
 START = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.UTC)
 

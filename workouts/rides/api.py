@@ -13,7 +13,14 @@ from ninja import Router, Schema
 from ninja.errors import HttpError
 
 from streams.access import rules
-from streams.api import READ, SSE_DOC, StreamName, fast_json, serve_follow, with_streams_param
+from streams.api import (
+    READ,
+    SSE_DOC,
+    StreamName,
+    fast_json,
+    serve_follow,
+    with_streams_param,
+)
 from streams.engine.context import redis_context
 from streams.live import capacity, sse
 from streams.live.follow import Follow, follow_many, follow_one, live_hub

@@ -12,12 +12,17 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.access import identity
 from streams.access.identity import AccessError
+from streams.core.errors import InvalidInput
 from streams.engine.context import redis_context
 from streams.live import capacity
-from streams.live.consumers import CLOSE_BAD_REQUEST, CLOSE_FORBIDDEN, CLOSE_UNAVAILABLE, LiveConsumer
+from streams.live.consumers import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_FORBIDDEN,
+    CLOSE_UNAVAILABLE,
+    LiveConsumer,
+)
 from streams.live.follow import Follow, access_guard, follow_one, live_hub
 from streams.store import services as store
-from streams.core.errors import InvalidInput
 from workouts.rides.tracking import MetricsBoard, Snapshot, metrics_updates
 
 

@@ -38,12 +38,12 @@ from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams.store import services as store
+from streams.core.aio import cancel_and_wait, raise_if_cancelled
 from streams.engine.context import redis_context
 from streams.live.follow import Ended, Follow, MetaCache, live_batches
-from streams.store.positions import START, id_order
-from streams.core.aio import cancel_and_wait, raise_if_cancelled
 from streams.live.hub import StreamHub
+from streams.store import services as store
+from streams.store.positions import START, id_order
 from workouts.metrics import LiveRide, or_none
 from workouts.models import AthleteProfile
 from workouts.rides.archive import EntryReader

@@ -13,10 +13,10 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from streams.access import identity
-from streams.store import services as store
 from streams.access.identity import AccessError
-from streams.live.follow import follow_many
 from streams.core.errors import InvalidInput
+from streams.live.follow import follow_many
+from streams.store import services as store
 from streams.store.names import validate_stream_name
 
 

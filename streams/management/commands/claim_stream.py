@@ -2,9 +2,9 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from streams.store import services as store
-from streams.engine.context import close_redis_context, redis_errors_as_command_errors
 from streams.core.errors import InvalidInput
+from streams.engine.context import close_redis_context, redis_errors_as_command_errors
+from streams.store import services as store
 from streams.store.names import validate_stream_name
 
 

@@ -17,8 +17,17 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from streams.engine.context import close_redis_context, redis_context, redis_errors_as_command_errors
-from streams.store.keys import glob_escape, key_layout, legacy_registry_keys, legacy_stream_keys
+from streams.engine.context import (
+    close_redis_context,
+    redis_context,
+    redis_errors_as_command_errors,
+)
+from streams.store.keys import (
+    glob_escape,
+    key_layout,
+    legacy_registry_keys,
+    legacy_stream_keys,
+)
 from streams.store.names import NAME_RE
 from streams.store.registry import StreamRegistry
 from streams.store.services import script

@@ -3,9 +3,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from streams.core.errors import InvalidInput
-from streams.store.names import validate_stream_name
 from streams.engine.topology import check_at_start_up
 from streams.store.keys import key_layout
+from streams.store.names import validate_stream_name
 
 
 class Command(BaseCommand):

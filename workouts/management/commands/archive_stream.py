@@ -1,12 +1,11 @@
 import asyncio
 
 from django.core.management.base import BaseCommand, CommandError
-
 from tqdm import tqdm
 
-from streams.store import services as store
-from streams.engine.context import close_redis_context, redis_errors_as_command_errors
 from streams.core.errors import InvalidInput
+from streams.engine.context import close_redis_context, redis_errors_as_command_errors
+from streams.store import services as store
 from streams.store.names import validate_stream_name
 from workouts.errors import WorkoutInputError
 from workouts.rides.archive import workout_from_stream

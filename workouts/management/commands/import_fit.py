@@ -3,8 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from workouts.errors import WorkoutInputError
-from workouts.services import workout_from_fit
-from workouts.services import athlete_by_username
+from workouts.services import athlete_by_username, workout_from_fit
 
 
 class Command(BaseCommand):

@@ -6,10 +6,10 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from streams.store import services as store
-from streams.engine.context import close_redis_context, redis_errors_as_command_errors
 from streams.access.identity import SYSTEM, Actor
 from streams.core.errors import InvalidInput
+from streams.engine.context import close_redis_context, redis_errors_as_command_errors
+from streams.store import services as store
 from streams.store.names import validate_stream_name
 from workouts.rides.simulate import simulate_ride
 
