@@ -13,6 +13,6 @@ class MonitoringConfig(AppConfig):
 
 
 def start_sampler(ctx) -> None:
-    from monitoring.prometheus import LiveStateSampler
+    from monitoring.prometheus import ProcessStateSampler
 
-    LiveStateSampler.of(ctx).start()
+    ProcessStateSampler.of(ctx).start()

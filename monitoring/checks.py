@@ -13,7 +13,7 @@ from django.db import connection
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.core.gc import FullCollections
-from streams.core.instruments import operation_metrics
+from streams.core.instruments import operation_timings
 from streams.engine.context import current_context, redis_context
 from streams.live.capacity import capacity_stats
 from streams.live.hub import StreamHub
@@ -96,7 +96,7 @@ def _pool(stats) -> dict:
 
 
 async def snapshot() -> dict:
-    """The seed's metrics endpoint, snake_case: pools, hub, registry and operation timings."""
+    """The JSON snapshot (/health/metrics, the admin dashboard): pools, hub, registry and operation timings."""
     ctx = await redis_context()
     try:
         registry = StreamRegistry.of(ctx)
@@ -119,7 +119,7 @@ async def snapshot() -> dict:
         "capacity": capacity_stats(hub),
         "live_metrics": board.stats() if (board := ctx.peek(MetricsBoard)) else MetricsBoard.EMPTY,
         "registry": registry,
-        "operations": [op.as_dict() for op in operation_metrics().snapshot()],
+        "operations": [op.as_dict() for op in operation_timings().snapshot()],
         "gc": _gc(),
     }
 

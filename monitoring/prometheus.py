@@ -22,10 +22,10 @@ from streams.live.hub import HubStats, StreamHub
 from streams.store.registry import StreamRegistry
 from workouts.rides.tracking import MetricsBoard
 
-LiveReading = tuple[str, str, str, tuple[str, ...], dict[tuple[str, ...], float]]
+ProcessReading = tuple[str, str, str, tuple[str, ...], dict[tuple[str, ...], float]]
 
 
-def live_readings(contexts) -> list[LiveReading]:
+def process_readings(contexts) -> list[ProcessReading]:
     """(name, help, kind, label names, {label values: value}) of pools, hub, capacity and
     registry over ``contexts`` — what both the scrape-time collector and the multi-process
     sampler export."""
@@ -33,7 +33,7 @@ def live_readings(contexts) -> list[LiveReading]:
     for pool_name in ("main", "blocking"):
         for state in ("total", "in_use", "available", "waiting"):
             pools[(pool_name, state)] = sum(getattr(ctx.nodes.stats(pool_name), state) for ctx in contexts)
-    readings: list[LiveReading] = [
+    readings: list[ProcessReading] = [
         ("streamsite_redis_pool_connections", "Redis pool connections by state", "gauge", ("pool", "state"), pools),
     ]
     hub_stats = [hub.stats() if (hub := ctx.peek(StreamHub)) else HubStats() for ctx in contexts]
@@ -67,11 +67,11 @@ def live_readings(contexts) -> list[LiveReading]:
     return readings
 
 
-class LiveStateCollector:
+class ProcessStateCollector:
     """Pools, hub and registry of every Redis context in this process, read at scrape time."""
 
     def collect(self):
-        for name, help_text, kind, labels, values in live_readings(all_contexts()):
+        for name, help_text, kind, labels, values in process_readings(all_contexts()):
             family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, help_text, labels=labels)
             for label_values, value in values.items():
                 family.add_metric(list(label_values), value)
@@ -97,19 +97,19 @@ def _sampled_metric(name: str, help_text: str, kind: str, labels: tuple[str, ...
     return metric
 
 
-class LiveStateSampler:
+class ProcessStateSampler:
     """With several server processes (``PROMETHEUS_MULTIPROC_DIR``): writes one context's live
     readings into prometheus_client's shared files every SAMPLE_INTERVAL_S (and when this
     process answers a scrape), so ``/metrics`` sums pools, listeners and streams over every
     process (gauges ``livesum``; counters by their increase since the last sample). Owned by
-    its ``RedisContext`` (``LiveStateSampler.of(ctx)``, started with the context: monitoring/apps.py): ``start()`` with it, ``close()`` cancels and awaits the task."""
+    its ``RedisContext`` (``ProcessStateSampler.of(ctx)``, started with the context: monitoring/apps.py): ``start()`` with it, ``close()`` cancels and awaits the task."""
 
     @classmethod
-    def of(cls, ctx) -> "LiveStateSampler":
+    def of(cls, ctx) -> "ProcessStateSampler":
         return ctx.part(cls, lambda: cls._made_for(ctx))
 
     @classmethod
-    def _made_for(cls, ctx) -> "LiveStateSampler":
+    def _made_for(cls, ctx) -> "ProcessStateSampler":
         sampler = cls(ctx)
         ctx.on_close(sampler.close)
         return sampler
@@ -129,7 +129,7 @@ class LiveStateSampler:
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
     def sample(self) -> None:
-        for name, help_text, kind, labels, values in live_readings([self._ctx]):
+        for name, help_text, kind, labels, values in process_readings([self._ctx]):
             metric = _sampled_metric(name, help_text, kind, labels)
             for label_values, value in values.items():
                 child = metric.labels(*label_values) if labels else metric
@@ -153,5 +153,5 @@ _registered = False
 def register_collectors() -> None:
     global _registered
     if not _registered:
-        REGISTRY.register(LiveStateCollector())
+        REGISTRY.register(ProcessStateCollector())
         _registered = True

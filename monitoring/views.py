@@ -18,7 +18,7 @@ from prometheus_client import (
 )
 
 from monitoring.checks import readiness, redis_up, snapshot
-from monitoring.prometheus import LiveStateSampler, register_collectors
+from monitoring.prometheus import ProcessStateSampler, register_collectors
 from streams.access.identity import AccessError, parse_authorization
 from streams.core.instruments import REDIS_UP
 from streams.engine.context import current_context
@@ -88,7 +88,7 @@ def scrape_registry():
         register_collectors()
         return REGISTRY
     ctx = current_context()
-    sampler = None if ctx is None else ctx.peek(LiveStateSampler)
+    sampler = None if ctx is None else ctx.peek(ProcessStateSampler)
     if sampler is not None:
         sampler.sample()
     registry = CollectorRegistry()

@@ -48,3 +48,33 @@ async def settle(future: asyncio.Future, awaitable):
         raise
     future.set_result(result)
     return result
+
+
+class OwnedTasks:
+    """Background tasks one owner starts and ends: each leaves the set when it finishes, and the
+    owner's ``close()`` ends the rest with ``cancel()`` (cancelled and awaited) or ``wait()``
+    (awaited as they are, for work that must finish, such as a disconnect in flight)."""
+
+    __slots__ = ("_tasks",)
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task] = set()
+
+    def start(self, coro, *, name: str | None = None) -> asyncio.Task:
+        return self.add(asyncio.get_running_loop().create_task(coro, name=name))
+
+    def add(self, task: asyncio.Task) -> asyncio.Task:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def cancel(self) -> None:
+        """Cancel every task still running and wait until each is done."""
+        await asyncio.gather(*(cancel_and_wait(t) for t in list(self._tasks)))
+
+    async def wait(self) -> None:
+        """Wait for every task still running; their exceptions are not raised here."""
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)

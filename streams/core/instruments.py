@@ -72,7 +72,7 @@ def p95(values) -> float:
     return ordered[max(0, math.ceil(len(ordered) * 0.95) - 1)]
 
 
-class OperationMetrics:
+class OperationTimings:
     def __init__(self, recent: int = DEFAULT_RECENT) -> None:
         self.recent = recent
         self._ops: dict[str, _Operation] = {}
@@ -112,21 +112,21 @@ def _recent_from_settings() -> int:
         return DEFAULT_RECENT
 
 
-class _LazyMetrics:
+class _LazyTimings:
     """The process-wide collector, created on first use (after settings are loaded)."""
 
-    _instance: OperationMetrics | None = None
+    _instance: OperationTimings | None = None
 
-    def get(self) -> OperationMetrics:
+    def get(self) -> OperationTimings:
         if self._instance is None:
-            self._instance = OperationMetrics(_recent_from_settings())
+            self._instance = OperationTimings(_recent_from_settings())
         return self._instance
 
 
-_metrics = _LazyMetrics()
+_metrics = _LazyTimings()
 
 
-def operation_metrics() -> OperationMetrics:
+def operation_timings() -> OperationTimings:
     return _metrics.get()
 
 
@@ -142,7 +142,7 @@ class timed:
         return self
 
     def __exit__(self, *exc):
-        operation_metrics().record(self.name, (time.perf_counter() - self._start) * 1000)
+        operation_timings().record(self.name, (time.perf_counter() - self._start) * 1000)
         return False
 
     async def __aenter__(self):
@@ -161,7 +161,7 @@ class timed:
                 try:
                     return await fn(*args, **kwargs)
                 finally:
-                    operation_metrics().record(name, (time.perf_counter() - start) * 1000)
+                    operation_timings().record(name, (time.perf_counter() - start) * 1000)
 
             return async_wrapper
 
@@ -171,6 +171,6 @@ class timed:
             try:
                 return fn(*args, **kwargs)
             finally:
-                operation_metrics().record(name, (time.perf_counter() - start) * 1000)
+                operation_timings().record(name, (time.perf_counter() - start) * 1000)
 
         return wrapper

@@ -1,4 +1,4 @@
-"""Bounded pools of Redis clients with the seed plan's semantics.
+"""Bounded pools of Redis clients: a minimum kept warm, a FIFO wait queue, idle reaping.
 
 redis-py's own pools have no minimum size, no idle reaping, no background health checks and
 no wait-queue statistics, so we pool whole clients instead: each pooled ``Redis`` owns a
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from streams.core.aio import cancel_and_wait
+from streams.core.aio import OwnedTasks, cancel_and_wait
 from streams.core.instruments import timed
 from streams.engine.config import PoolLimits
 
@@ -79,7 +79,7 @@ class ClientPool:
         self._closed = False
         self._maintenance: asyncio.Task | None = None
         self._started = False
-        self._closing: set[asyncio.Task] = set()  # disconnects in flight, awaited by close()
+        self._closing = OwnedTasks()  # disconnects in flight, awaited by close()
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -105,9 +105,7 @@ class ClientPool:
         self._all.clear()
         self._idle.clear()
         self._slots = 0
-        await asyncio.gather(
-            *(self._close_client(c) for c in clients), *self._closing, return_exceptions=True
-        )
+        await asyncio.gather(*(self._close_client(c) for c in clients), self._closing.wait(), return_exceptions=True)
 
     @property
     def closed(self) -> bool:
@@ -234,9 +232,7 @@ class ClientPool:
 
     def _forget(self, client: Redis) -> None:
         self._all.discard(client)
-        task = asyncio.get_running_loop().create_task(self._close_client(client))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._closing.start(self._close_client(client))
 
     @staticmethod
     async def _close_client(client: Redis) -> None:

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable
 
 from django.conf import settings
 
-from streams.core.instruments import SSE_DURATION, SSE_OPEN, operation_metrics
+from streams.core.instruments import SSE_DURATION, SSE_OPEN, operation_timings
 from streams.live.follow import Ended, Follow, follow_many, follow_one, live_batches
 from streams.live.hub import Entry
 
@@ -85,7 +85,7 @@ async def sse_connection():
         SSE_OPEN.dec()
         seconds = time.perf_counter() - started
         SSE_DURATION.observe(seconds)
-        operation_metrics().record("sse_connection", seconds * 1000)
+        operation_timings().record("sse_connection", seconds * 1000)
 
 
 async def hub_events(follow: Follow) -> AsyncIterator[str]:

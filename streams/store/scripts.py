@@ -1,4 +1,4 @@
-"""The Lua scripts behind stream writes and the seed's two read scripts, run through
+"""The Lua scripts behind stream writes and the range read, run through
 redis-py's ``register_script``.
 
 ``register_script`` sends EVALSHA and reloads the script on NOSCRIPT, so these keep working

@@ -2,11 +2,11 @@ import asyncio
 
 import pytest
 
-from streams.core.instruments import OperationMetrics, operation_metrics, p95, timed
+from streams.core.instruments import OperationTimings, operation_timings, p95, timed
 
 
 def test_exact_count_min_max_avg_and_p95_window():
-    m = OperationMetrics(recent=10)
+    m = OperationTimings(recent=10)
     for ms in [5.0, 1.0, 3.0]:
         m.record("op", ms)
     (s,) = m.snapshot()
@@ -22,7 +22,7 @@ def test_exact_count_min_max_avg_and_p95_window():
 
 
 def test_timed_on_sync_async_and_exceptions():
-    operation_metrics().clear()
+    operation_timings().clear()
 
     @timed("sync_op")
     def sync_fn(x):
@@ -50,7 +50,7 @@ def test_timed_on_sync_async_and_exceptions():
 
     asyncio.run(use_async_cm())
     mine = {"sync_op", "async_op", "failing_op", "block_op", "async_block"}
-    counts = {s.name: s.count for s in operation_metrics().snapshot() if s.name in mine}
+    counts = {s.name: s.count for s in operation_timings().snapshot() if s.name in mine}
     assert counts == dict.fromkeys(mine, 1)
 
 
@@ -60,7 +60,7 @@ def test_concurrent_recording_from_threads_loses_nothing():
     import sys
     import threading
 
-    m = OperationMetrics()
+    m = OperationTimings()
     start = threading.Barrier(8)
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible
