@@ -21,10 +21,8 @@ from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import JsonResponse
 from django.middleware.security import SecurityMiddleware
-from django_prometheus.middleware import (
-    PrometheusAfterMiddleware,
-    PrometheusBeforeMiddleware,
-)
+
+from streams.core.compat import django_middleware_hooks, prometheus_middleware_hooks
 
 # Load-balancer probes and Prometheus scrapers reach a pod by its IP, which is rarely one of
 # ALLOWED_HOSTS; /metrics has its own address rules (METRICS_ALLOWED_CIDRS).
@@ -90,40 +88,43 @@ class ApiShapeMiddleware(AsyncMiddleware):
 
 class LeanGuardMiddleware(AsyncMiddleware):
     """What the lean paths keep of Django's stack, all without I/O: ALLOWED_HOSTS, the
-    security headers and HTTPS redirect, X-Frame-Options, a lazy session and a lazy user."""
+    security headers and HTTPS redirect, X-Frame-Options, a lazy session and a lazy user.
+    Django's own middleware hooks, called here on the event loop
+    (``compat.django_middleware_hooks``)."""
 
     def __init__(self, get_response):
         super().__init__(get_response)
-        self.security = SecurityMiddleware(get_response)
-        self.session = SessionMiddleware(get_response)
-        self.auth = AuthenticationMiddleware(get_response)
+        self.security = django_middleware_hooks(SecurityMiddleware, get_response)
+        self.session = django_middleware_hooks(SessionMiddleware, get_response)
+        self.auth = django_middleware_hooks(AuthenticationMiddleware, get_response)
 
     async def __call__(self, request):
         if not request.path_info.startswith(HOST_CHECK_EXEMPT):
             request.get_host()  # enforces ALLOWED_HOSTS (DisallowedHost → 400), as CommonMiddleware would
-        response = self.security.process_request(request)
+        response = self.security.request(request)
         if response is None:
-            self.session.process_request(request)  # lazy: no I/O unless the session is read
-            self.auth.process_request(request)  # lazy: request.auser() loads the user on demand
+            self.session.request(request)  # lazy: no I/O unless the session is read
+            self.auth.request(request)  # lazy: request.auser() loads the user on demand
             response = await self.get_response(request)
-        response = self.security.process_response(request, response)
+        response = self.security.response(request, response)
         response.headers.setdefault("X-Frame-Options", settings.X_FRAME_OPTIONS)
         return response
 
 
 class PrometheusHooks(AsyncMiddleware):
-    """Runs a django-prometheus middleware's request and response hooks on the event loop."""
+    """Runs a django-prometheus middleware's request and response hooks on the event loop
+    (``compat.prometheus_middleware_hooks``)."""
 
-    hooks = PrometheusBeforeMiddleware
+    which = "before"
 
     def __init__(self, get_response):
         super().__init__(get_response)
-        self.metrics = self.hooks(get_response)
+        self.metrics = prometheus_middleware_hooks(self.which, get_response)
 
     async def __call__(self, request):
-        self.metrics.process_request(request)
+        self.metrics.request(request)
         response = await self.get_response(request)
-        return self.metrics.process_response(request, response)
+        return self.metrics.response(request, response)
 
 
 class PrometheusBefore(PrometheusHooks):
@@ -137,13 +138,13 @@ class PrometheusAfter(PrometheusHooks):
     view. ``process_view`` and ``process_template_response`` are coroutines, so Django calls
     them without a thread hop; ``process_exception`` runs in Django's exception path."""
 
-    hooks = PrometheusAfterMiddleware
+    which = "after"
 
     async def process_view(self, request, view_func, view_args, view_kwargs):
-        self.metrics.process_view(request, view_func, *view_args, **view_kwargs)
+        self.metrics.view(request, view_func, *view_args, **view_kwargs)
 
     async def process_template_response(self, request, response):
-        return self.metrics.process_template_response(request, response)
+        return self.metrics.template_response(request, response)
 
     def process_exception(self, request, exception):
-        self.metrics.process_exception(request, exception)
+        self.metrics.exception(request, exception)

@@ -14,6 +14,6 @@ os.environ.setdefault("GC_FULL_COLLECT_INTERVAL", "0")
 from streamsite.settings import *  # noqa: E402,F401,F403
 
 # The suite does not run collectstatic: static files come from the apps, unhashed (the
-# production storage and collectstatic are exercised by tests/test_static.py).
+# production storage and collectstatic are exercised by tests/test_pages.py).
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
 SERVESTATIC_USE_FINDERS = True

@@ -19,6 +19,23 @@ def test_another_version_stops_start_up_naming_the_library():
         compat.check_library_versions(installed)
 
 
+@pytest.mark.parametrize("package", ["redis", "django-prometheus", "channels", "django-ninja", "Django"])
+def test_every_library_we_reach_into_is_gated_and_found(package):
+    """Each is installed under the name WRITTEN_FOR gives (a wrong name would be skipped as an
+    absent optional server), and another minor version of it stops start-up, naming it."""
+    from importlib.metadata import version
+
+    written_for = compat.WRITTEN_FOR[package]
+    assert version(package).startswith(written_for + ".")
+    major, minor = written_for.split(".")
+
+    def installed(name):
+        return f"{major}.{int(minor) + 1}.0" if name == package else compat.WRITTEN_FOR[name] + ".0"
+
+    with pytest.raises(ImproperlyConfigured, match=rf"^{package} {major}\.{int(minor) + 1}\.0 is installed"):
+        compat.check_library_versions(installed)
+
+
 async def test_django_sends_the_start_of_a_response_through_send_response():
     """What the lean handler's handoff relies on: the start (status, headers, cookies) goes
     out through ``send_response``, which ``handle`` calls before it closes the response."""
@@ -99,7 +116,8 @@ def test_channels_dispatch_still_closes_connections_per_message_by_handler_name(
 
 
 def test_an_async_consumers_base_send_is_the_connections_send():
-    """streams/live/consumers.py sends each entry frame with ``self.base_send`` directly."""
+    """streams/live/consumers.py sends each entry frame with ``compat.consumer_send(self)``
+    (the consumer's ``base_send``) directly."""
     import inspect
 
     from channels.consumer import AsyncConsumer
@@ -107,3 +125,254 @@ def test_an_async_consumers_base_send_is_the_connections_send():
     source = inspect.getsource(AsyncConsumer.__call__)
     assert "self.base_send = send" in source
     assert inspect.getsource(AsyncConsumer.send).strip().endswith("await self.base_send(message)")
+
+
+# --- redis-py -----------------------------------------------------------------------------------
+
+
+async def test_a_redis_pipeline_counts_the_commands_queued_on_it(r):
+    """streams/engine/nodes.py splits one pipeline's replies per item by how much each item's
+    queueing grew the pipeline (``compat.pipeline_length``: redis-py's ``command_stack``)."""
+    from streams.engine.context import redis_context
+
+    node = (await redis_context()).nodes.for_key("compat")
+    async with node.main.client() as client:
+        async with client.pipeline(transaction=False) as pipe:
+            assert compat.pipeline_length(pipe) == 0
+            pipe.ping()
+            pipe.echo("one")
+            assert compat.pipeline_length(pipe) == 2
+            pipe.echo("two")
+            assert compat.pipeline_length(pipe) == 3
+            assert await pipe.execute() == [True, "one", "two"]
+            assert compat.pipeline_length(pipe) == 0
+
+
+async def test_a_raw_redis_connection_round_trips_a_command_and_goes_back_to_its_pool(r):
+    """The hub's XREAD loop (streams/live/hub.py): ``send_command`` then ``read_response`` on a
+    blocking-pool client's one connection, which goes back to the pool afterwards (the pool
+    holds one connection: were it not released, the second use would fail)."""
+    from streams.engine.context import redis_context
+    from streams.live.hub import fields_dict
+
+    key = "compat-raw"
+    first = await r.xadd(key, {"power": "200"})
+    node = (await redis_context()).nodes.for_key(key)
+    async with node.blocking.client() as client:
+        for _ in range(2):
+            async with compat.raw_connection(client) as (send_command, read_response):
+                await send_command("XREAD", "COUNT", 10, "BLOCK", 100, "STREAMS", key, "0-0")
+                reply = await read_response()
+            entries = reply[key] if isinstance(reply, dict) else dict(reply)[key]  # RESP3 / RESP2
+            assert [(entry_id, fields_dict(fields)) for entry_id, fields in entries] == [(first, {"power": "200"})]
+
+
+async def test_a_cancelled_raw_read_drops_the_connection_so_no_half_read_reply_is_reused(r):
+    import asyncio
+
+    from streams.engine.context import redis_context
+
+    key = "compat-cancelled"
+    node = (await redis_context()).nodes.for_key(key)
+    async with node.blocking.client() as client:
+        async with compat.raw_connection(client) as (send_command, read_response):
+            conn = read_response.__self__
+            await send_command("XREAD", "BLOCK", 5000, "STREAMS", key, "$")
+            reading = asyncio.ensure_future(read_response())
+            await asyncio.sleep(0.05)
+            reading.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reading
+            assert not conn.is_connected
+        async with compat.raw_connection(client) as (send_command, read_response):
+            await send_command("PING")
+            assert await read_response() in ("PONG", True)
+
+
+def test_redis_connection_reads_drop_the_connection_on_failure_by_default():
+    import inspect
+
+    from redis.asyncio.connection import AbstractConnection, ConnectionPool
+
+    read = inspect.signature(AbstractConnection.read_response).parameters
+    assert read["disconnect_on_error"].default is True
+    assert inspect.signature(ConnectionPool.release).parameters.keys() == {"self", "connection"}
+
+
+# --- Channels -----------------------------------------------------------------------------------
+
+
+async def test_a_consumers_send_is_the_send_it_was_called_with():
+    from channels.consumer import AsyncConsumer
+    from channels.exceptions import StopConsumer
+
+    seen = []
+
+    class Probe(AsyncConsumer):
+        async def dispatch(self, message):
+            await compat.dispatch_without_db_close(self, message)
+
+        async def probe_look(self, message):
+            seen.append(compat.consumer_send(self))
+            raise StopConsumer
+
+    async def receive():
+        return {"type": "probe.look"}
+
+    async def send(message):
+        pass
+
+    await Probe()({"type": "websocket"}, receive, send)
+    assert seen == [send]
+
+
+async def test_channels_asks_valid_origin_with_none_when_the_handshake_has_no_origin():
+    """``compat.origin_validator`` overrides ``OriginValidator.valid_origin``: a handshake
+    without Origin (a device) passes, an allowed one passes, another site's is refused."""
+    import inspect
+    from urllib.parse import urlparse
+
+    from channels.security.websocket import OriginValidator
+
+    assert list(inspect.signature(OriginValidator.valid_origin).parameters) == ["self", "parsed_origin"]
+    assert "self.valid_origin(parsed_origin)" in inspect.getsource(OriginValidator.__call__)
+    reached = []
+
+    async def app(scope, receive, send):
+        reached.append(dict(scope["headers"]).get(b"origin"))
+
+    validator = compat.origin_validator(app, ["testserver"])
+    assert isinstance(validator, OriginValidator)
+    for headers in ([], [(b"origin", b"http://testserver")]):
+        await validator({"type": "websocket", "headers": headers}, None, None)
+    assert reached == [None, b"http://testserver"]
+    assert not validator.valid_origin(urlparse("http://evil.example"))
+    assert OriginValidator(app, ["testserver"]).valid_origin(None) is False  # what the override changes
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_channels_get_user_reads_the_user_from_a_scope_holding_only_a_session():
+    """``compat.session_user`` (streamsite.routing.SessionUser): the session's user, checked
+    with its auth hash; a stale hash gives AnonymousUser and flushes the session."""
+    from asgiref.sync import sync_to_async
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from tests.helpers import make_user
+
+    rider = await sync_to_async(make_user)("compat-rider")
+    session = SessionStore()
+    session.update({
+        SESSION_KEY: str(rider.pk), BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+        HASH_SESSION_KEY: rider.get_session_auth_hash(),
+    })
+    assert (await compat.session_user(session)).pk == rider.pk
+    assert not (await compat.session_user(SessionStore())).is_authenticated
+    session[HASH_SESSION_KEY] = "stale"
+    assert not (await compat.session_user(session)).is_authenticated
+    assert SESSION_KEY not in session  # flushed
+
+
+# --- django-ninja -------------------------------------------------------------------------------
+
+
+def test_ninja_check_csrf_gives_none_or_the_403_to_send():
+    """``compat.csrf_failure`` (streams/access/identity.py, a session's unsafe request)."""
+    from django.conf import settings
+    from django.middleware.csrf import get_token
+    from django.test import RequestFactory
+
+    factory = RequestFactory()
+    refused = compat.csrf_failure(factory.post("/api/streams/x/events"))
+    assert refused is not None and refused.status_code == 403
+
+    page = factory.get("/")
+    token = get_token(page)
+    request = factory.post("/api/streams/x/events", headers={"X-CSRFToken": token})
+    request.COOKIES[settings.CSRF_COOKIE_NAME] = page.META["CSRF_COOKIE"]
+    assert compat.csrf_failure(request) is None
+
+
+# --- Django middleware hooks and django-prometheus ----------------------------------------------
+
+
+def test_django_middleware_mixin_only_wraps_its_hooks_in_thread_hops():
+    """What calling the hooks directly relies on: ``__acall__`` is process_request, the rest
+    of the chain, process_response, each through ``sync_to_async``."""
+    import inspect
+
+    from django.utils.deprecation import MiddlewareMixin
+
+    source = inspect.getsource(MiddlewareMixin.__acall__)
+    assert source.index("self.process_request") < source.index("self.get_response(request)")
+    assert source.index("self.get_response(request)") < source.index("self.process_response")
+    assert "sync_to_async" in source
+
+
+def test_djangos_guard_hooks_run_on_the_event_loop_without_io():
+    """LeanGuardMiddleware's hooks: plain functions; the session and the user stay lazy (no
+    database here: a query would fail this test, which has no database access)."""
+    import inspect
+
+    from django.conf import settings
+    from django.contrib.auth.middleware import AuthenticationMiddleware
+    from django.contrib.sessions.middleware import SessionMiddleware
+    from django.http import HttpResponse
+    from django.middleware.security import SecurityMiddleware
+    from django.test import RequestFactory
+
+    def get_response(request):
+        return HttpResponse()
+
+    security = compat.django_middleware_hooks(SecurityMiddleware, get_response)
+    session = compat.django_middleware_hooks(SessionMiddleware, get_response)
+    auth = compat.django_middleware_hooks(AuthenticationMiddleware, get_response)
+    for hook in (security.request, security.response, session.request, auth.request):
+        assert callable(hook) and not inspect.iscoroutinefunction(hook)
+
+    key = "k" * 32
+    request = RequestFactory().get("/api/streams", headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={key}"})
+    assert security.request(request) is None
+    session.request(request)
+    auth.request(request)
+    assert request.session.session_key == key and not hasattr(request.session, "_session_cache")
+    assert callable(request.auser) and type(request.user).__name__ == "SimpleLazyObject"
+    response = security.response(request, HttpResponse())
+    assert response["X-Content-Type-Options"] == "nosniff"
+
+
+def test_django_prometheus_middleware_hooks_count_without_io():
+    import inspect
+
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+    from django.urls import resolve
+    from prometheus_client import REGISTRY
+
+    def get_response(request):
+        return HttpResponse()
+
+    before = compat.prometheus_middleware_hooks("before", get_response)
+    after = compat.prometheus_middleware_hooks("after", get_response)
+    assert before.request and before.response and not (before.view or before.template_response or before.exception)
+    assert all(after)
+    for hook in (*before[:1], before.response, *after):
+        assert not inspect.iscoroutinefunction(hook)
+    view = inspect.signature(after.view).parameters
+    assert [p.kind for p in view.values()][-2:] == [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]
+
+    def count(name, labels=None):
+        return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+    requests = count("django_http_requests_before_middlewares_total")
+    by_method = count("django_http_requests_total_by_method_total", {"method": "GET"})
+    request = RequestFactory().get("/api/streams")
+    request.resolver_match = resolve("/api/streams")
+    before.request(request)
+    after.request(request)
+    after.view(request, get_response)
+    response = after.template_response(request, HttpResponse())
+    after.exception(request, ValueError("counted"))
+    assert after.response(request, response) is response and before.response(request, response) is response
+    assert count("django_http_requests_before_middlewares_total") == requests + 1
+    assert count("django_http_requests_total_by_method_total", {"method": "GET"}) == by_method + 1

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from streams.core.aio import settle
+from streams.core.compat import csrf_failure
 from streams.models import SCOPES, ApiToken, Share, hash_token
 
 VIEW_ALL_STREAMS = "streams.view_all_streams"
@@ -220,10 +221,8 @@ async def identify_request(request) -> Identity:
     if not (user.is_authenticated and user.is_active):
         return ANONYMOUS
     if request.method not in ("GET", "HEAD", "OPTIONS"):
-        from ninja.utils import check_csrf
-
         # A session rides on a cookie the browser sends by itself: require Django's CSRF token.
-        if check_csrf(request) is not None:
+        if csrf_failure(request) is not None:
             raise AccessError(403, "CSRF check failed: send the X-CSRFToken header with a session")
     return await identity_for_user(user.pk) or ANONYMOUS
 

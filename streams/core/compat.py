@@ -5,33 +5,49 @@ the ASGI application loads and stops start-up with an error naming the library w
 major.minor is installed (re-check the reach, then update the entry). ``tests/test_compat.py``
 fails when one of these internals changes under us.
 
-- Django: ``BaseHandler.load_middleware`` reads ``settings.MIDDLEWARE``
+- Django 5.2: ``BaseHandler.load_middleware`` reads ``settings.MIDDLEWARE``
   (``load_middleware_from``, used by the lean handler); ``ASGIHandler.handle`` sends a
   response with ``self.send_response(response, send)`` and then closes it, and
   ``send_response`` sends ``http.response.start`` first (``send_response_start``, for the lean
-  handler's handed-off bodies).
-- uvicorn: its stop-signal handlers are plain ``signal.signal`` handlers we can wrap
+  handler's handed-off bodies); a ``MiddlewareMixin`` middleware's hooks called directly, on
+  the event loop, instead of through its ``__acall__`` (``django_middleware_hooks``, for
+  streamsite/middleware.py's ``LeanGuardMiddleware``).
+- django-prometheus 2.5: its ``PrometheusBeforeMiddleware`` / ``PrometheusAfterMiddleware``
+  hooks called directly, on the event loop (``prometheus_middleware_hooks``, for
+  streamsite/middleware.py's ``PrometheusBefore`` / ``PrometheusAfter``).
+- redis-py 8.1: an asyncio ``Pipeline``'s ``command_stack`` (``pipeline_length``, for
+  streams/engine/nodes.py's batched pipelines); a pool's connection driven by hand with
+  ``send_command`` / ``read_response`` (``raw_connection``, for the hub's XREAD loop in
+  streams/live/hub.py).
+- uvicorn 0.54: its stop-signal handlers are plain ``signal.signal`` handlers we can wrap
   (``chain_stop_signals``).
-- Twisted/daphne: a "before shutdown" trigger runs before daphne cancels its applications
-  (``add_twisted_shutdown_trigger``).
-- django-ninja: an ``HttpBearer`` subclass may define an async ``__call__`` that ninja awaits
-  (``streams.api.Caller``).
-- Channels: ``AsyncConsumer.dispatch`` closes stale database connections (a thread hop)
+- Twisted 26.10 / daphne 4.2: a "before shutdown" trigger runs before daphne cancels its
+  applications (``add_twisted_shutdown_trigger``); the ``send`` daphne gives an application
+  is ``partial(server.handle_reply, protocol)`` (``daphne_protocol``, for write backpressure
+  in streamsite/server/flow_control.py).
+- django-ninja 1.7: an ``HttpBearer`` subclass may define an async ``__call__`` that ninja
+  awaits (``streams.api.Caller``); ``ninja.utils.check_csrf`` runs Django's CSRF check on a
+  request outside the middleware stack (``csrf_failure``, for streams/access/identity.py).
+- Channels 4.3: ``AsyncConsumer.dispatch`` closes stale database connections (a thread hop)
   before every message; ``dispatch_without_db_close`` is the same dispatch without it. An
-  async consumer's ``base_send`` is the connection's ASGI ``send`` itself (streams/live/consumers.py
-  sends entry frames through it, skipping ``send``'s two wrappers per frame).
-- daphne: the ``send`` it gives an application is ``partial(server.handle_reply, protocol)``
-  (``daphne_protocol``, for write backpressure in streamsite/server/flow_control.py).
+  async consumer's ``base_send`` is the connection's ASGI ``send`` itself (``consumer_send``:
+  streams/live/consumers.py sends entry frames through it, skipping ``send``'s two wrappers
+  per frame). ``OriginValidator.valid_origin`` decides a handshake with or without an Origin
+  header (``origin_validator``, which lets one without Origin pass: streamsite/routing.py).
+  ``channels.auth.get_user`` reads only ``scope["session"]`` (``session_user``, for
+  streamsite/routing.py's ``SessionUser``, which builds no session middleware).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import NamedTuple
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -42,6 +58,8 @@ WRITTEN_FOR = {
     "daphne": "4.2",
     "django-ninja": "1.7",
     "channels": "4.3",
+    "redis": "8.1",
+    "django-prometheus": "2.5",
 }
 
 
@@ -146,3 +164,110 @@ async def dispatch_without_db_close(consumer, message) -> None:
     if handler is None:
         raise ValueError(f"No handler for message type {message['type']}")
     await handler(message)
+
+
+def consumer_send(consumer):
+    """An async consumer's ``base_send``: the connection's ASGI ``send`` itself, which
+    ``AsyncConsumer.__call__`` stores there (Channels 4.3; ``AsyncConsumer.send`` only awaits
+    it). Look it up once per connection and call it per frame: two wrappers fewer each."""
+    return consumer.base_send
+
+
+def origin_validator(application, allowed_origins: list[str]):
+    """Channels' ``OriginValidator`` that lets a handshake without an Origin header pass and
+    checks any Origin against ``allowed_origins``. Overrides ``OriginValidator.valid_origin``:
+    in Channels 4.3 ``__call__`` calls ``self.valid_origin(parsed_origin)`` (None when the
+    header is missing), and Channels' own ``valid_origin`` refuses None unless ``"*"`` is
+    allowed; ours calls its ``validate_origin`` for any other origin."""
+    from channels.security.websocket import OriginValidator
+
+    class OriginOptional(OriginValidator):
+        def valid_origin(self, parsed_origin):
+            return parsed_origin is None or self.validate_origin(parsed_origin)
+
+    return OriginOptional(application, allowed_origins)
+
+
+async def session_user(session):
+    """The user of ``session`` (a Django ``SessionStore``), or ``AnonymousUser``, checked as
+    Channels' ``AuthMiddleware`` does: ``channels.auth.get_user`` given a scope of our own
+    making that holds only ``{"session": session}`` (Channels 4.3 reads nothing else: the user
+    id, the backend and the auth hash from the session, flushing it when the hash is stale; one
+    database thread hop)."""
+    from channels.auth import get_user
+
+    return await get_user({"session": session})
+
+
+def csrf_failure(request):
+    """None when ``request`` passes Django's CSRF check, else the 403 response to send.
+    ``ninja.utils.check_csrf`` (django-ninja 1.7) runs ``CsrfViewMiddleware``'s
+    ``process_request`` and ``process_view`` on the request outside the middleware stack."""
+    from ninja.utils import check_csrf
+
+    return check_csrf(request)
+
+
+def pipeline_length(pipe) -> int:
+    """How many commands a redis-py asyncio ``Pipeline`` has queued: its ``command_stack``
+    (redis-py 8.1: a list every queued command is appended to, emptied by ``execute``)."""
+    return len(pipe.command_stack)
+
+
+@contextlib.asynccontextmanager
+async def raw_connection(client):
+    """``async with raw_connection(client) as (send_command, read_response)``: one connection
+    of ``client``'s pool, driven by hand, given back at the end. redis-py 8.1: the asyncio
+    ``ConnectionPool.get_connection()`` / ``release(conn)``, and the connection's
+    ``send_command(*args)`` (packs and writes one command) and ``read_response()`` (reads one
+    reply; any failure, cancellation included, disconnects the connection, so it never goes
+    back to the pool with a half-read reply). Yields the two bound methods: nothing is wrapped
+    per command (the hub's XREAD loop calls them for every read)."""
+    pool = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        yield conn.send_command, conn.read_response
+    finally:
+        await pool.release(conn)
+
+
+class MiddlewareHooks(NamedTuple):
+    """A middleware instance's hooks, bound (None where it has none)."""
+
+    request: Callable | None
+    view: Callable | None
+    template_response: Callable | None
+    response: Callable | None
+    exception: Callable | None
+
+
+def _hooks_of(middleware) -> MiddlewareHooks:
+    return MiddlewareHooks(*(getattr(middleware, f"process_{name}", None) for name in MiddlewareHooks._fields))
+
+
+def django_middleware_hooks(middleware_class, get_response) -> MiddlewareHooks:
+    """The hooks of one of Django's ``MiddlewareMixin`` middleware, to call directly on the
+    event loop. Django 5.2: ``MiddlewareMixin.__acall__`` is only ``process_request``, the rest
+    of the chain, ``process_response``, each through ``sync_to_async`` (a thread hop); called
+    directly they are the same middleware without the hops. Only for hooks that do no I/O:
+    ``SecurityMiddleware``'s two (the HTTPS redirect, the security headers),
+    ``SessionMiddleware.process_request`` (a lazy ``SessionStore``) and
+    ``AuthenticationMiddleware.process_request`` (a lazy ``request.user`` and
+    ``request.auser``)."""
+    return _hooks_of(middleware_class(get_response))
+
+
+def prometheus_middleware_hooks(which: str, get_response) -> MiddlewareHooks:
+    """The hooks of django-prometheus' ``PrometheusBeforeMiddleware`` (``which="before"``) or
+    ``PrometheusAfterMiddleware`` (``"after"``), to call directly on the event loop: plain
+    ``MiddlewareMixin`` hooks that only count (no I/O). django-prometheus 2.5: ``before`` has
+    ``process_request`` / ``process_response``; ``after`` also ``process_view(request,
+    view_func, *view_args, **view_kwargs)`` (the view's arguments spread, unlike Django's
+    hook), ``process_template_response`` and ``process_exception``."""
+    from django_prometheus.middleware import (
+        PrometheusAfterMiddleware,
+        PrometheusBeforeMiddleware,
+    )
+
+    middleware_class = {"before": PrometheusBeforeMiddleware, "after": PrometheusAfterMiddleware}[which]
+    return _hooks_of(middleware_class(get_response))

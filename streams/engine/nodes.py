@@ -49,6 +49,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.core.aio import cancel_and_wait
+from streams.core.compat import pipeline_length
 from streams.engine.batching import ScriptBatcher
 from streams.engine.config import RedisConfig
 from streams.engine.pool import BlockingReadPool, ClientPool, PoolClosedError, PoolStats
@@ -127,7 +128,6 @@ class NodeMap:
         self._refreshing: asyncio.Future | None = None
         self._retired: set[asyncio.Task] = set()
         self._closed = False
-        self.refreshes = 0
         self.redirects = 0
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -198,7 +198,6 @@ class NodeMap:
             owner = await self._read_slots()
             self._install(owner)
             self._refreshed_at = time.monotonic()
-            self.refreshes += 1
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 self._refreshing.cancel()
@@ -229,7 +228,7 @@ class NodeMap:
             finally:
                 await client.aclose()
             owner = [""] * SLOTS
-            for start, end, primary, *_replicas in _slot_ranges(ranges):
+            for start, end, primary, *_replicas in ranges:
                 host, port = primary[0], primary[1]
                 host = host or address.rpartition(":")[0]  # an empty host means "the node you asked"
                 owner[int(start): int(end) + 1] = [f"{host}:{port}"] * (int(end) - int(start) + 1)
@@ -337,11 +336,11 @@ async def _queued(r, items: list[int], queue) -> list[list]:
     async with r.pipeline(transaction=False) as pipe:
         sizes = []
         for i in items:
-            before = len(pipe.command_stack)
+            before = pipeline_length(pipe)
             queued = queue(pipe, i)
             if inspect.isawaitable(queued):
                 await queued
-            sizes.append(len(pipe.command_stack) - before)
+            sizes.append(pipeline_length(pipe) - before)
         flat = await pipe.execute(raise_on_error=False)
     grouped, at = [], 0
     for size in sizes:
@@ -361,10 +360,6 @@ async def _alone(r, i: int, queue) -> list:
     if redirect is not None:
         raise redirect
     return replies
-
-
-def _slot_ranges(reply) -> list:
-    return [(entry[0], entry[1], entry[2], *entry[3:]) for entry in reply]
 
 
 _RETRY = object()

@@ -38,6 +38,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.core.aio import cancel_and_wait, raise_if_cancelled, settle
+from streams.core.compat import raw_connection
 from streams.core.instruments import timed
 from streams.engine.nodes import Node, NodeMap, is_redirect
 from streams.engine.pool import PoolClosedError
@@ -141,10 +142,6 @@ class Subscription:
         if self._waiter is not None and self.deadline <= now:
             self._wake()
 
-    @property
-    def queued(self) -> int:
-        return len(self._items)
-
 
 @dataclass(frozen=True)
 class HubStats:
@@ -228,25 +225,24 @@ class _Reader:
 
     async def _read_loop(self, client) -> None:
         """XREAD BLOCK after the cursors, fan out, again. The command goes straight to the
-        client's one connection (``send_command`` / ``read_response``, both public in redis-py):
-        redis-py's ``xread()`` costs a pool round, a retry wrapper and a lag recording per call,
-        which on a cluster — one reader per bucket, so more, smaller reads — was a quarter of
-        the process (py-spy, docs/benchmarks.md (m)). Any failure (cancellation included) makes
-        ``read_response`` drop the connection, so it never carries a half-read reply."""
+        client's one connection (``compat.raw_connection``: its ``send_command`` and
+        ``read_response``): redis-py's ``xread()`` costs a pool round, a retry wrapper and a lag
+        recording per call, which on a cluster — one reader per bucket, so more, smaller reads —
+        was a quarter of the process (py-spy, docs/benchmarks.md (m)). Any failure
+        (cancellation included) makes ``read_response`` drop the connection, so it never
+        carries a half-read reply."""
         key_of, name_of = self.key_of, self.name_of
-        pool = client.connection_pool
-        conn = await pool.get_connection()
-        try:
+        async with raw_connection(client) as (send_command, read_response):
             while self.cursors:
                 names = list(self.cursors)
                 self.blocked = True
                 try:
                     with timed("xread_hub"):
-                        await conn.send_command(
+                        await send_command(
                             "XREAD", "COUNT", READ_COUNT, "BLOCK", BLOCK_MS, "STREAMS",
                             *[key_of[name] for name in names], *[self.cursors[name] for name in names],
                         )
-                        reply = await conn.read_response()
+                        reply = await read_response()
                     raise_if_cancelled()
                 finally:
                     self.blocked = False
@@ -256,8 +252,6 @@ class _Reader:
                         continue  # left the read set meanwhile
                     self.cursors[name] = entries[-1][0]
                     self.hub._fan_out(name, entries)
-        finally:
-            await pool.release(conn)
 
 
 class StreamHub:

@@ -94,7 +94,6 @@ class StreamRegistry:
         self._versions: list[str | None] = [None] * len(self._buckets)
         self._fetched_at = float("-inf")
         self._task: asyncio.Task | None = None
-        self.last_reconcile_at: float | None = None
 
     def write_keys(self, bucket: int) -> list[str]:
         """The keys a stream write script keeps in step: the bucket's set, version, access index."""
@@ -248,7 +247,6 @@ class StreamRegistry:
                 added += await self._in_bucket(REGISTER_FOUND_LUA, bucket, sorted(found[bucket] - known[bucket]))
             if known[bucket] - found[bucket]:
                 removed += await self._in_bucket(UNREGISTER_MISSING_LUA, bucket, sorted(known[bucket] - found[bucket]))
-        self.last_reconcile_at = time.monotonic()
         if added or removed:
             self.forget_cache()
         return added, removed
