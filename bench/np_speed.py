@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from np_seed_baseline import seed_normalized_power  # noqa: E402
+
 from workouts.metrics import normalized_power  # noqa: E402
 
 

@@ -23,7 +23,6 @@ Loopback only; every loop is bounded in time. Raises the fd soft limit (hard lim
 from __future__ import annotations
 
 import argparse
-from array import array
 import asyncio
 import json
 import os
@@ -34,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from array import array
 from pathlib import Path
 
 import redis

@@ -17,7 +17,7 @@ from streams.api import batch_router, shares_router
 from streams.api import router as streams_router
 from streams.core.errors import InvalidInput
 from streams.core.offload import OffloadUnavailable
-from streamsite.middleware import human_size
+from streamsite.server.limits import human_size
 from workouts.api import router as workouts_router
 from workouts.rides.api import router as rides_router
 

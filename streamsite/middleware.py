@@ -23,17 +23,11 @@ from django.http import JsonResponse
 from django.middleware.security import SecurityMiddleware
 
 from streams.core.compat import django_middleware_hooks, prometheus_middleware_hooks
+from streamsite.server.limits import body_limit, too_big
 
 # Load-balancer probes and Prometheus scrapers reach a pod by its IP, which is rarely one of
 # ALLOWED_HOSTS; /metrics has its own address rules (METRICS_ALLOWED_CIDRS).
 HOST_CHECK_EXEMPT = ("/health/", "/metrics")
-
-
-def human_size(n: int) -> str:
-    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size and n % size == 0:
-            return f"{n // size} {unit}"
-    return f"{n} bytes"
 
 
 def method_not_allowed(request, original) -> JsonResponse:
@@ -59,20 +53,16 @@ class ApiShapeMiddleware(AsyncMiddleware):
     ASGI ``BodyLimit`` also counts what is actually read) and JSON 405 answers."""
 
     def body_too_big(self, request) -> JsonResponse | None:
-        """API bodies are capped at STREAMS_MAX_BODY (1 MiB), workouts at the larger
-        DATA_UPLOAD_MAX_MEMORY_SIZE (enforced by Django when the body is read)."""
+        """A declared body over the path's limit (streamsite/server/limits.py)."""
         path = request.path_info
-        if not path.startswith("/api/") or path.startswith("/api/workouts"):
+        if not path.startswith("/api/"):
             return None
         try:
             length = int(request.headers.get("Content-Length") or 0)
         except ValueError:
             return JsonResponse({"detail": "invalid Content-Length header"}, status=400)
-        if length > settings.STREAMS_MAX_BODY:
-            return JsonResponse(
-                {"detail": f"request body is larger than the limit of {human_size(settings.STREAMS_MAX_BODY)}"},
-                status=413,
-            )
+        if length > body_limit(path)[0]:
+            return JsonResponse({"detail": too_big(path)}, status=413)
         return None
 
     async def __call__(self, request):

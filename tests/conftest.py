@@ -228,3 +228,14 @@ def redis_cluster(_topology):
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+async def open_clients():
+    """SSE clients a test opens; each is closed (disconnected) at its end."""
+    from tests.streams.sse_client import SSEClient
+
+    clients: list[SSEClient] = []
+    yield clients
+    for c in clients:
+        await c.close()

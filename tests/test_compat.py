@@ -153,7 +153,7 @@ async def test_a_raw_redis_connection_round_trips_a_command_and_goes_back_to_its
     blocking-pool client's one connection, which goes back to the pool afterwards (the pool
     holds one connection: were it not released, the second use would fail)."""
     from streams.engine.context import redis_context
-    from streams.live.hub import fields_dict
+    from streams.store.names import entry_fields
 
     key = "compat-raw"
     first = await r.xadd(key, {"power": "200"})
@@ -164,7 +164,7 @@ async def test_a_raw_redis_connection_round_trips_a_command_and_goes_back_to_its
                 await send_command("XREAD", "COUNT", 10, "BLOCK", 100, "STREAMS", key, "0-0")
                 reply = await read_response()
             entries = reply[key] if isinstance(reply, dict) else dict(reply)[key]  # RESP3 / RESP2
-            assert [(entry_id, fields_dict(fields)) for entry_id, fields in entries] == [(first, {"power": "200"})]
+            assert [(entry_id, entry_fields(fields)) for entry_id, fields in entries] == [(first, {"power": "200"})]
 
 
 async def test_a_cancelled_raw_read_drops_the_connection_so_no_half_read_reply_is_reused(r):

@@ -48,7 +48,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams.core.aio import cancel_and_wait
+from streams.core.aio import OwnedTasks
 from streams.core.compat import pipeline_length
 from streams.engine.batching import ScriptBatcher
 from streams.engine.config import RedisConfig
@@ -126,7 +126,7 @@ class NodeMap:
         self._seed = _address(config.url)
         self._refreshed_at = float("-inf")
         self._refreshing: asyncio.Future | None = None
-        self._retired: set[asyncio.Task] = set()
+        self._retired = OwnedTasks()  # nodes closing after they left the map
         self._closed = False
         self.redirects = 0
 
@@ -141,7 +141,7 @@ class NodeMap:
     async def close(self) -> None:
         self._closed = True
         nodes, self._nodes = list(self._nodes.values()), {}
-        await asyncio.gather(*(n.close() for n in nodes), *(cancel_and_wait(t) for t in list(self._retired)))
+        await asyncio.gather(*(n.close() for n in nodes), self._retired.cancel())
 
     @property
     def closed(self) -> bool:
@@ -247,9 +247,7 @@ class NodeMap:
         self._owner = owner
 
     def _own(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
+        self._retired.start(coro)
 
     # --- running commands ----------------------------------------------------------------------
     async def run(self, key: str, op: Callable[[aioredis.Redis], Awaitable]):

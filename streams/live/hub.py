@@ -37,12 +37,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams.core.aio import cancel_and_wait, raise_if_cancelled, settle
+from streams.core.aio import OwnedTasks, cancel_and_wait, raise_if_cancelled, settle
 from streams.core.compat import raw_connection
 from streams.core.instruments import timed
 from streams.engine.nodes import Node, NodeMap, is_redirect
 from streams.engine.pool import PoolClosedError
 from streams.store.keys import KeyLayout, key_layout
+from streams.store.names import entry_fields
 from streams.store.positions import id_order, last_generated_id
 
 log = logging.getLogger(__name__)
@@ -62,15 +63,6 @@ class Entry:
     id: str
     pos: int  # positions.id_order(id)
     data_json: str
-
-
-def fields_dict(fields) -> dict[str, str]:
-    """An entry's fields as XREAD sends them (a flat list; a map under RESP3) as a dict."""
-    if isinstance(fields, dict):
-        return fields
-    if not fields:
-        return {}
-    return dict(zip(fields[::2], fields[1::2]))
 
 
 def make_entry(name: str, entry_id: str, fields: dict[str, str]) -> Entry:
@@ -285,7 +277,7 @@ class StreamHub:
         self._rehomes = 0
         self._closed = False
         self._next_index = 0
-        self._chores: set[asyncio.Task] = set()  # wake-ups and retiring readers; awaited by close()
+        self._chores = OwnedTasks()  # wake-ups and retiring readers; cancelled and awaited by close()
         self._attach_waiters: dict[str, list[asyncio.Future]] = {}
         self._clock: asyncio.Task | None = None  # wakes listeners whose deadline passed
 
@@ -394,9 +386,8 @@ class StreamHub:
         self._reader_of.clear()
         for reader in readers:
             reader.cursors.clear()
-        chores = list(self._chores)
         clock, self._clock = self._clock, None
-        await asyncio.gather(*(cancel_and_wait(t) for t in [*(r.task for r in readers), *chores, clock]))
+        await asyncio.gather(*(cancel_and_wait(t) for t in [*(r.task for r in readers), clock]), self._chores.cancel())
 
     # --- keys and readers ----------------------------------------------------------------
     async def _ensure_key(self, name: str) -> None:
@@ -474,14 +465,13 @@ class StreamHub:
 
     def _own(self, task: asyncio.Task) -> None:
         self._chores.add(task)
-        task.add_done_callback(self._chores.discard)
 
     def _fan_out(self, name: str, entries) -> None:
         subs = self._subs.get(name)
         if not subs:
             return
         for entry_id, fields in entries:
-            entry = make_entry(name, entry_id, fields_dict(fields))
+            entry = make_entry(name, entry_id, entry_fields(fields))
             for sub in list(subs):
                 outcome = sub.push(entry)
                 if outcome > 0:

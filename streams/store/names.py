@@ -108,3 +108,13 @@ def encode_entries(payload: object) -> list[dict[str, str]]:
             raise InvalidInput(f"{len(payload)} entries is more than the limit of {MAX_ENTRIES}")
         return [encode_entry(item, index=i) for i, item in enumerate(payload)]
     raise InvalidInput("send a JSON object or an array of objects")
+
+
+def entry_fields(fields) -> dict[str, str]:
+    """An entry's fields as Redis sends them (XREAD, XRANGE: a flat list; a map under RESP3)
+    as a dict: the one decoding of entry data read back."""
+    if isinstance(fields, dict):
+        return fields
+    if not fields:
+        return {}
+    return dict(zip(fields[::2], fields[1::2]))

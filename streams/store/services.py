@@ -23,7 +23,7 @@ from streams.core.instruments import EVENTS_PUBLISHED, timed
 from streams.engine.context import redis_context
 from streams.engine.nodes import is_transient
 from streams.store.keys import key_layout
-from streams.store.names import validate_stream_name
+from streams.store.names import entry_fields, validate_stream_name
 from streams.store.positions import last_generated_id
 from streams.store.registry import RegistryPage, StreamRegistry
 from streams.store.scripts import (
@@ -298,13 +298,7 @@ async def stream_range(
     reply = await _run_script(ctx, SAFE_RANGE_LUA, [key_layout(ctx.config).stream(name)], args)
     if reply is None:
         return None
-    return [StreamEntry(id=entry_id, data=_pairs_to_dict(fields)) for entry_id, fields in reply]
-
-
-def _pairs_to_dict(fields) -> dict[str, str]:
-    if isinstance(fields, dict):
-        return fields
-    return dict(zip(fields[::2], fields[1::2]))
+    return [StreamEntry(id=entry_id, data=entry_fields(fields)) for entry_id, fields in reply]
 
 
 @timed("latest_read")
@@ -322,7 +316,7 @@ async def stream_latest(*, name: str, count: int = 20) -> list[StreamEntry] | No
     exists, reply = await ctx.nodes.run(key, read)
     if not exists:
         return None
-    return [StreamEntry(id=entry_id, data=_pairs_to_dict(fields)) for entry_id, fields in reply]
+    return [StreamEntry(id=entry_id, data=entry_fields(fields)) for entry_id, fields in reply]
 
 
 @timed("exists")

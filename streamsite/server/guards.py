@@ -16,18 +16,7 @@ import json
 
 from django.conf import settings
 
-from streamsite.middleware import human_size
-
-MULTIPART_SLACK = 64 * 1024  # boundaries and form fields around an uploaded file
-
-
-def body_limit(path: str) -> tuple[int, str]:
-    """The byte limit of a request body on this path, and the setting that names it."""
-    if path.startswith("/api/workouts/import"):
-        return settings.WORKOUTS_MAX_UPLOAD + MULTIPART_SLACK, "WORKOUTS_MAX_UPLOAD"
-    if path.startswith("/api/") and not path.startswith("/api/workouts"):
-        return settings.STREAMS_MAX_BODY, "STREAMS_MAX_BODY"
-    return settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "DATA_UPLOAD_MAX_MEMORY_SIZE"
+from streamsite.server.limits import body_limit, too_big
 
 
 async def send_json(send, status: int, payload: dict) -> None:
@@ -47,14 +36,14 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit, setting = body_limit(scope["path"])
-        too_big = {"detail": f"request body is larger than the limit of {human_size(limit)} ({setting})"}
+        limit, _ = body_limit(scope["path"])
+        too_big_answer = {"detail": too_big(scope["path"])}
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
                 return await send_json(send, 400, {"detail": "invalid Content-Length header"})
             if int(declared) > limit:
-                return await send_json(send, 413, too_big)
+                return await send_json(send, 413, too_big_answer)
         messages, total = [], 0
         while True:
             message = await receive()
@@ -63,7 +52,7 @@ class BodyLimit:
                 break
             total += len(message.get("body", b""))
             if total > limit:
-                return await send_json(send, 413, too_big)  # stop reading here
+                return await send_json(send, 413, too_big_answer)  # stop reading here
             if not message.get("more_body", False):
                 break
 

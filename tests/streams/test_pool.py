@@ -122,7 +122,7 @@ async def test_idle_clients_above_min_are_reaped(r, make_pool):
     await asyncio.sleep(0.01)  # let the 1 ms idle timeout pass: this *is* the behaviour under test
     assert pool.reap_idle() == 3
     assert pool.stats().total == 1
-    await asyncio.gather(*pool._closing)
+    await pool._closing.wait()
 
     async def one_left():  # the server drops a closed socket on its next loop turn, not at once
         return len(await our_connections(r, "main")) == 1
