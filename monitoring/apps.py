@@ -5,6 +5,8 @@ class MonitoringConfig(AppConfig):
     name = "monitoring"
 
     def ready(self):
+        # Imported here, not at the top: the collectors read models, which load after the app
+        # registry (Django's rule).
         from monitoring.prometheus import MULTIPROCESS
         from streams.engine.context import on_context_start
 

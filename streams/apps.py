@@ -6,6 +6,7 @@ class StreamsConfig(AppConfig):
     verbose_name = "Streams"
 
     def ready(self):
+        # Imported here, not at the top: the models load after the app registry (Django's rule).
         from django.contrib.auth import get_user_model
         from django.db.models.signals import post_delete, post_save
 

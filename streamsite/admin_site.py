@@ -3,14 +3,14 @@
 from django.contrib.admin import AdminSite
 from django.urls import path
 
+from monitoring import admin_views as views
+
 
 class StreamsiteAdminSite(AdminSite):
     site_header = "streamsite administration"
     site_title = "streamsite"
 
     def get_urls(self):
-        from monitoring import admin_views as views
-
         custom = [
             path("monitoring/", self.admin_view(views.dashboard), name="monitoring-dashboard"),
             path("redis-streams/", self.admin_view(views.streams_list), name="redis-streams"),

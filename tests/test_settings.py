@@ -219,3 +219,17 @@ def test_existing_tokens_migrate_to_every_scope():
     from streams.models import ALL_SCOPES, ApiToken
 
     assert ApiToken._meta.get_field("scopes").default == ALL_SCOPES == "read,publish,manage"
+
+
+def test_importing_the_settings_loads_no_models_metrics_or_redis_client():
+    """The settings read the environment and nothing more (`.importlinter` states the same for
+    the code; this checks what a real import pulls in)."""
+    probe = (
+        "import sys; import streamsite.settings; "
+        "loaded = [m for m in ('prometheus_client', 'redis', 'django.db.models', 'streams.models', "
+        "'workouts.models', 'streams.core.instruments') if m in sys.modules]; print(loaded)"
+    )
+    env = {**os.environ, "SECRET_KEY": "x", "DEBUG": "false"}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
