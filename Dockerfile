@@ -28,5 +28,8 @@ ENTRYPOINT ["/app/docker-entrypoint.sh"]
 # measured for live delivery and ingest (docs/benchmarks.md, section j). Forwarded headers are
 # applied only for TRUSTED_PROXIES (streamsite/server/guards.py), so uvicorn's own are off. On
 # SIGTERM every live stream is ended at once; the graceful timeout only bounds the rest.
+# --http: httptools with the limits it lacks (header size and count, header, body and
+# keep-alive timeouts: streamsite/server/http.py, docs/deployment.md).
 CMD ["uvicorn", "--host", "0.0.0.0", "--port", "8000", "--backlog", "4096", "--no-proxy-headers", \
+     "--http", "streamsite.server.http:BoundedHttpToolsProtocol", \
      "--timeout-graceful-shutdown", "10", "streamsite.asgi:application"]

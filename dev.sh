@@ -67,6 +67,7 @@ case "${1:-}" in
     # Not exec'd: this script outlives the server to stop the Redis it started. Ctrl-C reaches
     # the server directly; a TERM sent to this script is passed on.
     .venv/bin/uvicorn --host 127.0.0.1 --port "${PORT:-8000}" --no-proxy-headers \
+      --http streamsite.server.http:BoundedHttpToolsProtocol \
       --timeout-graceful-shutdown 10 streamsite.asgi:application &
     server=$!
     trap 'kill -TERM "$server" 2>/dev/null || true' TERM

@@ -58,16 +58,30 @@ async def metrics_json(request):
     return JsonResponse(await snapshot())
 
 
+# Set by streamsite/server/guards.py (TrustedProxies) on a request that came with forwarded
+# headers from a peer not in TRUSTED_PROXIES.
+UNTRUSTED_FORWARD = "streamsite.untrusted_forward"
+
+
 def _client_allowed(request) -> bool:
+    """The client, after trusted-proxy resolution, is in METRICS_ALLOWED_CIDRS. Not when the
+    request came through a proxy that is not trusted (its client is unknown: the peer is the
+    proxy, often in a private range), nor when the resolved client is a trusted proxy itself
+    (a proxy that did not say whom it forwards for)."""
+    if getattr(request, "scope", {}).get(UNTRUSTED_FORWARD):
+        return False
     try:
         address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
     except ValueError:
+        return False
+    if any(address in network for network in settings.TRUSTED_PROXIES):
         return False
     return any(address in network for network in settings.METRICS_ALLOWED_CIDRS)
 
 
 async def prometheus(request):
-    """Open with DEBUG; else from METRICS_ALLOWED_CIDRS or with the MONITORING_TOKEN bearer."""
+    """Open with DEBUG; else to a client in METRICS_ALLOWED_CIDRS (after trusted-proxy
+    resolution, see ``_client_allowed``) or with the MONITORING_TOKEN bearer."""
     try:
         has_token = _has_monitoring_token(request)
     except AccessError as exc:

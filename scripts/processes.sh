@@ -23,4 +23,9 @@ setup_processes() {
       rm -f "$PROMETHEUS_MULTIPROC_DIR"/*.db
     fi
   fi
+  # WebSocket frames: no larger than a REST body. uvicorn's --ws-max-size (its
+  # UVICORN_WS_MAX_SIZE; default 16 MiB) follows STREAMS_MAX_BODY unless set: bigger frames
+  # are closed with 1009 before they are buffered; the consumer names the limit below it.
+  UVICORN_WS_MAX_SIZE="${UVICORN_WS_MAX_SIZE:-${STREAMS_MAX_BODY:-1048576}}"
+  export UVICORN_WS_MAX_SIZE
 }

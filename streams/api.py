@@ -251,6 +251,7 @@ def parse_publish_body(body: bytes) -> list[dict[str, str]]:
 async def publish_events(request, name: StreamName):
     validate_stream_name(name)
     entries = parse_publish_body(request.body)
+    capacity.check_publish_rate(request.auth, len(entries))
     try:
         ids = await store.stream_publish(name=name, entries=entries, actor=rules.actor_of(request.auth))
     except store.WriteRefused as exc:

@@ -10,6 +10,7 @@ from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.access.identity import AccessError
@@ -17,6 +18,8 @@ from streams.api import batch_router, shares_router
 from streams.api import router as streams_router
 from streams.core.errors import InvalidInput
 from streams.core.offload import OffloadUnavailable
+from streams.engine.pool import PoolExhaustedError
+from streams.store.services import StorageFull
 from streamsite.server.limits import human_size
 from workouts.api import router as workouts_router
 from workouts.rides.api import router as rides_router
@@ -61,7 +64,11 @@ def on_invalid_input(request, exc: InvalidInput):
 
 @api.exception_handler(AccessError)
 def on_access_error(request, exc: AccessError):
-    return _detail(request, exc.status, exc.detail)
+    response = _detail(request, exc.status, exc.detail)
+    retry_after = getattr(exc, "retry_after", None)  # a rate limit's (streams/live/capacity.py)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @api.exception_handler(RequestDataTooBig)
@@ -88,8 +95,21 @@ def on_http_error(request, exc: HttpError):
 @api.exception_handler(RedisConnectionError)
 @api.exception_handler(RedisTimeoutError)
 def on_redis_unavailable(request, exc):
+    # The exception's text can name the Redis address: it stays in the server's log. A pool
+    # exhausted is said as such (its text is ours: the pool's name and size, no address).
     log.warning("redis unavailable on %s: %s", request.path, exc)
-    return _detail(request, 503, f"redis unavailable: {exc}")
+    if isinstance(exc, PoolExhaustedError):
+        return _detail(request, 503, f"redis unavailable: {exc}")
+    return _detail(request, 503, "redis unavailable: try again later")
+
+
+@api.exception_handler(StorageFull)
+@api.exception_handler(OutOfMemoryError)
+def on_storage_full(request, exc):
+    """Redis at its maxmemory with noeviction: the write was refused whole (no partial write)."""
+    if isinstance(exc, OutOfMemoryError):
+        log.warning("redis refused a write at its memory limit on %s: %s", request.path, exc)
+    return _detail(request, 503, StorageFull.DETAIL)
 
 
 @api.exception_handler(OffloadUnavailable)

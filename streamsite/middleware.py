@@ -16,6 +16,7 @@ hop per request.
 from __future__ import annotations
 
 from asgiref.sync import markcoroutinefunction
+from csp.middleware import CSPMiddleware
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
@@ -78,8 +79,9 @@ class ApiShapeMiddleware(AsyncMiddleware):
 
 class LeanGuardMiddleware(AsyncMiddleware):
     """What the lean paths keep of Django's stack, all without I/O: ALLOWED_HOSTS, the
-    security headers and HTTPS redirect, X-Frame-Options, a lazy session and a lazy user.
-    Django's own middleware hooks, called here on the event loop
+    security headers and HTTPS redirect, X-Frame-Options, a lazy session and a lazy user, and
+    on HTML responses (the live pages, Swagger UI) django-csp's Content-Security-Policy with its
+    lazy nonce. Django's own middleware hooks, called here on the event loop
     (``compat.django_middleware_hooks``)."""
 
     def __init__(self, get_response):
@@ -87,6 +89,7 @@ class LeanGuardMiddleware(AsyncMiddleware):
         self.security = django_middleware_hooks(SecurityMiddleware, get_response)
         self.session = django_middleware_hooks(SessionMiddleware, get_response)
         self.auth = django_middleware_hooks(AuthenticationMiddleware, get_response)
+        self.csp = django_middleware_hooks(CSPMiddleware, get_response)
 
     async def __call__(self, request):
         if not request.path_info.startswith(HOST_CHECK_EXEMPT):
@@ -95,7 +98,10 @@ class LeanGuardMiddleware(AsyncMiddleware):
         if response is None:
             self.session.request(request)  # lazy: no I/O unless the session is read
             self.auth.request(request)  # lazy: request.auser() loads the user on demand
+            self.csp.request(request)  # lazy: a nonce only when a page asks for one
             response = await self.get_response(request)
+            if response.get("Content-Type", "").startswith("text/html"):
+                response = self.csp.response(request, response)
         response = self.security.response(request, response)
         response.headers.setdefault("X-Frame-Options", settings.X_FRAME_OPTIONS)
         return response

@@ -28,6 +28,10 @@ ALLOWED_HOSTS = env.list(
     "ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
 )
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Browser pages that may open a WebSocket besides this server's own origin (a handshake without
+# Origin, a device's, always may): https://app.example.com, https://*.example.com, or *.
+# Independent of ALLOWED_HOSTS; checked at start-up and per handshake (streamsite/routing.py).
+WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "daphne",
@@ -41,6 +45,8 @@ INSTALLED_APPS = [
     "channels",
     "django_prometheus",
     "ninja",  # serves Swagger UI's files from this server (no CDN)
+    "axes",  # admin login throttling (AXES_* below)
+    "csp",  # Content-Security-Policy (CONTENT_SECURITY_POLICY below)
     "streams",
     "workouts",
     "monitoring",
@@ -52,6 +58,7 @@ MIDDLEWARE = [
     "streamsite.middleware.PrometheusBefore",
     "streamsite.middleware.ApiShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     # Static files (the admin's, Swagger UI's), compressed and with far-future caching for
     # hashed names; async-native. /static/ is on the standard handler.
     "servestatic.middleware.ServeStaticMiddleware",
@@ -61,6 +68,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last of Django's: a locked-out login answers 429 (the lean stack serves no login).
+    "axes.middleware.AxesMiddleware",
     "streamsite.middleware.PrometheusAfter",
 ]
 LEAN_PATH_PREFIXES = ["/api/", "/health/", "/metrics", "/live/"]
@@ -85,6 +94,41 @@ CSRF_COOKIE_SECURE = env_bool(env, "CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp 4): on the admin (standard stack) and on the lean stack's
+# HTML pages (/live/, Swagger UI at /api/docs; streamsite/middleware.py). Scripts only from this
+# origin or with the response's nonce (the pages' inline scripts carry it); styles from this
+# origin and inline (the admin's and Swagger UI's style attributes); no plugins, no framing.
+from datetime import timedelta as _timedelta  # noqa: E402
+
+from csp.constants import NONCE, NONE, SELF  # noqa: E402
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],  # the pages' EventSource / WebSocket, Swagger UI's fetches
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
+# --- Admin login throttling (django-axes) -------------------------------------------------------
+# AXES_FAILURE_LIMIT failed logins for one username from one client address (after
+# TRUSTED_PROXIES) lock that pair out for AXES_COOLOFF_MINUTES: the login answers 429.
+AUTHENTICATION_BACKENDS = [
+    "streamsite.login_throttle.AxesLockoutBackend",  # axes' lockout check, on the async login too
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int(env, "AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_MINUTES = env_int(env, "AXES_COOLOFF_MINUTES", 15, minimum=1)
+AXES_COOLOFF_TIME = _timedelta(minutes=AXES_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "streamsite.urls"
 ASGI_APPLICATION = "streamsite.asgi.application"
@@ -144,11 +188,23 @@ STREAMS_MAX_BODY = env_int(env, "STREAMS_MAX_BODY", 1024 * 1024, minimum=1)
 
 WORKOUTS_MAX_UPLOAD = env_int(env, "WORKOUTS_MAX_UPLOAD", 16 * 1024 * 1024, minimum=1)
 # Worker processes that parse, validate and encode workout bodies and FIT files off the event
-# loop (streams/core/offload.py). 1 keeps the other core for the server on a 2-core machine.
-OFFLOAD_PROCESSES = env_int(env, "OFFLOAD_PROCESSES", 1, minimum=1)
+# loop (streams/core/offload.py). 2, so that one user's slow upload (at most
+# OFFLOAD_JOBS_PER_USER jobs each) leaves a worker for everyone else; niced below the server.
+OFFLOAD_PROCESSES = env_int(env, "OFFLOAD_PROCESSES", 2, minimum=1)
+OFFLOAD_JOBS_PER_USER = env_int(env, "OFFLOAD_JOBS_PER_USER", 1, minimum=1)  # in flight per server process (429 above)
+OFFLOAD_JOB_TIMEOUT_MS = env_int(env, "OFFLOAD_JOB_TIMEOUT", 30000, minimum=100)  # CPU time per job (422 above)
 OFFLOAD_NICE = env_int(env, "OFFLOAD_NICE", 10)  # the workers' CPU priority below the server's (0-19)
 if OFFLOAD_NICE > 19:
     raise ImproperlyConfigured(f"OFFLOAD_NICE={OFFLOAD_NICE} must be between 0 and 19")
+# The HTTP edge (streamsite/server/http.py, the production command's protocol): a request's
+# head (414 / 431 above) and how long a head, a stalled body and an idle keep-alive may take.
+# The widest legitimate request, a 50-stream SSE with its resume ids in the URL, is ~9 KB.
+HTTP_MAX_REQUEST_LINE = env_int(env, "HTTP_MAX_REQUEST_LINE", 16 * 1024, minimum=256)
+HTTP_MAX_HEADER_BYTES = env_int(env, "HTTP_MAX_HEADER_BYTES", 32 * 1024, minimum=1024)
+HTTP_MAX_HEADERS = env_int(env, "HTTP_MAX_HEADERS", 100, minimum=10)
+HTTP_HEADER_TIMEOUT_MS = env_int(env, "HTTP_HEADER_TIMEOUT", 10000, minimum=100)
+HTTP_BODY_TIMEOUT_MS = env_int(env, "HTTP_BODY_TIMEOUT", 30000, minimum=100)
+HTTP_KEEP_ALIVE_TIMEOUT_MS = env_int(env, "HTTP_KEEP_ALIVE_TIMEOUT", 5000, minimum=100)
 
 # --- Redis and streams ---------------------------------------------------------------------
 REDIS = load_redis_config(env)
@@ -182,6 +238,12 @@ LIVE_STALL_TIMEOUT_MS = env_int(env, "LIVE_STALL_TIMEOUT", 10000, minimum=100)
 # Capacity (streams/live/capacity.py): a follow beyond either limit is refused at once (503 / 429).
 LIVE_MAX_FOLLOWED_STREAMS = env_int(env, "LIVE_MAX_FOLLOWED_STREAMS", 10000, minimum=1)
 LIVE_MAX_CONNECTIONS_PER_USER = env_int(env, "LIVE_MAX_CONNECTIONS_PER_USER", 100, minimum=1)
+# Fair shares (streams/live/capacity.py; stream managers are exempt): distinct streams one user
+# follows at once (429), and entries a second per API token (a bucket of 10 s of them; 429 with
+# Retry-After). Streams per owner: creating one more is a 429 (streams/store/services.py).
+LIVE_MAX_FOLLOWED_STREAMS_PER_USER = env_int(env, "LIVE_MAX_FOLLOWED_STREAMS_PER_USER", 200, minimum=1)
+PUBLISH_RATE_PER_TOKEN = env_int(env, "PUBLISH_RATE_PER_TOKEN", 1000, minimum=1)
+STREAMS_MAX_PER_USER = env_int(env, "STREAMS_MAX_PER_USER", 500, minimum=1)
 # The hub's readers on one node: one per STREAM_HUB_KEYS_PER_READER followed streams, plus (on a
 # cluster, where one XREAD reads one bucket) up to one more per bucket: they must all fit the
 # node's blocking pool, or a reader would wait for a connection that never frees.
@@ -254,5 +316,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # uvicorn logs each WebSocket handshake's path with its query: ?token= and ?csrf= are
+        # redacted (only a filter: uvicorn's own handlers and level stay).
+        "uvicorn.error": {"filters": ["redact_query_secrets"]},
+    },
+    "filters": {"redact_query_secrets": {"()": "streamsite.log_filters.RedactQuerySecrets"}},
 }

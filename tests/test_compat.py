@@ -226,30 +226,6 @@ async def test_a_consumers_send_is_the_send_it_was_called_with():
     assert seen == [send]
 
 
-async def test_channels_asks_valid_origin_with_none_when_the_handshake_has_no_origin():
-    """``compat.origin_validator`` overrides ``OriginValidator.valid_origin``: a handshake
-    without Origin (a device) passes, an allowed one passes, another site's is refused."""
-    import inspect
-    from urllib.parse import urlparse
-
-    from channels.security.websocket import OriginValidator
-
-    assert list(inspect.signature(OriginValidator.valid_origin).parameters) == ["self", "parsed_origin"]
-    assert "self.valid_origin(parsed_origin)" in inspect.getsource(OriginValidator.__call__)
-    reached = []
-
-    async def app(scope, receive, send):
-        reached.append(dict(scope["headers"]).get(b"origin"))
-
-    validator = compat.origin_validator(app, ["testserver"])
-    assert isinstance(validator, OriginValidator)
-    for headers in ([], [(b"origin", b"http://testserver")]):
-        await validator({"type": "websocket", "headers": headers}, None, None)
-    assert reached == [None, b"http://testserver"]
-    assert not validator.valid_origin(urlparse("http://evil.example"))
-    assert OriginValidator(app, ["testserver"]).valid_origin(None) is False  # what the override changes
-
-
 @pytest.mark.django_db(transaction=True)
 async def test_channels_get_user_reads_the_user_from_a_scope_holding_only_a_session():
     """``compat.session_user`` (streamsite.routing.SessionUser): the session's user, checked
@@ -376,3 +352,79 @@ def test_django_prometheus_middleware_hooks_count_without_io():
     assert after.response(request, response) is response and before.response(request, response) is response
     assert count("django_http_requests_before_middlewares_total") == requests + 1
     assert count("django_http_requests_total_by_method_total", {"method": "GET"}) == by_method + 1
+
+
+async def test_uvicorn_httptools_protocol_calls_the_hooks_the_bounded_protocol_overrides():
+    """streamsite/server/http.py's BoundedHttpToolsProtocol relies on: the parser callbacks,
+    a callback's exception answered through ``send_400_response``, the cycle's response
+    flags, ``flow.read_paused``, ``server_state.default_headers`` and ``timeout_keep_alive``
+    read when a response completes. Driven over a real socket pair."""
+    import asyncio
+    import socket
+
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    seen = []
+
+    class Probe(compat.uvicorn_httptools_protocol()):
+        def on_message_begin(self):
+            seen.append("begin")
+            super().on_message_begin()
+
+        def on_url(self, url):
+            seen.append("url")
+            super().on_url(url)
+
+        def on_header(self, name, value):
+            if name.lower() == b"x-stop":
+                raise ValueError("stop")
+            seen.append("header")
+            super().on_header(name, value)
+
+        def on_headers_complete(self):
+            seen.append("headers_complete")
+            super().on_headers_complete()
+            seen.append(("cycle", self.cycle.response_started, self.cycle.response_complete, self.flow.read_paused))
+
+        def on_message_complete(self):
+            seen.append("complete")
+            super().on_message_complete()
+
+        def send_400_response(self, msg):
+            seen.append("400")
+            super().send_400_response(msg)
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    config = Config(app=app, lifespan="off", log_level="warning")
+    config.load()
+    state = ServerState()
+    loop = asyncio.get_running_loop()
+
+    async def exchange(request: bytes, keep_alive: float) -> tuple[bytes, Probe]:
+        ours, theirs = socket.socketpair()
+        made = []
+
+        def factory():
+            protocol = Probe(config, state, {})
+            protocol.timeout_keep_alive = keep_alive
+            made.append(protocol)
+            return protocol
+
+        await loop.connect_accepted_socket(factory, ours)
+        reader, writer = await asyncio.open_connection(sock=theirs)
+        writer.write(request)
+        async with asyncio.timeout(5):
+            out = await reader.read()  # to the close: keep-alive timer or the 400's close
+        writer.close()
+        return out, made[0]
+
+    out, protocol = await exchange(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", keep_alive=0.05)
+    assert out.startswith(b"HTTP/1.1 204") and isinstance(protocol.server_state.default_headers, list)
+    assert seen == ["begin", "url", "header", "headers_complete", ("cycle", False, False, False), "complete"]
+    seen.clear()
+    out, _ = await exchange(b"GET /x HTTP/1.1\r\nHost: a\r\nX-Stop: 1\r\n\r\n", keep_alive=60)
+    assert out.startswith(b"HTTP/1.1 400") and seen == ["begin", "url", "header", "400"]

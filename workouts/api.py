@@ -89,7 +89,8 @@ async def create_workout(request):
     # Up to 32 MiB of JSON: parsed, validated, measured and encoded in a worker process, not on
     # the event loop every live listener shares (and not in a thread: json.loads holds the GIL).
     raw = await sync_to_async(_body, thread_sensitive=False)(request)
-    prepared = await offload.run(prepare_json, raw)
+    with offload.user_job(request.auth.user_id):  # one user's uploads take at most their share of workers
+        prepared = await offload.run(prepare_json, raw)
     athlete = await _athlete(request.auth, prepared.athlete)
     workout = await sync_to_async(services.workout_create_prepared)(
         athlete=athlete, prepared=prepared, source=Workout.Source.API
@@ -139,7 +140,8 @@ async def import_fit(request, file: File[UploadedFile], title: Form[str] = "", f
     )
     data = await sync_to_async(file.read, thread_sensitive=False)()
     try:
-        prepared = await offload.run(prepare_fit, data, ftp=ftp_field(ftp))
+        with offload.user_job(request.auth.user_id):
+            prepared = await offload.run(prepare_fit, data, ftp=ftp_field(ftp))
     except WorkoutInputError as exc:
         raise WorkoutInputError(f"{file.name}: {exc}") from None
     workout = await sync_to_async(services.workout_create_prepared)(
@@ -183,14 +185,21 @@ async def archive_stream(request, name: StreamName, body: ArchiveIn):
     who = await _athlete(request.auth, body.athlete, default_id=meta.owner_id, archive=True)
     title = text_field(body.title, field="title", max_length=200)
     try:
-        workout = await archive.workout_from_stream(
-            name=name, athlete=who, title=title, ftp=body.ftp, delete_stream=body.delete_stream
-        )
+        # The delete (delete_stream) removes only the entries archived, and only while the
+        # caller may still write the stream and its owner is the one checked here.
+        with offload.user_job(request.auth.user_id):
+            archived = await archive.archive_stream(
+                name=name, athlete=who, title=title, ftp=body.ftp, delete_stream=body.delete_stream,
+                actor=rules.actor_of(request.auth), owner_id=meta.owner_id,
+            )
     except LookupError as exc:
         raise HttpError(404, str(exc)) from None
 
     @sync_to_async
     def shape():
-        return workout_out(Workout.objects.select_related("athlete").get(pk=workout.pk))
+        return workout_out(Workout.objects.select_related("athlete").get(pk=archived.workout.pk))
 
-    return fast_json(await shape(), status=201)
+    out = await shape()
+    if body.delete_stream:
+        out["stream_deleted"] = archived.stream_deleted
+    return fast_json(out, status=201)

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from importlib import import_module
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
 from streams.core.aio import settle
-from streams.core.compat import csrf_failure
+from streams.core.compat import csrf_failure, session_user
 from streams.models import SCOPES, ApiToken, Share, hash_token
 
 VIEW_ALL_STREAMS = "streams.view_all_streams"
@@ -57,6 +58,7 @@ class Identity:
     sharers: frozenset[int] = frozenset()  # athletes who share their data with this user
     expires_at: float | None = None  # epoch seconds, tokens only
     cache_key: str = ""  # "t:<token hash>" or "u:<user id>": how to look it up again
+    session_key: str = ""  # via "session": the session it came from, re-checked with the user
 
     @property
     def authenticated(self) -> bool:
@@ -77,6 +79,7 @@ class Identity:
 
 
 ANONYMOUS = Identity()
+TOKEN_SUBPROTOCOL = "streamsite.token"  # Sec-WebSocket-Protocol: streamsite.token, <token>
 
 
 @dataclass(frozen=True)
@@ -224,13 +227,36 @@ async def identify_request(request) -> Identity:
         # A session rides on a cookie the browser sends by itself: require Django's CSRF token.
         if csrf_failure(request) is not None:
             raise AccessError(403, "CSRF check failed: send the X-CSRFToken header with a session")
-    return await identity_for_user(user.pk) or ANONYMOUS
+    return _with_session(await identity_for_user(user.pk), request.session.session_key)
+
+
+def _with_session(ident: Identity | None, session_key: str | None) -> Identity:
+    """A session user's identity, remembering its session (``still_valid`` re-checks it)."""
+    if ident is None:
+        return ANONYMOUS
+    return replace(ident, session_key=session_key) if session_key else ident
+
+
+def subprotocol_token(scope: dict) -> str | None:
+    """The token a browser sends as ``new WebSocket(url, ["streamsite.token", token])`` (the
+    one header a browser's WebSocket can set); "" when the marker comes without a token."""
+    offered = scope.get("subprotocols") or ()
+    if TOKEN_SUBPROTOCOL not in offered:
+        return None
+    at = list(offered).index(TOKEN_SUBPROTOCOL)
+    return offered[at + 1] if at + 1 < len(offered) else ""
 
 
 async def identify_scope(scope: dict, token: str | None) -> Identity:
-    """The same for a WebSocket: ``?token=``, an Authorization header, or the session user."""
+    """The same for a WebSocket: ``?token=``, the ``Sec-WebSocket-Protocol`` carrier
+    (``subprotocol_token``), an Authorization header, or the session user."""
     if token:
         return await identity_for_token(token)
+    carried = subprotocol_token(scope)
+    if carried is not None:
+        if not carried:
+            raise AccessError(401, f"the {TOKEN_SUBPROTOCOL!r} subprotocol must be followed by the API token")
+        return await identity_for_token(carried)
     headers = dict(scope.get("headers") or [])
     header = headers.get(b"authorization")
     raw = parse_authorization(header.decode("latin-1") if header is not None else None)
@@ -238,8 +264,30 @@ async def identify_scope(scope: dict, token: str | None) -> Identity:
         return await identity_for_token(raw)
     user = scope.get("user")
     if user is not None and user.is_authenticated and user.is_active:
-        return await identity_for_user(user.pk) or ANONYMOUS
+        session = scope.get("session")
+        return _with_session(await identity_for_user(user.pk), getattr(session, "session_key", None))
     return ANONYMOUS
+
+
+def websocket_csrf_passes(scope: dict, csrf_token: str | None) -> bool:
+    """Whether a session WebSocket's handshake carries the proof a REST write needs: Django's
+    CSRF check (``compat.csrf_failure``: the token against the session's CSRF cookie, and the
+    Origin) run on the handshake as if it were a POST with ``X-CSRFToken: <csrf_token>``."""
+    if not csrf_token:
+        return False
+    from io import BytesIO
+
+    from django.core.handlers.asgi import ASGIRequest
+
+    http_scope = {
+        **scope, "type": "http", "method": "POST", "root_path": scope.get("root_path", ""),
+        "scheme": "https" if scope.get("scheme") == "wss" else "http",
+    }
+    request = ASGIRequest(http_scope, BytesIO())
+    request.META[settings.CSRF_HEADER_NAME] = csrf_token
+    if scope.get("session") is not None:
+        request.session = scope["session"]  # CSRF_USE_SESSIONS keeps the secret there
+    return csrf_failure(request) is None
 
 
 async def still_valid(ident: Identity) -> Identity | None:
@@ -249,5 +297,23 @@ async def still_valid(ident: Identity) -> Identity | None:
     if kind == "t":
         return await _token_identity(key)
     if kind == "u":
+        if ident.session_key:
+            return await _session_identity(ident.session_key, int(key))
         return await identity_for_user(int(key))
     return ident
+
+
+async def _session_identity(session_key: str, user_id: int) -> Identity | None:
+    """The identity of a session that still logs ``user_id`` in (not logged out, not expired,
+    its auth hash still the user's: a password change ends the others), else None; cached
+    like tokens (AUTH_CACHE_TTL)."""
+
+    async def load() -> Identity | None:
+        store = import_module(settings.SESSION_ENGINE).SessionStore
+        user = await session_user(store(session_key))
+        if not user.is_authenticated or user.pk != user_id:
+            return None
+        ident = await identity_for_user(user_id)
+        return None if ident is None else replace(ident, session_key=session_key)
+
+    return await identity_cache.get(f"s:{session_key}", load)

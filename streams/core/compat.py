@@ -20,7 +20,8 @@ fails when one of these internals changes under us.
   ``send_command`` / ``read_response`` (``raw_connection``, for the hub's XREAD loop in
   streams/live/hub.py).
 - uvicorn 0.54: its stop-signal handlers are plain ``signal.signal`` handlers we can wrap
-  (``chain_stop_signals``).
+  (``chain_stop_signals``); its ``HttpToolsProtocol``, subclassed with the limits it lacks
+  (``uvicorn_httptools_protocol``, for streamsite/server/http.py).
 - Twisted 26.10 / daphne 4.2: a "before shutdown" trigger runs before daphne cancels its
   applications (``add_twisted_shutdown_trigger``); the ``send`` daphne gives an application
   is ``partial(server.handle_reply, protocol)`` (``daphne_protocol``, for write backpressure
@@ -32,9 +33,7 @@ fails when one of these internals changes under us.
   before every message; ``dispatch_without_db_close`` is the same dispatch without it. An
   async consumer's ``base_send`` is the connection's ASGI ``send`` itself (``consumer_send``:
   streams/live/consumers.py sends entry frames through it, skipping ``send``'s two wrappers
-  per frame). ``OriginValidator.valid_origin`` decides a handshake with or without an Origin
-  header (``origin_validator``, which lets one without Origin pass: streamsite/routing.py).
-  ``channels.auth.get_user`` reads only ``scope["session"]`` (``session_user``, for
+  per frame). ``channels.auth.get_user`` reads only ``scope["session"]`` (``session_user``, for
   streamsite/routing.py's ``SessionUser``, which builds no session middleware).
 """
 
@@ -128,6 +127,25 @@ def chain_stop_signals(on_stop: Callable[[], None]) -> None:
         signal.signal(sig, handler)
 
 
+def uvicorn_httptools_protocol() -> type:
+    """uvicorn's ``HttpToolsProtocol`` (uvicorn 0.54, uvicorn/protocols/http/httptools_impl.py),
+    the base of streamsite/server/http.py's ``BoundedHttpToolsProtocol``, which relies on: the
+    constructor ``(config, server_state, app_state, _loop=None)``; the parser callbacks
+    ``on_message_begin()``, ``on_url(url)`` (a piece at a time, appended to ``self.url``),
+    ``on_header(name, value)``, ``on_headers_complete()`` (starts the application's cycle, or
+    returns early for a WebSocket upgrade) and ``on_message_complete()``, called from
+    ``data_received`` while it feeds the httptools parser; an exception raised in a callback
+    makes ``feed_data`` raise ``HttpParserCallbackError``, which ``data_received`` answers with
+    ``send_400_response(msg)``; the attributes ``transport``, ``loop``, ``logger``, ``client``,
+    ``flow`` (``read_paused``), ``cycle`` (None, or the current request's cycle with
+    ``response_started`` and ``response_complete``), ``server_state.default_headers`` and
+    ``timeout_keep_alive`` (seconds, read when a response completes to arm the keep-alive
+    timer)."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    return HttpToolsProtocol
+
+
 def add_twisted_shutdown_trigger(before: Callable[[], object]) -> bool:
     """Under daphne (Twisted's reactor is running this process): call ``before`` in the
     "before shutdown" phase; it may return a Deferred that shutdown waits for."""
@@ -171,21 +189,6 @@ def consumer_send(consumer):
     ``AsyncConsumer.__call__`` stores there (Channels 4.3; ``AsyncConsumer.send`` only awaits
     it). Look it up once per connection and call it per frame: two wrappers fewer each."""
     return consumer.base_send
-
-
-def origin_validator(application, allowed_origins: list[str]):
-    """Channels' ``OriginValidator`` that lets a handshake without an Origin header pass and
-    checks any Origin against ``allowed_origins``. Overrides ``OriginValidator.valid_origin``:
-    in Channels 4.3 ``__call__`` calls ``self.valid_origin(parsed_origin)`` (None when the
-    header is missing), and Channels' own ``valid_origin`` refuses None unless ``"*"`` is
-    allowed; ours calls its ``validate_origin`` for any other origin."""
-    from channels.security.websocket import OriginValidator
-
-    class OriginOptional(OriginValidator):
-        def valid_origin(self, parsed_origin):
-            return parsed_origin is None or self.validate_origin(parsed_origin)
-
-    return OriginOptional(application, allowed_origins)
 
 
 async def session_user(session):
@@ -253,7 +256,8 @@ def django_middleware_hooks(middleware_class, get_response) -> MiddlewareHooks:
     ``SecurityMiddleware``'s two (the HTTPS redirect, the security headers),
     ``SessionMiddleware.process_request`` (a lazy ``SessionStore``) and
     ``AuthenticationMiddleware.process_request`` (a lazy ``request.user`` and
-    ``request.auser``)."""
+    ``request.auser``), and django-csp 4.0's ``CSPMiddleware`` (a lazy ``request.csp_nonce``;
+    the header built from settings)."""
     return _hooks_of(middleware_class(get_response))
 
 

@@ -29,6 +29,13 @@ DEFAULT_RECENT = 100
 
 # Counted where things happen; read by monitoring (monitoring/prometheus.py, /metrics).
 EVENTS_PUBLISHED = Counter("streamsite_events_published", "Stream entries published through our services")
+# A publish (REST call or WebSocket frame) or stream creation refused: reason "rate"
+# (PUBLISH_RATE_PER_TOKEN), "streams_per_user" (STREAMS_MAX_PER_USER), "storage_full" (Redis maxmemory).
+PUBLISHES_REFUSED = Counter(
+    "streamsite_publishes_refused", "Publishes and stream creations refused, by reason", ["reason"]
+)
+for _reason in ("rate", "streams_per_user", "storage_full"):
+    PUBLISHES_REFUSED.labels(reason=_reason)  # exported at 0 from the start: alerts see the series
 SSE_OPEN = Gauge("streamsite_sse_connections", "Open SSE connections", multiprocess_mode="livesum")
 SSE_DURATION = Histogram(
     "streamsite_sse_connection_seconds", "How long SSE connections stayed open",

@@ -8,14 +8,24 @@ as SSE: ``?last_event_id=`` / ``?from=start``), ``{"event": "overflow" | "delete
 ``{"error": "..."}`` for a bad frame (the socket stays open).
 
 Client → server: a JSON object or an array of objects, published like
-``POST /api/streams/{name}/events``; needs a valid API token (``?token=`` or an
-``Authorization: Bearer`` header) or a session, with the rights of REST publish. The caller's
-identity is re-checked (cached, AUTH_CACHE_TTL) on every frame: a revoked token or user gets
-an error frame and the socket closes with 4401.
+``POST /api/streams/{name}/events``; needs a valid API token or a session, with the rights of
+REST publish and its rate (``PUBLISH_RATE_PER_TOKEN``: an error frame with ``retry_after``),
+and a frame no larger than a REST body (``STREAMS_MAX_BODY``: an error frame naming it; the
+server closes a much larger one with 1009, uvicorn's ``--ws-max-size``). The token: the
+``Sec-WebSocket-Protocol`` carrier (``new WebSocket(url, ["streamsite.token", token])``, answered
+with the ``streamsite.token`` subprotocol), an ``Authorization: Bearer`` header, or ``?token=``
+(redacted from the server's log). A session socket publishes only with the CSRF proof a REST
+write needs: ``?csrf=<the csrftoken cookie's value or the page's CSRF token>`` at connect,
+checked by Django's CSRF middleware against the session's CSRF cookie and the Origin; without
+it a publish gets an error frame. The caller's identity (and session) is re-checked (cached,
+AUTH_CACHE_TTL) on every frame: a revoked token, user or session gets an error frame and the
+socket closes with 4401.
 
 Refusals at connect: the socket is accepted, one ``{"error": ...}`` frame is sent, then it
 closes with 4401 (bad token), 4403 (missing scope), 4404 (stream not found or not readable),
-4429 / 4503 (a capacity limit: streams/live/capacity.py) or 4400 (bad parameters). A follow whose access is revoked later gets
+4429 / 4503 (a capacity limit: streams/live/capacity.py; a publish-only socket takes a place in
+LIVE_MAX_CONNECTIONS_PER_USER too) or 4400 (bad parameters). A follow whose access is revoked
+later (a token, share or user, or its session: logout, a password change, expiry) gets
 ``{"event": "forbidden", ...}`` and closes with 4403.
 """
 
@@ -73,6 +83,13 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         # Channels' per-frame close of stale DB connections (a thread hop) is skipped.
         await dispatch_without_db_close(self, message)
 
+    async def accept(self, subprotocol=None, headers=None):
+        """Accepted with the ``streamsite.token`` subprotocol when the client offered it (a
+        browser fails a handshake that does not answer one of its subprotocols)."""
+        if subprotocol is None and identity.TOKEN_SUBPROTOCOL in (self.scope.get("subprotocols") or ()):
+            subprotocol = identity.TOKEN_SUBPROTOCOL
+        await super().accept(subprotocol, headers)
+
     async def _refuse(self, detail: str, code: int) -> None:
         """Accepted, one ``{"error": ...}`` frame, closed with ``code``: a browser's WebSocket
         sees neither a refused handshake's reason nor its status."""
@@ -80,33 +97,14 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"error": detail})
         await self.close(code=code)
 
-    async def disconnect(self, code):
-        await cancel_and_wait(getattr(self, "forward", None))
-        if getattr(self, "admission", None) is not None:
-            self.admission.release()
-
-
-class StreamConsumer(LiveConsumer):
-
     async def connect(self):
+        """``admit(query)``, then accept and start ``self.forward`` if it returned a coroutine;
+        a refusal raised by ``admit`` is answered here (``_refuse``; 1013 without Redis)."""
         query = {k: v[-1] for k, v in parse_qs(self.scope.get("query_string", b"").decode()).items()}
-        self.name = self.scope["url_route"]["kwargs"]["name"]
         self.forward: asyncio.Task | None = None
         self.admission = None
         try:
-            self.identity = await identity.identify_scope(self.scope, query.get("token"))
-            readable, writable = await self._access()
-            if not readable and not writable:
-                raise AccessError(404, f"stream {self.name!r} not found")
-            follow = None
-            if readable:
-                follow = await follow_one(self.name, resume=query.get("last_event_id"), mode=query.get("from"))
-                follow.guard = access_guard(self.identity, follow.names)
-                hub = live_hub(await redis_context())
-                client = (self.scope.get("client") or (None,))[0]
-                self.admission = capacity.admit_follow(
-                    hub=hub, ident=self.identity, client_address=client, names=follow.names
-                )
+            forward = await self.admit(query)
         except AccessError as exc:
             await self._refuse(exc.detail, 4000 + exc.status)
             return
@@ -117,8 +115,44 @@ class StreamConsumer(LiveConsumer):
             await self.close(code=CLOSE_UNAVAILABLE)
             return
         await self.accept()
-        if follow is not None:
-            self.forward = asyncio.get_running_loop().create_task(self._forward(follow))
+        if forward is not None:
+            self.forward = asyncio.get_running_loop().create_task(forward)
+
+    async def admit(self, query: dict[str, str]):
+        """Who calls and what they may do; takes ``self.admission``. Returns the coroutine
+        that forwards to the client, or None. Raises AccessError / InvalidInput to refuse."""
+        raise NotImplementedError
+
+    async def disconnect(self, code):
+        await cancel_and_wait(getattr(self, "forward", None))
+        if getattr(self, "admission", None) is not None:
+            self.admission.release()
+
+
+class StreamConsumer(LiveConsumer):
+
+    async def admit(self, query: dict[str, str]):
+        self.name = self.scope["url_route"]["kwargs"]["name"]
+        self.identity = await identity.identify_scope(self.scope, query.get("token"))
+        # A session rides on a cookie the browser sends by itself: publishing needs the
+        # CSRF proof of a REST write (a token-authenticated device needs none).
+        self.csrf_proven = self.identity.via != "session" or identity.websocket_csrf_passes(
+            self.scope, query.get("csrf")
+        )
+        readable, writable = await self._access()
+        if not readable and not writable:
+            raise AccessError(404, f"stream {self.name!r} not found")
+        client = (self.scope.get("client") or (None,))[0]
+        if not readable:  # publish-only (a device): a connection all the same
+            self.admission = capacity.connections.admit(
+                capacity.caller_key(self.identity, client), settings.LIVE_MAX_CONNECTIONS_PER_USER
+            )
+            return None
+        follow = await follow_one(self.name, resume=query.get("last_event_id"), mode=query.get("from"))
+        follow.guard = access_guard(self.identity, follow.names)
+        hub = live_hub(await redis_context())
+        self.admission = capacity.admit_follow(hub=hub, ident=self.identity, client_address=client, names=follow.names)
+        return self._forward(follow)
 
     async def _access(self) -> tuple[bool, bool]:
         """(may follow, may publish). A publish-only token (a device) connects to publish."""
@@ -162,17 +196,42 @@ class StreamConsumer(LiveConsumer):
         if "publish" not in current.scopes:
             await self.send_json({"error": "this API token lacks the 'publish' scope"})
             return
+        if not self.csrf_proven:
+            await self.send_json({"error": (
+                "publishing over a session needs the CSRF token: connect with ?csrf=<CSRF token> "
+                "(as X-CSRFToken for REST), or use an API token"
+            )})
+            return
+        limit = settings.STREAMS_MAX_BODY
+        size = len(bytes_data) if text_data is None else (
+            len(text_data) if len(text_data) * 4 <= limit else len(text_data.encode())
+        )
+        if size > limit:
+            await self.send_json({"error": f"frame of {size} bytes is larger than the limit of {limit} bytes (STREAMS_MAX_BODY)"})
+            return
         try:
             entries = encode_entries(parse_json(text_data if text_data is not None else bytes_data, what="frame"))
         except InvalidInput as exc:
             await self.send_json({"error": f"bad frame: {exc}"})
             return
         try:
+            capacity.check_publish_rate(current, len(entries))
+        except AccessError as exc:
+            await self.send_json({"error": exc.detail, "retry_after": getattr(exc, "retry_after", None)})
+            return
+        try:
             ids = await store.stream_publish(name=self.name, entries=entries, actor=rules.actor_of(current))
         except store.WriteRefused:
             await self.send_json({"error": f"only the owner of stream {self.name!r} or a stream manager may publish to it"})
             return
+        except AccessError as exc:  # a quota (STREAMS_MAX_PER_USER on a first publish)
+            await self.send_json({"error": exc.detail})
+            return
+        except store.StorageFull as exc:
+            await self.send_json({"error": str(exc)})
+            return
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            await self.send_json({"error": f"redis unavailable: {exc}"})
+            log.warning("websocket publish to %s lost Redis: %s", self.name, exc)
+            await self.send_json({"error": "redis unavailable: try again later"})  # no address to clients
             return
         await self.send_json({"ids": ids})

@@ -28,7 +28,7 @@ from streams.engine.context import redis_context
 from streams.live.deletions import DeletionFeed
 from streams.live.hub import Entry, StreamHub, make_entry
 from streams.store import services as store
-from streams.store.names import validate_entry_id, validate_stream_name
+from streams.store.names import validate_resume_id, validate_stream_name
 from streams.store.positions import START, id_order
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ async def follow_one(name: str, *, resume: str | None, mode: str | None) -> Foll
     validate_stream_name(name)
     mode = start_mode(mode)
     if resume:
-        position = validate_entry_id(resume.strip(), which="Last-Event-ID")
+        position = validate_resume_id(resume.strip(), which="Last-Event-ID")
     elif mode == "start":
         position = START
     else:
@@ -114,7 +114,7 @@ async def follow_many(streams: str, *, resume: str | None, mode: str | None) -> 
                 f"Last-Event-ID has {len(ids)} positions for {len(names)} streams: "
                 "it must be the composite id this endpoint sent, for the same streams in the same order"
             )
-        positions = {n: validate_entry_id(i, which="Last-Event-ID position") for n, i in zip(names, ids)}
+        positions = {n: validate_resume_id(i, which="Last-Event-ID position") for n, i in zip(names, ids)}
     elif mode == "start":
         positions = dict.fromkeys(names, START)
     else:

@@ -10,11 +10,13 @@ from django.conf import settings
 
 from streams.core.errors import EntryTooLarge, InvalidInput
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# Whole-string patterns, matched with fullmatch: "$" alone also matches before a trailing
+# newline ("a-priv\n" was a second stream listed as "a-priv"), and "\d" matches any Unicode digit.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 # A full or partial stream id as XRANGE accepts it, optionally exclusive with "(".
-RANGE_ID_RE = re.compile(r"^\(?\d{1,20}(-\d{1,20})?$")
+RANGE_ID_RE = re.compile(r"\(?[0-9]{1,20}(-[0-9]{1,20})?")
 # A concrete entry id ("ms-seq") as used for resume positions.
-ENTRY_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+ENTRY_ID_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 MAX_FIELDS = 100
 MAX_ENTRIES = 1000  # per publish call
@@ -33,7 +35,7 @@ def parse_json(data: bytes | str, *, what: str = "request body") -> object:
 
 
 def validate_stream_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidInput(
             f"invalid stream name {name!r}: use 1-128 characters from A-Z a-z 0-9 _ . : -, "
             "starting with a letter or digit"
@@ -49,15 +51,33 @@ def _parts_fit(value: str) -> bool:
     return all(int(part) <= MAX_ID_PART for part in value.lstrip("(").split("-"))
 
 
+MAX_ID = f"{MAX_ID_PART}-{MAX_ID_PART}"  # no entry id comes after it
+
+
 def validate_range_id(value: str, *, which: str) -> str:
-    if value in ("-", "+") or (RANGE_ID_RE.match(value) and _parts_fit(value)):
-        return value
-    raise InvalidInput(f"invalid {which} id {value!r}: use -, +, <ms> or <ms>-<seq> (each at most 2^64-1)")
+    if not (value in ("-", "+") or (RANGE_ID_RE.fullmatch(value) and _parts_fit(value))):
+        raise InvalidInput(f"invalid {which} id {value!r}: use -, +, <ms> or <ms>-<seq> (each at most 2^64-1)")
+    # Exclusive bounds Redis cannot step past (it answers "invalid start/end ID for the interval").
+    if value.startswith("("):
+        parts = [int(part) for part in value[1:].split("-")]
+        if which == "start" and parts == [MAX_ID_PART, MAX_ID_PART]:
+            raise InvalidInput(f"invalid start id {value!r}: {MAX_ID} is the maximum id, nothing comes after it")
+        if which == "end" and parts == [0, 0]:
+            raise InvalidInput(f"invalid end id {value!r}: 0-0 is the minimum id, nothing comes before it")
+    return value
 
 
 def validate_entry_id(value: str, *, which: str = "id") -> str:
-    if not (ENTRY_ID_RE.match(value) and _parts_fit(value)):
+    if not (ENTRY_ID_RE.fullmatch(value) and _parts_fit(value)):
         raise InvalidInput(f"invalid {which} {value!r}: expected a stream id like 1700000000000-0")
+    return value
+
+
+def validate_resume_id(value: str, *, which: str) -> str:
+    """A position to resume after (Last-Event-ID): an entry id below the maximum."""
+    validate_entry_id(value, which=which)
+    if [int(part) for part in value.split("-")] == [MAX_ID_PART, MAX_ID_PART]:
+        raise InvalidInput(f"invalid {which} {value!r}: {MAX_ID} is the maximum id, nothing comes after it")
     return value
 
 

@@ -131,3 +131,25 @@ redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('INCR', KEYS[4])
 return {1, visibility}
 """
+
+# The delete of an archive (``POST /api/streams/{name}/archive`` with ``delete_stream``): only
+# the entries the archive read, only while the caller may still write the stream and it still
+# has the owner the archive saw. ARGV[5] the last archived id, ARGV[6] the owner id the archive
+# read ('' = none). Entries after ARGV[5] (published meanwhile) stay; when none remain the
+# stream goes as DELETE_LUA deletes it. Returns {1, 1 when the stream was deleted, entries
+# removed}, or the refusal {0, owner id, visibility} (also when the owner changed).
+ARCHIVE_DELETE_LUA = _WRITE_GUARD + """
+if owner ~= ARGV[6] then return {0, owner, visibility} end
+local newer = redis.call('XRANGE', KEYS[1], '(' .. ARGV[5], '+', 'COUNT', 1)
+if #newer == 0 then
+  local removed = 0
+  if exists then removed = redis.call('XLEN', KEYS[1]) end
+  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[2])
+  redis.call('SREM', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[5], ARGV[1])
+  redis.call('INCR', KEYS[4])
+  return {1, exists and 1 or 0, removed}
+end
+return {1, 0, redis.call('XTRIM', KEYS[1], 'MINID', '=', newer[1][1])}
+"""

@@ -8,18 +8,19 @@ Redis (streams/store/scripts.py).
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from streams.access import identity, rules
-from streams.access.identity import SYSTEM, Actor
+from streams.access.identity import SYSTEM, AccessError, Actor
 from streams.access.rules import Reader
-from streams.core.instruments import EVENTS_PUBLISHED, timed
+from streams.core.instruments import EVENTS_PUBLISHED, PUBLISHES_REFUSED, timed
 from streams.engine.context import redis_context
 from streams.engine.nodes import is_transient
 from streams.store.keys import key_layout
@@ -27,6 +28,7 @@ from streams.store.names import entry_fields, validate_stream_name
 from streams.store.positions import last_generated_id
 from streams.store.registry import RegistryPage, StreamRegistry
 from streams.store.scripts import (
+    ARCHIVE_DELETE_LUA,
     CLAIM_LUA,
     DELETE_LUA,
     PUBLISH_LUA,
@@ -78,6 +80,25 @@ class WriteRefused(Exception):
         self.meta = meta
 
 
+class StreamQuotaExceeded(AccessError):
+    """Creating one more stream would pass the owner's STREAMS_MAX_PER_USER (429)."""
+
+    def __init__(self, owned: int, limit: int) -> None:
+        super().__init__(
+            429, f"you own {owned} streams, the limit (STREAMS_MAX_PER_USER={limit}): delete one to create another"
+        )
+
+
+class StorageFull(Exception):
+    """Redis refused a write at its ``maxmemory`` (``noeviction``): nothing was written (a
+    script's first write is refused before it writes anything). The API answers 503."""
+
+    DETAIL = "storage full: the stream store reached its memory limit; writes are refused until space is freed"
+
+    def __init__(self) -> None:
+        super().__init__(self.DETAIL)
+
+
 @dataclass(frozen=True)
 class DeleteOutcome:
     deleted: list[str]
@@ -126,6 +147,49 @@ def _now_ms() -> str:
     return str(int(time.time() * 1000))
 
 
+def _known(names: list[str], name: str) -> bool:
+    at = bisect.bisect_left(names, name)
+    return at < len(names) and names[at] == name
+
+
+async def check_stream_quota(ctx, name: str, actor: Actor) -> None:
+    """StreamQuotaExceeded when writing ``name`` would create a stream past the actor's
+    STREAMS_MAX_PER_USER. A name this process's registry copy holds is no creation: no Redis
+    call (the hot path). Otherwise the registry is brought up to date (one GET per bucket,
+    re-reading changed buckets) and the actor's streams counted from its access index
+    (name -> owner, kept by every write script). Not atomic with the create: concurrent first
+    writes of one owner may each pass, an overshoot of at most the number of creates in
+    flight; a stream deleted elsewhere that this process still lists is re-created uncounted.
+    Stream managers (and actors without a user) are exempt."""
+    if actor.user_id is None or actor.manager:
+        return
+    registry = StreamRegistry.of(ctx)
+    if _known(registry.cached_names, name) or _known(await registry.names(), name):
+        return
+    owner_id = actor.user_id
+    mine = Reader(key=("owned-by", owner_id), may_read=lambda owner, _visibility: owner == owner_id)
+    owned = (await registry.page(limit=1, reader=mine)).count
+    limit = settings.STREAMS_MAX_PER_USER
+    if owned >= limit:
+        PUBLISHES_REFUSED.labels(reason="streams_per_user").inc()
+        raise StreamQuotaExceeded(owned, limit)
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Redis refused a write at its maxmemory: ``OOM`` as a command's error, or inside a script
+    (a ResponseError "Error running script ... -OOM command not allowed ...")."""
+    return isinstance(exc, OutOfMemoryError) or (
+        isinstance(exc, ResponseError) and "OOM command not allowed" in str(exc)
+    )
+
+
+def storage_full(exc: ResponseError) -> StorageFull:
+    """Count a write refused at Redis' maxmemory; the error the API answers 503 with."""
+    log.warning("redis refused a write at its memory limit: %s", exc)
+    PUBLISHES_REFUSED.labels(reason="storage_full").inc()
+    return StorageFull()
+
+
 # --- writes ---------------------------------------------------------------------------------
 @timed("publish")
 async def stream_publish(*, name: str, entries: list[dict[str, str]], actor: Actor = SYSTEM) -> list[str]:
@@ -135,6 +199,7 @@ async def stream_publish(*, name: str, entries: list[dict[str, str]], actor: Act
     the other publishes made meanwhile (streams/engine/batching.py). Raises ``WriteRefused``."""
     validate_stream_name(name)
     ctx = await redis_context()
+    await check_stream_quota(ctx, name, actor)
     args = [*_actor_args(name, actor), default_visibility(), str(ctx.config.stream_maxlen or 0), _now_ms(),
             str(len(entries))]
     for fields in entries:
@@ -145,9 +210,16 @@ async def stream_publish(*, name: str, entries: list[dict[str, str]], actor: Act
     try:
         reply = await ctx.nodes.for_key(keys[0]).publishes.call(script(PUBLISH_LUA), keys, args)
     except Exception as exc:  # the slot moved (a reshard, a failover): this one call follows it alone
+        if is_storage_full(exc):
+            raise storage_full(exc) from None
         if not is_transient(exc) or not ctx.nodes.cluster:
             raise
-        reply = await _run_script(ctx, PUBLISH_LUA, keys, args)
+        try:
+            reply = await _run_script(ctx, PUBLISH_LUA, keys, args)
+        except ResponseError as again:
+            if is_storage_full(again):
+                raise storage_full(again) from None
+            raise
     if reply[0] == 0:
         raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
     if reply[1]:
@@ -167,7 +239,13 @@ async def stream_settings_update(
     ctx = await redis_context()
     ftp_arg = "" if ftp == "" else ("-" if ftp is None else str(int(ftp)))
     args = [*_actor_args(name, actor), visibility or "", ftp_arg, _now_ms(), default_visibility()]
-    reply = await _run_script(ctx, SETTINGS_LUA, _write_keys(ctx, name), args)
+    await check_stream_quota(ctx, name, actor)
+    try:
+        reply = await _run_script(ctx, SETTINGS_LUA, _write_keys(ctx, name), args)
+    except ResponseError as exc:
+        if is_storage_full(exc):
+            raise storage_full(exc) from None
+        raise
     if reply[0] == 0:
         raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
     ctx.streams_changed([name])
@@ -341,3 +419,33 @@ async def stream_last_id(*, name: str) -> str:
     ctx = await redis_context()
     key = key_layout(ctx.config).stream(name)
     return await ctx.nodes.run(key, lambda r: last_generated_id(r, key))
+
+
+@dataclass(frozen=True)
+class ArchiveDeleteOutcome:
+    deleted: bool  # the stream is gone (nothing newer than the archive remained)
+    removed: int  # entries removed
+
+
+@timed("archive_delete")
+async def stream_delete_archived(
+    *, name: str, up_to: str, owner_id: int | None, actor: Actor = SYSTEM
+) -> ArchiveDeleteOutcome:
+    """Delete what an archive read: the entries up to ``up_to`` (inclusive), in one script,
+    only while the actor may still write the stream and its owner is still ``owner_id`` (the
+    owner the archive read). Entries published after ``up_to`` stay; when none remain the
+    stream is deleted as ``streams_delete`` deletes it (listeners get ``deleted``). Raises
+    ``WriteRefused`` (nothing deleted) when the stream changed hands."""
+    validate_stream_name(name)
+    ctx = await redis_context()
+    args = [*_actor_args(name, actor), up_to, "" if owner_id is None else str(owner_id)]
+    reply = await _run_script(ctx, ARCHIVE_DELETE_LUA, _write_keys(ctx, name), args)
+    if reply[0] == 0:
+        raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
+    deleted = bool(reply[1])
+    if deleted:
+        ctx.streams_changed([name], deleted=True)
+        await announce_deleted(ctx, [name])
+    else:
+        ctx.streams_changed([name])
+    return ArchiveDeleteOutcome(deleted=deleted, removed=int(reply[2]))

@@ -7,6 +7,9 @@ a chunked body of any size into a temporary file before any middleware or view c
 ``TrustedProxies`` applies ``X-Forwarded-For`` / ``X-Forwarded-Proto`` only when the peer is
 in TRUSTED_PROXIES (default: none), and strips them otherwise, so no client can claim an
 internal address (``/metrics``) or HTTPS (SECURE_PROXY_SSL_HEADER) by sending a header.
+A request that came with forwarded headers from a peer not trusted is marked
+(``scope[UNTRUSTED_FORWARD]``): it passed through a proxy whose client we cannot know, so its
+peer address (the proxy's, often private) must not open ``/metrics`` (monitoring/views.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import json
 from django.conf import settings
 
 from streamsite.server.limits import body_limit, too_big
+
+UNTRUSTED_FORWARD = "streamsite.untrusted_forward"  # read by monitoring/views.py (by this name)
 
 
 async def send_json(send, status: int, payload: dict) -> None:
@@ -78,6 +83,8 @@ class TrustedProxies:
         peer = (scope.get("client") or ("",))[0]
         if self._trusted(peer):
             scope = self._apply(scope, dict(forwarded))
+        else:
+            scope[UNTRUSTED_FORWARD] = True
         return await self.app(scope, receive, send)
 
     @staticmethod

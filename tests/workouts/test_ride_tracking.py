@@ -219,8 +219,9 @@ async def test_tracker_ends_itself_when_nobody_views(athlete, monkeypatch):
     _, token, actor = athlete
     await publish_all("ride", ride_entries(duration=30)[1], actor)
     board = MetricsBoard.of(await redis_context())
-    assert (await get_metrics(token, "ride"))[0] == 200
-    tracker = board._trackers["ride"]
+    tracker = board.acquire("ride")  # a viewer that leaves (a one-shot GET ends its tracker itself)
+    await tracker.ready
+    board.release(tracker)
     await asyncio.wait_for(tracker.task, timeout=5)
     assert board.stats() == {"streams": 0, "viewers": 0}
     assert json.loads(json.dumps(tracker.snapshot))["samples"] == 30

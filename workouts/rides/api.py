@@ -77,12 +77,16 @@ async def stream_metrics(request, name: StreamName):
     if info is None or not rules.may_read(request.auth, info.meta):
         raise HttpError(404, f"stream {name!r} not found")
     ctx = await redis_context()
-    # Its live metrics follow the stream: the same limit as a live connection's.
-    capacity.check_followable(hub=live_hub(ctx), names=[name])
+    # Its live metrics follow the stream while it answers: the followed-stream limits of a live
+    # connection (the user's and the process's) apply, and nothing stays followed after it.
+    client = request.META.get("REMOTE_ADDR") or None
+    held = capacity.hold_streams(hub=live_hub(ctx), ident=request.auth, client_address=client, names=[name])
     try:
-        return fast_json(await current_metrics(MetricsBoard.of(ctx), name))
+        return fast_json(await current_metrics(MetricsBoard.of(ctx), name, linger=False))
     except LookupError as exc:
         raise HttpError(404, str(exc)) from None
+    finally:
+        held.release()
 
 
 METRICS_SSE_DOC = {

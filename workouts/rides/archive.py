@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 from array import array
+from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 
+from streams.access.identity import SYSTEM, Actor
 from streams.core import offload
 from streams.store import services as store
 from workouts.models import Workout
@@ -53,8 +55,10 @@ class StreamSamples:
         self.columns = {name: array("d") for name in CHANNELS}
         self.reader = EntryReader()
         self.count = 0
+        self.last_id: str | None = None  # the last entry read (kept or dropped): what an archive covers
 
     def add(self, entry_id: str, fields: dict[str, str]) -> None:
+        self.last_id = entry_id
         sample = self.reader.sample(entry_id, fields)
         if sample is None:
             return
@@ -97,11 +101,25 @@ async def stream_samples(name: str, *, chunk: int = ARCHIVE_CHUNK, progress=None
         start = "(" + entries[-1].id
 
 
-async def workout_from_stream(
+@dataclass(frozen=True)
+class Archived:
+    workout: Workout
+    stream_deleted: bool = False  # the stream is gone (nothing was published after the archive's read)
+    entries_removed: int = 0  # entries deleted with the archive (those it read)
+    delete_refused: bool = False  # the stream changed hands meanwhile: nothing was deleted
+
+
+async def archive_stream(
     *, name: str, athlete, title: str | None = None, ftp: int | None = None, delete_stream: bool = False,
-    progress=None,
-) -> Workout:
-    """Archive a stream as a workout (same metrics as posting the same samples)."""
+    actor: Actor = SYSTEM, owner_id: int | None | bool = False, progress=None,
+) -> Archived:
+    """Archive a stream as a workout (same metrics as posting the same samples). With
+    ``delete_stream``, delete what was archived: the entries up to the last one read, only
+    while ``actor`` may write the stream and its owner is still ``owner_id`` (default: the
+    owner read before the entries), in one script (``stream_delete_archived``); entries
+    published meanwhile, or a stream re-created by someone else, stay."""
+    if owner_id is False:
+        owner_id = (await store.stream_meta(names=[name]))[name].owner_id
     acc = await stream_samples(name, progress=progress)
     if acc is None:
         raise LookupError(f"stream {name!r} not found")
@@ -112,6 +130,21 @@ async def workout_from_stream(
     )
     create = sync_to_async(workout_create_prepared)
     workout = await create(athlete=athlete, prepared=prepared, source=Workout.Source.STREAM)
-    if delete_stream:
-        await store.streams_delete(names=[name])
-    return workout
+    if not delete_stream:
+        return Archived(workout)
+    try:
+        outcome = await store.stream_delete_archived(name=name, up_to=acc.last_id, owner_id=owner_id, actor=actor)
+    except store.WriteRefused:
+        return Archived(workout, delete_refused=True)
+    return Archived(workout, stream_deleted=outcome.deleted, entries_removed=outcome.removed)
+
+
+async def workout_from_stream(
+    *, name: str, athlete, title: str | None = None, ftp: int | None = None, delete_stream: bool = False,
+    progress=None,
+) -> Workout:
+    """``archive_stream`` as the system (the management command), the workout only."""
+    archived = await archive_stream(
+        name=name, athlete=athlete, title=title, ftp=ftp, delete_stream=delete_stream, progress=progress
+    )
+    return archived.workout

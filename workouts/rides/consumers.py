@@ -3,22 +3,13 @@ WebSocket (what the metrics SSE sends: workouts/rides/api.py)."""
 
 from __future__ import annotations
 
-import asyncio
-from urllib.parse import parse_qs
-
 from django.conf import settings
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.access import identity
-from streams.access.identity import AccessError
-from streams.core.errors import InvalidInput
 from streams.engine.context import redis_context
 from streams.live import capacity
 from streams.live.consumers import (
-    CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN,
-    CLOSE_UNAVAILABLE,
     LiveConsumer,
 )
 from streams.live.follow import Follow, access_guard, follow_one, live_hub
@@ -35,32 +26,16 @@ class MetricsConsumer(LiveConsumer):
     server closes (4403 for forbidden, else 1000). The read rule, the capacity limits and the
     refusals at connect are the entry socket's; a frame from the client gets an error frame."""
 
-    async def connect(self):
-        query = {k: v[-1] for k, v in parse_qs(self.scope.get("query_string", b"").decode()).items()}
+    async def admit(self, query: dict[str, str]):
         name = self.scope["url_route"]["kwargs"]["name"]
-        self.forward: asyncio.Task | None = None
-        self.admission = None
-        try:
-            ident = await identity.identify_scope(self.scope, query.get("token"))
-            follow = await follow_one(name, resume=query.get("last_event_id"), mode="start")
-            await store.check_readable(ident, [name])
-            follow.guard = access_guard(ident, follow.names)
-            ctx = await redis_context()
-            client = (self.scope.get("client") or (None,))[0]
-            self.admission = capacity.admit_follow(
-                hub=live_hub(ctx), ident=ident, client_address=client, names=follow.names
-            )
-        except AccessError as exc:
-            await self._refuse(exc.detail, 4000 + exc.status)
-            return
-        except InvalidInput as exc:
-            await self._refuse(str(exc), CLOSE_BAD_REQUEST)
-            return
-        except (RedisConnectionError, RedisTimeoutError):
-            await self.close(code=CLOSE_UNAVAILABLE)
-            return
-        await self.accept()
-        self.forward = asyncio.get_running_loop().create_task(self._forward(MetricsBoard.of(ctx), follow))
+        ident = await identity.identify_scope(self.scope, query.get("token"))
+        follow = await follow_one(name, resume=query.get("last_event_id"), mode="start")
+        await store.check_readable(ident, [name])
+        follow.guard = access_guard(ident, follow.names)
+        ctx = await redis_context()
+        client = (self.scope.get("client") or (None,))[0]
+        self.admission = capacity.admit_follow(hub=live_hub(ctx), ident=ident, client_address=client, names=follow.names)
+        return self._forward(MetricsBoard.of(ctx), follow)
 
     async def _forward(self, board, follow: Follow) -> None:
         # No Redis call here: the tracker reads the stream, and an access re-check that cannot

@@ -6,7 +6,10 @@ hub: streams/live/follow.py), turns each entry into a sample with the archive's 
 coach sees live are the ones the workout archived from the stream gets. It publishes a
 snapshot at most once a second while entries arrive. Viewers (``GET …/metrics``, the metrics
 SSE, the live pages) take a tracker from this loop's ``MetricsBoard`` and give it back; a
-tracker nobody views stays ``LINGER_S`` (a poller reuses it), then its task ends itself. The
+tracker nobody views stays ``LINGER_S`` (a reconnecting viewer reuses it), then its task ends
+itself, except after a one-shot ``GET …/metrics``: a tracker only it viewed ends before the
+answer, so the stream holds no followed-stream slot afterwards (a poller pays a catch-up from
+the stream's first entry per call; the metrics SSE is the way to watch). The
 board owns every tracker task and cancels them at shutdown (``RedisContext.close``).
 
 Chart: each tracker also keeps the last ``CHART_S`` of ride time as at most one point per
@@ -253,6 +256,15 @@ class MetricsBoard:
         if tracker.viewers == 0:
             tracker.idle_since = time.monotonic()
 
+    async def retire_if_idle(self, tracker: RideTracker) -> None:
+        """End ``tracker`` now if nobody views it (its stream is then no longer followed for
+        it); a viewer arriving meanwhile gets a new tracker."""
+        if tracker.viewers or tracker.finished:
+            return
+        tracker.finished = True  # before any await: acquire() makes a new one from here on
+        self._forget(tracker)
+        await cancel_and_wait(tracker.task)
+
     def _forget(self, tracker: RideTracker) -> None:
         if self._trackers.get(tracker.name) is tracker:
             del self._trackers[tracker.name]
@@ -268,8 +280,10 @@ class MetricsBoard:
 
 
 # --- viewers ---------------------------------------------------------------------------------
-async def current_metrics(board: MetricsBoard, name: str) -> dict:
-    """The stream's metrics now (after the catch-up); raises LookupError if it ended."""
+async def current_metrics(board: MetricsBoard, name: str, *, linger: bool = True) -> dict:
+    """The stream's metrics now (after the catch-up); raises LookupError if it ended. With
+    ``linger`` False (a one-shot read) a tracker nobody else views ends before this returns,
+    so the stream stays followed for no one."""
     tracker = board.acquire(name)
     try:
         await asyncio.shield(tracker.ready)
@@ -278,6 +292,8 @@ async def current_metrics(board: MetricsBoard, name: str) -> dict:
         return tracker.snapshot
     finally:
         board.release(tracker)
+        if not linger:
+            await board.retire_if_idle(tracker)
 
 
 class Snapshot(NamedTuple):
