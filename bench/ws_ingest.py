@@ -101,7 +101,8 @@ def main() -> None:
     from bench.sse_load import bench_token
 
     scratch = tempfile.mkdtemp(prefix="bench-ingest-")
-    env = bench_env(args.redis_url, scratch, STREAM_MAXLEN="0")  # keep every entry: all acknowledged must be stored
+    # keep every entry (all acknowledged must be stored); one token publishes it all: lift its rate
+    env = bench_env(args.redis_url, scratch, STREAM_MAXLEN="0", PUBLISH_RATE_PER_TOKEN="100000000")
     token = bench_token(env, scopes=args.scopes)
     r = redis.Redis.from_url(args.redis_url)
     r.flushdb()
