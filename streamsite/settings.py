@@ -223,6 +223,9 @@ if AUTH_CACHE_TTL_MS > 5000:
 ACCESS_RECHECK_INTERVAL_MS = env_int(env, "ACCESS_RECHECK_INTERVAL", 5000, minimum=100)
 if ACCESS_RECHECK_INTERVAL_MS > 6000:
     raise ImproperlyConfigured(f"ACCESS_RECHECK_INTERVAL={ACCESS_RECHECK_INTERVAL_MS} must be at most 6000 ms")
+# How long one Redis node may take to answer the re-check's metadata read before its streams
+# keep their last copies until the next interval (a failover): it never holds up other nodes.
+ACCESS_RECHECK_TIMEOUT_MS = env_int(env, "ACCESS_RECHECK_TIMEOUT", 1000, minimum=10)
 
 # --- Live delivery (hub, SSE, WebSocket) ---------------------------------------------------
 STREAM_HUB_KEYS_PER_READER = env_int(env, "STREAM_HUB_KEYS_PER_READER", 1000, minimum=1)

@@ -76,7 +76,9 @@ def _log(cluster: "LocalCluster", port: int):
     return handle
 
 
-def start_cluster(primaries: int = 3, timeout: float = 20) -> LocalCluster:
+def start_cluster(primaries: int = 3, timeout: float = 20, *, full_coverage: bool = True) -> LocalCluster:
+    """``full_coverage=False``: a node that fails does not stop the others from serving their
+    slots (``cluster-require-full-coverage no``), as while a dead primary waits for a replica."""
     sys.path.insert(0, str(ROOT / "scripts"))
     from local_redis import answers, find_server
 
@@ -92,7 +94,8 @@ def start_cluster(primaries: int = 3, timeout: float = 20) -> LocalCluster:
             cluster.procs.append(subprocess.Popen(
                 [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", cluster.workdir,
                  "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
-                 "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no"],
+                 "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
+                 "--cluster-require-full-coverage", "yes" if full_coverage else "no"],
                 stdout=_log(cluster, port), stderr=subprocess.STDOUT,
             ))
         deadline = time.monotonic() + timeout

@@ -126,7 +126,7 @@ class NodeMap:
         self._seed = _address(config.url)
         self._refreshed_at = float("-inf")
         self._refreshing: asyncio.Future | None = None
-        self._retired = OwnedTasks()  # nodes closing after they left the map
+        self._retired = OwnedTasks()  # nodes closing after they left the map; map reads after a per_node failure
         self._closed = False
         self.redirects = 0
 
@@ -326,6 +326,47 @@ class NodeMap:
                 for reply in item_replies:
                     if isinstance(reply, Exception):
                         raise reply
+        return results
+
+
+    async def per_node(self, keys: list[str], queue: Callable, *, timeout: float) -> list[list | BaseException]:
+        """Like ``pipelined`` for reads that may come later instead: one pipeline per node, the
+        nodes concurrently, each under its own ``timeout``, nothing retried. An item's replies,
+        or the error of its node (a ``RedisTimeoutError`` when it did not answer in time, a
+        dropped connection in a failover) or its own redirect (a reshard). One node that cannot
+        answer delays only its own items. A failed node makes the map read again (not awaited)."""
+        by_node: dict[str, list[int]] = defaultdict(list)
+        node_at: dict[str, Node] = {}
+        for i, key in enumerate(keys):
+            node = self.for_key(key)
+            node_at[node.address] = node
+            by_node[node.address].append(i)
+        results: list[list | BaseException] = [[] for _ in keys]
+        moved = False
+
+        async def on_node(node: Node, items: list[int]) -> None:
+            nonlocal moved
+            try:
+                async with asyncio.timeout(timeout):
+                    async with node.main.client() as r:
+                        replies = await _queued(r, items, queue)
+            except Exception as exc:
+                if isinstance(exc, TimeoutError):
+                    exc = RedisTimeoutError(f"redis {node.address} did not answer within {timeout:g} s")
+                elif not is_transient(exc):
+                    raise
+                moved = True
+                for i in items:
+                    results[i] = exc
+                return
+            for i, item_replies in zip(items, replies):
+                redirect = _redirected(item_replies)
+                moved = moved or redirect is not None
+                results[i] = item_replies if redirect is None else redirect
+
+        await asyncio.gather(*(on_node(node_at[a], items) for a, items in by_node.items()))
+        if moved and self.cluster and not self._closed:
+            self._own(self.recover(0))
         return results
 
 

@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.access import identity, rules
-from streams.core.aio import raise_if_cancelled, settle
+from streams.core.aio import OwnedTasks, raise_if_cancelled, settle
 from streams.core.errors import InvalidInput
 from streams.engine.context import redis_context
 from streams.live.deletions import DeletionFeed
@@ -129,12 +129,20 @@ def live_hub(ctx) -> StreamHub:
 
 
 class MetaCache:
-    """Stream metadata for access re-checks and live metrics, shared by every listener of this
-    event loop (``MetaCache.of(ctx)``): when any followed stream's copy is older than
-    ACCESS_RECHECK_INTERVAL, one pipelined read refreshes every stream in the cache (one round
-    trip per interval for the whole process, however many listeners and streams), with one
-    read in flight at a time. A write through this process drops its streams' copies
-    (``forget``), so they are read again at once."""
+    """Stream metadata (owner, visibility, FTP) for access re-checks and live metrics, one per
+    event loop (``MetaCache.of(ctx)``), shared by every listener.
+
+    - ``get`` answers from the copies it holds at once: a listener never waits for a refresh.
+      Only a stream it holds no copy of is read then (alone, and shared by concurrent askers).
+    - Its refresher re-reads exactly the streams the hub follows, once per
+      ACCESS_RECHECK_INTERVAL: one HMGET per followed stream per interval, whatever the number
+      of listeners. Each node is read under its own ACCESS_RECHECK_TIMEOUT: a node that cannot
+      answer (a primary that died, before its replica takes over) keeps its streams' last
+      copies and delays no other node's streams. (While it cannot answer, no new entry of its
+      streams can be read either.)
+    - A write through this process drops its streams' copies (``forget``): read again at once,
+      and a read in flight meanwhile does not bring the old copy back.
+    """
 
     MAX_ENTRIES = 100_000
 
@@ -144,57 +152,107 @@ class MetaCache:
 
     @classmethod
     def _made_for(cls, ctx) -> "MetaCache":
-        cache = cls()
+        def followed() -> list[str]:
+            hub = ctx.peek(StreamHub)
+            return hub.followed_names() if hub is not None else []
+
+        cache = cls(followed)
         ctx.on_streams_changed(lambda names, deleted: cache.forget(names))
+        ctx.on_close(cache.close)
         return cache
 
-    def __init__(self) -> None:
+    def __init__(self, followed: Callable[[], list[str]]) -> None:
+        self._followed = followed
         self._entries: dict[str, store.StreamMeta] = {}
-        self._asked: set[str] = set()  # names asked for since the last refresh
-        self._asked_before: set[str] = set()  # ... and in the interval before it
-        self._fetched_at = float("-inf")
-        self._pending: asyncio.Future | None = None
-        self._forgotten: set[str] = set()  # dropped while a read was in flight: not kept from it
+        self._reading: dict[str, asyncio.Future] = {}  # name -> its first read, in flight
+        self._in_flight: list[set[str]] = []  # per read in flight: names forgotten meanwhile
+        self._refresher = OwnedTasks()
+        self._closed = False
+        self.refreshes = 0  # completed refresher rounds (for tests and stats)
 
     async def get(self, names: tuple[str, ...]) -> dict[str, store.StreamMeta]:
-        """Stale copies are served while another caller refreshes them: one listener per
-        interval waits for Redis, not every listener that re-checks meanwhile."""
-        max_age = settings.ACCESS_RECHECK_INTERVAL_MS / 1000
-        self._asked.update(names)
-        while any(n not in self._entries for n in names) or time.monotonic() - self._fetched_at >= max_age:
-            if self._pending is None:
-                await self._refresh(names)
-            elif all(n in self._entries for n in names):
-                break  # a refresh is on its way: the current copy is at most one interval old
-            else:
-                await asyncio.shield(self._pending)
+        """Each stream's copy. RedisConnectionError / RedisTimeoutError when a stream with no
+        copy yet cannot be read."""
+        self._start()
+        while missing := [n for n in names if n not in self._entries]:
+            await self._read_missing(missing)
         return {n: self._entries[n] for n in names}
-
-    async def _refresh(self, names: tuple[str, ...]) -> None:
-        future = self._pending = asyncio.get_running_loop().create_future()
-        try:
-            await settle(future, self._read(names))
-        finally:
-            self._pending = None
-
-    async def _read(self, names: tuple[str, ...]) -> None:
-        started = time.monotonic()
-        # Every stream asked about in the last two intervals is read again (so a name is never
-        # missing for a listener that asked recently); the others drop out.
-        keep = self._asked | self._asked_before | set(names)
-        self._asked_before, self._asked = self._asked, set()
-        self._forgotten = set()
-        entries = await store.stream_meta(names=list(keep)[: self.MAX_ENTRIES])
-        for name in self._forgotten:  # written meanwhile: this copy may be older than the write
-            entries.pop(name, None)
-        self._entries = entries
-        self._fetched_at = started
 
     def forget(self, names: list[str]) -> None:
         for name in names:
             self._entries.pop(name, None)
-        self._forgotten.update(names)
+        for forgotten in self._in_flight:
+            forgotten.update(names)
 
+    async def close(self) -> None:
+        self._closed = True
+        await self._refresher.cancel()
+
+    # --- reading ---------------------------------------------------------------------------
+    def _start(self) -> None:
+        if not self._closed and not len(self._refresher):
+            self._refresher.start(self._refresh_forever(), name="stream metadata refresher")
+
+    async def _read_missing(self, names: list[str]) -> None:
+        """Read ``names`` (those another caller is not already reading), then wait for all. (A
+        name forgotten meanwhile is still missing: ``get`` asks again.)"""
+        mine = [n for n in names if n not in self._reading]
+        if mine:
+            future = asyncio.get_running_loop().create_future()
+            for name in mine:
+                self._reading[name] = future
+            try:
+                await settle(future, self._read(mine, keep_old=False))
+            finally:
+                for name in mine:
+                    if self._reading.get(name) is future:
+                        del self._reading[name]
+        for name in names:
+            while name not in self._entries and name in self._reading:
+                await asyncio.shield(self._reading[name])
+
+    async def _read(self, names: list[str], *, keep_old: bool) -> None:
+        """Read ``names`` and keep what came back. An unreadable stream keeps its old copy
+        (``keep_old``) or raises its node's error."""
+        timeout = settings.ACCESS_RECHECK_TIMEOUT_MS / 1000
+        forgotten: set[str] = set()
+        self._in_flight.append(forgotten)
+        try:
+            read = await store.stream_meta_each(names=names, timeout=timeout)
+        finally:
+            self._in_flight.remove(forgotten)
+        error = None
+        for name, meta in read.items():
+            if name in forgotten:  # written meanwhile: this copy may be older than the write
+                continue
+            if isinstance(meta, BaseException):
+                error = error or meta
+            else:
+                self._entries[name] = meta
+        if error is not None and not keep_old:
+            raise error
+        if error is not None:
+            _postponed(tuple(n for n, m in read.items() if isinstance(m, BaseException)), error)
+
+    async def _refresh_forever(self) -> None:
+        interval = settings.ACCESS_RECHECK_INTERVAL_MS / 1000
+        while True:
+            started = time.monotonic()
+            try:
+                await self._refresh()
+            except Exception:
+                log.exception("stream metadata refresh failed; the last copies stay in use")
+            self.refreshes += 1
+            await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
+
+    async def _refresh(self) -> None:
+        followed = self._followed()[: self.MAX_ENTRIES]
+        if followed:
+            await self._read(followed, keep_old=True)
+        # The streams nobody follows any more drop out (a one-shot reader reads its own again).
+        keep = set(followed)
+        for name in [n for n in self._entries if n not in keep]:
+            del self._entries[name]
 
 
 POSTPONED_LOG_EVERY_S = 10.0

@@ -330,6 +330,10 @@ class StreamHub:
         """How many streams the readers read (O(1), unlike ``stats()``)."""
         return len(self._reader_of)
 
+    def followed_names(self) -> list[str]:
+        """The streams at least one listener follows now."""
+        return list(self._subs)
+
     def reads(self, name: str) -> bool:
         """Whether a reader already reads ``name`` (a new listener of it adds no key)."""
         return name in self._reader_of or name in self._joining

@@ -317,6 +317,27 @@ async def stream_meta(*, names: list[str]) -> dict[str, StreamMeta]:
     return {name: _meta_from(values) for name, values in zip(names, replies)}
 
 
+@timed("stream_meta_each")
+async def stream_meta_each(*, names: list[str], timeout: float) -> dict[str, StreamMeta | BaseException]:
+    """``stream_meta`` for a reader that can wait for another try: one pipeline per node, each
+    under ``timeout``; a stream whose node failed or did not answer in time (a failover) maps
+    to that error instead of holding up the others."""
+    if not names:
+        return {}
+    ctx = await redis_context()
+    keys = [key_layout(ctx.config).stream_keys(name) for name in names]
+    replies = await ctx.nodes.per_node(
+        [k.stream for k in keys], lambda pipe, i: pipe.hmget(keys[i].meta, META_FIELDS), timeout=timeout
+    )
+    return {name: _meta_or_error(reply) for name, reply in zip(names, replies)}
+
+
+def _meta_or_error(reply: list | BaseException) -> StreamMeta | BaseException:
+    if isinstance(reply, BaseException):
+        return reply
+    (values,) = reply
+    return values if isinstance(values, BaseException) else _meta_from(values)
+
 async def check_readable(ident: identity.Identity, names: list[str]) -> None:
     """AccessError (404) naming the first stream the caller may not read (one round trip for
     all): the read rule of the API, the live SSE and the pages."""
