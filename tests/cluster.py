@@ -76,6 +76,13 @@ def _log(cluster: "LocalCluster", port: int):
     return handle
 
 
+def _complete(info: dict, primaries: int) -> bool:
+    """This node knows every node and every slot's owner. (``cluster_state:ok`` alone does not
+    say so without full coverage: a node that has not heard of a peer's slots yet is "ok".)"""
+    return (info["cluster_state"] == "ok" and int(info["cluster_slots_assigned"]) == SLOTS
+            and int(info["cluster_known_nodes"]) >= primaries)
+
+
 def start_cluster(primaries: int = 3, timeout: float = 20, *, full_coverage: bool = True) -> LocalCluster:
     """``full_coverage=False``: a node that fails does not stop the others from serving their
     slots (``cluster-require-full-coverage no``), as while a dead primary waits for a replica."""
@@ -111,7 +118,7 @@ def start_cluster(primaries: int = 3, timeout: float = 20, *, full_coverage: boo
             client.execute_command("CLUSTER ADDSLOTS", *range(i * share, last + 1))
             if i:
                 client.execute_command("CLUSTER MEET", "127.0.0.1", cluster.ports[0])
-        while not all(c.cluster("INFO")["cluster_state"] == "ok" for c in clients):
+        while not all(_complete(c.cluster("INFO"), primaries) for c in clients):
             assert time.monotonic() < deadline, "the local cluster did not reach cluster_state:ok"
             time.sleep(0.1)
         for client in clients:
