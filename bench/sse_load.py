@@ -6,11 +6,15 @@ spread evenly over M streams), publishes for D seconds at R events/s straight in
 reports: connect time, delivered / expected, entries skipped or repeated per listener (each
 entry carries its stream's sequence number), delivery latency p50/p95/p99 (publish → client
 receipt, same clock), server RSS (before, with idle listeners, at the end), and the Redis
-connections the server holds (from CLIENT LIST). Prints one JSON line per run.
+connections the server holds (from CLIENT LIST); on a cluster, the HMGETs its nodes served per
+second while publishing (``hmget_per_s``: the access re-check's metadata reads), and with
+``--kill-primary-at`` the latencies of the healthy and the dead shard's streams from the kill
+on. Prints one JSON line per run.
 
     .venv/bin/python bench/sse_load.py --listeners 1000 --streams 100 --rate 1000 --duration 20
     .venv/bin/python bench/sse_load.py --server uvicorn --cluster --workers 2 --listeners 10000 --streams 1000
     .venv/bin/python bench/sse_load.py --server uvicorn --cluster --reshard-at 5 --listeners 2000 --streams 100
+    .venv/bin/python bench/sse_load.py --server uvicorn --cluster --replicas --kill-primary-at 8 --listeners 500 --rate 200 --duration 25
     .venv/bin/python bench/sse_load.py --listeners 1000 --rate 1000 --workout-mib 32   # + a big workout POST
     .venv/bin/python bench/sse_load.py --server uvicorn --transport ws --clients 4 --listeners 19000 --streams 1000
 
@@ -75,7 +79,8 @@ def free_port() -> int:
 
 
 class Listener:
-    __slots__ = ("stream", "received", "latencies", "connected", "ended", "writer", "expect", "gaps", "repeats")
+    __slots__ = ("stream", "received", "latencies", "published", "connected", "ended", "writer", "expect", "gaps",
+                 "repeats")
 
     def __init__(self, stream: str) -> None:
         self.stream = stream
@@ -84,6 +89,7 @@ class Listener:
         self.repeats = 0  # entries seen twice or out of order
         self.received = 0
         self.latencies: list[float] = []
+        self.published: list[float] = []  # each delivery's publish time (epoch ms), for --kill-primary-at
         self.connected = False
         self.ended = False
         self.writer = None
@@ -127,7 +133,9 @@ def record(listener: Listener, payload: bytes) -> None:
     i = payload.find(MARKER)
     if i >= 0:
         j = payload.index(b'"', i + len(MARKER))
-        listener.latencies.append(time.time() * 1000 - float(payload[i + len(MARKER) : j]))
+        published = float(payload[i + len(MARKER) : j])
+        listener.latencies.append(time.time() * 1000 - published)
+        listener.published.append(published)
         listener.received += 1
         k = payload.find(SEQ)
         if k >= 0:
@@ -205,10 +213,13 @@ def redis_client(url: str, cluster: bool, *, sync: bool = False):
     return (redis.Redis if sync else aioredis.Redis).from_url(url, decode_responses=True)
 
 
-async def publish(url: str, streams: list[str], rate: int, duration: float, cluster: bool) -> dict[str, int]:
+async def publish(url: str, streams: list[str], rate: int, duration: float, cluster: bool,
+                  failed: list[int] | None = None) -> dict[str, int]:
     """``rate`` entries/s for ``duration`` s, paced by the clock: a late tick publishes what is
     due so far (a fixed amount per tick under-published whenever the process was busy). On a
-    cluster redis-py splits each pipeline per node."""
+    cluster redis-py splits each pipeline per node. ``failed`` (a one-item counter): an entry
+    Redis does not acknowledge (a dead primary) is counted there and its stream's number is
+    used again, instead of raising. (A stream appears at most once per tick at these rates.)"""
     r = redis_client(url, cluster)
     sent = dict.fromkeys(streams, 0)
     tick = 0.01
@@ -220,12 +231,24 @@ async def publish(url: str, streams: list[str], rate: int, duration: float, clus
             if n > 0:
                 async with r.pipeline(transaction=False) as pipe:
                     ts = f"{time.time() * 1000:.3f}"
+                    names = []
                     for _ in range(n):
                         name = streams[total % len(streams)]
                         total += 1
                         pipe.xadd(LAYOUT.stream(name), {"ts": ts, "n": str(sent[name]), "power": "200"})
                         sent[name] += 1
-                    await pipe.execute()
+                        names.append(name)
+                    if failed is None:
+                        await pipe.execute()
+                    else:
+                        try:
+                            results = await pipe.execute(raise_on_error=False)
+                        except (redis.RedisError, OSError) as exc:
+                            results = [exc] * len(names)
+                        for name, result in zip(names, results):
+                            if isinstance(result, Exception):
+                                sent[name] -= 1
+                                failed[0] += 1
             await asyncio.sleep(tick)
     finally:
         await r.aclose()
@@ -254,6 +277,48 @@ async def reshard_later(cluster, delay: float) -> dict:
     took = await asyncio.to_thread(move_all)
     return {"reshard_slots": len(took), "reshard_s": round(time.monotonic() - started, 2),
             "reshard_slot_max_s": round(max(took), 3)}
+
+
+def node_port(proc: subprocess.Popen) -> int:
+    return int(proc.args[proc.args.index("--port") + 1])
+
+
+def live_nodes(cluster) -> list[int]:
+    """Every cluster node still running: primaries, replicas (one promoted after a kill)."""
+    return [node_port(p) for p in cluster.procs if p.poll() is None]
+
+
+def hmget_calls(ports: list[int]) -> int:
+    """HMGETs served by these nodes (INFO commandstats): the access re-check's metadata reads
+    (the publisher sends only XADD)."""
+    total = 0
+    for port in ports:
+        with redis.Redis(port=port, decode_responses=True) as r:
+            total += r.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0)
+    return total
+
+
+async def kill_primary_later(cluster, victim: int, replica: int | None, delay: float, hmget: dict) -> dict:
+    """After ``delay`` s, SIGKILL the primary ``victim`` (the steady window of ``hmget`` ends
+    just before), then wait until its replica is promoted by the cluster itself."""
+    await asyncio.sleep(delay)
+    hmget["calls_end"] = await asyncio.to_thread(hmget_calls, live_nodes(cluster))
+    hmget["end"] = time.monotonic()
+    killed_at = time.time() * 1000
+    next(p for p in cluster.procs if node_port(p) == victim).kill()
+    promoted = None
+    while replica is not None and promoted is None and time.time() * 1000 - killed_at < 30_000:
+        await asyncio.sleep(0.05)
+        with redis.Redis(port=replica, decode_responses=True) as r:
+            if (await asyncio.to_thread(r.info, "replication"))["role"] == "master":
+                promoted = round(time.time() - killed_at / 1000, 2)
+    return {"killed_at_ms": killed_at, "killed_port": victim, "promoted_after_s": promoted}
+
+
+def latency_summary(values) -> dict:
+    values = sorted(values)
+    return {"n": len(values), "p50_ms": pct(values, 0.50), "p95_ms": pct(values, 0.95), "p99_ms": pct(values, 0.99),
+            "max_ms": round(values[-1], 2) if values else None}
 
 
 def workout_body(mib: float) -> bytes:
@@ -322,9 +387,12 @@ async def run(args) -> dict:
     cluster = None
     if args.cluster:
         sys.path.insert(0, str(ROOT))
-        from tests.cluster import start_cluster
+        from tests.cluster import add_replica, start_cluster
 
-        cluster = start_cluster()
+        # With a kill, the surviving primaries go on serving while the dead one's slots wait
+        # for its replica (cluster-require-full-coverage no), as in tests/streams/test_failover.py.
+        cluster = start_cluster(full_coverage=args.kill_primary_at is None)
+        replicas = {port: add_replica(cluster, port) for port in list(cluster.ports)} if args.replicas else {}
         args.redis_url = env["REDIS_URL"] = cluster.urls[0]
     sync_r = redis_client(args.redis_url, bool(cluster), sync=True)
     if cluster:
@@ -384,14 +452,40 @@ async def run(args) -> dict:
         resharding = None
         if args.reshard_at is not None:
             resharding = asyncio.create_task(reshard_later(cluster, args.reshard_at))
-        sent = await publish(args.redis_url, streams, args.rate, args.duration, bool(cluster))
+        hmget = {"calls_start": await asyncio.to_thread(hmget_calls, live_nodes(cluster)) if cluster else 0,
+                 "start": time.monotonic()}
+        killing, dead, failed = None, set(), [0]
+        if args.kill_primary_at is not None:
+            from tests.cluster import owner_of
+
+            owners = [owner_of(cluster, LAYOUT.slot(b)) for b in range(LAYOUT.buckets)]
+            victim = next(o for o in owners if o != cluster.ports[0])  # not the server's seed node
+            dead = {i for i, s in enumerate(streams) if owners[LAYOUT.bucket(s)] == victim}
+            killing = asyncio.create_task(kill_primary_later(
+                cluster, victim, replicas.get(victim), args.kill_primary_at, hmget))
+            # Two publishers, so the dead node's failures and retries never delay the healthy ones.
+            groups = [[s for i, s in enumerate(streams) if (i in dead) == d] for d in (True, False)]
+            sent = {}
+            for part in await asyncio.gather(*(publish(args.redis_url, g, args.rate * len(g) / len(streams),
+                                                       args.duration, True, failed) for g in groups)):
+                sent.update(part)
+        else:
+            sent = await publish(args.redis_url, streams, args.rate, args.duration, bool(cluster))
+        killed = await killing if killing is not None else {}
+        if cluster and "end" not in hmget:
+            hmget["calls_end"] = await asyncio.to_thread(hmget_calls, live_nodes(cluster))
+            hmget["end"] = time.monotonic()
         resharded = await resharding if resharding is not None else {}
         workout_result = await workout if workout is not None else {}
         await asyncio.sleep(args.drain)
         rss_end = tree_rss_kb(server.pid)
         pids = {f":{p}" for p in process_tree(server.pid)}
-        listed = ([c for node in sync_r.get_primaries() for c in sync_r.client_list(target_nodes=node)]
-                  if cluster else sync_r.client_list())
+        listed = []
+        for node in live_nodes(cluster) if cluster else []:
+            with redis.Redis(port=node, decode_responses=True) as r:
+                listed += r.client_list()
+        if not cluster:
+            listed = sync_r.client_list()
         redis_clients = [c for c in listed if any(c.get("name", "").endswith(p) for p in pids)]
         per_process: dict[str, int] = {}
         for c in redis_clients:
@@ -406,11 +500,26 @@ async def run(args) -> dict:
             gaps += report["gaps"]
             repeats += report["repeats"]
             await client.wait()
-        latencies = array("d")
+        triples = array("d")  # (stream index, published at (epoch ms), latency ms) per delivery
         for j in range(args.clients):
             with open(f"{latency_dir.name}/{j}", "rb") as file:
-                latencies.frombytes(file.read())
-        latencies = sorted(latencies)
+                triples.frombytes(file.read())
+        latencies = sorted(triples[2::3])
+        split = {}
+        if killed:  # from the kill to the end, by where the stream lives
+            windows = {"healthy_before_kill": [], "healthy_after_kill": [], "dead_after_kill": []}
+            for index, published, latency in zip(triples[0::3], triples[1::3], triples[2::3]):
+                if published < killed["killed_at_ms"]:
+                    if index not in dead:
+                        windows["healthy_before_kill"].append(latency)
+                else:
+                    windows["dead_after_kill" if index in dead else "healthy_after_kill"].append(latency)
+            split = {k: latency_summary(v) for k, v in windows.items()}
+            split.update(killed, dead_streams=len(dead), unacked=failed[0])
+        if cluster:
+            window = hmget["end"] - hmget["start"]
+            split.update(hmget_per_s=round((hmget["calls_end"] - hmget["calls_start"]) / window, 1),
+                         hmget_window_s=round(window, 1))
         expected = sum(sent[streams[i % len(streams)]] for i in range(args.listeners))
         idle_listeners = max(1, counts[0])
         return {
@@ -420,7 +529,7 @@ async def run(args) -> dict:
             "connected": counts[0], "failed": counts[1], "connect_s": round(connect_s, 2),
             "published": sum(sent.values()), "expected": expected, "delivered": delivered,
             "delivered_pct": round(100 * delivered / expected, 2) if expected else None,
-            "gaps": gaps, "repeats": repeats, **resharded,
+            "gaps": gaps, "repeats": repeats, **resharded, **split,
             "deliveries_per_s": round(delivered / args.duration),
             "p50_ms": pct(latencies, 0.50), "p95_ms": pct(latencies, 0.95), "p99_ms": pct(latencies, 0.99),
             "max_ms": round(latencies[-1], 2) if latencies else None, **workout_result,
@@ -479,7 +588,8 @@ async def client(args) -> None:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     with open(args.latency_file, "wb") as file:
-        array("d", (x for lst in listeners for x in lst.latencies)).tofile(file)
+        array("d", (x for lst in listeners for published, latency in zip(lst.published, lst.latencies)
+                    for x in (int(lst.stream[5:]), published, latency))).tofile(file)
     print(json.dumps({"received": sum(lst.received for lst in listeners), "gaps": sum(lst.gaps for lst in listeners),
                       "repeats": sum(lst.repeats for lst in listeners)}), flush=True)
 
@@ -496,6 +606,10 @@ def main() -> None:
     p.add_argument("--cluster", action="store_true", help="start a local 3-primary Redis Cluster and serve from it")
     p.add_argument("--reshard-at", type=float, help="with --cluster: after this many seconds of publishing, move "
                    "every bucket's slot to another primary (live)")
+    p.add_argument("--replicas", action="store_true", help="with --cluster: one replica per primary")
+    p.add_argument("--kill-primary-at", type=float, help="with --cluster: after this many seconds of publishing, "
+                   "SIGKILL the primary of some buckets (its replica, with --replicas, is promoted by the cluster) "
+                   "and report latencies of the healthy and the dead shard's streams from the kill on")
     p.add_argument("--server", choices=["daphne", "uvicorn", "uvicorn-plain"], default="daphne")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     p.add_argument("--workout-mib", type=float, default=0, help="POST a workout this big a third of the way in")
@@ -512,8 +626,8 @@ def main() -> None:
     p.add_argument("--source", help=argparse.SUPPRESS)
     p.add_argument("--latency-file", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.reshard_at is not None and not args.cluster:
-        p.error("--reshard-at needs --cluster")
+    if not args.cluster and (args.reshard_at is not None or args.kill_primary_at is not None or args.replicas):
+        p.error("--reshard-at, --replicas and --kill-primary-at need --cluster")
     if args.client:
         asyncio.run(client(args))
         return
