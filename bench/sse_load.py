@@ -507,13 +507,21 @@ async def run(args) -> dict:
         latencies = sorted(triples[2::3])
         split = {}
         if killed:  # from the kill to the end, by where the stream lives
-            windows = {"healthy_before_kill": [], "healthy_after_kill": [], "dead_after_kill": []}
+            # (A dead shard's entry counts from the publisher's first attempt, which waits in
+            # redis-py's retries until the promotion; "after promotion": attempted after it.)
+            promoted_at = killed["killed_at_ms"] + 1000 * (killed["promoted_after_s"] or float("inf"))
+            windows = {"healthy_before_kill": [], "healthy_after_kill": [], "dead_after_kill": [],
+                       "dead_after_promotion": []}
             for index, published, latency in zip(triples[0::3], triples[1::3], triples[2::3]):
                 if published < killed["killed_at_ms"]:
                     if index not in dead:
                         windows["healthy_before_kill"].append(latency)
+                elif index not in dead:
+                    windows["healthy_after_kill"].append(latency)
                 else:
-                    windows["dead_after_kill" if index in dead else "healthy_after_kill"].append(latency)
+                    windows["dead_after_kill"].append(latency)
+                    if published >= promoted_at:
+                        windows["dead_after_promotion"].append(latency)
             split = {k: latency_summary(v) for k, v in windows.items()}
             split.update(killed, dead_streams=len(dead), unacked=failed[0])
         if cluster:
