@@ -217,9 +217,10 @@ async def publish(url: str, streams: list[str], rate: int, duration: float, clus
                   failed: list[int] | None = None) -> dict[str, int]:
     """``rate`` entries/s for ``duration`` s, paced by the clock: a late tick publishes what is
     due so far (a fixed amount per tick under-published whenever the process was busy). On a
-    cluster redis-py splits each pipeline per node. ``failed`` (a one-item counter): an entry
-    Redis does not acknowledge (a dead primary) is counted there and its stream's number is
-    used again, instead of raising. (A stream appears at most once per tick at these rates.)"""
+    cluster redis-py splits each pipeline per node. ``failed`` ([count, first ack after a
+    failure (epoch ms)]): an entry Redis does not acknowledge (a dead primary) is counted there
+    and its stream's number is used again, instead of raising. (A stream appears at most once
+    per tick at these rates.)"""
     r = redis_client(url, cluster)
     sent = dict.fromkeys(streams, 0)
     tick = 0.01
@@ -249,6 +250,8 @@ async def publish(url: str, streams: list[str], rate: int, duration: float, clus
                             if isinstance(result, Exception):
                                 sent[name] -= 1
                                 failed[0] += 1
+                        if failed[0] and failed[1] is None and not any(isinstance(x, Exception) for x in results):
+                            failed[1] = time.time() * 1000
             await asyncio.sleep(tick)
     finally:
         await r.aclose()
@@ -454,7 +457,7 @@ async def run(args) -> dict:
             resharding = asyncio.create_task(reshard_later(cluster, args.reshard_at))
         hmget = {"calls_start": await asyncio.to_thread(hmget_calls, live_nodes(cluster)) if cluster else 0,
                  "start": time.monotonic()}
-        killing, dead, failed = None, set(), [0]
+        killing, dead, failed = None, set(), [[0, None], [0, None]]  # per publisher: the dead shard's, the others'
         if args.kill_primary_at is not None:
             from tests.cluster import owner_of
 
@@ -467,7 +470,7 @@ async def run(args) -> dict:
             groups = [[s for i, s in enumerate(streams) if (i in dead) == d] for d in (True, False)]
             sent = {}
             for part in await asyncio.gather(*(publish(args.redis_url, g, args.rate * len(g) / len(streams),
-                                                       args.duration, True, failed) for g in groups)):
+                                                       args.duration, True, f) for g, f in zip(groups, failed))):
                 sent.update(part)
         else:
             sent = await publish(args.redis_url, streams, args.rate, args.duration, bool(cluster))
@@ -523,7 +526,12 @@ async def run(args) -> dict:
                     if published >= promoted_at:
                         windows["dead_after_promotion"].append(latency)
             split = {k: latency_summary(v) for k, v in windows.items()}
-            split.update(killed, dead_streams=len(dead), unacked=failed[0])
+            # When the dead shard's publisher had an ack again, and its listeners an entry again.
+            resumed = min((p + lat for i, p, lat in zip(triples[0::3], triples[1::3], triples[2::3])
+                           if i in dead and p >= killed["killed_at_ms"]), default=None)
+            since_kill = {k: round((at - killed["killed_at_ms"]) / 1000, 2) if at else None
+                          for k, at in (("dead_first_ack_after_s", failed[0][1]), ("dead_resumed_after_s", resumed))}
+            split.update(killed, **since_kill, dead_streams=len(dead), unacked=failed[0][0] + failed[1][0])
         if cluster:
             window = hmget["end"] - hmget["start"]
             split.update(hmget_per_s=round((hmget["calls_end"] - hmget["calls_start"]) / window, 1),
