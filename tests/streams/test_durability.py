@@ -11,12 +11,14 @@ import pytest
 import redis.asyncio as aioredis
 from channels.testing import WebsocketCommunicator
 from django.test import AsyncClient
+from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from monitoring.checks import snapshot
 from streams.core.instruments import PUBLISHES_UNREPLICATED
-from streams.engine.context import close_redis_context
+from streams.engine.context import close_redis_context, redis_context
 from streams.store import services as store
+from tests.cluster import add_replica, owner_of, start_cluster
 from tests.helpers import bearer, key, user_with_token
 from tests.replication import replicated_pair
 
@@ -158,6 +160,52 @@ async def test_a_failover_after_the_link_is_cut_loses_acknowledged_entries_only_
     else:  # the loss PUBLISH_DURABILITY=replicated prevents: what was acknowledged after the
         # cut (less the last acknowledgements each rider had on its way as the link went)
         assert lost and len(lost) >= len(acked_after_cut) - len(streams)
+
+
+@pytest.fixture
+def cluster_one_replica():
+    """A 3-primary cluster of this test's own where only the first primary has a replica."""
+    try:
+        cluster = start_cluster()
+    except RuntimeError as exc:
+        pytest.skip(f"cannot start a local Redis Cluster: {exc}")
+    try:
+        add_replica(cluster, cluster.ports[0])
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def test_on_a_cluster_each_primary_waits_for_its_own_replica(cluster_one_replica, settings):
+    cluster = cluster_one_replica
+    await close_redis_context()
+    settings.REDIS = replace(settings.REDIS, url=cluster.urls[0], cluster="auto",
+                             publish_durability="replicated", publish_replica_timeout_ms=300)
+    try:
+        names = [f"ride-{i}" for i in range(200)]
+        on_replicated = next(n for n in names if owner_of(cluster, key_slot(key(n).encode())) == cluster.ports[0])
+        elsewhere = next(n for n in names if owner_of(cluster, key_slot(key(n).encode())) != cluster.ports[0])
+        await redis_context()  # the map and pools first: only the publishes are timed
+        (replicated, fast), (alone, slow) = await asyncio.gather(
+            _timed(store.stream_publish(name=on_replicated, entries=[{"x": "1"}])),
+            _timed(store.stream_publish(name=elsewhere, entries=[{"x": "1"}])),
+        )
+        assert isinstance(replicated, list) and len(replicated) == 1, replicated
+        assert isinstance(alone, store.PublishNotReplicated) and len(alone.ids) == 1, alone
+        # Each node's pipeline waits for its own replicas: the replicated one is not held up.
+        assert fast < 0.3 <= slow, (fast, slow)
+    finally:
+        await close_redis_context()
+
+
+async def _timed(coro) -> tuple[object, float]:
+    """(result or exception, seconds)."""
+    started = asyncio.get_running_loop().time()
+    try:
+        result = await coro
+    except Exception as exc:
+        result = exc
+    return result, asyncio.get_running_loop().time() - started
 
 
 async def _primary_range(pair, name: str) -> list:
