@@ -133,7 +133,7 @@ def _publish_durability(ctx) -> dict:
         "mode": ctx.config.publish_durability,
         "replica_timeout_ms": ctx.config.publish_replica_timeout_ms,
         "pipelines": sum(b.batches for b in batchers),
-        "pipelines_unreplicated": sum(b.waits_short for b in batchers),
+        "pipelines_unreplicated": sum(b.batches_unreplicated for b in batchers),
         "publishes_unreplicated": sum(b.calls_unreplicated for b in batchers),
     }
 

@@ -70,7 +70,7 @@ class ScriptBatcher:
         self._closed: str | None = None  # why calls are refused, once closed
         self.batches = 0  # pipelines sent (observable by tests)
         self.calls = 0
-        self.waits_short = 0  # pipelines whose WAIT found no replica in time
+        self.batches_unreplicated = 0  # pipelines whose WAIT found no replica in time
         self.calls_unreplicated = 0
 
     async def call(self, script, keys: list[str], args: list[str]):
@@ -97,21 +97,24 @@ class ScriptBatcher:
             self.batches += 1
             self.calls += len(batch)
             short = acked is not None and acked < 1
-            self.waits_short += int(short)
+            self.batches_unreplicated += int(short)
             for (*_, future), reply in zip(batch, replies, strict=True):
-                if isinstance(reply, Exception):
-                    outcome = reply
-                elif short:
-                    outcome = NotReplicated(reply, timeout_ms=self._replica_wait_ms)
-                    self.calls_unreplicated += 1
-                else:
-                    outcome = None
+                error = self._error(reply, short)
                 if future.done():
                     continue  # the caller was cancelled; the write happened all the same
-                if outcome is None:
+                if error is None:
                     future.set_result(reply)
                 else:
-                    future.set_exception(outcome)
+                    future.set_exception(error)
+
+    def _error(self, reply, short: bool) -> BaseException | None:
+        """What a call's caller gets instead of its reply, if anything."""
+        if isinstance(reply, Exception):
+            return reply
+        if short:  # it ran, but no replica confirmed the pipeline
+            self.calls_unreplicated += 1
+            return NotReplicated(reply, timeout_ms=self._replica_wait_ms)
+        return None
 
     async def _send(self, batch) -> tuple[list, int | None]:
         """The calls' replies, and how many replicas confirmed them (None: not asked)."""

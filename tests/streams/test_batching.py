@@ -55,7 +55,7 @@ async def test_a_pipeline_no_replica_confirmed_fails_each_answered_call_with_its
     )
     assert isinstance(ran, NotReplicated) and ran.reply == 7 and ran.timeout_ms == 50
     assert isinstance(failed, ResponseError) and "refused" in str(failed)
-    assert (batcher.batches, batcher.waits_short, batcher.calls_unreplicated) == (1, 1, 1)
+    assert (batcher.batches, batcher.batches_unreplicated, batcher.calls_unreplicated) == (1, 1, 1)
     await batcher.close()
 
 
