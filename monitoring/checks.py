@@ -119,8 +119,22 @@ async def snapshot() -> dict:
         "capacity": capacity_stats(hub),
         "live_metrics": board.stats() if (board := ctx.peek(MetricsBoard)) else MetricsBoard.EMPTY,
         "registry": registry,
+        "publish_durability": _publish_durability(ctx),
         "operations": [op.as_dict() for op in operation_timings().snapshot()],
         "gc": _gc(),
+    }
+
+
+def _publish_durability(ctx) -> dict:
+    """PUBLISH_DURABILITY and, over this process's nodes, the publish pipelines sent, those whose
+    WAIT found no replica in time, and the publishes answered "not replicated" (503)."""
+    batchers = [node.publishes for node in ctx.nodes.nodes()]
+    return {
+        "mode": ctx.config.publish_durability,
+        "replica_timeout_ms": ctx.config.publish_replica_timeout_ms,
+        "pipelines": sum(b.batches for b in batchers),
+        "pipelines_unreplicated": sum(b.batches_unreplicated for b in batchers),
+        "publishes_unreplicated": sum(b.calls_unreplicated for b in batchers),
     }
 
 

@@ -19,7 +19,7 @@ from streams.api import router as streams_router
 from streams.core.errors import InvalidInput
 from streams.core.offload import OffloadUnavailable
 from streams.engine.pool import PoolExhaustedError
-from streams.store.services import StorageFull
+from streams.store.services import PublishNotReplicated, StorageFull
 from streamsite.server.limits import human_size
 from workouts.api import router as workouts_router
 from workouts.rides.api import router as rides_router
@@ -110,6 +110,13 @@ def on_storage_full(request, exc):
     if isinstance(exc, OutOfMemoryError):
         log.warning("redis refused a write at its memory limit on %s: %s", request.path, exc)
     return _detail(request, 503, StorageFull.DETAIL)
+
+
+@api.exception_handler(PublishNotReplicated)
+def on_not_replicated(request, exc: PublishNotReplicated):
+    """PUBLISH_DURABILITY=replicated: written on the primary, not confirmed by a replica in time.
+    No Retry-After: the entries exist, a blind retry would store them twice."""
+    return api.create_response(request, {"detail": exc.detail, "ids": exc.ids}, status=503)
 
 
 @api.exception_handler(OffloadUnavailable)

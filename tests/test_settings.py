@@ -18,6 +18,7 @@ REDIS_VARS = [
     "REDIS_BLOCKING_POOL_MAX", "REDIS_BLOCKING_POOL_ACQUIRE_TIMEOUT",
     "REDIS_BLOCKING_POOL_IDLE_TIMEOUT", "REDIS_REGISTRY_REFRESH_INTERVAL",
     "REDIS_REGISTRY_CACHE_EXPIRY", "STREAM_KEY_PREFIX", "STREAM_MAXLEN", "REDIS_CLUSTER", "REDIS_CLUSTER_NODES",
+    "PUBLISH_DURABILITY", "PUBLISH_REPLICA_TIMEOUT_MS",
 ]
 
 
@@ -51,6 +52,16 @@ def test_values_are_read(clean_env):
     assert c.cluster == "false" and c.cluster_nodes == ("10.0.0.5:6379", "redis-2:7000")
 
 
+def test_publish_durability_is_primary_unless_replicated_is_asked(clean_env):
+    c = load_redis_config(environ.Env())
+    assert (c.publish_durability, c.publish_replica_timeout_ms, c.replica_wait_ms) == ("primary", 1000, None)
+    clean_env.setenv("PUBLISH_DURABILITY", "Replicated")
+    clean_env.setenv("PUBLISH_REPLICA_TIMEOUT_MS", "4000")
+    c = load_redis_config(environ.Env())
+    assert (c.publish_durability, c.replica_wait_ms) == ("replicated", 4000)
+    assert c.summary()["publish_durability"] == "replicated"
+
+
 @pytest.mark.parametrize(
     "var,value,needle",
     [
@@ -65,6 +76,10 @@ def test_values_are_read(clean_env):
         ("REDIS_CLUSTER", "maybe", "REDIS_CLUSTER='maybe' must be one of auto, true, false"),
         ("REDIS_CLUSTER_NODES", "10.0.0.5", "REDIS_CLUSTER_NODES: '10.0.0.5' is not host:port"),
         ("REDIS_CLUSTER_NODES", "a:1,b:99999", "REDIS_CLUSTER_NODES: 'b:99999' is not host:port"),
+        ("PUBLISH_DURABILITY", "sync", "PUBLISH_DURABILITY='sync' must be one of primary, replicated"),
+        ("PUBLISH_REPLICA_TIMEOUT_MS", "0", "PUBLISH_REPLICA_TIMEOUT_MS='0' must be >= 1"),
+        ("PUBLISH_REPLICA_TIMEOUT_MS", "4001", "PUBLISH_REPLICA_TIMEOUT_MS='4001' must be <= 4000"),
+        ("PUBLISH_REPLICA_TIMEOUT_MS", "1s", "PUBLISH_REPLICA_TIMEOUT_MS='1s' is not a valid integer"),
     ],
 )
 def test_bad_values_name_the_variable(clean_env, var, value, needle):
@@ -95,6 +110,8 @@ BAD_ENVIRONMENTS = [
     ({"GC_DEEP_COLLECT_INTERVAL": "-1"}, "GC_DEEP_COLLECT_INTERVAL='-1' must be >= 0"),
     ({"OFFLOAD_PROCESSES": "0"}, "OFFLOAD_PROCESSES='0' must be >= 1"),
     ({"OFFLOAD_NICE": "20"}, "OFFLOAD_NICE=20 must be between 0 and 19"),
+    ({"PUBLISH_DURABILITY": "all"}, "PUBLISH_DURABILITY='all' must be one of primary, replicated"),
+    ({"PUBLISH_REPLICA_TIMEOUT_MS": "5000"}, "PUBLISH_REPLICA_TIMEOUT_MS='5000' must be <= 4000"),
 ]
 
 

@@ -16,7 +16,7 @@ TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 
 
-def env_int(env: environ.Env, name: str, default: int, *, minimum: int = 0) -> int:
+def env_int(env: environ.Env, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
     raw = env.str(name, default=str(default)).strip()
     try:
         value = int(raw)
@@ -24,6 +24,8 @@ def env_int(env: environ.Env, name: str, default: int, *, minimum: int = 0) -> i
         raise ImproperlyConfigured(f"{name}={raw!r} is not a valid integer") from None
     if value < minimum:
         raise ImproperlyConfigured(f"{name}={raw!r} must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be <= {maximum}")
     return value
 
 

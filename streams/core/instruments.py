@@ -36,6 +36,11 @@ PUBLISHES_REFUSED = Counter(
 )
 for _reason in ("rate", "streams_per_user", "storage_full"):
     PUBLISHES_REFUSED.labels(reason=_reason)  # exported at 0 from the start: alerts see the series
+# PUBLISH_DURABILITY=replicated: a publish (REST call or WebSocket frame) written on the primary
+# that no replica confirmed within PUBLISH_REPLICA_TIMEOUT_MS (answered 503 with its ids).
+PUBLISHES_UNREPLICATED = Counter(
+    "streamsite_publishes_unreplicated", "Publishes written on the primary but not confirmed by a replica in time"
+)
 SSE_OPEN = Gauge("streamsite_sse_connections", "Open SSE connections", multiprocess_mode="livesum")
 SSE_DURATION = Histogram(
     "streamsite_sse_connection_seconds", "How long SSE connections stayed open",

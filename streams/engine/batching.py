@@ -17,6 +17,13 @@ shutdown ``close()`` cancels and awaits the flusher task; calls still queued the
 ``MOVED`` its caller follows), so a write is not both sent and reported as failed; only
 what is still out after the grace period fails. Both errors are connection errors: a caller
 that follows slots tries again on the slot's new node, others answer 503.
+
+Durability (``PUBLISH_DURABILITY=replicated``): each pipeline ends with ``WAIT 1 <ms>`` on the
+same connection, so one round trip carries the writes and the wait for a replica to have them
+(WAIT covers every write this connection made before it). When no replica confirmed in time,
+each call that got a reply fails with ``NotReplicated`` carrying that reply: the write was
+made, the caller decides what to say. While no replica answers, the node's calls go out one
+pipeline per timeout (one pipeline is in flight at a time: the order rule above).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from __future__ import annotations
 import asyncio
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from streams.core.aio import cancel_and_wait
 from streams.engine.pool import ClientPool
@@ -35,14 +42,36 @@ class BatcherClosed(RedisConnectionError):
     been sent."""
 
 
+class NotReplicated(Exception):
+    """The call was run on the primary (``reply`` is its reply), but no replica confirmed it
+    within ``timeout_ms``: an unplanned failover may lose what it wrote."""
+
+    def __init__(self, reply, *, timeout_ms: int) -> None:
+        super().__init__(f"not replicated within {timeout_ms} ms")
+        self.reply = reply
+        self.timeout_ms = timeout_ms
+
+
+async def replicas_acked(r, timeout_ms: int) -> int:
+    """``WAIT 1 <timeout_ms>`` on ``r``: how many replicas have every write ``r`` made (an error,
+    e.g. a node demoted meanwhile, counts as none)."""
+    try:
+        return int(await r.execute_command("WAIT", 1, timeout_ms))
+    except ResponseError:
+        return 0
+
+
 class ScriptBatcher:
-    def __init__(self, pool: ClientPool) -> None:
+    def __init__(self, pool: ClientPool, *, replica_wait_ms: int | None = None) -> None:
         self._pool = pool
+        self._replica_wait_ms = replica_wait_ms  # None: acknowledged once the primary ran it
         self._queue: list[tuple[object, list, list, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
         self._closed: str | None = None  # why calls are refused, once closed
         self.batches = 0  # pipelines sent (observable by tests)
         self.calls = 0
+        self.batches_unreplicated = 0  # pipelines whose WAIT found no replica in time
+        self.calls_unreplicated = 0
 
     async def call(self, script, keys: list[str], args: list[str]):
         """``script(keys, args)`` in the next pipeline; its reply (or error) comes back here."""
@@ -58,7 +87,7 @@ class ScriptBatcher:
         while self._queue:
             batch, self._queue = self._queue, []
             try:
-                replies = await self._send(batch)
+                replies, acked = await self._send(batch)
             except asyncio.CancelledError:
                 _fail(batch, BatcherClosed(self._closed or "the server is shutting down"))
                 raise
@@ -67,24 +96,38 @@ class ScriptBatcher:
                 continue
             self.batches += 1
             self.calls += len(batch)
+            short = acked is not None and acked < 1
+            self.batches_unreplicated += int(short)
             for (*_, future), reply in zip(batch, replies, strict=True):
+                error = self._error(reply, short)
                 if future.done():
                     continue  # the caller was cancelled; the write happened all the same
-                if isinstance(reply, Exception):
-                    future.set_exception(reply)
-                else:
+                if error is None:
                     future.set_result(reply)
+                else:
+                    future.set_exception(error)
 
-    async def _send(self, batch) -> list:
+    def _error(self, reply, short: bool) -> BaseException | None:
+        """What a call's caller gets instead of its reply, if anything."""
+        if isinstance(reply, Exception):
+            return reply
+        if short:  # it ran, but no replica confirmed the pipeline
+            self.calls_unreplicated += 1
+            return NotReplicated(reply, timeout_ms=self._replica_wait_ms)
+        return None
+
+    async def _send(self, batch) -> tuple[list, int | None]:
+        """The calls' replies, and how many replicas confirmed them (None: not asked)."""
         async with self._pool.client() as r:
-            replies = await _pipeline(r, batch)
+            replies, acked = await _pipeline(r, batch, self._replica_wait_ms)
             missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if missing:  # Redis restarted or SCRIPT FLUSH: load once, resend those calls
                 for script in {id(batch[i][0]): batch[i][0] for i in missing}.values():
                     await r.script_load(script.script)
-                for i, reply in zip(missing, await _pipeline(r, [batch[i] for i in missing]), strict=True):
+                again, acked = await _pipeline(r, [batch[i] for i in missing], self._replica_wait_ms)
+                for i, reply in zip(missing, again, strict=True):
                     replies[i] = reply
-            return replies
+            return replies, acked
 
     async def close(self) -> None:
         """Shutdown: what is queued or out fails with ``BatcherClosed``."""
@@ -104,11 +147,15 @@ class ScriptBatcher:
         self._queue = []
 
 
-async def _pipeline(r, batch) -> list:
+async def _pipeline(r, batch, replica_wait_ms: int | None) -> tuple[list, int | None]:
     pipe = r.pipeline(transaction=False)
     for script, keys, args, _ in batch:
         pipe.evalsha(script.sha, len(keys), *keys, *args)
-    return await pipe.execute(raise_on_error=False)
+    if replica_wait_ms is None:
+        return await pipe.execute(raise_on_error=False), None
+    pipe.execute_command("WAIT", 1, replica_wait_ms)
+    *replies, acked = await pipe.execute(raise_on_error=False)
+    return replies, 0 if isinstance(acked, Exception) else int(acked)
 
 
 def _fail(batch, exc: BaseException) -> None:

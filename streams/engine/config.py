@@ -44,6 +44,13 @@ class RedisConfig:
     cluster: str = "auto"  # REDIS_CLUSTER: auto | true | false
     cluster_nodes: tuple[str, ...] = ()  # REDIS_CLUSTER_NODES: extra seed nodes, host:port
     buckets: int = 16  # REDIS_BUCKETS: fixed for the life of the data (streams/store/keys.py)
+    publish_durability: str = "primary"  # PUBLISH_DURABILITY: primary | replicated
+    publish_replica_timeout_ms: int = 1000  # PUBLISH_REPLICA_TIMEOUT_MS: WAIT's timeout
+
+    @property
+    def replica_wait_ms(self) -> int | None:
+        """How long a publish pipeline waits for one replica (``WAIT 1 <ms>``); None: it does not."""
+        return self.publish_replica_timeout_ms if self.publish_durability == "replicated" else None
 
     @property
     def main_pool_limits(self) -> PoolLimits:
@@ -76,7 +83,15 @@ class RedisConfig:
             "cluster": self.cluster,
             "cluster_nodes": list(self.cluster_nodes),
             "buckets": self.buckets,
+            "publish_durability": self.publish_durability,
+            "publish_replica_timeout_ms": self.publish_replica_timeout_ms,
         }
+
+
+# primary: a publish is acknowledged once the primary wrote it (Redis replicates asynchronously:
+# a failover can lose it). replicated: once one replica also has it (WAIT 1), else a 503 naming
+# the ids written.
+DURABILITIES = ("primary", "replicated")
 
 
 def cluster_nodes(raw: str) -> tuple[str, ...]:
@@ -116,6 +131,9 @@ def load_redis_config(env: environ.Env) -> RedisConfig:
         cluster=env_choice(env, "REDIS_CLUSTER", "auto", ("auto", "true", "false")),
         cluster_nodes=cluster_nodes(env.str("REDIS_CLUSTER_NODES", default="")),
         buckets=env_int(env, "REDIS_BUCKETS", 16, minimum=1),
+        publish_durability=env_choice(env, "PUBLISH_DURABILITY", "primary", DURABILITIES),
+        # Under the main pool's 5 s socket timeout (redis-py 8's default), with room for the writes.
+        publish_replica_timeout_ms=env_int(env, "PUBLISH_REPLICA_TIMEOUT_MS", 1000, minimum=1, maximum=4000),
     )
     if config.buckets > 16384:
         raise ImproperlyConfigured(f"REDIS_BUCKETS={config.buckets} must be <= 16384 (a Redis Cluster's slots)")

@@ -150,7 +150,8 @@ class NodeMap:
     def _make_node(self, address: str, url: str) -> Node:
         main = ClientPool(url, self.config.main_pool_limits, name="main")
         blocking = BlockingReadPool(url, self.config.blocking_pool_limits, name="blocking")
-        return Node(address=address, url=url, main=main, blocking=blocking, publishes=ScriptBatcher(main))
+        publishes = ScriptBatcher(main, replica_wait_ms=self.config.replica_wait_ms)
+        return Node(address=address, url=url, main=main, blocking=blocking, publishes=publishes)
 
     @staticmethod
     async def _start_node(node: Node) -> None:

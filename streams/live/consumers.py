@@ -5,7 +5,9 @@ workouts/rides/consumers.py).
 Server → client: ``{"id": ..., "data": {...}}`` per entry (same hub and the same start rules
 as SSE: ``?last_event_id=`` / ``?from=start``), ``{"event": "overflow" | "deleted" |
 "shutdown" | "forbidden", ...}`` before the server closes, ``{"ids": [...]}`` after a publish, and
-``{"error": "..."}`` for a bad frame (the socket stays open).
+``{"error": "..."}`` for a bad frame (the socket stays open); with
+``PUBLISH_DURABILITY=replicated``, a publish no replica confirmed in time gets
+``{"error": "not replicated within N ms…", "ids": [...]}`` (the ids written).
 
 Client → server: a JSON object or an array of objects, published like
 ``POST /api/streams/{name}/events``; needs a valid API token or a session, with the rights of
@@ -229,6 +231,9 @@ class StreamConsumer(LiveConsumer):
             return
         except store.StorageFull as exc:
             await self.send_json({"error": str(exc)})
+            return
+        except store.PublishNotReplicated as exc:  # written, but no replica confirmed it in time
+            await self.send_json({"error": exc.detail, "ids": exc.ids})
             return
         except (RedisConnectionError, RedisTimeoutError) as exc:
             log.warning("websocket publish to %s lost Redis: %s", self.name, exc)

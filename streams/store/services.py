@@ -20,7 +20,8 @@ from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from streams.access import identity, rules
 from streams.access.identity import SYSTEM, AccessError, Actor
 from streams.access.rules import Reader
-from streams.core.instruments import EVENTS_PUBLISHED, PUBLISHES_REFUSED, timed
+from streams.core.instruments import EVENTS_PUBLISHED, PUBLISHES_REFUSED, PUBLISHES_UNREPLICATED, timed
+from streams.engine.batching import NotReplicated, replicas_acked
 from streams.engine.context import redis_context
 from streams.engine.nodes import is_transient
 from streams.store.keys import key_layout
@@ -97,6 +98,21 @@ class StorageFull(Exception):
 
     def __init__(self) -> None:
         super().__init__(self.DETAIL)
+
+
+class PublishNotReplicated(Exception):
+    """``PUBLISH_DURABILITY=replicated`` and no replica confirmed the entries within
+    ``PUBLISH_REPLICA_TIMEOUT_MS``: they *were* written on the primary (``ids``), but an
+    unplanned failover may lose them. The API answers 503 with the ids."""
+
+    def __init__(self, ids: list[str], *, timeout_ms: int) -> None:
+        self.ids = ids
+        self.timeout_ms = timeout_ms
+        self.detail = (
+            f"not replicated within {timeout_ms} ms: the entries were written on the primary but no replica "
+            "confirmed them, so a failover may lose them (ids: what was written; publishing again may store it twice)"
+        )
+        super().__init__(self.detail)
 
 
 @dataclass(frozen=True)
@@ -196,7 +212,9 @@ async def stream_publish(*, name: str, entries: list[dict[str, str]], actor: Act
     """Append entries (already encoded) atomically, checking the actor against the owner; the
     first publish makes the actor the owner (visibility: public when STREAMS_PUBLIC_READ, else
     private). Trims approximately to STREAM_MAXLEN. One script call, sent in one pipeline with
-    the other publishes made meanwhile (streams/engine/batching.py). Raises ``WriteRefused``."""
+    the other publishes made meanwhile (streams/engine/batching.py). Raises ``WriteRefused``;
+    with ``PUBLISH_DURABILITY=replicated``, ``PublishNotReplicated`` (naming the ids written) when
+    no replica confirmed the entries in time."""
     validate_stream_name(name)
     ctx = await redis_context()
     await check_stream_quota(ctx, name, actor)
@@ -208,25 +226,45 @@ async def stream_publish(*, name: str, entries: list[dict[str, str]], actor: Act
             args += (key, value)
     keys = _write_keys(ctx, name)
     try:
-        reply = await ctx.nodes.for_key(keys[0]).publishes.call(script(PUBLISH_LUA), keys, args)
-    except Exception as exc:  # the slot moved (a reshard, a failover): this one call follows it alone
-        if is_storage_full(exc):
-            raise storage_full(exc) from None
-        if not is_transient(exc) or not ctx.nodes.cluster:
-            raise
-        try:
-            reply = await _run_script(ctx, PUBLISH_LUA, keys, args)
-        except ResponseError as again:
-            if is_storage_full(again):
-                raise storage_full(again) from None
-            raise
+        reply, unreplicated = await _send_publish(ctx, keys, args), None
+    except NotReplicated as exc:  # written, but no replica has it yet
+        reply, unreplicated = exc.reply, exc
     if reply[0] == 0:
         raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
     if reply[1]:
         ctx.streams_changed([name])
     ids = reply[2:]
     EVENTS_PUBLISHED.inc(len(ids))
+    if unreplicated is not None:
+        PUBLISHES_UNREPLICATED.inc()
+        raise PublishNotReplicated(ids, timeout_ms=unreplicated.timeout_ms)
     return ids
+
+
+async def _send_publish(ctx, keys: list[str], args: list[str]) -> list:
+    """The publish script's reply: sent through the node's batcher, or alone following its
+    slot when it moved (a reshard, a failover). ``NotReplicated`` passes through."""
+    try:
+        return await ctx.nodes.for_key(keys[0]).publishes.call(script(PUBLISH_LUA), keys, args)
+    except Exception as exc:
+        if is_storage_full(exc):
+            raise storage_full(exc) from None
+        if not is_transient(exc) or not ctx.nodes.cluster:
+            raise
+    try:
+        return await ctx.nodes.run(keys[0], lambda r: _publish_alone(r, keys, args, ctx.config.replica_wait_ms))
+    except ResponseError as again:
+        if is_storage_full(again):
+            raise storage_full(again) from None
+        raise
+
+
+async def _publish_alone(r, keys: list[str], args: list[str], replica_wait_ms: int | None) -> list:
+    """One publish on ``r``, waiting for a replica as the batcher would (``WAIT 1``)."""
+    reply = await script(PUBLISH_LUA)(keys=keys, args=args, client=r)
+    if replica_wait_ms is not None and await replicas_acked(r, replica_wait_ms) < 1:
+        raise NotReplicated(reply, timeout_ms=replica_wait_ms)
+    return reply
 
 
 @timed("stream_settings")

@@ -64,7 +64,9 @@ async def test_metrics_json_auth_and_shape(r, settings):
     finally:
         gc.set_threshold(*thresholds)
     assert set(body) == {"timestamp", "blocking_pool", "main_pool", "redis_nodes", "cluster", "hub", "capacity",
-                         "live_metrics", "registry", "operations", "gc"}
+                         "live_metrics", "registry", "publish_durability", "operations", "gc"}
+    assert body["publish_durability"] == {"mode": "primary", "replica_timeout_ms": 1000, "pipelines": 1,
+                                          "pipelines_unreplicated": 0, "publishes_unreplicated": 0}
     assert body["live_metrics"] == {"streams": 0, "viewers": 0}
     assert body["redis_nodes"] and {"address", "main_pool", "blocking_pool"} <= set(body["redis_nodes"][0])
     assert sum(n["main_pool"]["total"] for n in body["redis_nodes"]) == body["main_pool"]["total"]

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from redis.exceptions import ResponseError
 
-from streams.engine.batching import BatcherClosed, ScriptBatcher
+from streams.engine.batching import BatcherClosed, NotReplicated, ScriptBatcher
 from streams.engine.context import redis_context
 from streams.engine.nodes import is_transient
 from streams.store import services as store
@@ -40,6 +40,23 @@ async def test_publishes_survive_a_script_flush(private_r):
     await private_r.script_flush()  # server-wide: hence a Redis of our own
     ids = await asyncio.gather(*(store.stream_publish(name="s", entries=[{"x": str(i)}]) for i in range(3)))
     assert [e[0] for e in await private_r.xrange(key("s"))][1:] == [i[0] for i in ids]
+
+
+async def test_a_pipeline_no_replica_confirmed_fails_each_answered_call_with_its_reply(private_r):
+    """PUBLISH_DURABILITY=replicated: the pipeline ends with WAIT 1; on a Redis without a replica
+    it finds none, so a call that ran gets NotReplicated carrying its reply (the write happened),
+    and a call that failed keeps its own error."""
+    ctx = await redis_context()
+    batcher = ScriptBatcher(ctx.nodes.nodes()[0].main, replica_wait_ms=50)
+    ran, failed = await asyncio.gather(
+        batcher.call(store.script("return 7"), [], []),
+        batcher.call(store.script("return redis.error_reply('refused')"), [], []),
+        return_exceptions=True,
+    )
+    assert isinstance(ran, NotReplicated) and ran.reply == 7 and ran.timeout_ms == 50
+    assert isinstance(failed, ResponseError) and "refused" in str(failed)
+    assert (batcher.batches, batcher.batches_unreplicated, batcher.calls_unreplicated) == (1, 1, 1)
+    await batcher.close()
 
 
 async def test_closing_fails_queued_calls_and_refuses_new_ones(r):

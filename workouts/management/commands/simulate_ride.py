@@ -67,6 +67,8 @@ class Command(BaseCommand):
                     bar.update(len(entries))
         except store.WriteRefused:
             raise CommandError(f"stream {stream!r} belongs to someone else") from None
+        except store.PublishNotReplicated as exc:
+            raise CommandError(exc.detail) from None
         finally:
             await close_redis_context()
         self.stdout.write(f"published {n} samples to {stream}")
