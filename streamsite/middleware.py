@@ -24,7 +24,9 @@ from django.http import JsonResponse
 from django.middleware.security import SecurityMiddleware
 
 from streams.core.compat import django_middleware_hooks, prometheus_middleware_hooks
+from streams.core.descriptors import is_out_of_descriptors
 from streamsite.server.limits import body_limit, too_big
+from streamsite.views import out_of_descriptors_response
 
 # Load-balancer probes and Prometheus scrapers reach a pod by its IP, which is rarely one of
 # ALLOWED_HOSTS; /metrics has its own address rules (METRICS_ALLOWED_CIDRS).
@@ -51,7 +53,8 @@ class AsyncMiddleware:
 
 class ApiShapeMiddleware(AsyncMiddleware):
     """Under /api/, the body cap by Content-Length (the
-    ASGI ``BodyLimit`` also counts what is actually read) and JSON 405 answers."""
+    ASGI ``BodyLimit`` also counts what is actually read) and JSON 405 answers; everywhere, a
+    view's EMFILE is a 503."""
 
     def body_too_big(self, request) -> JsonResponse | None:
         """A declared body over the path's limit (streamsite/server/limits.py)."""
@@ -64,6 +67,13 @@ class ApiShapeMiddleware(AsyncMiddleware):
             return JsonResponse({"detail": "invalid Content-Length header"}, status=400)
         if length > body_limit(path)[0]:
             return JsonResponse({"detail": too_big(path)}, status=413)
+        return None
+
+    def process_exception(self, request, exception):
+        """A view that failed for want of a file descriptor (EMFILE): 503, not 500, and no
+        traceback per request (streamsite/views.py)."""
+        if is_out_of_descriptors(exception):
+            return out_of_descriptors_response(request, exception)
         return None
 
     async def __call__(self, request):

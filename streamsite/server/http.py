@@ -18,6 +18,11 @@ memory and answered, and a connection that sends half a request (or nothing) is 
 - an idle keep-alive connection is closed after ``HTTP_KEEP_ALIVE_TIMEOUT`` (uvicorn's own
   timer, given our setting).
 
+And one limit of the process, not the request: once the open file descriptors pass half of
+``FD_RESERVE`` (streams/core/descriptors.py), a request other than ``/health/`` and ``/metrics``
+is answered 503 here, with ``Retry-After`` and ``Connection: close``, before Django sees it; the
+probes and the scraper answer from the reserve left.
+
 Each answer is JSON ``{"detail": ...}`` naming the limit, with ``Connection: close``, and the
 connection is closed. Nothing changes once the head is read: an SSE response runs as long as it
 likes, a WebSocket upgrade hands the socket to uvicorn's WebSocket protocol. What this class
@@ -30,7 +35,11 @@ import functools
 import json
 from dataclasses import dataclass
 
+import logging
+
 from streams.core import compat
+from streams.core.descriptors import RETRY_AFTER_S, Tally, descriptors
+from streams.core.instruments import DESCRIPTOR_REFUSALS
 
 # The phases of a connection as seen here: reading a request's head, reading its body, or
 # neither (a response is being produced, or the connection waits for the next request,
@@ -62,6 +71,26 @@ def edge_limits() -> EdgeLimits:
         body_timeout=settings.HTTP_BODY_TIMEOUT_MS / 1000,
         keep_alive_timeout=settings.HTTP_KEEP_ALIVE_TIMEOUT_MS / 1000,
     )
+
+
+# Answered from the descriptor reserve: the load balancer's probes and the scraper.
+RESERVE_PATHS = (b"/health/", b"/metrics")
+_OUT_OF_DESCRIPTORS = json.dumps({"detail": "this server is at its limit of open connections (file descriptors, "
+                                            "FD_RESERVE): try again later"}).encode()
+_edge_tally = Tally()
+log = logging.getLogger(__name__)
+
+
+async def refuse_out_of_descriptors(scope, receive, send) -> None:
+    """The ASGI application of a request refused for want of descriptors: 503, and the
+    connection closed so its descriptor comes back."""
+    DESCRIPTOR_REFUSALS.labels(where="edge").inc()
+    _edge_tally.note(log, "requests refused at the edge: the process is past half of its descriptor reserve")
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(_OUT_OF_DESCRIPTORS)),
+        (b"retry-after", b"%d" % RETRY_AFTER_S), (b"connection", b"close"),
+    ]})
+    await send({"type": "http.response.body", "body": _OUT_OF_DESCRIPTORS})
 
 
 class _Refused(Exception):
@@ -152,11 +181,21 @@ class BoundedHttpToolsProtocol(compat.uvicorn_httptools_protocol()):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        first = self._heads_done == 0
         self._heads_done += 1
         self._head_bytes = self._head_size = self._headers = 0
         self._phase = BODY
         self._body_seen = self.loop.time()
-        super().on_headers_complete()
+        if self.url.startswith(RESERVE_PATHS) or descriptors().request_fits(new_connection=first):
+            super().on_headers_complete()
+            return
+        # uvicorn's own way to refuse a request (its limit_concurrency): the cycle runs another
+        # application; the body, keep-alive and pipelining are handled as for any request.
+        app, self.app = self.app, refuse_out_of_descriptors
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
 
     def on_message_complete(self) -> None:
         self._phase = IDLE
