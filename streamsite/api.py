@@ -73,6 +73,7 @@ def on_access_error(request, exc: AccessError):
         response["Retry-After"] = str(retry_after)
     if getattr(exc, "close_connection", False):  # out of descriptors: give this one back
         response["Connection"] = "close"
+        response._has_been_logged = True  # counted and tallied (capacity.check_descriptors), not one line each
     return response
 
 

@@ -54,6 +54,7 @@ def out_of_descriptors_response(request, exc: BaseException | None = None) -> Ht
         response = HttpResponse(OUT_OF_DESCRIPTORS, status=503, content_type="text/plain; charset=utf-8")
     response["Retry-After"] = str(RETRY_AFTER_S)
     response["Connection"] = "close"
+    response._has_been_logged = True  # Django's "Service Unavailable: <path>" line: the tally says it
     return response
 
 

@@ -157,15 +157,10 @@ class Budgeted:
         self.opened.let_in()
         return True
 
-    def request_fits(self, *, new_connection: bool) -> bool:
-        """Whether a request fits under ``limit - reserve / 2``."""
-        if not self.budget.bounded:
-            return True
-        if self.opened.reaches(self.budget.requests):
-            return False
-        if new_connection:
-            self.opened.let_in()
-        return True
+    def request_fits(self) -> bool:
+        """Whether a request fits under ``limit - reserve / 2`` (its connection was counted
+        in when it was made: ``opened.let_in()``)."""
+        return not (self.budget.bounded and self.opened.reaches(self.budget.requests))
 
     def exhausted(self) -> bool:
         """Whether the open descriptors (counted now) reach the requests' threshold."""

@@ -32,6 +32,7 @@ count exact.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -40,8 +41,10 @@ from collections.abc import Callable, Iterable
 from django.conf import settings
 
 from streams.access.identity import MANAGE_ALL_STREAMS, AccessError, Identity
-from streams.core.descriptors import RETRY_AFTER_S, descriptors
+from streams.core.descriptors import RETRY_AFTER_S, Tally, descriptors
 from streams.core.instruments import DESCRIPTOR_REFUSALS, PUBLISHES_REFUSED
+
+log = logging.getLogger(__name__)
 
 
 class CapacityError(AccessError):
@@ -179,12 +182,16 @@ def check_followable(*, hub, names) -> None:
         raise CapacityError(503, f"this server follows its limit of {limit} streams (LIVE_MAX_FOLLOWED_STREAMS): try again later")
 
 
+_refusals = Tally()
+
+
 def check_descriptors() -> None:
     """CapacityError (503, ``Retry-After``, connection closed) when a new follow would eat into
     the descriptors kept in reserve (``FD_RESERVE``; streams/core/descriptors.py)."""
     budget = descriptors()
     if not budget.follow_fits():
         DESCRIPTOR_REFUSALS.labels(where="follow").inc()
+        _refusals.note(log, "new follows refused: open file descriptors reached the limit less FD_RESERVE")
         raise CapacityError(
             503,
             f"this server is at its limit of open connections ({budget.budget.follows} of "

@@ -33,9 +33,8 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
-
 import logging
+from dataclasses import dataclass
 
 from streams.core import compat
 from streams.core.descriptors import RETRY_AFTER_S, Tally, descriptors
@@ -124,6 +123,7 @@ class BoundedHttpToolsProtocol(compat.uvicorn_httptools_protocol()):
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
+        descriptors().opened.let_in()  # counted now: an idle connection holds one too
         self._start_head()
 
     def connection_lost(self, exc) -> None:
@@ -181,12 +181,11 @@ class BoundedHttpToolsProtocol(compat.uvicorn_httptools_protocol()):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        first = self._heads_done == 0
         self._heads_done += 1
         self._head_bytes = self._head_size = self._headers = 0
         self._phase = BODY
         self._body_seen = self.loop.time()
-        if self.url.startswith(RESERVE_PATHS) or descriptors().request_fits(new_connection=first):
+        if self.url.startswith(RESERVE_PATHS) or descriptors().request_fits():
             super().on_headers_complete()
             return
         # uvicorn's own way to refuse a request (its limit_concurrency): the cycle runs another
