@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from streams.access.identity import AccessError
 from streams.api import batch_router, shares_router
 from streams.api import router as streams_router
-from streams.core.descriptors import is_out_of_descriptors
+from streams.core.descriptors import descriptors, is_out_of_descriptors
 from streams.core.errors import InvalidInput
 from streams.core.offload import OffloadUnavailable
 from streams.engine.pool import PoolExhaustedError
@@ -82,7 +82,7 @@ def on_access_error(request, exc: AccessError):
 def on_out_of_descriptors(request, exc):
     """A request that needed one more file descriptor (a database socket, a file) and got
     EMFILE: 503 and the connection closed. Any other such error is the 500 it was."""
-    if not is_out_of_descriptors(exc):
+    if not descriptors().explains(exc):
         raise exc
     return out_of_descriptors_response(request, exc)
 

@@ -49,8 +49,9 @@ class CollapseOutOfDescriptors(logging.Filter):
         count = self.tally.due()
         if not count:
             return False
+        message = record.getMessage()
         record.msg = "%s [out of file descriptors: %d such records in the last 10 s, tracebacks left out]"
-        record.args = (f"{record.getMessage()}: {exc}" if exc else record.getMessage(), count)
+        record.args = (f"{message}: {exc}" if exc else message, count)
         record.exc_info = record.exc_text = None
         record.stack_info = None
         record.collapsed = True

@@ -20,11 +20,12 @@ from csp.middleware import CSPMiddleware
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.db import DatabaseError
 from django.http import JsonResponse
 from django.middleware.security import SecurityMiddleware
 
 from streams.core.compat import django_middleware_hooks, prometheus_middleware_hooks
-from streams.core.descriptors import is_out_of_descriptors
+from streams.core.descriptors import descriptors
 from streamsite.server.limits import body_limit, too_big
 from streamsite.views import out_of_descriptors_response
 
@@ -72,7 +73,7 @@ class ApiShapeMiddleware(AsyncMiddleware):
     def process_exception(self, request, exception):
         """A view that failed for want of a file descriptor (EMFILE): 503, not 500, and no
         traceback per request (streamsite/views.py)."""
-        if is_out_of_descriptors(exception):
+        if isinstance(exception, (OSError, DatabaseError)) and descriptors().explains(exception):
             return out_of_descriptors_response(request, exception)
         return None
 

@@ -69,4 +69,5 @@ def warm_error_paths() -> None:
             loader.get_template(name)
         except TemplateDoesNotExist:
             pass  # Django's inline page then (the miss is cached too)
+    "".encode("unicode_escape")  # Django's log_response escapes with this codec: imported lazily
     descriptors()  # the budget, with the limit of the process as it starts

@@ -38,6 +38,7 @@ SMALL_LIMIT = 256  # under it the default reserve is a quarter of the limit
 UNLIMITED = 1 << 62
 OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
 RETRY_AFTER_S = 5
+AT_LIMIT = 2  # with no reserve, this close to the limit counts as exhausted
 
 
 def soft_limit() -> int:
@@ -163,8 +164,16 @@ class Budgeted:
         return not (self.budget.bounded and self.opened.reaches(self.budget.requests))
 
     def exhausted(self) -> bool:
-        """Whether the open descriptors (counted now) reach the requests' threshold."""
-        return self.budget.bounded and self.opened.exact() >= self.budget.requests
+        """Whether the open descriptors (counted now) reach the requests' threshold, or (with
+        no reserve) the limit itself."""
+        if self.budget.limit >= UNLIMITED:
+            return False
+        return self.opened.exact() >= (self.budget.requests if self.budget.bounded else self.budget.limit - AT_LIMIT)
+
+    def explains(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is for want of a descriptor: it says so (``is_out_of_descriptors``),
+        or it says nothing (SQLite: "unable to open database file") and they are exhausted now."""
+        return is_out_of_descriptors(exc) or self.exhausted()
 
 
 _process: Budgeted | None = None
