@@ -92,11 +92,15 @@ def test_connections_let_in_count_until_the_next_count_and_near_a_threshold_it_r
     assert not opened.reaches(110) and proc.counts == 2  # counted: 105
 
 
-def test_an_unbounded_budget_never_counts():
-    proc = FakeProcess(10**6)
+def test_no_reserve_refuses_nothing_and_counts_only_for_an_error():
+    proc = FakeProcess(1024)
     budget = fd.Budgeted(DescriptorBudget(limit=1024, reserve=0), OpenDescriptors(count=proc.count))
-    assert budget.follow_fits() and budget.request_fits() and not budget.exhausted()
+    assert budget.follow_fits() and budget.request_fits()
     assert proc.counts == 0
+    assert budget.exhausted()  # an error answered at the limit is for want of a descriptor
+    proc.open = 1000
+    assert not budget.exhausted()
+    assert not fd.Budgeted(DescriptorBudget(limit=fd.UNLIMITED, reserve=64)).exhausted()
 
 
 def test_counting_the_real_process():
