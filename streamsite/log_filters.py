@@ -43,6 +43,8 @@ class CollapseOutOfDescriptors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "collapsed", False):  # a logger's filter rewrote it; now a handler's
             return True
+        if record.levelno < logging.WARNING:
+            return True
         exc = record.exc_info[1] if record.exc_info else None
         if not is_out_of_descriptors(exc) and "Too many open files" not in record.getMessage():
             return True

@@ -141,7 +141,7 @@ def is_out_of_descriptors(exc: BaseException | None) -> bool:
     return False
 
 
-class Budgeted:
+class ProcessDescriptors:
     """The process's budget (its limit read once, the reserve from settings) and its estimate
     of open descriptors; ``descriptors()`` gives the one of this process."""
 
@@ -176,17 +176,17 @@ class Budgeted:
         return is_out_of_descriptors(exc) or self.exhausted()
 
 
-_process: Budgeted | None = None
+_process: ProcessDescriptors | None = None
 _process_lock = threading.Lock()
 
 
-def descriptors() -> Budgeted:
+def descriptors() -> ProcessDescriptors:
     """This process's budget: the soft limit now, ``FD_RESERVE`` from the settings."""
     global _process
     if _process is None:
         with _process_lock:
             if _process is None:
-                _process = Budgeted(DescriptorBudget(limit=soft_limit(), reserve=settings.FD_RESERVE))
+                _process = ProcessDescriptors(DescriptorBudget(limit=soft_limit(), reserve=settings.FD_RESERVE))
     return _process
 
 

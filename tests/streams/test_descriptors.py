@@ -94,13 +94,13 @@ def test_connections_let_in_count_until_the_next_count_and_near_a_threshold_it_r
 
 def test_no_reserve_refuses_nothing_and_counts_only_for_an_error():
     proc = FakeProcess(1024)
-    budget = fd.Budgeted(DescriptorBudget(limit=1024, reserve=0), OpenDescriptors(count=proc.count))
+    budget = fd.ProcessDescriptors(DescriptorBudget(limit=1024, reserve=0), OpenDescriptors(count=proc.count))
     assert budget.follow_fits() and budget.request_fits()
     assert proc.counts == 0
     assert budget.exhausted()  # an error answered at the limit is for want of a descriptor
     proc.open = 1000
     assert not budget.exhausted()
-    assert not fd.Budgeted(DescriptorBudget(limit=fd.UNLIMITED, reserve=64)).exhausted()
+    assert not fd.ProcessDescriptors(DescriptorBudget(limit=fd.UNLIMITED, reserve=64)).exhausted()
 
 
 def test_counting_the_real_process():
@@ -157,7 +157,7 @@ def test_out_of_descriptor_records_collapse_to_one_line_per_interval(monkeypatch
 def descriptors_short(monkeypatch):
     """This process as if its open descriptors had reached its limit less the reserve."""
     proc = FakeProcess(960)
-    budget = fd.Budgeted(DescriptorBudget(limit=1024, reserve=64), OpenDescriptors(count=proc.count, clock=proc.clock))
+    budget = fd.ProcessDescriptors(DescriptorBudget(limit=1024, reserve=64), OpenDescriptors(count=proc.count, clock=proc.clock))
     monkeypatch.setattr(fd, "_process", budget)
     return proc
 
