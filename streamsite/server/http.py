@@ -18,9 +18,9 @@ memory and answered, and a connection that sends half a request (or nothing) is 
 - an idle keep-alive connection is closed after ``HTTP_KEEP_ALIVE_TIMEOUT`` (uvicorn's own
   timer, given our setting).
 
-And one limit of the process, not the request: once the open file descriptors pass half of
-``FD_RESERVE`` (streams/core/descriptors.py), a request other than ``/health/`` and ``/metrics``
-is answered 503 here, with ``Retry-After`` and ``Connection: close``, before Django sees it; the
+And one limit of the process, not the request: once half of the descriptors kept in reserve
+(``FD_RESERVE``, streams/core/descriptors.py) are taken, a request other than ``/health/`` and
+``/metrics`` is answered 503 here, with ``Retry-After`` and ``Connection: close``, before Django sees it; the
 probes and the scraper answer from the reserve left.
 
 Each answer is JSON ``{"detail": ...}`` naming the limit, with ``Connection: close``, and the
