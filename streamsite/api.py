@@ -6,6 +6,7 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
 from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -16,11 +17,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from streams.access.identity import AccessError
 from streams.api import batch_router, shares_router
 from streams.api import router as streams_router
+from streams.core.descriptors import descriptors, is_out_of_descriptors
 from streams.core.errors import InvalidInput
 from streams.core.offload import OffloadUnavailable
 from streams.engine.pool import PoolExhaustedError
 from streams.store.services import PublishNotReplicated, StorageFull
 from streamsite.server.limits import human_size
+from streamsite.views import out_of_descriptors_response
 from workouts.api import router as workouts_router
 from workouts.rides.api import router as rides_router
 
@@ -68,7 +71,20 @@ def on_access_error(request, exc: AccessError):
     retry_after = getattr(exc, "retry_after", None)  # a rate limit's (streams/live/capacity.py)
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)
+    if getattr(exc, "close_connection", False):  # out of descriptors: give this one back
+        response["Connection"] = "close"
+        response._has_been_logged = True  # counted and tallied (capacity.check_descriptors), not one line each
     return response
+
+
+@api.exception_handler(OSError)
+@api.exception_handler(DatabaseError)
+def on_out_of_descriptors(request, exc):
+    """A request that needed one more file descriptor (a database socket, a file) and got
+    EMFILE: 503 and the connection closed. Any other such error is the 500 it was."""
+    if not descriptors().explains(exc):
+        raise exc
+    return out_of_descriptors_response(request, exc)
 
 
 @api.exception_handler(RequestDataTooBig)
@@ -97,6 +113,8 @@ def on_http_error(request, exc: HttpError):
 def on_redis_unavailable(request, exc):
     # The exception's text can name the Redis address: it stays in the server's log. A pool
     # exhausted is said as such (its text is ours: the pool's name and size, no address).
+    if is_out_of_descriptors(exc):  # "Error 24 connecting to ...": not Redis's fault
+        return out_of_descriptors_response(request, exc)
     log.warning("redis unavailable on %s: %s", request.path, exc)
     if isinstance(exc, PoolExhaustedError):
         return _detail(request, 503, f"redis unavailable: {exc}")

@@ -42,6 +42,10 @@ application = TrustedProxies(
 install_twisted_hooks()
 tune_gc()
 
+from streamsite.views import warm_error_paths  # noqa: E402
+
+warm_error_paths()  # answering an error must open no file: the process may have none left
+
 
 def _log_config_once() -> None:
     import json

@@ -20,11 +20,14 @@ from csp.middleware import CSPMiddleware
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.db import DatabaseError
 from django.http import JsonResponse
 from django.middleware.security import SecurityMiddleware
 
 from streams.core.compat import django_middleware_hooks, prometheus_middleware_hooks
+from streams.core.descriptors import descriptors
 from streamsite.server.limits import body_limit, too_big
+from streamsite.views import out_of_descriptors_response
 
 # Load-balancer probes and Prometheus scrapers reach a pod by its IP, which is rarely one of
 # ALLOWED_HOSTS; /metrics has its own address rules (METRICS_ALLOWED_CIDRS).
@@ -51,7 +54,8 @@ class AsyncMiddleware:
 
 class ApiShapeMiddleware(AsyncMiddleware):
     """Under /api/, the body cap by Content-Length (the
-    ASGI ``BodyLimit`` also counts what is actually read) and JSON 405 answers."""
+    ASGI ``BodyLimit`` also counts what is actually read) and JSON 405 answers; everywhere, a
+    view's EMFILE is a 503."""
 
     def body_too_big(self, request) -> JsonResponse | None:
         """A declared body over the path's limit (streamsite/server/limits.py)."""
@@ -64,6 +68,13 @@ class ApiShapeMiddleware(AsyncMiddleware):
             return JsonResponse({"detail": "invalid Content-Length header"}, status=400)
         if length > body_limit(path)[0]:
             return JsonResponse({"detail": too_big(path)}, status=413)
+        return None
+
+    def process_exception(self, request, exception):
+        """A view that failed for want of a file descriptor (EMFILE): 503, not 500, and no
+        traceback per request (streamsite/views.py)."""
+        if isinstance(exception, (OSError, DatabaseError)) and descriptors().explains(exception):
+            return out_of_descriptors_response(request, exception)
         return None
 
     async def __call__(self, request):

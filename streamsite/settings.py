@@ -8,6 +8,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from streams.core.descriptors import reserve_setting, soft_limit
 from streams.core.env import env_bool, env_choice, env_int
 from streams.engine.config import load_redis_config
 
@@ -206,6 +207,13 @@ HTTP_HEADER_TIMEOUT_MS = env_int(env, "HTTP_HEADER_TIMEOUT", 10000, minimum=100)
 HTTP_BODY_TIMEOUT_MS = env_int(env, "HTTP_BODY_TIMEOUT", 30000, minimum=100)
 HTTP_KEEP_ALIVE_TIMEOUT_MS = env_int(env, "HTTP_KEEP_ALIVE_TIMEOUT", 5000, minimum=100)
 
+# --- File descriptors ----------------------------------------------------------------------
+# Descriptors kept free of long-lived connections (streams/core/descriptors.py): new follows get
+# 503 at the soft limit (ulimit -n) minus FD_RESERVE, other requests at half the reserve left,
+# so /health/ and /metrics answer from the rest. Default 64 (a quarter of a limit under 256);
+# 0 keeps none; half the limit or more stops start-up.
+FD_RESERVE = reserve_setting(env.str("FD_RESERVE", default=""), soft_limit())
+
 # --- Redis and streams ---------------------------------------------------------------------
 REDIS = load_redis_config(env)
 # The visibility of a stream created by its first publish (public when true), and whether
@@ -317,13 +325,18 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Out of file descriptors, one line per 10 s with a count instead of a traceback per request.
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
+                             "filters": ["collapse_out_of_descriptors"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         # uvicorn logs each WebSocket handshake's path with its query: ?token= and ?csrf= are
         # redacted (only a filter: uvicorn's own handlers and level stay).
-        "uvicorn.error": {"filters": ["redact_query_secrets"]},
+        "uvicorn.error": {"filters": ["redact_query_secrets", "collapse_out_of_descriptors"]},
     },
-    "filters": {"redact_query_secrets": {"()": "streamsite.log_filters.RedactQuerySecrets"}},
+    "filters": {
+        "redact_query_secrets": {"()": "streamsite.log_filters.RedactQuerySecrets"},
+        "collapse_out_of_descriptors": {"()": "streamsite.log_filters.CollapseOutOfDescriptors"},
+    },
 }

@@ -112,6 +112,8 @@ BAD_ENVIRONMENTS = [
     ({"OFFLOAD_NICE": "20"}, "OFFLOAD_NICE=20 must be between 0 and 19"),
     ({"PUBLISH_DURABILITY": "all"}, "PUBLISH_DURABILITY='all' must be one of primary, replicated"),
     ({"PUBLISH_REPLICA_TIMEOUT_MS": "5000"}, "PUBLISH_REPLICA_TIMEOUT_MS='5000' must be <= 4000"),
+    ({"FD_RESERVE": "lots"}, "FD_RESERVE='lots' is not a valid integer"),
+    ({"FD_RESERVE": "-1"}, "FD_RESERVE='-1' must be >= 0"),
 ]
 
 
@@ -119,6 +121,30 @@ BAD_ENVIRONMENTS = [
 def test_a_bad_variable_stops_start_up_naming_it(env, message):
     result = run_manage("check", **env)
     assert result.returncode != 0 and message in result.stderr
+
+
+def under_limit(limit: int):
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
+def test_a_descriptor_reserve_of_half_the_limit_stops_start_up_naming_it():
+    env = {k: v for k, v in os.environ.items() if k not in REDIS_VARS}
+    env.update({"DJANGO_SETTINGS_MODULE": "streamsite.settings", "SECRET_KEY": "x", "FD_RESERVE": "128"})
+    code = "import django; django.setup(); from django.conf import settings; print(settings.FD_RESERVE)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            preexec_fn=under_limit(256))
+    assert result.returncode != 0
+    assert "FD_RESERVE=128 must be under half the file descriptor limit (256, ulimit -n)" in result.stderr
+    env["FD_RESERVE"] = "127"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            preexec_fn=under_limit(256))
+    assert result.stdout.strip() == "127", result.stderr
+    del env["FD_RESERVE"]  # the default: a quarter of a limit under 256
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            preexec_fn=under_limit(200))
+    assert result.stdout.strip() == "50", result.stderr
 
 
 def test_full_collections_run_on_their_clock_and_stop():

@@ -132,8 +132,9 @@ def uvicorn_httptools_protocol() -> type:
     the base of streamsite/server/http.py's ``BoundedHttpToolsProtocol``, which relies on: the
     constructor ``(config, server_state, app_state, _loop=None)``; the parser callbacks
     ``on_message_begin()``, ``on_url(url)`` (a piece at a time, appended to ``self.url``),
-    ``on_header(name, value)``, ``on_headers_complete()`` (starts the application's cycle, or
-    returns early for a WebSocket upgrade) and ``on_message_complete()``, called from
+    ``on_header(name, value)``, ``on_headers_complete()`` (starts the application's cycle with
+    ``self.app``, which the edge swaps for one request to refuse it as uvicorn's own
+    ``limit_concurrency`` does, or returns early for a WebSocket upgrade) and ``on_message_complete()``, called from
     ``data_received`` while it feeds the httptools parser; an exception raised in a callback
     makes ``feed_data`` raise ``HttpParserCallbackError``, which ``data_received`` answers with
     ``send_400_response(msg)``; the attributes ``transport``, ``loop``, ``logger``, ``client``,

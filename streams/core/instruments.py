@@ -41,6 +41,14 @@ for _reason in ("rate", "streams_per_user", "storage_full"):
 PUBLISHES_UNREPLICATED = Counter(
     "streamsite_publishes_unreplicated", "Publishes written on the primary but not confirmed by a replica in time"
 )
+# Answered 503 because the process is near its file descriptor limit (streams/core/descriptors.py):
+# "follow" (a new follow past limit - FD_RESERVE), "edge" (a request past half the reserve),
+# "error" (a request that failed for want of a descriptor: EMFILE).
+DESCRIPTOR_REFUSALS = Counter(
+    "streamsite_descriptor_refusals", "Requests answered 503 for want of file descriptors, by where", ["where"]
+)
+for _where in ("follow", "edge", "error"):
+    DESCRIPTOR_REFUSALS.labels(where=_where)
 SSE_OPEN = Gauge("streamsite_sse_connections", "Open SSE connections", multiprocess_mode="livesum")
 SSE_DURATION = Histogram(
     "streamsite_sse_connection_seconds", "How long SSE connections stayed open",

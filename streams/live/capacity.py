@@ -1,8 +1,10 @@
 """Live capacity, bounded and explicit.
 
-Two limits, checked before a follow starts (SSE answers 429/503 with a JSON ``detail``; a
+Three limits, checked before a follow starts (SSE answers 429/503 with a JSON ``detail``; a
 WebSocket gets an error frame and close code 4429/4503), so existing listeners never notice:
 
+- ``FD_RESERVE``: a new follow that would take one of the file descriptors kept in reserve
+  gets 503 with ``Retry-After`` and its connection closed (streams/core/descriptors.py).
 - ``LIVE_MAX_FOLLOWED_STREAMS``: distinct streams this process's hub reads. Start-up refuses a
   value the hub's readers could not serve (more than ``REDIS_BLOCKING_POOL_MAX`` ×
   ``STREAM_HUB_KEYS_PER_READER``), so no reader ever waits forever for a connection while its
@@ -30,6 +32,7 @@ count exact.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -38,15 +41,21 @@ from collections.abc import Callable, Iterable
 from django.conf import settings
 
 from streams.access.identity import MANAGE_ALL_STREAMS, AccessError, Identity
-from streams.core.instruments import PUBLISHES_REFUSED
+from streams.core.descriptors import RETRY_AFTER_S, Tally, descriptors
+from streams.core.instruments import DESCRIPTOR_REFUSALS, PUBLISHES_REFUSED
+
+log = logging.getLogger(__name__)
 
 
 class CapacityError(AccessError):
-    """A limit of this module: 429 (``retry_after`` seconds when known) or 503."""
+    """A limit of this module: 429 (``retry_after`` seconds when known) or 503; with
+    ``close_connection`` the answer also closes the client's connection (its descriptor)."""
 
-    def __init__(self, status: int, detail: str, retry_after: int | None = None) -> None:
+    def __init__(self, status: int, detail: str, retry_after: int | None = None, *,
+                 close_connection: bool = False) -> None:
         super().__init__(status, detail)
         self.retry_after = retry_after
+        self.close_connection = close_connection
 
 
 class Admission:
@@ -173,6 +182,24 @@ def check_followable(*, hub, names) -> None:
         raise CapacityError(503, f"this server follows its limit of {limit} streams (LIVE_MAX_FOLLOWED_STREAMS): try again later")
 
 
+_refusals = Tally()
+
+
+def check_descriptors() -> None:
+    """CapacityError (503, ``Retry-After``, connection closed) when a new follow would eat into
+    the descriptors kept in reserve (``FD_RESERVE``; streams/core/descriptors.py)."""
+    budget = descriptors()
+    if not budget.follow_fits():
+        DESCRIPTOR_REFUSALS.labels(where="follow").inc()
+        _refusals.note(log, "new follows refused: open file descriptors reached the limit less FD_RESERVE")
+        raise CapacityError(
+            503,
+            f"this server is at its limit of open connections ({budget.budget.follows} of "
+            f"{budget.budget.limit} file descriptors; FD_RESERVE={budget.budget.reserve}): try again later",
+            retry_after=RETRY_AFTER_S, close_connection=True,
+        )
+
+
 def hold_streams(*, hub, ident: Identity, client_address: str | None, names) -> Admission:
     """Hold ``names`` in the caller's followed streams after checking both followed-stream
     limits (the user's: 429, the process's: 503); no connection place. For a one-shot read
@@ -189,6 +216,7 @@ def hold_streams(*, hub, ident: Identity, client_address: str | None, names) -> 
 
 def admit_follow(*, hub, ident: Identity, client_address: str | None, names) -> Admission:
     """Admit a new live connection following ``names``, or raise CapacityError (429/503)."""
+    check_descriptors()
     streams = hold_streams(hub=hub, ident=ident, client_address=client_address, names=names)
     try:
         place = connections.admit(caller_key(ident, client_address), settings.LIVE_MAX_CONNECTIONS_PER_USER)

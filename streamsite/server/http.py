@@ -18,6 +18,11 @@ memory and answered, and a connection that sends half a request (or nothing) is 
 - an idle keep-alive connection is closed after ``HTTP_KEEP_ALIVE_TIMEOUT`` (uvicorn's own
   timer, given our setting).
 
+And one limit of the process, not the request: once half of the descriptors kept in reserve
+(``FD_RESERVE``, streams/core/descriptors.py) are taken, a request other than ``/health/`` and
+``/metrics`` is answered 503 here, with ``Retry-After`` and ``Connection: close``, before Django sees it; the
+probes and the scraper answer from the reserve left.
+
 Each answer is JSON ``{"detail": ...}`` naming the limit, with ``Connection: close``, and the
 connection is closed. Nothing changes once the head is read: an SSE response runs as long as it
 likes, a WebSocket upgrade hands the socket to uvicorn's WebSocket protocol. What this class
@@ -28,9 +33,12 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from dataclasses import dataclass
 
 from streams.core import compat
+from streams.core.descriptors import RETRY_AFTER_S, Tally, descriptors
+from streams.core.instruments import DESCRIPTOR_REFUSALS
 
 # The phases of a connection as seen here: reading a request's head, reading its body, or
 # neither (a response is being produced, or the connection waits for the next request,
@@ -64,6 +72,26 @@ def edge_limits() -> EdgeLimits:
     )
 
 
+# Answered from the descriptor reserve: the load balancer's probes and the scraper.
+RESERVE_PATHS = (b"/health/", b"/metrics")
+_OUT_OF_DESCRIPTORS = json.dumps({"detail": "this server is at its limit of open connections (file descriptors, "
+                                            "FD_RESERVE): try again later"}).encode()
+_edge_tally = Tally()
+log = logging.getLogger(__name__)
+
+
+async def refuse_out_of_descriptors(scope, receive, send) -> None:
+    """The ASGI application of a request refused for want of descriptors: 503, and the
+    connection closed so its descriptor comes back."""
+    DESCRIPTOR_REFUSALS.labels(where="edge").inc()
+    _edge_tally.note(log, "requests refused at the edge: the process is past half of its descriptor reserve")
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(_OUT_OF_DESCRIPTORS)),
+        (b"retry-after", b"%d" % RETRY_AFTER_S), (b"connection", b"close"),
+    ]})
+    await send({"type": "http.response.body", "body": _OUT_OF_DESCRIPTORS})
+
+
 class _Refused(Exception):
     """Raised from a parser callback to stop parsing; the answer is in ``protocol._refusal``."""
 
@@ -95,6 +123,7 @@ class BoundedHttpToolsProtocol(compat.uvicorn_httptools_protocol()):
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
+        descriptors().opened.let_in()  # counted now: an idle connection holds one too
         self._start_head()
 
     def connection_lost(self, exc) -> None:
@@ -156,7 +185,16 @@ class BoundedHttpToolsProtocol(compat.uvicorn_httptools_protocol()):
         self._head_bytes = self._head_size = self._headers = 0
         self._phase = BODY
         self._body_seen = self.loop.time()
-        super().on_headers_complete()
+        if self.url.startswith(RESERVE_PATHS) or descriptors().request_fits():
+            super().on_headers_complete()
+            return
+        # uvicorn's own way to refuse a request (its limit_concurrency): the cycle runs another
+        # application; the body, keep-alive and pipelining are handled as for any request.
+        app, self.app = self.app, refuse_out_of_descriptors
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
 
     def on_message_complete(self) -> None:
         self._phase = IDLE
