@@ -267,6 +267,34 @@ async def test_redis_restarted_with_aof_loses_nothing(tmp_path, chaos, on_redis)
         assert set(publisher.acked[name]) <= set(kept)
 
 
+async def test_redis_restarted_empty_ends_the_listener_as_deleted(tmp_path, chaos, on_redis):
+    """Redis SIGKILLed and started again without persistence: the stream is gone, with the
+    history the listener had. The listener must not wait for good on a stream that no longer
+    exists (its id can never be caught up with): once the server reconnects it is told
+    ``{"event": "deleted"}`` and closed with 1000, the end. It had received every entry acked
+    before the crash. A stream published again after the restart is a new stream: a new
+    follow gets it."""
+    redis_server = RedisProcess(aof=False)
+    chaos.append(redis_server)
+    redis_server.start()
+    await on_redis(redis_server.url)
+    server = await ServerProcess(redis_server.url, tmp_path).start()
+    chaos.append(server)
+    (listener,) = await listen(server, ["empty-a"])
+    publisher = Publisher(["empty-a"]).start()
+    chaos.extend([listener, publisher])
+    await publisher.more(["empty-a"], 10)
+    await publisher.stop()
+    await listener.received(publisher.acked["empty-a"])
+    await asyncio.to_thread(redis_server.kill)
+    await asyncio.to_thread(redis_server.start)
+    await eventually(lambda: listener.ended, timeout=10, what="the listener ended")
+    assert listener.events[-1]["event"] == "deleted" and listener.closes == [1000], listener
+    assert listener.duplicates == 0 and listener.connections == 1
+    await on_redis(redis_server.url)  # this process's connections died with Redis too
+    assert await store.streams_exist(names=["empty-a"]) == {"empty-a": False}
+
+
 # --- a Redis Cluster primary dies ----------------------------------------------------------
 
 async def test_a_killed_primary_the_dead_shard_resumes_after_promotion_and_the_others_never_stop(tmp_path, chaos, on_redis):
