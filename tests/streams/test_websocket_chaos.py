@@ -329,7 +329,9 @@ async def test_a_killed_primary_the_dead_shard_resumes_after_promotion_and_the_o
     await asyncio.to_thread(wait_replicated, victim, replica)
     next(p for p in cluster.procs if p.args[2] == str(victim)).kill()
     publisher.held.clear()
-    await publisher.more(alive, 20)  # while the victim is down and not yet replaced
+    await publisher.more(alive, 20)  # while the victim is down and not yet replaced (2 s node timeout)
+    for listener in listeners[1:]:  # delivered meanwhile, not after the promotion
+        await listener.received(publisher.acked[listener.name], timeout=1)
     await publisher.more(doomed, 10, timeout=30)  # the replica was promoted
     await publisher.more(alive, 5)
     await publisher.stop()
