@@ -262,6 +262,7 @@ async def test_redis_restarted_with_aof_loses_nothing(tmp_path, chaos, on_redis)
     await publisher.stop()
     await assert_exactly_once(listeners, publisher)
     assert publisher.failures > 0  # Redis really was away
+    assert all(listener.connections == 1 for listener in listeners)  # the server waited for it: no socket closed
     for name in names:  # and kept everything it acknowledged
         kept = [e.id for e in await store.stream_range(name=name, count=None)]
         assert set(publisher.acked[name]) <= set(kept)
