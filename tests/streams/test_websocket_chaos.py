@@ -272,8 +272,8 @@ async def test_redis_restarted_empty_ends_the_listener_as_deleted(tmp_path, chao
     """Redis SIGKILLed and started again without persistence: the stream is gone, with the
     history the listener had. The listener must not wait for good on a stream that no longer
     exists (its id can never be caught up with): once the server reconnects it is told
-    ``{"event": "deleted"}`` and closed with 1000, the end. It had received every entry acked
-    before the crash. A stream published again after the restart is a new stream: a new
+    ``{"event": "deleted"}`` and closed with 1000, the end, and so is a later resume with that
+    id. It had received every entry acked before the crash. A stream published again after the restart is a new stream: a new
     follow gets it."""
     redis_server = RedisProcess(aof=False)
     chaos.append(redis_server)
@@ -294,6 +294,12 @@ async def test_redis_restarted_empty_ends_the_listener_as_deleted(tmp_path, chao
     assert listener.duplicates == 0 and listener.connections == 1
     await on_redis(redis_server.url)  # this process's connections died with Redis too
     assert await store.streams_exist(names=["empty-a"]) == {"empty-a": False}
+    # A client that comes back later with its position (its server restarted too) is told the same.
+    late = ResumingListener(server.ws, "empty-a", first_query=f"last_event_id={listener.ids[-1]}")
+    chaos.append(late)
+    await late.start()
+    await eventually(lambda: late.ended, timeout=10, what="the late resume ended")
+    assert late.events[-1]["event"] == "deleted" and late.closes == [1000] and late.ids == []
 
 
 # --- a Redis Cluster primary dies ----------------------------------------------------------
