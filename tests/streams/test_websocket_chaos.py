@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -119,6 +120,7 @@ class Publisher:
 
     names: list[str]
     interval: float = 0.02
+    fields: Callable[[int], dict] = lambda i: {"i": str(i)}  # noqa: E731 - the i-th entry
     acked: dict[str, list[str]] = field(default_factory=dict)
     held: set[str] = field(default_factory=set)
     failures: int = 0
@@ -136,7 +138,7 @@ class Publisher:
                 if name in self.held:
                     continue
                 try:
-                    self.acked[name] += await store.stream_publish(name=name, entries=[{"i": str(i)}])
+                    self.acked[name] += await store.stream_publish(name=name, entries=[self.fields(i)])
                 except RedisError:
                     self.failures += 1
             i += 1
@@ -237,6 +239,26 @@ async def test_sigterm_sends_shutdown_then_1012_and_listeners_resume(r, tmp_path
     await publisher.more(names, 10)
     await publisher.stop()
     await assert_exactly_once(listeners, publisher)
+
+
+async def test_the_metrics_socket_resumes_after_a_killed_server(r, tmp_path, chaos, settings):
+    """``ws/streams/{name}/metrics/`` resumes by the id of its last snapshot: the restarted
+    process recomputes the ride from the stream and the client's last snapshot counts every
+    acked sample, with no snapshot repeated."""
+    server = await ServerProcess(settings.REDIS.url, tmp_path).start()
+    chaos.append(server)
+    listener = await ResumingListener(server.ws, "metrics-ride", socket="metrics/").start()
+    publisher = Publisher(["metrics-ride"], fields=lambda i: {"t": str(i), "power": "200", "hr": "140"}).start()
+    chaos.extend([listener, publisher])
+    await publisher.more(["metrics-ride"], 10)
+    await server.stop(signal.SIGKILL)
+    await publisher.more(["metrics-ride"], 10)
+    await server.start()
+    await publisher.more(["metrics-ride"], 10)
+    await publisher.stop()
+    acked = publisher.acked["metrics-ride"]
+    await eventually(lambda: listener.ids and listener.ids[-1] == acked[-1], timeout=10, what="the last snapshot")
+    assert listener.last_data["samples"] == len(acked) and listener.duplicates == 0 and listener.connections >= 2
 
 
 # --- Redis restarts ------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """A WebSocket listener that resumes, as a well-behaved client does: it follows
-``ws/streams/{name}/`` on a real server, records every id, and whenever the socket closes
+``ws/streams/{name}/`` (or the metrics socket beside it) on a real server, records every id, and whenever the socket closes
 with a code that means "resume" (docs/api.md) — or drops, or cannot connect — it connects
 again with ``?last_event_id=<the last id it received>``, backing off. It counts what a
 client would notice: duplicates (an id at or before one already received) and reconnects."""
@@ -27,6 +27,8 @@ class ResumingListener:
     base: str  # ws://127.0.0.1:PORT
     name: str
     first_query: str = "from=start"  # the first connection's query; later ones resume by id
+    socket: str = ""  # "metrics/": the live metrics socket, whose snapshots carry ids too
+    last_data: dict | None = None  # the newest frame's data
     ids: list[str] = field(default_factory=list)
     duplicates: int = 0
     events: list[dict] = field(default_factory=list)  # {"event": ...} frames
@@ -38,7 +40,7 @@ class ResumingListener:
 
     def url(self) -> str:
         query = f"last_event_id={self.ids[-1]}" if self.ids else self.first_query
-        return f"{self.base}/ws/streams/{self.name}/?{query}"
+        return f"{self.base}/ws/streams/{self.name}/{self.socket}?{query}"
 
     async def start(self, timeout: float = 10) -> "ResumingListener":
         """Starts following; returns once the first connection is open."""
@@ -86,6 +88,7 @@ class ResumingListener:
                 self.duplicates += 1
             else:
                 self.ids.append(message["id"])
+                self.last_data = message.get("data")
         elif "event" in message:
             self.events.append(message)
 
