@@ -263,7 +263,7 @@ async def test_the_metrics_socket_resumes_after_a_killed_server(r, tmp_path, cha
 
 # --- Redis restarts ------------------------------------------------------------------------
 
-async def test_redis_restarted_with_aof_loses_nothing(tmp_path, chaos, on_redis):
+async def test_redis_restarted_with_aof_loses_nothing(tmp_path, on_redis, chaos):
     """Redis SIGKILLed and started again on its append-only file (fsync always): the
     server's readers reconnect and go on from their last ids; every acked entry arrives once."""
     redis_server = RedisProcess(aof=True)
@@ -290,7 +290,7 @@ async def test_redis_restarted_with_aof_loses_nothing(tmp_path, chaos, on_redis)
         assert set(publisher.acked[name]) <= set(kept)
 
 
-async def test_redis_restarted_empty_ends_the_listener_as_deleted(tmp_path, chaos, on_redis):
+async def test_redis_restarted_empty_ends_the_listener_as_deleted(tmp_path, on_redis, chaos):
     """Redis SIGKILLed and started again without persistence: the stream is gone, with the
     history the listener had. The listener must not wait for good on a stream that no longer
     exists (its id can never be caught up with): once the server reconnects it is told
@@ -326,7 +326,7 @@ async def test_redis_restarted_empty_ends_the_listener_as_deleted(tmp_path, chao
 
 # --- a Redis Cluster primary dies ----------------------------------------------------------
 
-async def test_a_killed_primary_the_dead_shard_resumes_after_promotion_and_the_others_never_stop(tmp_path, chaos, on_redis):
+async def test_a_killed_primary_the_dead_shard_resumes_after_promotion_and_the_others_never_stop(tmp_path, on_redis, chaos):
     """A 3-primary cluster; the victim has a replica. The victim is SIGKILLed (after its
     replica has caught up, so no acked entry is lost in the asynchronous replication window:
     that loss is issue 21 part 4's PUBLISH_DURABILITY). Listeners on the other primaries'
