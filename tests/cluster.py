@@ -129,9 +129,11 @@ def start_cluster(primaries: int = 3, timeout: float = 20, *, full_coverage: boo
     return cluster
 
 
-def add_replica(cluster: LocalCluster, primary_port: int, timeout: float = 20) -> int:
+def add_replica(cluster: LocalCluster, primary_port: int, timeout: float = 20, *, full_coverage: bool = True) -> int:
     """Start one more node and make it a replica of ``primary_port``; returns its port once its
-    replication link is up."""
+    replication link is up and every primary knows it as that primary's replica (they vote
+    in the election that promotes it when the primary dies: a primary that has not heard of
+    it yet refuses its vote, and the failover stalls)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     from local_redis import answers, find_server
 
@@ -139,7 +141,8 @@ def add_replica(cluster: LocalCluster, primary_port: int, timeout: float = 20) -
     cluster.procs.append(subprocess.Popen(
         [find_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", cluster.workdir,
          "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
-         "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no"],
+         "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
+         "--cluster-require-full-coverage", "yes" if full_coverage else "no"],
         stdout=_log(cluster, port), stderr=subprocess.STDOUT,
     ))
     deadline = time.monotonic() + timeout
@@ -160,13 +163,27 @@ def add_replica(cluster: LocalCluster, primary_port: int, timeout: float = 20) -
             assert time.monotonic() < deadline, "the replica did not sync"
             time.sleep(0.1)
         replica_id = client.execute_command("CLUSTER MYID")
-    with redis.Redis(host="127.0.0.1", port=primary_port, decode_responses=True) as primary:
-        # A manual failover is asked over the cluster bus: the primary must know it as its replica.
-        while replica_id not in str(primary.execute_command("CLUSTER REPLICAS", primary_id)):
-            assert time.monotonic() < deadline, "the primary never learnt of its replica"
-            time.sleep(0.1)
+    for other in cluster.ports:
+        with redis.Redis(host="127.0.0.1", port=other, decode_responses=True) as primary:
+            # A manual failover is asked over the cluster bus (the primary must know it as its
+            # replica); an automatic one needs the votes of the other primaries.
+            while replica_id not in str(primary.execute_command("CLUSTER REPLICAS", primary_id)):
+                assert time.monotonic() < deadline, f"primary {other} never learnt of the replica"
+                time.sleep(0.1)
     cluster.replicas.append(port)
     return port
+
+
+def wait_replicated(primary_port: int, replica_port: int, timeout: float = 10) -> None:
+    """Return once the replica has every write the primary has acknowledged so far (its
+    replication offset caught up): a SIGKILL then loses nothing acknowledged."""
+    with redis.Redis(host="127.0.0.1", port=primary_port, decode_responses=True) as primary, \
+            redis.Redis(host="127.0.0.1", port=replica_port, decode_responses=True) as replica:
+        target = primary.info("replication")["master_repl_offset"]
+        deadline = time.monotonic() + timeout
+        while replica.info("replication").get("slave_repl_offset", -1) < target:
+            assert time.monotonic() < deadline, "the replica did not catch up"
+            time.sleep(0.02)
 
 
 MANUAL_FAILOVER_TIMEOUT_S = 5  # Redis gives a manual failover 5 s (CLUSTER_MF_TIMEOUT), then drops it

@@ -199,6 +199,7 @@ async def test_websocket_overflow_and_shutdown_frames(r, settings):
             frames.append(json.loads(out["text"]))
         assert [f["id"] for f in frames[:-1]] == ids[:3]
         assert frames[-1]["event"] == "overflow" and frames[-1]["last_event_id"] == ids[2]
+        assert out["code"] == 1013  # try again later: resume (docs/api.md)
     finally:
         await ws.disconnect()
 
@@ -210,7 +211,7 @@ async def test_websocket_overflow_and_shutdown_frames(r, settings):
         StreamHub.of(await redis_context()).begin_shutdown()
         frame = await ws.receive_json_from(5)
         assert frame["event"] == "shutdown" and "reconnect" in frame["detail"]
-        assert (await ws.receive_output(5))["type"] == "websocket.close"
+        assert await ws.receive_output(5) == {"type": "websocket.close", "code": 1012}  # service restart: resume
     finally:
         await ws.disconnect()
 

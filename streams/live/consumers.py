@@ -9,6 +9,11 @@ as SSE: ``?last_event_id=`` / ``?from=start``), ``{"event": "overflow" | "delete
 ``PUBLISH_DURABILITY=replicated``, a publish no replica confirmed in time gets
 ``{"error": "not replicated within N ms…", "ids": [...]}`` (the ids written).
 
+Close codes say whether to resume with ``?last_event_id=<the last id received>``: 1000 after
+``deleted`` and 4xxx are final; 1012 after ``shutdown``, 1013 after ``overflow`` or when Redis
+fails under the feed (a restart, a failover), 1011 when anything else fails, and an abrupt
+close (1006: the process died) all mean "resume" (tests/streams/test_websocket_chaos.py).
+
 Client → server: a JSON object or an array of objects, published like
 ``POST /api/streams/{name}/events``; needs a valid API token or a session, with the rights of
 REST publish and its rate (``PUBLISH_RATE_PER_TOKEN``: an error frame with ``retry_after``),
@@ -39,8 +44,7 @@ from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from streams.access import identity, rules
 from streams.access.identity import AccessError
@@ -65,7 +69,19 @@ log = logging.getLogger(__name__)
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
-CLOSE_UNAVAILABLE = 1013  # try again later
+CLOSE_NORMAL = 1000  # after {"event": "deleted"}: the end, do not resume
+CLOSE_INTERNAL_ERROR = 1011  # the server failed: resume after a backoff
+CLOSE_SERVICE_RESTART = 1012  # after {"event": "shutdown"}: resume (another process answers)
+CLOSE_UNAVAILABLE = 1013  # try again later: Redis unreachable, or the listener overflowed
+
+# The close after an ``Ended`` event. Every code but 1000 and 4xxx means "resume with
+# ?last_event_id=": clients decide from the code alone (docs/api.md).
+END_CLOSE_CODES = {"forbidden": CLOSE_FORBIDDEN, "shutdown": CLOSE_SERVICE_RESTART, "overflow": CLOSE_UNAVAILABLE}
+
+
+def end_close_code(reason: str) -> int:
+    """The close code that follows an ``{"event": reason}`` frame (``failed``: 1011)."""
+    return END_CLOSE_CODES.get(reason, CLOSE_INTERNAL_ERROR if reason == "failed" else CLOSE_NORMAL)
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
@@ -113,12 +129,25 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         except InvalidInput as exc:
             await self._refuse(str(exc), CLOSE_BAD_REQUEST)
             return
-        except (RedisConnectionError, RedisTimeoutError):
-            await self.close(code=CLOSE_UNAVAILABLE)
+        except RedisError:
+            await self._refuse("redis unavailable: try again later", CLOSE_UNAVAILABLE)
             return
         await self.accept()
         if forward is not None:
-            self.forward = asyncio.get_running_loop().create_task(forward)
+            self.forward = asyncio.get_running_loop().create_task(self._closing_on_failure(forward))
+
+    async def _closing_on_failure(self, forward) -> None:
+        """Runs the forward; a failure closes the socket with a code that says "resume": 1013
+        for any Redis error (a restart, a failover's CLUSTERDOWN), 1011 for anything else. A
+        socket left open with a dead forward would look alive and deliver nothing."""
+        try:
+            await forward
+        except RedisError as exc:
+            log.warning("websocket feed of %s lost Redis: %s", self.scope.get("path"), exc)
+            await self.close(code=CLOSE_UNAVAILABLE)
+        except Exception:
+            log.exception("websocket feed of %s failed", self.scope.get("path"))
+            await self.close(code=CLOSE_INTERNAL_ERROR)
 
     async def admit(self, query: dict[str, str]):
         """Who calls and what they may do; takes ``self.admission``. Returns the coroutine
@@ -171,19 +200,15 @@ class StreamConsumer(LiveConsumer):
 
     async def _forward(self, follow: Follow) -> None:
         send = consumer_send(self)  # the connection's ASGI send: two wrappers fewer per frame
-        try:
-            async for item in live_batches(follow, heartbeat=settings.SSE_HEARTBEAT_INTERVAL / 1000):
-                if isinstance(item, Ended):
-                    await self.send_json({"event": item.reason, "detail": item.detail, "last_event_id": follow.resume_id()})
-                    await self.close(code=CLOSE_FORBIDDEN if item.reason == "forbidden" else 1000)
-                    return
-                for entry in item:
-                    follow.positions[entry.name] = entry.id
-                    await send({"type": "websocket.send", "text": f'{{"id": "{entry.id}", "data": {entry.data_json}}}'})
-                item = entry = None  # nothing kept while the next batch is awaited
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            log.warning("websocket feed for %s lost Redis: %s", self.name, exc)
-            await self.close(code=CLOSE_UNAVAILABLE)
+        async for item in live_batches(follow, heartbeat=settings.SSE_HEARTBEAT_INTERVAL / 1000):
+            if isinstance(item, Ended):
+                await self.send_json({"event": item.reason, "detail": item.detail, "last_event_id": follow.resume_id()})
+                await self.close(code=end_close_code(item.reason))
+                return
+            for entry in item:
+                follow.positions[entry.name] = entry.id
+                await send({"type": "websocket.send", "text": f'{{"id": "{entry.id}", "data": {entry.data_json}}}'})
+            item = entry = None  # nothing kept while the next batch is awaited
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         # Parse ourselves so a malformed frame gets an error frame instead of a dropped socket.
@@ -235,7 +260,7 @@ class StreamConsumer(LiveConsumer):
         except store.PublishNotReplicated as exc:  # written, but no replica confirmed it in time
             await self.send_json({"error": exc.detail, "ids": exc.ids})
             return
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except RedisError as exc:  # unreachable, or a cluster mid-failover (CLUSTERDOWN)
             log.warning("websocket publish to %s lost Redis: %s", self.name, exc)
             await self.send_json({"error": "redis unavailable: try again later"})  # no address to clients
             return

@@ -48,6 +48,7 @@ class Follow:
     # While subscribed: leaves the hub at once (for a response that ends without finishing
     # its generator, e.g. a send that failed). Idempotent; call it on the event loop.
     leave: Callable[[], None] | None = None
+    resumed: bool = False  # the positions came from the client (a resume id)
 
     def composite_id(self) -> str:
         """One position per stream, in the order of ``names``, then ``~`` and a fingerprint
@@ -87,7 +88,7 @@ async def follow_one(name: str, *, resume: str | None, mode: str | None) -> Foll
         position = START
     else:
         position = await store.stream_last_id(name=name)
-    return Follow(names=(name,), positions={name: position}, multi=False)
+    return Follow(names=(name,), positions={name: position}, multi=False, resumed=bool(resume))
 
 
 async def follow_many(streams: str, *, resume: str | None, mode: str | None) -> Follow:
@@ -119,7 +120,7 @@ async def follow_many(streams: str, *, resume: str | None, mode: str | None) -> 
         positions = dict.fromkeys(names, START)
     else:
         positions = {n: await store.stream_last_id(name=n) for n in names}
-    return Follow(names=names, positions=positions, multi=True)
+    return Follow(names=names, positions=positions, multi=True, resumed=bool(resume))
 
 
 def live_hub(ctx) -> StreamHub:
@@ -305,6 +306,18 @@ async def _catch_up(name: str, after: str) -> AsyncIterator[list[Entry]]:
         after = chunk[-1].id
 
 
+async def _vanished(follow: Follow) -> str | None:
+    """A resumed stream that is not there although the client holds a position in it: it
+    was deleted, or Redis lost it (restarted without persistence). Nothing will ever follow
+    that position: the follow ends as ``deleted`` instead of waiting for good. (Asked after
+    subscribing: a stream re-created after this check is delivered live.)"""
+    held = [name for name in follow.names if follow.positions[name] != START] if follow.resumed else []
+    if not held:
+        return None
+    exists = await store.streams_exist(names=held)
+    return next((name for name in held if not exists[name]), None)
+
+
 def _newer(batch: list[Entry], cursors: dict[str, int]) -> list[Entry]:
     """Entries newer than what was already passed on. (``Follow.positions`` is advanced by
     the consumer as it sends each entry: a composite id must show each event's own position.)"""
@@ -329,6 +342,9 @@ async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[lis
     sub = await hub.subscribe(follow.names)
     follow.leave = lambda: hub.unsubscribe(sub)
     try:
+        if gone := await _vanished(follow):
+            yield Ended("deleted", gone)
+            return
         for name in follow.names:
             async for batch in _catch_up(name, follow.positions[name]):
                 raise_if_cancelled()

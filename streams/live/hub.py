@@ -169,23 +169,29 @@ class _Reader:
         backoff = BACKOFF_START
         nodes = self.hub._nodes
         attempt = 0
+        lost = False  # the last connection failed: Redis may have restarted, or failed over
         while self.cursors:
             try:
                 node = nodes.for_slot(self.slot)
                 async with node.blocking.client() as client:
                     self.client_id = await client.client_id()
                     self.node = node
+                    if lost:
+                        await self._end_vanished(client)
+                        lost = False
                     backoff, attempt = BACKOFF_START, 0
                     await self._read_loop(client)
             except asyncio.CancelledError:
                 raise
             except PoolClosedError:
+                lost = True
                 if self.hub._closed or nodes.closed:
                     return
                 attempt += 1
                 await nodes.recover(attempt, force=True)  # that node was retired: its slots moved
                 continue
             except Exception as exc:
+                lost = True
                 if is_redirect(exc):  # the slot moved (or its primary was demoted): re-home now
                     self.hub._rehomes += 1
                     attempt += 1
@@ -204,6 +210,26 @@ class _Reader:
                 self.client_id = None
                 self.node = None
                 self.blocked = False
+
+    async def _end_vanished(self, client) -> None:
+        """After a lost connection: a stream that had entries but whose key is gone now was
+        lost by Redis (restarted without persistence, or a failover before it was replicated)
+        or deleted behind the service. Its listeners' positions can never be caught up with,
+        so they are ended as ``deleted`` rather than left waiting on a stream that no longer
+        exists. (A publish that re-creates the stream before this check hides the loss: its
+        entries, newer than the listener's position, simply arrive.)"""
+        names = [name for name, cursor in self.cursors.items() if cursor != "0-0"]
+        if not names:
+            return
+        async with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(self.key_of[name])
+            found = await pipe.execute()
+        gone = [name for name, exists in zip(names, found) if not exists]
+        if gone:
+            log.warning("stream hub reader %d: %d followed stream(s) are gone from Redis (%s); ending their listeners",
+                        self.index, len(gone), ", ".join(gone[:5]))
+            self.hub.notify_deleted(gone)
 
     def add(self, name: str, key: str, cursor: str) -> None:
         self.cursors[name] = cursor

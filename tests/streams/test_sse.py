@@ -96,6 +96,16 @@ async def test_last_event_id_resumes_after_that_id(r, open_clients, how):
     await assert_nothing_more(c)
 
 
+async def test_a_resume_into_a_stream_that_is_gone_ends_as_deleted(r, open_clients):
+    """Its id can never be caught up with (the stream was deleted behind the service, or
+    Redis lost it in a restart without persistence): the end, not a follow that waits for good."""
+    ids = await publish("vanished", 3)
+    await r.delete(key("vanished"))
+    c = await follow(open_clients, "/api/streams/vanished/sse", **{"Last-Event-ID": ids[-1]})
+    (event,) = await c.events(1)
+    assert event.event == "deleted" and "vanished" in event.data
+
+
 async def test_last_event_id_wins_over_from_start(r, open_clients):
     ids = await publish("ride", 4)
     c = await follow(open_clients, "/api/streams/ride/sse?from=start", **{"Last-Event-ID": ids[2]})

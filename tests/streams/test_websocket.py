@@ -133,7 +133,7 @@ async def test_deleted_stream_sends_event_and_closes(app, sockets, r, settings):
     await store.streams_delete(names=["gone"])
     message = await ws.receive_json_from(5)
     assert message["event"] == "deleted"
-    assert (await ws.receive_output(5))["type"] == "websocket.close"
+    assert await ws.receive_output(5) == {"type": "websocket.close", "code": 1000}  # the end: no resume
     await store.stream_publish(name="gone", entries=[{"x": "2"}])  # re-created: not for this socket
     assert await ws.receive_nothing(0.2)
 
