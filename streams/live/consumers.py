@@ -4,7 +4,7 @@ workouts/rides/consumers.py).
 
 Server → client: ``{"id": ..., "data": {...}}`` per entry (same hub and the same start rules
 as SSE: ``?last_event_id=`` / ``?from=start``), ``{"event": "overflow" | "deleted" |
-"shutdown" | "forbidden", ...}`` before the server closes, ``{"ids": [...]}`` after a publish, and
+"shutdown" | "forbidden" | "unavailable", ...}`` before the server closes, ``{"ids": [...]}`` after a publish, and
 ``{"error": "..."}`` for a bad frame (the socket stays open).
 
 Client → server: a JSON object or an array of objects, published like
@@ -26,7 +26,9 @@ closes with 4401 (bad token), 4403 (missing scope), 4404 (stream not found or no
 4429 / 4503 (a capacity limit: streams/live/capacity.py; a publish-only socket takes a place in
 LIVE_MAX_CONNECTIONS_PER_USER too) or 4400 (bad parameters). A follow whose access is revoked
 later (a token, share or user, or its session: logout, a password change, expiry) gets
-``{"event": "forbidden", ...}`` and closes with 4403.
+``{"event": "forbidden", ...}`` and closes with 4403; one whose caller the database cannot
+confirm past AUTH_OUTAGE_GRACE gets ``{"event": "unavailable", ...}`` and closes with 1013 (a
+database down at connect, for a credential the cache does not know: an error frame, then 1013).
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_UNAVAILABLE = 1013  # try again later
+
+
+def close_code(ended: Ended) -> int:
+    """How a socket closes after ``{"event": ...}``: 4403 forbidden, 1013 unavailable (try
+    again later), else 1000."""
+    return {"forbidden": CLOSE_FORBIDDEN, "unavailable": CLOSE_UNAVAILABLE}.get(ended.reason, 1000)
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
@@ -105,6 +113,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.admission = None
         try:
             forward = await self.admit(query)
+        except identity.IdentityUnavailable as exc:
+            await self._refuse(exc.detail, CLOSE_UNAVAILABLE)
+            return
         except AccessError as exc:
             await self._refuse(exc.detail, 4000 + exc.status)
             return
@@ -173,7 +184,7 @@ class StreamConsumer(LiveConsumer):
             async for item in live_batches(follow, heartbeat=settings.SSE_HEARTBEAT_INTERVAL / 1000):
                 if isinstance(item, Ended):
                     await self.send_json({"event": item.reason, "detail": item.detail, "last_event_id": follow.resume_id()})
-                    await self.close(code=CLOSE_FORBIDDEN if item.reason == "forbidden" else 1000)
+                    await self.close(code=close_code(item))
                     return
                 for entry in item:
                     follow.positions[entry.name] = entry.id
@@ -185,7 +196,11 @@ class StreamConsumer(LiveConsumer):
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         # Parse ourselves so a malformed frame gets an error frame instead of a dropped socket.
-        current = await identity.still_valid(self.identity)
+        try:
+            current = await identity.still_valid(self.identity)
+        except identity.IdentityUnavailable as exc:
+            await self.send_json({"error": exc.detail, "retry_after": exc.retry_after})
+            return
         if current is None:
             await self.send_json({"error": "the API token or user behind this connection is no longer valid"})
             await self.close(code=CLOSE_UNAUTHENTICATED)

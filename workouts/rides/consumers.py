@@ -8,10 +8,7 @@ from django.conf import settings
 from streams.access import identity
 from streams.engine.context import redis_context
 from streams.live import capacity
-from streams.live.consumers import (
-    CLOSE_FORBIDDEN,
-    LiveConsumer,
-)
+from streams.live.consumers import LiveConsumer, close_code
 from streams.live.follow import Follow, access_guard, follow_one, live_hub
 from streams.store import services as store
 from workouts.rides.tracking import MetricsBoard, Snapshot, metrics_updates
@@ -22,9 +19,10 @@ class MetricsConsumer(LiveConsumer):
     sends, for apps that speak WebSocket. Server → client only:
     ``{"event": "metrics", "id": ..., "data": {...snapshot, "chart": [...]}}`` at most once a
     second while entries arrive (``?last_event_id=`` resumes after an id), then
-    ``{"event": "deleted" | "forbidden" | "shutdown" | "failed", "detail": ...}`` before the
-    server closes (4403 for forbidden, else 1000). The read rule, the capacity limits and the
-    refusals at connect are the entry socket's; a frame from the client gets an error frame."""
+    ``{"event": "deleted" | "forbidden" | "unavailable" | "shutdown" | "failed", "detail": ...}``
+    before the server closes (4403 for forbidden, 1013 for unavailable, else 1000). The read
+    rule, the capacity limits and the refusals at connect are the entry socket's; a frame from
+    the client gets an error frame."""
 
     async def admit(self, query: dict[str, str]):
         name = self.scope["url_route"]["kwargs"]["name"]
@@ -47,7 +45,7 @@ class MetricsConsumer(LiveConsumer):
                     await self.send_json({"event": "metrics", "id": update.id, "data": update.data})
                 else:
                     await self.send_json({"event": update.ended.reason, **update.payload(multi=False)})
-                    await self.close(code=CLOSE_FORBIDDEN if update.ended.reason == "forbidden" else 1000)
+                    await self.close(code=close_code(update.ended))
                     return
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
