@@ -2,7 +2,7 @@
 be reached, and the outage clock.
 
 While the database is down, a caller's read goes to it at most once every ``PROBE_EVERY_S``
-(one probe in flight at a time): every other read is refused at once (``DatabaseDown``)
+after the last attempt ended (one probe in flight at a time): every other read is refused at once (``DatabaseDown``)
 instead of each paying the connect timeout. The outage is logged when it starts, then one line
 per ``LOG_EVERY_S`` with a count of the reads refused, and once when it ends: no traceback
 per request.
@@ -65,19 +65,21 @@ class DatabaseOutage:
 
     async def through(self, read: Callable[[], Awaitable[T]]) -> T:
         """``await read()`` (database work) unless the database is known down and a probe is in
-        flight or was made less than PROBE_EVERY_S ago: then DatabaseDown at once. An
+        flight or ended less than PROBE_EVERY_S ago: then DatabaseDown at once. An
         unreachable database raises DatabaseDown too (from the driver's error)."""
         if not self._may_try():
             self._count_refused()
             raise DatabaseDown("database unavailable")
-        probing = self.down
-        self._tried_at, self._probing = time.monotonic(), probing
+        probing = self._probing = self.down
         try:
             result = await read()
         except UNREACHABLE as exc:
             self._failed(exc)
             raise DatabaseDown("database unavailable") from exc
         finally:
+            # From the end of the attempt: a probe that hangs for the connect timeout is not
+            # followed at once by another.
+            self._tried_at = time.monotonic()
             if probing:
                 self._probing = False
         self._reached()
