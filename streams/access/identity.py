@@ -27,7 +27,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from streams.core.aio import settle
+from streams.core.aio import OwnedTasks, settle
 from streams.core.compat import csrf_failure, session_user
 from streams.core.database import DatabaseDown, database_outage
 from streams.models import SCOPES, ApiToken, Share, hash_token
@@ -144,18 +144,36 @@ class IdentityCache:
     def __init__(self) -> None:
         self._entries: dict[str, tuple[float, Identity | None]] = {}
         self._loading: dict[tuple[int, str], asyncio.Future] = {}
+        self._probes = OwnedTasks()  # each ends within the database's connect + statement timeouts
 
     def clear(self) -> None:
         self._entries.clear()
+
+    async def close(self) -> None:
+        await self._probes.cancel()
 
     async def get(self, key: str, load) -> Identity | None:
         hit = self._entries.get(key)
         if hit is not None and time.monotonic() - hit[0] < settings.AUTH_CACHE_TTL_MS / 1000:
             return hit[1]
+        if database_outage.down and self._within_grace(hit):
+            # A known caller never waits for a probe: it is made beside the answer.
+            if database_outage.may_try():
+                self._probes.start(self._probe(key, load), name="database probe (identity)")
+            return hit[1]
         try:
             return await self._load_once(key, load)
         except (DatabaseDown, IdentityUnavailable):
             return self.in_outage(key)
+
+    def _within_grace(self, hit) -> bool:
+        return hit is not None and time.monotonic() - hit[0] <= settings.AUTH_OUTAGE_GRACE_MS / 1000
+
+    async def _probe(self, key: str, load) -> None:
+        try:
+            await self._load_once(key, load)
+        except (DatabaseDown, IdentityUnavailable):
+            pass  # still down: the entry keeps its last confirmation
 
     def in_outage(self, key: str) -> Identity | None:
         """The answer of ``key``'s last confirmation, if within AUTH_OUTAGE_GRACE."""
@@ -276,6 +294,8 @@ async def identify_request(request) -> Identity:
 async def _session_user(request, cookie: str) -> Identity | None:
     """The identity of the request's session user (None: anonymous); while the database is
     down, the session's last confirmed identity (``identity_cache.in_outage``)."""
+    if database_outage.down and not database_outage.may_try():
+        return identity_cache.in_outage("s:" + cookie)  # no connect timeout to pay per request
     try:
         user = await database_outage.through(request.auser)
     except DatabaseDown:

@@ -67,7 +67,7 @@ class DatabaseOutage:
         """``await read()`` (database work) unless the database is known down and a probe is in
         flight or ended less than PROBE_EVERY_S ago: then DatabaseDown at once. An
         unreachable database raises DatabaseDown too (from the driver's error)."""
-        if not self._may_try():
+        if not self.may_try():
             self._count_refused()
             raise DatabaseDown("database unavailable")
         probing = self._probing = self.down
@@ -85,7 +85,8 @@ class DatabaseOutage:
         self._reached()
         return result
 
-    def _may_try(self) -> bool:
+    def may_try(self) -> bool:
+        """Whether a read may go to the database now (always, unless it is known down)."""
         if not self.down:
             return True
         return not self._probing and time.monotonic() - self._tried_at >= self.PROBE_EVERY_S
