@@ -1,6 +1,6 @@
 """The database goes away under a real server process (issue 21): its own PostgreSQL database,
 reached through a TCP proxy the test controls (tests/tcp_proxy.py), first refusing, then
-hanging. Known tokens go on publishing and following from the identity cache; an unknown
+hanging. Known tokens and sessions go on publishing and following from the identity cache; an unknown
 token gets 503 with Retry-After (not 401, not 500); readiness says "database"; past
 AUTH_OUTAGE_GRACE an open follow ends with ``event: unavailable``; restored, all recovers.
 
@@ -79,8 +79,9 @@ def _server_env(tmp_path: Path, database_url: str) -> dict:
     }
 
 
-def _prepare(env: dict) -> str:
-    """Migrate the database and make a user with a token; the raw token."""
+def _prepare(env: dict) -> tuple[str, str]:
+    """Migrate the database and make a user with a token and a logged-in session: (raw token,
+    session key)."""
     run = lambda *args: subprocess.run(  # noqa: E731
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
@@ -88,11 +89,15 @@ def _prepare(env: dict) -> str:
     assert migrated.returncode == 0, migrated.stderr
     made = run("shell", "-c", (
         "from django.contrib.auth import get_user_model; from streams.models import ApiToken;"
+        "from django.contrib import auth; from django.contrib.sessions.backends.db import SessionStore;"
         "u = get_user_model().objects.create_user('rider');"
-        "print(ApiToken.issue(user=u)[1])"
+        "s = SessionStore(); s[auth.SESSION_KEY] = str(u.pk); s[auth.HASH_SESSION_KEY] = u.get_session_auth_hash();"
+        "s[auth.BACKEND_SESSION_KEY] = 'django.contrib.auth.backends.ModelBackend'; s.create();"
+        "print(ApiToken.issue(user=u)[1], s.session_key)"
     ))
     assert made.returncode == 0, made.stderr
-    return made.stdout.strip().splitlines()[-1]
+    token, session_key = made.stdout.strip().splitlines()[-1].split()
+    return token, session_key
 
 
 async def _wait_for_health(client, base: str, proc, log: Path) -> None:
@@ -162,8 +167,9 @@ async def test_token_follows_and_publishes_go_on_while_the_database_refuses_then
     target = urlsplit(ADMIN_URL)
     proxy = await TcpProxy(target.hostname or "127.0.0.1", target.port or 5432).start()
     env = _server_env(tmp_path, _url(outage_database, port=proxy.port))
-    token = await asyncio.to_thread(_prepare, env)
+    token, session_key = await asyncio.to_thread(_prepare, env)
     auth = {"Authorization": f"Bearer {token}"}
+    browser = {"Cookie": f"sessionid={session_key}"}
     port = free_port()
     log_path = tmp_path / "server.log"
     log = open(log_path, "w+")
@@ -175,14 +181,21 @@ async def test_token_follows_and_publishes_go_on_while_the_database_refuses_then
             await _wait_for_health(client, base, proc, log_path)
             assert (await client.get(f"{base}/api/streams/outage", headers=unknown())).status_code == 401
             follower = Follower(client, f"{base}/api/streams/outage/sse?from=start", auth)
+            by_session = Follower(client, f"{base}/api/streams/outage/sse?from=start", browser)
             await _goes_on(client, base, auth, follower, 0)  # the token is confirmed now
+            await by_session.saw('"n": "0"')  # and the session
             outage_started = time.monotonic()
 
             await proxy.refuse()
+            # A session follow opened during the outage: its user from the cache (an anonymous
+            # follow of this public stream would never end "unavailable").
+            late_session = Follower(client, f"{base}/api/streams/outage/sse?from=start", browser)
             for n in range(1, 6):
                 await asyncio.sleep(0.4)  # past AUTH_CACHE_TTL within the loop: the cache's outage answer
                 timings["refuse"].append(await _goes_on(client, base, auth, follower, n))
                 timings["unknown_refuse"].append(await _unknown_is_503(client, base))
+                await by_session.saw(f'"n": "{n}"')
+                await late_session.saw(f'"n": "{n}"')
             await _not_ready_database(client, base)
 
             await proxy.hang()
@@ -190,10 +203,13 @@ async def test_token_follows_and_publishes_go_on_while_the_database_refuses_then
                 await asyncio.sleep(0.4)
                 timings["hang"].append(await _goes_on(client, base, auth, follower, n))
                 timings["unknown_hang"].append(await _unknown_is_503(client, base))
+                await by_session.saw(f'"n": "{n}"')
             await _not_ready_database(client, base)
 
             # Past the grace since the token's last confirmation: the follow ends and says why.
             await follower.saw("event: unavailable", timeout=GRACE_MS / 1000 + 5)
+            await by_session.saw("event: unavailable", timeout=3)
+            await late_session.saw("event: unavailable", timeout=3)
             ended_after = time.monotonic() - outage_started
             assert GRACE_MS / 1000 - 0.5 <= ended_after <= GRACE_MS / 1000 + 4, ended_after
             resp = await client.post(f"{base}/api/streams/outage/events", json={"n": "late"}, headers=auth)
@@ -208,8 +224,8 @@ async def test_token_follows_and_publishes_go_on_while_the_database_refuses_then
             assert (await client.get(f"{base}/health/ready")).status_code == 200
             again = Follower(client, f"{base}/api/streams/outage/sse?from=start", auth)
             await _goes_on(client, base, auth, again, 11)
-            await follower.close()
-            await again.close()
+            for open_follow in (follower, by_session, late_session, again):
+                await open_follow.close()
         text = log_path.read_text()
         assert "Traceback" not in text, text[-3000:]
         assert text.count("database unreachable") == 1, text[-3000:]
