@@ -6,6 +6,7 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db.utils import InterfaceError, OperationalError
 from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -16,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from streams.access.identity import AccessError
 from streams.api import batch_router, shares_router
 from streams.api import router as streams_router
+from streams.core.database import database_outage
 from streams.core.errors import InvalidInput
 from streams.core.offload import OffloadUnavailable
 from streams.engine.pool import PoolExhaustedError
@@ -115,3 +117,14 @@ def on_storage_full(request, exc):
 @api.exception_handler(OffloadUnavailable)
 def on_offload_unavailable(request, exc: OffloadUnavailable):
     return _detail(request, 503, str(exc))
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def on_database_unavailable(request, exc):
+    """A view's own database work (workouts, shares, tokens) found the database unreachable:
+    503 with Retry-After, logged once per interval (streams/core/database.py), never a 500."""
+    database_outage.noticed(exc)
+    response = _detail(request, 503, "database unavailable: try again later")
+    response["Retry-After"] = "5"
+    return response

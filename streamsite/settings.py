@@ -71,6 +71,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last of Django's: a locked-out login answers 429 (the lean stack serves no login).
     "axes.middleware.AxesMiddleware",
+    "streamsite.middleware.DatabaseUnavailableMiddleware",  # 503, not 500, while the database is away
     "streamsite.middleware.PrometheusAfter",
 ]
 LEAN_PATH_PREFIXES = ["/api/", "/health/", "/metrics", "/live/"]
@@ -78,6 +79,7 @@ LEAN_MIDDLEWARE = [
     "streamsite.middleware.PrometheusBefore",
     "streamsite.middleware.LeanGuardMiddleware",
     "streamsite.middleware.ApiShapeMiddleware",
+    "streamsite.middleware.DatabaseUnavailableMiddleware",
     "streamsite.middleware.PrometheusAfter",
 ]
 

@@ -158,6 +158,17 @@ async def _unknown_is_503(client, base: str) -> float:
     return took
 
 
+async def _pages_and_views_answer_503(client, base: str, auth: dict, browser: dict) -> None:
+    """What needs the database itself answers 503 with Retry-After, never 500: a view's own
+    queries (the workouts list), the admin with a session (a page)."""
+    listing = await client.get(f"{base}/api/workouts", headers=auth)
+    assert listing.status_code == 503 and listing.headers["Retry-After"] == "5", listing.text
+    assert listing.json()["detail"].startswith("database unavailable")
+    admin = await client.get(f"{base}/admin/", headers=browser)
+    assert admin.status_code == 503 and admin.headers["Retry-After"] == "5", admin.text[:500]
+    assert "Temporarily unavailable" in admin.text
+
+
 async def _not_ready_database(client, base: str) -> None:
     resp = await client.get(f"{base}/health/ready")
     assert resp.status_code == 503 and resp.json()["detail"] == "not ready: database", resp.text
@@ -197,6 +208,7 @@ async def test_token_follows_and_publishes_go_on_while_the_database_refuses_then
                 await by_session.saw(f'"n": "{n}"')
                 await late_session.saw(f'"n": "{n}"')
             await _not_ready_database(client, base)
+            await _pages_and_views_answer_503(client, base, auth, browser)
 
             await proxy.hang()
             for n in range(6, 11):

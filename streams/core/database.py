@@ -91,6 +91,11 @@ class DatabaseOutage:
             return True
         return not self._probing and time.monotonic() - self._tried_at >= self.PROBE_EVERY_S
 
+    def noticed(self, exc: Exception) -> None:
+        """A read that did not go through ``through`` found the database unreachable (an
+        interface answering 503): the same single log line and count."""
+        self._failed(exc)
+
     def _failed(self, exc: Exception) -> None:
         if not self.down:
             self.down_since = time.monotonic()
