@@ -139,6 +139,29 @@ class Follower:
         await asyncio.gather(self.task, return_exceptions=True)
 
 
+class WsFollower(Follower):
+    """A WebSocket follow (the token as the subprotocol pair) read in the background: its
+    frames as text, and the close code."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.text = ""
+        self.close_code: int | None = None
+        self.task = asyncio.get_running_loop().create_task(self._read_ws(url, token))
+
+    async def _read_ws(self, url: str, token: str) -> None:
+        import websockets
+
+        async with websockets.connect(url, subprotocols=["streamsite.token", token]) as ws:
+            self.ws = ws
+            try:
+                async for frame in ws:
+                    self.text += frame + "\n"
+            except websockets.ConnectionClosed:
+                pass  # closed with a code other than 1000: kept in close_code
+            finally:
+                self.close_code = ws.close_code
+
+
 async def _goes_on(client, base: str, auth: dict, follower: Follower, n: int) -> float:
     """A token publish answers and the open follow receives it; the publish's seconds."""
     started = time.perf_counter()
@@ -193,6 +216,7 @@ async def test_token_follows_and_publishes_go_on_while_the_database_refuses_then
             assert (await client.get(f"{base}/api/streams/outage", headers=unknown())).status_code == 401
             follower = Follower(client, f"{base}/api/streams/outage/sse?from=start", auth)
             by_session = Follower(client, f"{base}/api/streams/outage/sse?from=start", browser)
+            by_socket = WsFollower(f"ws://127.0.0.1:{port}/ws/streams/outage/?from=start", token)
             await _goes_on(client, base, auth, follower, 0)  # the token is confirmed now
             await by_session.saw('"n": "0"')  # and the session
             outage_started = time.monotonic()
@@ -207,6 +231,7 @@ async def test_token_follows_and_publishes_go_on_while_the_database_refuses_then
                 timings["unknown_refuse"].append(await _unknown_is_503(client, base))
                 await by_session.saw(f'"n": "{n}"')
                 await late_session.saw(f'"n": "{n}"')
+                await by_socket.saw(f'"n": "{n}"')
             await _not_ready_database(client, base)
             await _pages_and_views_answer_503(client, base, auth, browser)
 
@@ -216,12 +241,18 @@ async def test_token_follows_and_publishes_go_on_while_the_database_refuses_then
                 timings["hang"].append(await _goes_on(client, base, auth, follower, n))
                 timings["unknown_hang"].append(await _unknown_is_503(client, base))
                 await by_session.saw(f'"n": "{n}"')
+                await by_socket.saw(f'"n": "{n}"')
+            await by_socket.ws.send('{"n": "by-socket"}')  # a WebSocket publish: the token from the cache
+            await by_socket.saw('"ids"')
             await _not_ready_database(client, base)
 
             # Past the grace since the token's last confirmation: the follow ends and says why.
             await follower.saw("event: unavailable", timeout=GRACE_MS / 1000 + 5)
             await by_session.saw("event: unavailable", timeout=3)
             await late_session.saw("event: unavailable", timeout=3)
+            await by_socket.saw('"event": "unavailable"', timeout=3)
+            await asyncio.wait_for(asyncio.shield(by_socket.task), 5)
+            assert by_socket.close_code == 1013
             ended_after = time.monotonic() - outage_started
             assert GRACE_MS / 1000 - 0.5 <= ended_after <= GRACE_MS / 1000 + 4, ended_after
             resp = await client.post(f"{base}/api/streams/outage/events", json={"n": "late"}, headers=auth)
@@ -236,7 +267,7 @@ async def test_token_follows_and_publishes_go_on_while_the_database_refuses_then
             assert (await client.get(f"{base}/health/ready")).status_code == 200
             again = Follower(client, f"{base}/api/streams/outage/sse?from=start", auth)
             await _goes_on(client, base, auth, again, 11)
-            for open_follow in (follower, by_session, late_session, again):
+            for open_follow in (follower, by_session, late_session, by_socket, again):
                 await open_follow.close()
         text = log_path.read_text()
         assert "Traceback" not in text, text[-3000:]
