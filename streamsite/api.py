@@ -14,9 +14,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams.access.identity import AccessError
+from streams.access.identity import AccessError, IdentityUnavailable
 from streams.api import batch_router, shares_router
 from streams.api import router as streams_router
+from streams.core.compat import already_logged
 from streams.core.database import database_outage
 from streams.core.errors import InvalidInput
 from streams.core.offload import OffloadUnavailable
@@ -67,9 +68,11 @@ def on_invalid_input(request, exc: InvalidInput):
 @api.exception_handler(AccessError)
 def on_access_error(request, exc: AccessError):
     response = _detail(request, exc.status, exc.detail)
-    retry_after = getattr(exc, "retry_after", None)  # a rate limit's (streams/live/capacity.py)
+    retry_after = getattr(exc, "retry_after", None)  # a rate limit's, a database outage's
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)
+    if isinstance(exc, IdentityUnavailable):
+        already_logged(response)  # the outage is logged once per interval (streams/core/database.py)
     return response
 
 
@@ -127,4 +130,4 @@ def on_database_unavailable(request, exc):
     database_outage.noticed(exc)
     response = _detail(request, 503, "database unavailable: try again later")
     response["Retry-After"] = "5"
-    return response
+    return already_logged(response)

@@ -23,7 +23,7 @@ from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpResponse, JsonResponse
 from django.middleware.security import SecurityMiddleware
 
-from streams.core.compat import django_middleware_hooks, prometheus_middleware_hooks
+from streams.core.compat import already_logged, django_middleware_hooks, prometheus_middleware_hooks
 from streams.core.database import UNREACHABLE, database_outage
 from streamsite.server.limits import body_limit, too_big
 
@@ -167,7 +167,7 @@ def database_unavailable(request) -> HttpResponse:
     else:
         response = HttpResponse(UNAVAILABLE_PAGE, status=503)
     response["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
-    return response
+    return already_logged(response)
 
 
 class DatabaseUnavailableMiddleware(AsyncMiddleware):

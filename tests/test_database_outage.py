@@ -272,6 +272,9 @@ async def test_token_follows_and_publishes_go_on_while_the_database_refuses_then
         text = log_path.read_text()
         assert "Traceback" not in text, text[-3000:]
         assert text.count("database unreachable") == 1, text[-3000:]
+        # No log line of Django's per refused request (uvicorn's access log has its own).
+        assert "django.request Service Unavailable: /api/" not in text, text[-3000:]
+        assert "django.request Service Unavailable: /admin/" not in text, text[-3000:]
         print(
             "\nDB outage figures (s): publish max refuse=%.3f hang=%.3f; unknown-token 503 max refuse=%.3f "
             "hang=%.3f; follow ended %.1f s after the outage began (grace %.1f); recovered %.2f s after restore; "
