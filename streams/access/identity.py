@@ -128,11 +128,16 @@ class IdentityUnavailable(AccessError):
         super().__init__(503, "database unavailable: cannot check these credentials now, try again later")
 
 
+def within_grace(hit: tuple[float, Identity | None] | None, now: float, grace_s: float) -> bool:
+    """Whether a cached entry (confirmed_at, answer) was confirmed within ``grace_s``."""
+    return hit is not None and now - hit[0] <= grace_s
+
+
 def answer_in_outage(hit: tuple[float, Identity | None] | None, now: float, grace_s: float) -> Identity | None:
     """What a cached entry answers while the database is down: its identity (None: revoked or
     unknown, as the database said) if it was confirmed within ``grace_s``; else
     IdentityUnavailable."""
-    if hit is None or now - hit[0] > grace_s:
+    if not within_grace(hit, now, grace_s):
         raise IdentityUnavailable()
     return hit[1]
 
@@ -156,7 +161,7 @@ class IdentityCache:
         hit = self._entries.get(key)
         if hit is not None and time.monotonic() - hit[0] < settings.AUTH_CACHE_TTL_MS / 1000:
             return hit[1]
-        if database_outage.down and self._within_grace(hit):
+        if database_outage.down and within_grace(hit, time.monotonic(), settings.AUTH_OUTAGE_GRACE_MS / 1000):
             # A known caller never waits for a probe: it is made beside the answer.
             if database_outage.may_try():
                 self._probes.start(self._probe(key, load), name="database probe (identity)")
@@ -165,9 +170,6 @@ class IdentityCache:
             return await self._load_once(key, load)
         except (DatabaseDown, IdentityUnavailable):
             return self.in_outage(key)
-
-    def _within_grace(self, hit) -> bool:
-        return hit is not None and time.monotonic() - hit[0] <= settings.AUTH_OUTAGE_GRACE_MS / 1000
 
     async def _probe(self, key: str, load) -> None:
         try:
