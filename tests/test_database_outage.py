@@ -27,6 +27,7 @@ from tests.test_shutdown import ROOT, free_port, production_command
 
 ADMIN_URL = os.environ.get("CI_DATABASE_URL") or "postgresql://127.0.0.1:5432/postgres"
 GRACE_MS = 9000
+ONSET_TOKENS = 5
 CONNECT_TIMEOUT_MS = 1000  # PostgreSQL rounds it up to its minimum, 2 s: what a hung probe costs
 
 
@@ -79,9 +80,9 @@ def _server_env(tmp_path: Path, database_url: str) -> dict:
     }
 
 
-def _prepare(env: dict) -> tuple[str, str]:
-    """Migrate the database and make a user with a token and a logged-in session: (raw token,
-    session key)."""
+def _prepare(env: dict) -> tuple[list[str], str]:
+    """Migrate the database and make a user with 1 + ONSET_TOKENS tokens and a logged-in
+    session: (raw tokens, session key)."""
     run = lambda *args: subprocess.run(  # noqa: E731
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
@@ -93,11 +94,11 @@ def _prepare(env: dict) -> tuple[str, str]:
         "u = get_user_model().objects.create_user('rider');"
         "s = SessionStore(); s[auth.SESSION_KEY] = str(u.pk); s[auth.HASH_SESSION_KEY] = u.get_session_auth_hash();"
         "s[auth.BACKEND_SESSION_KEY] = 'django.contrib.auth.backends.ModelBackend'; s.create();"
-        "print(ApiToken.issue(user=u)[1], s.session_key)"
+        f"print(s.session_key, *(ApiToken.issue(user=u)[1] for _ in range({1 + ONSET_TOKENS})))"
     ))
     assert made.returncode == 0, made.stderr
-    token, session_key = made.stdout.strip().splitlines()[-1].split()
-    return token, session_key
+    session_key, *tokens = made.stdout.strip().splitlines()[-1].split()
+    return tokens, session_key
 
 
 async def _wait_for_health(client, base: str, proc, log: Path) -> None:
@@ -201,7 +202,7 @@ async def test_token_follows_and_publishes_go_on_while_the_database_refuses_then
     target = urlsplit(ADMIN_URL)
     proxy = await TcpProxy(target.hostname or "127.0.0.1", target.port or 5432).start()
     env = _server_env(tmp_path, _url(outage_database, port=proxy.port))
-    token, session_key = await asyncio.to_thread(_prepare, env)
+    (token, *onset_tokens), session_key = await asyncio.to_thread(_prepare, env)
     auth = {"Authorization": f"Bearer {token}"}
     browser = {"Cookie": f"sessionid={session_key}"}
     port = free_port()
@@ -267,20 +268,37 @@ async def test_token_follows_and_publishes_go_on_while_the_database_refuses_then
             assert (await client.get(f"{base}/health/ready")).status_code == 200
             again = Follower(client, f"{base}/api/streams/outage/sse?from=start", auth)
             await _goes_on(client, base, auth, again, 11)
+
+            # A database that stops answering all at once, under tokens whose cache entries
+            # are due (confirmed, then older than AUTH_CACHE_TTL): the loads let through before
+            # it was known down wait out one connect timeout together, not one after another.
+            onset = [{"Authorization": f"Bearer {t}"} for t in onset_tokens]
+            for headers in onset:
+                assert (await client.get(f"{base}/api/streams/outage", headers=headers)).status_code == 200
+            await asyncio.sleep(1.2)
+            await proxy.hang()
+            started = time.perf_counter()
+            answers = await asyncio.gather(*(client.get(f"{base}/api/streams/outage", headers=h) for h in onset))
+            onset_took = time.perf_counter() - started
+            assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+            assert onset_took < 2 * 2 + 1, onset_took  # one connect timeout (2 s), not one each (10 s)
+            await proxy.restore()
             for open_follow in (follower, by_session, late_session, by_socket, again):
                 await open_follow.close()
         text = log_path.read_text()
         assert "Traceback" not in text, text[-3000:]
-        assert text.count("database unreachable") == 1, text[-3000:]
+        assert text.count("database unreachable") == 2, text[-3000:]  # one line per outage (two)
+        assert text.count("database reachable again") == 1, text[-3000:]
         # No log line of Django's per refused request (uvicorn's access log has its own).
         assert "django.request Service Unavailable: /api/" not in text, text[-3000:]
         assert "django.request Service Unavailable: /admin/" not in text, text[-3000:]
         print(
             "\nDB outage figures (s): publish max refuse=%.3f hang=%.3f; unknown-token 503 max refuse=%.3f "
             "hang=%.3f; follow ended %.1f s after the outage began (grace %.1f); recovered %.2f s after restore; "
-            "proxy connections accepted %d"
+            "proxy connections accepted %d; %d due tokens at a hang's onset answered in %.2f s"
             % (max(timings["refuse"]), max(timings["hang"]), max(timings["unknown_refuse"]),
-               max(timings["unknown_hang"]), ended_after, GRACE_MS / 1000, recovered_after, proxy.accepted)
+               max(timings["unknown_hang"]), ended_after, GRACE_MS / 1000, recovered_after, proxy.accepted,
+               ONSET_TOKENS, onset_took)
         )
     finally:
         if proc.poll() is None:
