@@ -1,9 +1,9 @@
 """The database as a dependency that may go away: its timeouts, which errors mean it cannot
 be reached, and the outage clock.
 
-While the database is down, a caller's read goes to it at most once every ``PROBE_EVERY_S``
-after the last attempt ended (one probe in flight at a time): every other read is refused at once (``DatabaseDown``)
-instead of each paying the connect timeout. The outage is logged when it starts, then one line
+While the database is down, a read goes to it at most once every ``PROBE_EVERY_S`` after the
+last attempt ended (one probe in flight at a time): every other read is refused at once
+(``DatabaseDown``) instead of each paying the connect timeout. The outage is logged when it starts, then one line
 per ``LOG_EVERY_S`` with a count of the reads refused, and once when it ends: no traceback
 per request.
 """
