@@ -91,6 +91,12 @@ async def readiness() -> tuple[bool, dict]:
     return all(c["ok"] for c in checks.values()), checks
 
 
+def not_ready_because(checks: dict) -> str | None:
+    """``"not ready: database"`` (the failed checks, by name), or None when all passed."""
+    failed = [name for name, check in checks.items() if not check["ok"]]
+    return "not ready: " + ", ".join(failed) if failed else None
+
+
 def _pool(stats) -> dict:
     return {"total": stats.total, "in_use": stats.in_use, "available": stats.available, "waiting": stats.waiting}
 

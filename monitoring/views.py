@@ -17,7 +17,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from monitoring.checks import readiness, redis_up, snapshot
+from monitoring.checks import not_ready_because, readiness, redis_up, snapshot
 from monitoring.prometheus import ProcessStateSampler, register_collectors
 from streams.access.identity import AccessError, parse_authorization
 from streams.core.instruments import REDIS_UP
@@ -30,7 +30,9 @@ async def health(request):
 
 async def ready(request):
     ok, checks = await readiness()
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+    if ok:
+        return JsonResponse({"status": "ok", "checks": checks})
+    return JsonResponse({"status": "unavailable", "detail": not_ready_because(checks), "checks": checks}, status=503)
 
 
 def _has_monitoring_token(request) -> bool:

@@ -49,6 +49,8 @@ class Caller(HttpBearer):
             if not self.anonymous:
                 rules.require_user(ident)
             rules.require_scope(ident, self.scope)
+        except identity.IdentityUnavailable:
+            raise  # 503 with its Retry-After (streamsite/api.py)
         except AccessError as exc:
             raise HttpError(exc.status, exc.detail) from None
         return ident

@@ -7,6 +7,7 @@ import logging
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
+from django.db.utils import InterfaceError, OperationalError
 from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -14,10 +15,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams.access.identity import AccessError
+from streams.access.identity import AccessError, IdentityUnavailable
 from streams.api import batch_router, shares_router
 from streams.api import router as streams_router
 from streams.core.descriptors import descriptors, is_out_of_descriptors
+from streams.core.compat import already_logged
+from streams.core.database import database_outage
 from streams.core.errors import InvalidInput
 from streams.core.offload import OffloadUnavailable
 from streams.engine.pool import PoolExhaustedError
@@ -68,12 +71,14 @@ def on_invalid_input(request, exc: InvalidInput):
 @api.exception_handler(AccessError)
 def on_access_error(request, exc: AccessError):
     response = _detail(request, exc.status, exc.detail)
-    retry_after = getattr(exc, "retry_after", None)  # a rate limit's (streams/live/capacity.py)
+    retry_after = getattr(exc, "retry_after", None)  # a rate limit's, a database outage's
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)
     if getattr(exc, "close_connection", False):  # out of descriptors: give this one back
         response["Connection"] = "close"
         response._has_been_logged = True  # counted and tallied (capacity.check_descriptors), not one line each
+    if isinstance(exc, IdentityUnavailable):
+        already_logged(response)  # the outage is logged once per interval (streams/core/database.py)
     return response
 
 
@@ -140,3 +145,17 @@ def on_not_replicated(request, exc: PublishNotReplicated):
 @api.exception_handler(OffloadUnavailable)
 def on_offload_unavailable(request, exc: OffloadUnavailable):
     return _detail(request, 503, str(exc))
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def on_database_unavailable(request, exc):
+    """A view's own database work (workouts, shares, tokens) found the database unreachable:
+    503 with Retry-After, logged once per interval (streams/core/database.py), never a 500.
+    Out of descriptors is this process's shortage, not the database's: not an outage."""
+    if descriptors().explains(exc):
+        return out_of_descriptors_response(request, exc)
+    database_outage.noticed(exc)
+    response = _detail(request, 503, "database unavailable: try again later")
+    response["Retry-After"] = "5"
+    return already_logged(response)

@@ -21,10 +21,11 @@ from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.db import DatabaseError
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.middleware.security import SecurityMiddleware
 
-from streams.core.compat import django_middleware_hooks, prometheus_middleware_hooks
+from streams.core.compat import already_logged, django_middleware_hooks, prometheus_middleware_hooks
+from streams.core.database import UNREACHABLE, database_outage
 from streams.core.descriptors import descriptors
 from streamsite.server.limits import body_limit, too_big
 from streamsite.views import out_of_descriptors_response
@@ -155,3 +156,40 @@ class PrometheusAfter(PrometheusHooks):
 
     def process_exception(self, request, exception):
         self.metrics.exception(request, exception)
+
+
+DATABASE_RETRY_AFTER_S = 5
+UNAVAILABLE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Temporarily unavailable</title>
+<style>body{font-family:system-ui,sans-serif;background:#f5f5f4;color:#1c1917;display:grid;place-items:center;
+min-height:90vh;margin:0}main{max-width:32rem;padding:2rem;background:#fff;border-radius:8px;
+box-shadow:0 1px 4px rgba(0,0,0,.1)}h1{font-size:1.3rem;margin-top:0}p{line-height:1.5}</style></head>
+<body><main><h1>Temporarily unavailable</h1><p>The database cannot be reached right now, so this page
+cannot be shown. Live streams keep running. Please try again in a few seconds.</p></main></body></html>
+"""
+
+
+def database_unavailable(request) -> HttpResponse:
+    """503 with Retry-After: JSON ``{"detail"}`` under /api/, /health/ and /metrics, a plain
+    page elsewhere (the admin, its login): no template, no context processor touches the
+    database again."""
+    if request.path.startswith(("/api/", *HOST_CHECK_EXEMPT)):
+        response = JsonResponse({"detail": "database unavailable: try again later"}, status=503)
+    else:
+        response = HttpResponse(UNAVAILABLE_PAGE, status=503)
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return already_logged(response)
+
+
+class DatabaseUnavailableMiddleware(AsyncMiddleware):
+    """A view that finds the database unreachable answers 503 (``database_unavailable``), not
+    500 with a traceback: counted and logged once per interval (streams/core/database.py)."""
+
+    async def __call__(self, request):
+        return await self.get_response(request)
+
+    async def process_exception(self, request, exception):
+        if not isinstance(exception, UNREACHABLE) or descriptors().explains(exception):
+            return None  # out of descriptors: this process's shortage (ApiShapeMiddleware answers)
+        database_outage.noticed(exception)
+        return database_unavailable(request)

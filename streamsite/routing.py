@@ -10,7 +10,9 @@ from django.http.cookie import parse_cookie
 from django.urls import re_path
 from django.utils.http import is_same_domain
 
+from streams.access.identity import SESSION_UNCONFIRMED
 from streams.core.compat import session_user
+from streams.core.database import DatabaseDown, database_outage
 from streams.live.consumers import StreamConsumer
 from workouts.rides.consumers import MetricsConsumer
 
@@ -54,7 +56,9 @@ class SessionUser:
     (j)) for a consumer that never touches the session. Sockets without a session cookie cost
     no database query; with one, Channels' ``get_user`` checks it (and its auth hash:
     ``compat.session_user``). A long-lived socket re-checks its session later
-    (``streams.access.identity.still_valid``): logout, a password change or expiry end it."""
+    (``streams.access.identity.still_valid``): logout, a password change or expiry end it.
+    While the database is down the user is not read: ``SESSION_UNCONFIRMED`` carries the
+    session key, and the identity cache answers for it (within AUTH_OUTAGE_GRACE)."""
 
     def __init__(self, app) -> None:
         from django.contrib.auth.models import AnonymousUser
@@ -68,7 +72,11 @@ class SessionUser:
         if not session_key:
             return await self.app({**scope, "user": self.anonymous()}, receive, send)
         session = self.store(session_key)
-        user = await session_user(session)
+        try:
+            user = await database_outage.through(lambda: session_user(session))
+        except DatabaseDown:
+            scope = {**scope, SESSION_UNCONFIRMED: session_key}
+            user = self.anonymous()
         return await self.app({**scope, "user": user, "session": session}, receive, send)
 
 

@@ -9,6 +9,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from streams.core.descriptors import reserve_setting, soft_limit
+from streams.core.database import with_timeouts
 from streams.core.env import env_bool, env_choice, env_int
 from streams.engine.config import load_redis_config
 
@@ -71,6 +72,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last of Django's: a locked-out login answers 429 (the lean stack serves no login).
     "axes.middleware.AxesMiddleware",
+    "streamsite.middleware.DatabaseUnavailableMiddleware",  # 503, not 500, while the database is away
     "streamsite.middleware.PrometheusAfter",
 ]
 LEAN_PATH_PREFIXES = ["/api/", "/health/", "/metrics", "/live/"]
@@ -78,6 +80,7 @@ LEAN_MIDDLEWARE = [
     "streamsite.middleware.PrometheusBefore",
     "streamsite.middleware.LeanGuardMiddleware",
     "streamsite.middleware.ApiShapeMiddleware",
+    "streamsite.middleware.DatabaseUnavailableMiddleware",
     "streamsite.middleware.PrometheusAfter",
 ]
 
@@ -162,6 +165,14 @@ PROMETHEUS_DB_ENGINES = {
 }
 for _db in DATABASES.values():
     _db["ENGINE"] = PROMETHEUS_DB_ENGINES.get(_db["ENGINE"], _db["ENGINE"])
+# Every connection gives up instead of hanging (streams/core/database.py): a database that stops
+# answering costs a request at most these, and the identity cache carries known callers meanwhile.
+DATABASE_CONNECT_TIMEOUT_MS = env_int(env, "DATABASE_CONNECT_TIMEOUT", 5000, minimum=1)
+DATABASE_STATEMENT_TIMEOUT_MS = env_int(env, "DATABASE_STATEMENT_TIMEOUT", 10000, minimum=1)
+DATABASES = {
+    alias: with_timeouts(db, connect_ms=DATABASE_CONNECT_TIMEOUT_MS, statement_ms=DATABASE_STATEMENT_TIMEOUT_MS)
+    for alias, db in DATABASES.items()
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -226,6 +237,9 @@ STREAM_MAX_ENTRY_BYTES = env_int(env, "STREAM_MAX_ENTRY_BYTES", 64 * 1024, minim
 # deactivated anywhere stops working everywhere within it. Open follows re-check access on
 # the second clock.
 AUTH_CACHE_TTL_MS = env_int(env, "AUTH_CACHE_TTL", 4000)
+# While the database cannot be reached, a token or session confirmed by it within this long
+# keeps working from the cache (a revocation seen before stays); an unknown one gets 503.
+AUTH_OUTAGE_GRACE_MS = env_int(env, "AUTH_OUTAGE_GRACE", 300000)
 if AUTH_CACHE_TTL_MS > 5000:
     raise ImproperlyConfigured(f"AUTH_CACHE_TTL={AUTH_CACHE_TTL_MS} must be at most 5000 ms (revocation promise)")
 ACCESS_RECHECK_INTERVAL_MS = env_int(env, "ACCESS_RECHECK_INTERVAL", 5000, minimum=100)

@@ -205,10 +205,13 @@ def node_local(name: str) -> str:
 def _fresh_identities():
     """Cached identities are keyed by token hash and user id; ids repeat across tests."""
     from streams.access.identity import identity_cache
+    from streams.core.database import database_outage
 
     identity_cache.clear()
+    database_outage.reset()
     yield
     identity_cache.clear()
+    database_outage.reset()
 
 
 @pytest.fixture(scope="session")

@@ -428,3 +428,19 @@ async def test_uvicorn_httptools_protocol_calls_the_hooks_the_bounded_protocol_o
     seen.clear()
     out, _ = await exchange(b"GET /x HTTP/1.1\r\nHost: a\r\nX-Stop: 1\r\n\r\n", keep_alive=60)
     assert out.startswith(b"HTTP/1.1 400") and seen == ["begin", "url", "header", "400"]
+
+
+def test_django_skips_logging_a_response_marked_already_logged(caplog):
+    import logging
+
+    from django.http import HttpRequest, JsonResponse
+    from django.utils.log import log_response
+
+    request = HttpRequest()
+    request.path = "/api/x"
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        log_response("Service Unavailable: %s", request.path, response=JsonResponse({}, status=503), request=request)
+        assert len(caplog.records) == 1
+        log_response("Service Unavailable: %s", request.path, request=request,
+                     response=compat.already_logged(JsonResponse({}, status=503)))
+    assert len(caplog.records) == 1

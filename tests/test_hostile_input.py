@@ -155,5 +155,7 @@ def test_the_lean_handler_runs_only_the_lean_stack(settings):
         target = getattr(chain, "__wrapped__", chain)
         names.append(type(target).__name__)
         chain = getattr(target, "get_response", None)
-    assert names[:4] == ["PrometheusBefore", "LeanGuardMiddleware", "ApiShapeMiddleware", "PrometheusAfter"]
-    assert len(names) == 5
+    assert names[:5] == [
+        "PrometheusBefore", "LeanGuardMiddleware", "ApiShapeMiddleware", "DatabaseUnavailableMiddleware", "PrometheusAfter",
+    ]
+    assert len(names) == 6

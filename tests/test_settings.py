@@ -114,6 +114,9 @@ BAD_ENVIRONMENTS = [
     ({"PUBLISH_REPLICA_TIMEOUT_MS": "5000"}, "PUBLISH_REPLICA_TIMEOUT_MS='5000' must be <= 4000"),
     ({"FD_RESERVE": "lots"}, "FD_RESERVE='lots' is not a valid integer"),
     ({"FD_RESERVE": "-1"}, "FD_RESERVE='-1' must be >= 0"),
+    ({"DATABASE_CONNECT_TIMEOUT": "5s"}, "DATABASE_CONNECT_TIMEOUT='5s' is not a valid integer"),
+    ({"DATABASE_STATEMENT_TIMEOUT": "0"}, "DATABASE_STATEMENT_TIMEOUT='0' must be >= 1"),
+    ({"AUTH_OUTAGE_GRACE": "-1"}, "AUTH_OUTAGE_GRACE='-1' must be >= 0"),
 ]
 
 
@@ -276,3 +279,12 @@ def test_importing_the_settings_loads_no_models_metrics_or_redis_client():
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_database_connections_get_the_timeouts_of_the_environment():
+    result = run_manage(
+        "shell", "-c", "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS'])",
+        DATABASE_URL="postgresql://db.invalid/streamsite", DATABASE_CONNECT_TIMEOUT="3500", DATABASE_STATEMENT_TIMEOUT="750",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "{'connect_timeout': 4, 'options': '-c statement_timeout=750'}" in result.stdout

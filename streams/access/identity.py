@@ -9,6 +9,11 @@ Identities of bearer tokens (and of session users) are cached in-process for
 token, user or share that is deactivated elsewhere stops working on every process within that
 time. ``last_used_at`` is written when a token's identity is (re)loaded and its stored value
 is over a minute old: at most once a minute per token, never per request.
+
+While the database cannot be reached (streams/core/database.py), a token or session the
+database confirmed within ``AUTH_OUTAGE_GRACE`` keeps the identity it had then — a revocation
+seen before the outage stays a revocation — and any other credential gets 503
+(``IdentityUnavailable``), never 401 or 500.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from streams.core.aio import settle
+from streams.core.aio import OwnedTasks, settle
 from streams.core.compat import csrf_failure, session_user
+from streams.core.database import DatabaseDown, database_outage
 from streams.models import SCOPES, ApiToken, Share, hash_token
 
 VIEW_ALL_STREAMS = "streams.view_all_streams"
@@ -80,6 +86,8 @@ class Identity:
 
 ANONYMOUS = Identity()
 TOKEN_SUBPROTOCOL = "streamsite.token"  # Sec-WebSocket-Protocol: streamsite.token, <token>
+# A WebSocket scope's session key whose user the database could not be asked for at the handshake.
+SESSION_UNCONFIRMED = "streamsite.session_unconfirmed"
 
 
 @dataclass(frozen=True)
@@ -110,20 +118,74 @@ def parse_authorization(header: str | None) -> str | None:
     return value
 
 
+class IdentityUnavailable(AccessError):
+    """The database cannot confirm this credential now and the cache has no answer within
+    AUTH_OUTAGE_GRACE: 503 with Retry-After (the caller may well be valid)."""
+
+    retry_after = 5
+
+    def __init__(self) -> None:
+        super().__init__(503, "database unavailable: cannot check these credentials now, try again later")
+
+
+def within_grace(hit: tuple[float, Identity | None] | None, now: float, grace_s: float) -> bool:
+    """Whether a cached entry (confirmed_at, answer) was confirmed within ``grace_s``."""
+    return hit is not None and now - hit[0] <= grace_s
+
+
+def answer_in_outage(hit: tuple[float, Identity | None] | None, now: float, grace_s: float) -> Identity | None:
+    """What a cached entry answers while the database is down: its identity (None: revoked or
+    unknown, as the database said) if it was confirmed within ``grace_s``; else
+    IdentityUnavailable."""
+    if not within_grace(hit, now, grace_s):
+        raise IdentityUnavailable()
+    return hit[1]
+
+
 class IdentityCache:
-    """key → (loaded_at, Identity or None), bounded, with one load in flight per key and loop."""
+    """key → (confirmed_at, Identity or None), bounded, with one load in flight per key and
+    loop; while the database is down, the last confirmed answer within AUTH_OUTAGE_GRACE."""
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[float, Identity | None]] = {}
         self._loading: dict[tuple[int, str], asyncio.Future] = {}
+        self._probes = OwnedTasks()  # each ends within the database's connect + statement timeouts
 
     def clear(self) -> None:
         self._entries.clear()
+
+    async def close(self) -> None:
+        await self._probes.cancel()
 
     async def get(self, key: str, load) -> Identity | None:
         hit = self._entries.get(key)
         if hit is not None and time.monotonic() - hit[0] < settings.AUTH_CACHE_TTL_MS / 1000:
             return hit[1]
+        if database_outage.down and within_grace(hit, time.monotonic(), settings.AUTH_OUTAGE_GRACE_MS / 1000):
+            # A known caller never waits for a probe: it is made beside the answer.
+            if database_outage.may_try():
+                self._probes.start(self._probe(key, load), name="database probe (identity)")
+            return hit[1]
+        try:
+            return await self._load_once(key, load)
+        except (DatabaseDown, IdentityUnavailable):
+            return self.in_outage(key)
+
+    async def _probe(self, key: str, load) -> None:
+        try:
+            await self._load_once(key, load)
+        except (DatabaseDown, IdentityUnavailable):
+            pass  # still down: the entry keeps its last confirmation
+
+    def in_outage(self, key: str) -> Identity | None:
+        """The answer of ``key``'s last confirmation, if within AUTH_OUTAGE_GRACE."""
+        return answer_in_outage(self._entries.get(key), time.monotonic(), settings.AUTH_OUTAGE_GRACE_MS / 1000)
+
+    def confirmed(self, key: str, ident: Identity | None) -> None:
+        """The database has just said who ``key`` is (or that it is nobody)."""
+        self._store(key, ident)
+
+    async def _load_once(self, key: str, load) -> Identity | None:
         flight = (id(asyncio.get_running_loop()), key)
         pending = self._loading.get(flight)
         if pending is not None:
@@ -135,7 +197,7 @@ class IdentityCache:
             del self._loading[flight]
 
     async def _load(self, key: str, load) -> Identity | None:
-        ident = await load()
+        ident = await database_outage.through(load)
         self._store(key, ident)
         return ident
 
@@ -218,23 +280,45 @@ async def identify_request(request) -> Identity:
     raw = parse_authorization(request.headers.get("Authorization"))
     if raw is not None:
         return await identity_for_token(raw)
-    if not request.COOKIES.get(settings.SESSION_COOKIE_NAME):
+    cookie = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+    if not cookie:
         return ANONYMOUS  # no session to load: no database work
-    user = await request.auser()
-    if not (user.is_authenticated and user.is_active):
+    ident = await _session_user(request, cookie)
+    if ident is None:
         return ANONYMOUS
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         # A session rides on a cookie the browser sends by itself: require Django's CSRF token.
         if csrf_failure(request) is not None:
             raise AccessError(403, "CSRF check failed: send the X-CSRFToken header with a session")
-    return _with_session(await identity_for_user(user.pk), request.session.session_key)
+    return ident
+
+
+async def _session_user(request, cookie: str) -> Identity | None:
+    """The identity of the request's session user (None: anonymous); while the database is
+    down, the session's last confirmed identity (``identity_cache.in_outage``)."""
+    if database_outage.down and not database_outage.may_try():
+        return identity_cache.in_outage("s:" + cookie)  # no connect timeout to pay per request
+    try:
+        user = await database_outage.through(request.auser)
+    except DatabaseDown:
+        return identity_cache.in_outage("s:" + cookie)
+    if not (user.is_authenticated and user.is_active):
+        identity_cache.confirmed("s:" + cookie, None)
+        return None
+    ident = _with_session(await identity_for_user(user.pk), request.session.session_key)
+    return ident if ident.authenticated else None
 
 
 def _with_session(ident: Identity | None, session_key: str | None) -> Identity:
-    """A session user's identity, remembering its session (``still_valid`` re-checks it)."""
+    """A session user's identity, remembering its session (``still_valid`` re-checks it, and
+    the cache answers for it while the database is down)."""
     if ident is None:
         return ANONYMOUS
-    return replace(ident, session_key=session_key) if session_key else ident
+    if not session_key:
+        return ident
+    ident = replace(ident, session_key=session_key)
+    identity_cache.confirmed("s:" + session_key, ident)
+    return ident
 
 
 def subprotocol_token(scope: dict) -> str | None:
@@ -262,6 +346,9 @@ async def identify_scope(scope: dict, token: str | None) -> Identity:
     raw = parse_authorization(header.decode("latin-1") if header is not None else None)
     if raw is not None:
         return await identity_for_token(raw)
+    unconfirmed = scope.get(SESSION_UNCONFIRMED)
+    if unconfirmed:  # the database was down at the handshake (streamsite/routing.py)
+        return identity_cache.in_outage("s:" + unconfirmed) or ANONYMOUS
     user = scope.get("user")
     if user is not None and user.is_authenticated and user.is_active:
         session = scope.get("session")
@@ -313,7 +400,7 @@ async def _session_identity(session_key: str, user_id: int) -> Identity | None:
         user = await session_user(store(session_key))
         if not user.is_authenticated or user.pk != user_id:
             return None
-        ident = await identity_for_user(user_id)
+        ident = await _load_user(user_id)  # in the same database read (one probe while it is down)
         return None if ident is None else replace(ident, session_key=session_key)
 
     return await identity_cache.get(f"s:{session_key}", load)

@@ -11,7 +11,9 @@ fails when one of these internals changes under us.
   ``send_response`` sends ``http.response.start`` first (``send_response_start``, for the lean
   handler's handed-off bodies); a ``MiddlewareMixin`` middleware's hooks called directly, on
   the event loop, instead of through its ``__acall__`` (``django_middleware_hooks``, for
-  streamsite/middleware.py's ``LeanGuardMiddleware``).
+  streamsite/middleware.py's ``LeanGuardMiddleware``); ``django.utils.log.log_response`` skips
+  a response marked ``_has_been_logged`` (``already_logged``: a 503 of a database outage is
+  one log line per interval, not one per request).
 - django-prometheus 2.5: its ``PrometheusBeforeMiddleware`` / ``PrometheusAfterMiddleware``
   hooks called directly, on the event loop (``prometheus_middleware_hooks``, for
   streamsite/middleware.py's ``PrometheusBefore`` / ``PrometheusAfter``).
@@ -201,6 +203,13 @@ async def session_user(session):
     from channels.auth import get_user
 
     return await get_user({"session": session})
+
+
+def already_logged(response):
+    """``response`` marked as logged: Django 5.2's ``log_response`` (its handlers log every
+    4xx/5xx at warning/error) skips it. Returns the response."""
+    response._has_been_logged = True
+    return response
 
 
 def csrf_failure(request):

@@ -4,7 +4,7 @@ workouts/rides/consumers.py).
 
 Server → client: ``{"id": ..., "data": {...}}`` per entry (same hub and the same start rules
 as SSE: ``?last_event_id=`` / ``?from=start``), ``{"event": "overflow" | "deleted" |
-"shutdown" | "forbidden", ...}`` before the server closes, ``{"ids": [...]}`` after a publish, and
+"shutdown" | "forbidden" | "unavailable", ...}`` before the server closes, ``{"ids": [...]}`` after a publish, and
 ``{"error": "..."}`` for a bad frame (the socket stays open); with
 ``PUBLISH_DURABILITY=replicated``, a publish no replica confirmed in time gets
 ``{"error": "not replicated within N ms…", "ids": [...]}`` (the ids written).
@@ -33,7 +33,9 @@ closes with 4401 (bad token), 4403 (missing scope), 4404 (stream not found or no
 4429 / 4503 (a capacity limit: streams/live/capacity.py; a publish-only socket takes a place in
 LIVE_MAX_CONNECTIONS_PER_USER too) or 4400 (bad parameters). A follow whose access is revoked
 later (a token, share or user, or its session: logout, a password change, expiry) gets
-``{"event": "forbidden", ...}`` and closes with 4403.
+``{"event": "forbidden", ...}`` and closes with 4403; one whose caller the database cannot
+confirm past AUTH_OUTAGE_GRACE gets ``{"event": "unavailable", ...}`` and closes with 1013 (a
+database down at connect, for a credential the cache does not know: an error frame, then 1013).
 """
 
 from __future__ import annotations
@@ -76,7 +78,10 @@ CLOSE_UNAVAILABLE = 1013  # try again later: Redis unreachable, or the listener 
 
 # The close after an ``Ended`` event. Every code but 1000 and 4xxx means "resume with
 # ?last_event_id=": clients decide from the code alone (docs/api.md).
-END_CLOSE_CODES = {"forbidden": CLOSE_FORBIDDEN, "shutdown": CLOSE_SERVICE_RESTART, "overflow": CLOSE_UNAVAILABLE}
+END_CLOSE_CODES = {
+    "forbidden": CLOSE_FORBIDDEN, "shutdown": CLOSE_SERVICE_RESTART, "overflow": CLOSE_UNAVAILABLE,
+    "unavailable": CLOSE_UNAVAILABLE,  # the database is gone past AUTH_OUTAGE_GRACE
+}
 
 
 def end_close_code(reason: str) -> int:
@@ -123,6 +128,9 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.admission = None
         try:
             forward = await self.admit(query)
+        except identity.IdentityUnavailable as exc:
+            await self._refuse(exc.detail, CLOSE_UNAVAILABLE)
+            return
         except AccessError as exc:
             await self._refuse(exc.detail, 4000 + exc.status)
             return
@@ -212,7 +220,11 @@ class StreamConsumer(LiveConsumer):
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         # Parse ourselves so a malformed frame gets an error frame instead of a dropped socket.
-        current = await identity.still_valid(self.identity)
+        try:
+            current = await identity.still_valid(self.identity)
+        except identity.IdentityUnavailable as exc:
+            await self.send_json({"error": exc.detail, "retry_after": exc.retry_after})
+            return
         if current is None:
             await self.send_json({"error": "the API token or user behind this connection is no longer valid"})
             await self.close(code=CLOSE_UNAUTHENTICATED)

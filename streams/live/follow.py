@@ -43,8 +43,9 @@ class Follow:
     names: tuple[str, ...]
     positions: dict[str, str]
     multi: bool
-    # Asked every ACCESS_RECHECK_INTERVAL while the feed lives: False ends it (forbidden).
-    guard: Callable[..., Awaitable[bool]] | None = None
+    # Asked every ACCESS_RECHECK_INTERVAL while the feed lives: an Ended ends it (forbidden,
+    # unavailable), None lets it go on.
+    guard: Callable[..., Awaitable["Ended | None"]] | None = None
     # While subscribed: leaves the hub at once (for a response that ends without finishing
     # its generator, e.g. a send that failed). Idempotent; call it on the event loop.
     leave: Callable[[], None] | None = None
@@ -65,8 +66,9 @@ def streams_fingerprint(names: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class Ended:
-    """Why a live feed stopped: overflow, deleted (detail = the stream), shutdown or
-    forbidden (the caller's access was revoked)."""
+    """Why a live feed stopped: overflow, deleted (detail = the stream), shutdown, forbidden
+    (the caller's access was revoked) or unavailable (the database could not confirm the
+    caller for longer than AUTH_OUTAGE_GRACE)."""
 
     reason: str
     detail: str
@@ -271,28 +273,55 @@ def _postponed(names: tuple[str, ...], exc: Exception) -> None:
         _postponed_log.update(at=now, since=0)
 
 
-def access_guard(ident: identity.Identity, names: tuple[str, ...]) -> Callable[..., Awaitable[bool]]:
+REVOKED = Ended("forbidden", "access to this stream was revoked")
+UNAVAILABLE = Ended("unavailable", "the database cannot be reached to re-check access: reconnect later")
+
+
+def guard_verdict(current: identity.Identity | None, metas: dict[str, store.StreamMeta] | None, *,
+                  confirmed: bool = True) -> Ended | None:
+    """What one access re-check decides. ``confirmed``: False when the caller's identity could
+    not be confirmed (the database down past AUTH_OUTAGE_GRACE): unavailable. ``current``:
+    None when the token, user or session no longer works: forbidden, as is a stream it may not
+    read. ``metas`` None: Redis could not be read, the next re-check decides. None: go on."""
+    if not confirmed:
+        return UNAVAILABLE
+    if current is None or "read" not in current.scopes:
+        return REVOKED
+    if metas is not None and not all(rules.may_read(current, m) for m in metas.values()):
+        return REVOKED
+    return None
+
+
+def access_guard(ident: identity.Identity, names: tuple[str, ...]) -> Callable[..., Awaitable[Ended | None]]:
     """Whether the caller may still read every stream it follows: its token, user and shares
-    (cached, AUTH_CACHE_TTL) and each stream's visibility (MetaCache).
+    (cached, AUTH_CACHE_TTL; while the database is down, the last confirmation within
+    AUTH_OUTAGE_GRACE) and each stream's visibility (MetaCache).
 
     When Redis cannot be reached (an unplanned failover takes longer than the node map's
     redirect deadline), the visibility cannot be read: the follow goes on and the next
     re-check decides. A stream's metadata lives in its own slot, so while it cannot be read no
     new entry of that stream can be either."""
 
-    async def allowed(only: tuple[str, ...] | None = None) -> bool:
+    async def verdict(only: tuple[str, ...] | None = None) -> Ended | None:
         """``only``: the streams still followed, when some of ``names`` have ended."""
-        current = await identity.still_valid(ident)
-        if current is None or "read" not in current.scopes:
-            return False
         try:
-            metas = await MetaCache.of(await redis_context()).get(names if only is None else only)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            _postponed(names, exc)
-            return True
-        return all(rules.may_read(current, m) for m in metas.values())
+            current = await identity.still_valid(ident)
+        except identity.IdentityUnavailable:
+            return guard_verdict(None, None, confirmed=False)
+        if current is None:
+            return guard_verdict(None, None)
+        return guard_verdict(current, await _metas_or_none(names if only is None else only))
 
-    return allowed
+    return verdict
+
+
+async def _metas_or_none(names: tuple[str, ...]) -> dict[str, store.StreamMeta] | None:
+    """The streams' metadata (MetaCache), or None when Redis cannot be reached (postponed)."""
+    try:
+        return await MetaCache.of(await redis_context()).get(names)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        _postponed(names, exc)
+        return None
 
 
 async def _catch_up(name: str, after: str) -> AsyncIterator[list[Entry]]:
@@ -327,9 +356,6 @@ def _newer(batch: list[Entry], cursors: dict[str, int]) -> list[Entry]:
             cursors[entry.name] = entry.pos
             fresh.append(entry)
     return fresh
-
-
-REVOKED = Ended("forbidden", "access to this stream was revoked")
 
 
 async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[list[Entry] | Ended]:
@@ -373,8 +399,8 @@ async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[lis
                 return
             # After delivering, not before: a re-check never holds up entries already here.
             if follow.guard is not None and time.monotonic() >= next_check:
-                if not await follow.guard():
-                    yield REVOKED
+                if (ended := await follow.guard()) is not None:
+                    yield ended
                     return
                 next_check = time.monotonic() + recheck
     finally:

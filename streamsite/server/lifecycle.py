@@ -13,6 +13,7 @@ import os
 
 from django.conf import settings
 
+from streams.access.identity import identity_cache
 from streams.core import offload
 from streams.core.compat import add_twisted_shutdown_trigger
 from streams.core.compat import chain_stop_signals as wrap_stop_signals
@@ -44,6 +45,7 @@ async def drain_listeners() -> None:
 async def close_everything() -> None:
     FullCollections.stop()
     await StallClock.stop_all()
+    await identity_cache.close()  # a database probe in flight
     await asyncio.to_thread(offload.shutdown)
     await close_redis_context()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # this process's live gauges leave the sums

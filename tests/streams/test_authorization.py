@@ -406,12 +406,12 @@ async def test_an_access_recheck_that_cannot_reach_redis_keeps_the_follow(world,
     from streams.live import follow as live
     from streams.live.follow import access_guard
 
-    assert await access_guard(ANONYMOUS, ("priv",))() is False
+    assert (await access_guard(ANONYMOUS, ("priv",))()).reason == "forbidden"
     await close_redis_context()
     settings.REDIS = replace(settings.REDIS, url="redis://127.0.0.1:1/0", pool_min=0, blocking_pool_min=0)
     monkeypatch.setattr(live, "_postponed_log", {"at": float("-inf"), "since": 0})
-    assert await access_guard(ANONYMOUS, ("not-read-before",))() is True
-    assert await access_guard(ANONYMOUS, ("not-read-either",))() is True
+    assert await access_guard(ANONYMOUS, ("not-read-before",))() is None  # go on
+    assert await access_guard(ANONYMOUS, ("not-read-either",))() is None
     warned = [m for m in caplog.messages if "access re-checks postponed" in m]
     assert len(warned) == 1 and "not-read-before" in warned[0]  # one warning per interval, not per listener
 

@@ -19,9 +19,9 @@ class MetricsConsumer(LiveConsumer):
     sends, for apps that speak WebSocket. Server → client only:
     ``{"event": "metrics", "id": ..., "data": {...snapshot, "chart": [...]}}`` at most once a
     second while entries arrive (``?last_event_id=`` resumes after an id), then
-    ``{"event": "deleted" | "forbidden" | "shutdown" | "failed", "detail": ...}`` before the
-    server closes (the entry socket's codes: 4403 forbidden, 1012 shutdown, 1011 failed, 1000
-    deleted). The read rule, the capacity limits and the
+    ``{"event": "deleted" | "forbidden" | "unavailable" | "shutdown" | "failed", "detail": ...}`` before the
+    server closes (the entry socket's codes: 4403 forbidden, 1012 shutdown, 1011 failed, 1013
+    unavailable, 1000 deleted). The read rule, the capacity limits and the
     refusals at connect are the entry socket's; a frame from the client gets an error frame."""
 
     async def admit(self, query: dict[str, str]):

@@ -366,8 +366,8 @@ async def metrics_updates(
                 yield updates
                 next_beat = now + heartbeat
             if follow.guard is not None and now >= next_check:
-                if not await follow.guard(tuple(t.name for t in live)):
-                    yield [Stop(None, Ended("forbidden", "access to this stream was revoked"))]
+                if (ended := await follow.guard(tuple(t.name for t in live))) is not None:
+                    yield [Stop(None, ended)]
                     return
                 next_check = time.monotonic() + recheck
             if live:
