@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.test_shutdown import ROOT, free_port, production_command
+from tests.test_shutdown import ROOT, free_port, manage, production_command
 
 LIMIT = 256
 STREAM = "fd-reserve"
@@ -25,13 +25,6 @@ STREAM = "fd-reserve"
 
 def low_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
-
-
-def manage(env: dict, *args: str) -> str:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module")

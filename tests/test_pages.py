@@ -25,17 +25,10 @@ import httpx
 import pytest
 from django.conf import settings
 
-from tests.test_shutdown import ROOT, free_port, production_command
+from tests.test_shutdown import ROOT, free_port, manage, production_command
 
 ADMIN_PASSWORD = "browser-test-pw"
 RIDERS = ("browser-r1", "browser-r2")
-
-
-def manage(env: dict, *args: str) -> str:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def manage(env: dict, *args: str) -> str:
+    """``manage.py args`` under ``env`` (a server's environment); its output, or the test fails."""
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def production_command(port: int) -> list[str]:
     """The Dockerfile's CMD (the production server and its flags) on a test port, with a long
     graceful timeout: listeners must end because they were told, not because uvicorn gave up."""
