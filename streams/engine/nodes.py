@@ -123,6 +123,7 @@ class NodeMap:
         self.cluster = cluster
         self._nodes: dict[str, Node] = {}  # address -> node, current primaries
         self._owner: list[str] = []  # slot -> address (cluster only)
+        self._map_changed = asyncio.Event()  # set (and replaced) when a refresh moves a slot
         self._seed = _address(config.url)
         self._refreshed_at = float("-inf")
         self._refreshing: asyncio.Future | None = None
@@ -245,7 +246,21 @@ class NodeMap:
             self._own(self._start_node(node))
         for address in set(self._nodes) - wanted:  # no longer a primary (failover, removed)
             self._own(self._nodes.pop(address).retire())
+        if owner != self._owner:
+            self._map_changed.set()
+            self._map_changed = asyncio.Event()
         self._owner = owner
+
+    async def map_change(self, timeout: float) -> None:
+        """Back off ``timeout`` s, or less if a refresh (anyone's: a publish's, a re-check's)
+        moves a slot meanwhile: a reader waiting out a failover wakes when the map learns
+        the promoted replica, not at the end of its backoff."""
+        changed = self._map_changed
+        try:
+            async with asyncio.timeout(timeout):
+                await changed.wait()
+        except TimeoutError:
+            pass
 
     def _own(self, coro) -> None:
         self._retired.start(coro)

@@ -203,7 +203,7 @@ class _Reader:
                     log.warning("stream hub reader %d lost Redis (%s); retrying in %.2fs", self.index, exc, backoff)
                 else:  # a bug must not silently stop delivery: log, back off, go on
                     log.exception("stream hub reader %d failed; restarting", self.index)
-                await asyncio.sleep(backoff * (1 + random.random() / 4))
+                await nodes.map_change(backoff * (1 + random.random() / 4))
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 await nodes.recover(0, force=True)  # a failover moves slots too
             finally:

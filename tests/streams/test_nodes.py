@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import pytest
@@ -106,3 +107,20 @@ async def test_a_pipelined_read_follows_a_slot_that_moved(cluster_map):
     move_slot(cluster, slot, next(p for p in cluster.ports if p != owner_of(cluster, slot)))
     replies = await nodes.pipelined(keys, lambda pipe, i: pipe.get(keys[i]))
     assert replies == [["P-A"], ["P-B"], ["P-C"]]
+
+
+async def test_a_reader_backing_off_wakes_when_a_refresh_moves_a_slot(cluster_map):
+    """``map_change``: a hub reader waiting out a failover wakes when anyone's refresh learns
+    the new owner of a slot, not at the end of its backoff; a refresh that moves nothing
+    wakes nobody."""
+    nodes, cluster = cluster_map
+    waiting = asyncio.ensure_future(nodes.map_change(60))
+    await nodes.refresh(force=True)  # the same map: nothing moved
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await asyncio.sleep(0)  # the waiter holds the current event
+    slot = nodes.slot_of("waking-key")
+    move_slot(cluster, slot, next(p for p in cluster.ports if p != owner_of(cluster, slot)))
+    await nodes.refresh(force=True)
+    async with asyncio.timeout(5):  # far under the 60 s backoff: the move woke it
+        await waiting
