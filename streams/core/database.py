@@ -17,6 +17,8 @@ from typing import TypeVar
 
 from django.db.utils import InterfaceError, OperationalError
 
+from streams.core.descriptors import descriptors
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -74,6 +76,8 @@ class DatabaseOutage:
         try:
             result = await read()
         except UNREACHABLE as exc:
+            if descriptors().explains(exc):  # this process is out of descriptors: not an outage
+                raise
             self._failed(exc)
             raise DatabaseDown("database unavailable") from exc
         finally:
@@ -93,7 +97,10 @@ class DatabaseOutage:
 
     def noticed(self, exc: Exception) -> None:
         """A read that did not go through ``through`` found the database unreachable (an
-        interface answering 503): the same single log line and count."""
+        interface answering 503): the same single log line and count. (Out of descriptors is
+        this process's shortage, not the database's: not counted.)"""
+        if descriptors().explains(exc):
+            return
         self._failed(exc)
 
     def _failed(self, exc: Exception) -> None:
