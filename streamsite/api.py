@@ -12,17 +12,18 @@ from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError
+from redis.exceptions import OutOfMemoryError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.access.identity import AccessError, IdentityUnavailable
 from streams.api import batch_router, shares_router
 from streams.api import router as streams_router
-from streams.core.descriptors import descriptors, is_out_of_descriptors
 from streams.core.compat import already_logged
 from streams.core.database import database_outage
+from streams.core.descriptors import descriptors, is_out_of_descriptors
 from streams.core.errors import InvalidInput
 from streams.core.offload import OffloadUnavailable
+from streams.engine.nodes import is_redirect
 from streams.engine.pool import PoolExhaustedError
 from streams.store.services import PublishNotReplicated, StorageFull
 from streamsite.server.limits import human_size
@@ -124,6 +125,16 @@ def on_redis_unavailable(request, exc):
     if isinstance(exc, PoolExhaustedError):
         return _detail(request, 503, f"redis unavailable: {exc}")
     return _detail(request, 503, "redis unavailable: try again later")
+
+
+@api.exception_handler(RedisError)
+def on_redis_moving(request, exc):
+    """A cluster mid-failover or mid-reshard for longer than the node map's redirect deadline
+    (CLUSTERDOWN, MOVED, TRYAGAIN, READONLY): unavailable, try again. Any other Redis error
+    is a bug, and stays the 500 it is."""
+    if not is_redirect(exc):
+        raise exc
+    return on_redis_unavailable(request, exc)
 
 
 @api.exception_handler(StorageFull)

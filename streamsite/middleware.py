@@ -24,7 +24,11 @@ from django.db import DatabaseError
 from django.http import HttpResponse, JsonResponse
 from django.middleware.security import SecurityMiddleware
 
-from streams.core.compat import already_logged, django_middleware_hooks, prometheus_middleware_hooks
+from streams.core.compat import (
+    already_logged,
+    django_middleware_hooks,
+    prometheus_middleware_hooks,
+)
 from streams.core.database import UNREACHABLE, database_outage
 from streams.core.descriptors import descriptors
 from streamsite.server.limits import body_limit, too_big

@@ -8,8 +8,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from streams.core.descriptors import reserve_setting, soft_limit
 from streams.core.database import with_timeouts
+from streams.core.descriptors import reserve_setting, soft_limit
 from streams.core.env import env_bool, env_choice, env_int
 from streams.engine.config import load_redis_config
 

@@ -15,7 +15,14 @@ from django.test import AsyncClient, Client
 from streams.core import offload
 from streams.models import ApiToken, Share
 from streams.store import services as store
-from tests.helpers import actor, asgi_response, bearer, http_scope, make_user, user_with_token
+from tests.helpers import (
+    actor,
+    asgi_response,
+    bearer,
+    http_scope,
+    make_user,
+    user_with_token,
+)
 
 RIDE = [{"t": str(i), "power": str(200 + i)} for i in range(30)]
 BODY = {"title": "t", "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0, 1], "power": [100, 110]}}

@@ -23,8 +23,23 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Refused, timed out (connect or statement), or a connection lost: the database is unreachable.
+# The errors a database that went away raises (refused, timed out, a connection lost); some
+# of them are a query's own failure instead (``says_unreachable`` tells them apart).
 UNREACHABLE = (OperationalError, InterfaceError)
+# SQLSTATE classes of a query that failed on a database that answers: 57014 a statement
+# timeout, 40xxx a deadlock or serialization failure, 55P03 a lock not available.
+QUERY_FAILED_STATES = ("57014", "40", "55P03")
+
+
+def says_unreachable(exc: BaseException) -> bool:
+    """Whether a driver error (an ``UNREACHABLE``) means the database cannot be reached, rather
+    than that one query failed on a database that answers (a statement timeout, a deadlock,
+    SQLite's "database is locked"): only the former starts the outage clock."""
+    cause = exc.__cause__ or exc
+    state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if state:
+        return not state.startswith(QUERY_FAILED_STATES)
+    return "locked" not in str(exc).lower()
 POSTGRES_MIN_CONNECT_TIMEOUT_S = 2  # libpq (and psycopg) round anything shorter up to it
 
 
@@ -76,8 +91,8 @@ class DatabaseOutage:
         try:
             result = await read()
         except UNREACHABLE as exc:
-            if descriptors().explains(exc):  # this process is out of descriptors: not an outage
-                raise
+            if descriptors().explains(exc) or not says_unreachable(exc):
+                raise  # this process is out of descriptors, or one query failed: not an outage
             self._failed(exc)
             raise DatabaseDown("database unavailable") from exc
         finally:
@@ -98,8 +113,8 @@ class DatabaseOutage:
     def noticed(self, exc: Exception) -> None:
         """A read that did not go through ``through`` found the database unreachable (an
         interface answering 503): the same single log line and count. (Out of descriptors is
-        this process's shortage, not the database's: not counted.)"""
-        if descriptors().explains(exc):
+        this process's shortage, and a query that failed is that query's: neither is counted.)"""
+        if descriptors().explains(exc) or not says_unreachable(exc):
             return
         self._failed(exc)
 

@@ -126,6 +126,9 @@ class OpenDescriptors:
         return self._counted
 
 
+SQLITE_CANNOT_OPEN = "unable to open database file"  # SQLite's only word for EMFILE
+
+
 def is_out_of_descriptors(exc: BaseException | None) -> bool:
     """Whether ``exc`` (or an exception it was raised from) says the process or the system
     ran out of descriptors: an ``OSError`` with EMFILE / ENFILE, or a library's message
@@ -172,8 +175,11 @@ class ProcessDescriptors:
 
     def explains(self, exc: BaseException) -> bool:
         """Whether ``exc`` is for want of a descriptor: it says so (``is_out_of_descriptors``),
-        or it says nothing (SQLite: "unable to open database file") and they are exhausted now."""
-        return is_out_of_descriptors(exc) or self.exhausted()
+        or it says nothing (SQLite: "unable to open database file") and they are exhausted now.
+        (Only that message costs a count of ``/proc/self/fd``: any other error is not ours.)"""
+        if is_out_of_descriptors(exc):
+            return True
+        return SQLITE_CANNOT_OPEN in str(exc) and self.exhausted()
 
 
 _process: ProcessDescriptors | None = None

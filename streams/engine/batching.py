@@ -32,6 +32,7 @@ import asyncio
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.core.aio import cancel_and_wait
 from streams.engine.pool import ClientPool
@@ -57,8 +58,8 @@ async def replicas_acked(r, timeout_ms: int) -> int:
     e.g. a node demoted meanwhile, counts as none)."""
     try:
         return int(await r.execute_command("WAIT", 1, timeout_ms))
-    except ResponseError:
-        return 0
+    except (ResponseError, RedisConnectionError, RedisTimeoutError, OSError):
+        return 0  # the writes are made: never a transient error that would run them again
 
 
 class ScriptBatcher:
@@ -72,6 +73,10 @@ class ScriptBatcher:
         self.calls = 0
         self.batches_unreplicated = 0  # pipelines whose WAIT found no replica in time
         self.calls_unreplicated = 0
+
+    def replica_wait_s(self) -> float:
+        """The longest a pipeline waits for a replica (0 when acknowledged by the primary)."""
+        return (self._replica_wait_ms or 0) / 1000
 
     async def call(self, script, keys: list[str], args: list[str]):
         """``script(keys, args)`` in the next pipeline; its reply (or error) comes back here."""

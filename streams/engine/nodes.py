@@ -108,11 +108,16 @@ class Node:
         await self.publishes.close()
         await asyncio.gather(self.main.close(), self.blocking.close())
 
+    def retire_grace_s(self) -> float:
+        """Long enough for a pipeline in flight to end, its ``WAIT`` for a replica included: a
+        pipeline cut meanwhile would have written entries its callers then publish again."""
+        return RETIRE_GRACE_S + self.publishes.replica_wait_s()
+
     async def retire(self) -> None:
         """No longer a primary (failover, reshard): publishes already queued for it are still
         sent (their replies, or MOVED, reach their callers), then it closes."""
         try:
-            await self.publishes.retire(f"redis node {self.address} is no longer a primary", grace_s=RETIRE_GRACE_S)
+            await self.publishes.retire(f"redis node {self.address} is no longer a primary", grace_s=self.retire_grace_s())
         finally:
             await self.close()
 

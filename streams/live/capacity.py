@@ -1,7 +1,7 @@
 """Live capacity, bounded and explicit.
 
 Three limits, checked before a follow starts (SSE answers 429/503 with a JSON ``detail``; a
-WebSocket gets an error frame and close code 4429/4503), so existing listeners never notice:
+WebSocket gets an error frame and close code 4429, or 1013 for a 503: try again), so existing listeners never notice:
 
 - ``FD_RESERVE``: a new follow that would take one of the file descriptors kept in reserve
   gets 503 with ``Retry-After`` and its connection closed (streams/core/descriptors.py).

@@ -128,11 +128,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.admission = None
         try:
             forward = await self.admit(query)
-        except identity.IdentityUnavailable as exc:
-            await self._refuse(exc.detail, CLOSE_UNAVAILABLE)
-            return
-        except AccessError as exc:
-            await self._refuse(exc.detail, 4000 + exc.status)
+        except AccessError as exc:  # a 503 (no descriptors, no database, the process's cap) is "try again"
+            await self._refuse(exc.detail, CLOSE_UNAVAILABLE if exc.status == 503 else 4000 + exc.status)
             return
         except InvalidInput as exc:
             await self._refuse(str(exc), CLOSE_BAD_REQUEST)

@@ -18,13 +18,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from django.conf import settings
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from streams.access import identity, rules
 from streams.core.aio import OwnedTasks, raise_if_cancelled, settle
 from streams.core.errors import InvalidInput
 from streams.engine.context import redis_context
+from streams.engine.nodes import is_transient
 from streams.live.deletions import DeletionFeed
 from streams.live.hub import Entry, StreamHub, make_entry
 from streams.store import services as store
@@ -319,8 +319,10 @@ async def _metas_or_none(names: tuple[str, ...]) -> dict[str, store.StreamMeta] 
     """The streams' metadata (MetaCache), or None when Redis cannot be reached (postponed)."""
     try:
         return await MetaCache.of(await redis_context()).get(names)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        _postponed(names, exc)
+    except RedisError as exc:
+        if not is_transient(exc):
+            raise
+        _postponed(names, exc)  # unreachable, or a cluster moving the slot (MOVED, CLUSTERDOWN)
         return None
 
 

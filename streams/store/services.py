@@ -20,7 +20,12 @@ from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from streams.access import identity, rules
 from streams.access.identity import SYSTEM, AccessError, Actor
 from streams.access.rules import Reader
-from streams.core.instruments import EVENTS_PUBLISHED, PUBLISHES_REFUSED, PUBLISHES_UNREPLICATED, timed
+from streams.core.instruments import (
+    EVENTS_PUBLISHED,
+    PUBLISHES_REFUSED,
+    PUBLISHES_UNREPLICATED,
+    timed,
+)
 from streams.engine.batching import NotReplicated, replicas_acked
 from streams.engine.context import redis_context
 from streams.engine.nodes import is_transient

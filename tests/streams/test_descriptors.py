@@ -1,6 +1,6 @@
 """The file descriptor budget (streams/core/descriptors.py): its arithmetic, the FD_RESERVE
 setting, the estimate of open descriptors, and what answers when they run short — a follow's
-503 (WebSocket 4503), EMFILE as a 503, one log line per interval. The real process under a low
+503 (WebSocket 1013), EMFILE as a 503, one log line per interval. The real process under a low
 limit: tests/test_descriptor_reserve.py."""
 
 import errno
@@ -24,7 +24,6 @@ from streams.live.capacity import connections
 from streamsite.log_filters import CollapseOutOfDescriptors
 from tests.helpers import asgi_response, http_scope
 from tests.streams.sse_client import SSEClient
-
 
 # --- the arithmetic ---------------------------------------------------------------------------
 
@@ -188,14 +187,14 @@ async def test_a_follow_past_the_reserve_is_503_with_retry_after_and_closes(r, p
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_websocket_follow_past_the_reserve_is_closed_with_4503(r, public, descriptors_short):
+async def test_a_websocket_follow_past_the_reserve_is_closed_with_1013_try_again(r, public, descriptors_short):
     from streamsite.asgi import application
 
     ws = WebsocketCommunicator(application, "/ws/streams/fd-b/")
     try:
         assert (await ws.connect())[0]
         assert "FD_RESERVE" in (await ws.receive_json_from(5))["error"]
-        assert await ws.receive_output(5) == {"type": "websocket.close", "code": 4503}
+        assert await ws.receive_output(5) == {"type": "websocket.close", "code": 1013}
     finally:
         await ws.disconnect()
 

@@ -22,8 +22,8 @@ from django.test import AsyncClient
 from streams.models import ApiToken
 from streams.store import services as store
 from tests.helpers import actor, make_user, user_with_token
-from tests.streams.sse_client import SSEClient
 from tests.streams import test_websocket
+from tests.streams.sse_client import SSEClient
 from tests.streams.test_websocket import listening, open_ws
 
 pytestmark = pytest.mark.django_db(transaction=True)
