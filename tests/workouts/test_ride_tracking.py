@@ -225,3 +225,26 @@ async def test_tracker_ends_itself_when_nobody_views(athlete, monkeypatch):
     await asyncio.wait_for(tracker.task, timeout=5)
     assert board.stats() == {"streams": 0, "viewers": 0}
     assert json.loads(json.dumps(tracker.snapshot))["samples"] == 30
+
+
+async def test_a_tracker_goes_on_without_the_profile_while_the_database_is_down(athlete, monkeypatch):
+    """The athlete's profile (FTP, weight) cannot be read: the tracker publishes without it
+    instead of ending every viewer with ``failed``, and the outage is the identity's one."""
+    from asgiref.sync import sync_to_async as to_async
+
+    from streams.core.database import database_outage
+    from tests.streams.test_identity_outage import _refused_connection
+    from workouts.rides import tracking
+
+    monkeypatch.setattr(tracking, "_profile_of", to_async(lambda owner_id: _refused_connection()))
+    _, _, actor = athlete
+    await publish_all("ride", ride_entries(duration=30)[1], actor)
+    board = MetricsBoard.of(await redis_context())
+    tracker = board.acquire("ride")
+    try:
+        await asyncio.wait_for(tracker.ready, timeout=5)
+        assert not tracker.finished and tracker.snapshot["samples"] == 30
+        assert tracker.snapshot["ftp"] is None and database_outage.down
+    finally:
+        board.release(tracker)
+        database_outage.reset()

@@ -42,6 +42,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.core.aio import cancel_and_wait, raise_if_cancelled
+from streams.core.database import DatabaseDown, database_outage
 from streams.engine.context import redis_context
 from streams.live.follow import Ended, Follow, MetaCache, live_batches
 from streams.live.hub import StreamHub
@@ -210,7 +211,10 @@ class RideTracker:
             return None, None
         asked_for, at = self._profile_for
         if asked_for != owner_id or time.monotonic() - at >= PROFILE_REFRESH_S:
-            self._profile = await _profile_of(owner_id)
+            try:
+                self._profile = await database_outage.through(lambda: _profile_of(owner_id))
+            except DatabaseDown:  # the rider goes on being tracked: the last profile read, if any
+                return self._profile if asked_for == owner_id else (None, None)
             self._profile_for = (owner_id, time.monotonic())
         return self._profile
 
