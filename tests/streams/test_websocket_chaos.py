@@ -285,6 +285,7 @@ async def test_redis_restarted_with_aof_loses_nothing(tmp_path, on_redis, chaos)
     await assert_exactly_once(listeners, publisher)
     assert publisher.failures > 0  # Redis really was away
     assert all(listener.connections == 1 for listener in listeners)  # the server waited for it: no socket closed
+    await close_redis_context()  # this test's own pooled connections died with that Redis: read afresh
     for name in names:  # and kept everything it acknowledged
         kept = [e.id for e in await store.stream_range(name=name, count=None)]
         assert set(publisher.acked[name]) <= set(kept)
@@ -315,6 +316,7 @@ async def test_redis_restarted_empty_ends_the_listener_as_deleted(tmp_path, on_r
     assert listener.events[-1]["event"] == "deleted" and listener.closes == [1000], listener
     assert listener.duplicates == 0 and listener.connections == 1
     await on_redis(redis_server.url)  # this process's connections died with Redis too
+    await close_redis_context()  # this test's own pooled connections died with that Redis: read afresh
     assert await store.streams_exist(names=["empty-a"]) == {"empty-a": False}
     # A client that comes back later with its position (its server restarted too) is told the same.
     late = ResumingListener(server.ws, "empty-a", first_query=f"last_event_id={listener.ids[-1]}")
