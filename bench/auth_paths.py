@@ -4,6 +4,8 @@ Creates a user and an API token in a scratch SQLite database (or BENCH_DATABASE_
 N public streams owned by that user into its own Redis database, starts one server process
 and drives it with wrk:
 
+- ``bare``: ``GET /health/``, an async Django view answering a constant JSON through the same
+  lean stack: the floor a list is compared with (only when asked: ``--runs bare,...``);
 - ``list-public``: ``GET /api/streams?limit=100`` without credentials;
 - ``list-token``: the same with ``Authorization: Bearer <token>`` (a caller who may read all N);
 - ``publish-token``: ``POST /api/streams/bench-000000/events`` with a one-entry body and the token.
@@ -51,14 +53,21 @@ def seed(r, n: int, layout, owner_id: int) -> None:
     pipe.execute()
 
 
-def wrk(url: str, duration: int, connections: int, *, token: str | None = None, post: bool = False) -> dict:
+def wrk(url: str, duration: int, connections: int, *, token: str | None = None, post: bool = False,
+        cpu: str | None = None) -> dict:
     lines = []
     if token:
         lines.append(f'wrk.headers["Authorization"] = "Bearer {token}"')
     if post:
         lines += ['wrk.method = "POST"', 'wrk.body = \'{"power": 250, "hr": 140}\'',
                   'wrk.headers["Content-Type"] = "application/json"']
-    return run_wrk(url, duration, connections, prelude="\n".join(lines))
+    return run_wrk(url, duration, connections, prelude="\n".join(lines), cpu=cpu)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -72,6 +81,8 @@ def main() -> None:
                    help="which list run comes first (the VM drifts; alternate to see it)")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     p.add_argument("--cluster", action="store_true", help="start a local 3-primary Redis Cluster and serve from it")
+    p.add_argument("--runs", default="list-public,list-token,publish-token", help="which runs, comma-separated")
+    p.add_argument("--pin", action="store_true", help="the server on CPU 0, wrk on CPU 1 (taskset)")
     args = p.parse_args()
 
     cluster = None
@@ -97,7 +108,9 @@ def main() -> None:
     from streams.store.keys import KeyLayout
 
     seed(r, args.streams, KeyLayout("stream:", int(env.get("REDIS_BUCKETS", "16"))), owner_id)
-    server = subprocess.Popen(server_command(args.server, args.port, "streamsite.asgi:application"), cwd=ROOT, env=env)
+    pin_server = ["taskset", "-c", "0"] if args.pin else []
+    server = subprocess.Popen([*pin_server, *server_command(args.server, args.port, "streamsite.asgi:application")],
+                              cwd=ROOT, env=env)
     try:
         wait_port(args.port)
         base = f"http://127.0.0.1:{args.port}"
@@ -105,11 +118,18 @@ def main() -> None:
                  ("list-token", "/api/streams?limit=100", token, False)]
         if args.order == "token-first":
             lists.reverse()
-        runs = [*lists, ("publish-token", "/api/streams/bench-000000/events", token, True)]
-        for label, path, tok, post in runs:
-            wrk(base + path, 3, args.connections, token=tok, post=post)  # warm-up
-            result = wrk(base + path, args.duration, args.connections, token=tok, post=post)
-            print(json.dumps({"run": label, "server": args.server, "streams": args.streams,
+        runs = [("bare", "/health/", None, False), *lists,
+                ("publish-token", "/api/streams/bench-000000/events", token, True)]
+        wanted = args.runs.split(",")
+        cpu = "1" if args.pin else None
+        for label, path, tok, post in [run for run in runs if run[0] in wanted]:
+            wrk(base + path, 3, args.connections, token=tok, post=post, cpu=cpu)  # warm-up
+            cpu_before = cpu_seconds(server.pid)
+            result = wrk(base + path, args.duration, args.connections, token=tok, post=post, cpu=cpu)
+            # Server CPU per request: what one dedicated core would give, whatever else ran.
+            result["server_cpu_us_per_request"] = round(
+                1e6 * (cpu_seconds(server.pid) - cpu_before) / max(result["requests"], 1), 1)
+            print(json.dumps({"run": label, "server": args.server, "streams": args.streams, "pinned": args.pin,
                               "redis": "cluster" if cluster else "standalone",
                               "connections": args.connections, **result}), flush=True)
     finally:

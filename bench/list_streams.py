@@ -79,13 +79,14 @@ def server_command(server: str, port: int, app: str) -> list[str]:
             "--log-level", "warning", app]
 
 
-def wrk(url: str, duration: int, connections: int, threads: int = 1, prelude: str = "") -> dict:
+def wrk(url: str, duration: int, connections: int, threads: int = 1, prelude: str = "", cpu: str | None = None) -> dict:
     """One wrk run: throughput and latency percentiles. ``prelude`` is Lua run before
-    bench/latency.lua (a method, a body, headers)."""
+    bench/latency.lua (a method, a body, headers); ``cpu``: pinned there (``taskset -c``)."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(prelude + "\n" + (ROOT / "bench" / "latency.lua").read_text())
     try:
-        out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(script), url],
+        pin = ["taskset", "-c", cpu] if cpu else []
+        out = subprocess.run([*pin, "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(script), url],
                              capture_output=True, text=True, check=True).stdout
     finally:
         script.unlink()

@@ -1,7 +1,8 @@
 """Live ride metrics (workouts/rides/tracking.py): what they cost.
 
 1. Per entry: an entry's JSON → sample (EntryReader) → LiveRide.push, and a snapshot, on a
-   simulated 1 Hz ride (dropouts, coasting, heart rate, cadence).
+   simulated 1 Hz ride (dropouts, coasting, heart rate, cadence); without a profile, and with
+   FTP, CP, W′ and max heart rate (W′ balance and time in zones on: ``engine_physiology``).
 2. 1,000 followed streams at 1 entry/s each: one process holds a metrics tracker per stream
    (one viewer each) while a separate publisher process adds one entry per stream per second;
    the tracker process's CPU share is measured over the run, next to the same process holding
@@ -37,12 +38,13 @@ django.setup()
 
 from streams.store.keys import key_layout  # noqa: E402
 from workouts.metrics import LiveRide  # noqa: E402
+from workouts.physiology import Physiology  # noqa: E402
 from workouts.rides.archive import EntryReader  # noqa: E402
 from workouts.rides.simulate import simulate_ride  # noqa: E402
 from workouts.rides.tracking import MetricsBoard  # noqa: E402
 
 
-def per_entry(seconds: int) -> dict:
+def per_entry(seconds: int, physiology: Physiology | None = None) -> dict:
     ride = simulate_ride(duration=seconds, hz=1, seed=1)
     entries = []
     for k, (t, p, hr, cad) in enumerate(zip(*(ride[c].tolist() for c in ("t", "power", "heart_rate", "cadence")))):
@@ -50,7 +52,7 @@ def per_entry(seconds: int) -> dict:
         if not math.isnan(p):
             fields["power"] = str(round(p, 1))
         entries.append((f"{1_700_000_000_000 + k * 1000}-0", json.dumps(fields)))
-    engine, reader = LiveRide(), EntryReader()
+    engine, reader = LiveRide(physiology=physiology), EntryReader()
     started = time.perf_counter()
     for entry_id, data_json in entries:
         s = reader.sample(entry_id, json.loads(data_json))
@@ -65,7 +67,6 @@ def per_entry(seconds: int) -> dict:
 
 PUBLISHER = r"""
 import sys, time, redis
-from workouts.rides.tracking import MetricsBoard
 url, n, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 keys = sys.argv[4:]
 r = redis.Redis.from_url(url)
@@ -137,8 +138,13 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--ride-seconds", type=int, default=14400)
+    parser.add_argument("--engine-only", action="store_true", help="the per-entry cost only")
     args = parser.parse_args()
     print(json.dumps({"engine": per_entry(args.ride_seconds)}))
+    body = Physiology(ftp=250, critical_power=260, w_prime=20_000, max_heart_rate=190)
+    print(json.dumps({"engine_physiology": per_entry(args.ride_seconds, body)}))
+    if args.engine_only:
+        return
     for mode in ("listeners", "metrics"):
         print(json.dumps(asyncio.run(followed(args.streams, args.duration, mode))))
 

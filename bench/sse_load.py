@@ -17,6 +17,7 @@ on. Prints one JSON line per run.
     .venv/bin/python bench/sse_load.py --server uvicorn --cluster --replicas --kill-primary-at 8 --listeners 500 --rate 200 --duration 25
     .venv/bin/python bench/sse_load.py --listeners 1000 --rate 1000 --workout-mib 32   # + a big workout POST
     .venv/bin/python bench/sse_load.py --server uvicorn --transport ws --clients 4 --listeners 19000 --streams 1000
+    .venv/bin/python bench/sse_load.py --server uvicorn --transport ws-batch --listeners 1000 --streams 100
 
 The listeners live in ``--clients`` load-client processes (this file in child mode), each
 connecting from its own loopback address; the publisher and the big POST run in the parent.
@@ -100,9 +101,9 @@ MARKER = b'"ts": "'
 SEQ = b'"n": "'
 
 
-def ws_upgrade(stream: str, extra_headers: str = "") -> bytes:
+def ws_upgrade(stream: str, extra_headers: str = "", query: str = "") -> bytes:
     """A WebSocket handshake for ``/ws/streams/{stream}/`` (``extra_headers``: CRLF-terminated lines)."""
-    return (f"GET /ws/streams/{stream}/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    return (f"GET /ws/streams/{stream}/{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n"
             f"{extra_headers}\r\n").encode()
 
@@ -124,8 +125,8 @@ def pong(payload: bytes) -> bytes:
 
 
 def request_line(listener: Listener, transport: str) -> bytes:
-    if transport == "ws":
-        return ws_upgrade(listener.stream)
+    if transport in ("ws", "ws-batch"):
+        return ws_upgrade(listener.stream, query="?batch=1" if transport == "ws-batch" else "")
     return f"GET /api/streams/{listener.stream}/sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
 
 
@@ -162,8 +163,19 @@ async def read_ws(listener: Listener, reader, writer, stop: asyncio.Event) -> No
             return
         if opcode == 0x9:
             writer.write(pong(payload))
+        elif opcode == 0x1 and payload[:1] == b"[":  # ?batch=1: the entries of one wake-up
+            starts = [i for i in iter_markers(payload)]
+            for start, end in zip(starts, [*starts[1:], len(payload)]):
+                record(listener, payload[start:end])
         elif opcode == 0x1:
             record(listener, payload)
+
+
+def iter_markers(payload: bytes):
+    i = payload.find(MARKER)
+    while i >= 0:
+        yield i
+        i = payload.find(MARKER, i + 1)
 
 
 async def listen(listener: Listener, port: int, connected: asyncio.Event, all_in: list[int], n: int,
@@ -187,14 +199,14 @@ async def listen(listener: Listener, port: int, connected: asyncio.Event, all_in
         status = await reader.readline()
         while (await reader.readline()) not in (b"\r\n", b""):
             pass
-        listener.connected = status.startswith(b"HTTP/1.1 101" if transport == "ws" else b"HTTP/1.1 200")
+        listener.connected = status.startswith(b"HTTP/1.1 101" if transport.startswith("ws") else b"HTTP/1.1 200")
         handshakes.release()
         released = True
         all_in[0 if listener.connected else 1] += 1
         if sum(all_in) >= n:
             connected.set()
         if listener.connected:
-            await (read_ws if transport == "ws" else read_sse)(listener, reader, writer, stop)
+            await (read_ws if transport.startswith("ws") else read_sse)(listener, reader, writer, stop)
     except (OSError, ValueError, asyncio.IncompleteReadError):
         pass
     finally:
@@ -629,7 +641,8 @@ def main() -> None:
     p.add_argument("--server", choices=["daphne", "uvicorn", "uvicorn-plain"], default="daphne")
     p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
     p.add_argument("--workout-mib", type=float, default=0, help="POST a workout this big a third of the way in")
-    p.add_argument("--transport", choices=["sse", "ws"], default="sse", help="listeners follow over SSE or WebSocket")
+    p.add_argument("--transport", choices=["sse", "ws", "ws-batch"], default="sse",
+                   help="listeners follow over SSE or WebSocket (ws-batch: ?batch=1, one frame per wake-up)")
     p.add_argument("--clients", type=int, default=1, help="load-client processes (each from its own 127.0.0.x)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="a setting for the server, e.g. --env GC_FULL_COLLECT_INTERVAL=10000 --env LOG_LEVEL=info")

@@ -76,7 +76,8 @@ class SharesGivenInline(admin.TabularInline):
 
 @admin.register(Share)
 class ShareAdmin(admin.ModelAdmin):
-    list_display = ("owner", "viewer", "created_at")
+    list_display = ("owner", "viewer", "may_mark", "created_at")
+    list_filter = ("may_mark",)
     search_fields = ("owner__username", "viewer__username")
     autocomplete_fields = ("owner", "viewer")
 

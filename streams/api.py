@@ -13,7 +13,7 @@ from ninja.responses import Status
 from ninja.security import HttpBearer
 from pydantic import Field, WithJsonSchema
 
-from streams.access import identity, rules, shares
+from streams.access import identity, plans, rules, shares
 from streams.access.identity import AccessError, Identity
 from streams.core.handoff import handed_off
 from streams.engine.context import redis_context
@@ -31,6 +31,7 @@ from streams.store.names import (
 )
 
 MAX_BATCH = 1000
+MAX_PLAN_START_S = 7 * 86400
 MAX_OFFSET = 2**31 - 1  # a larger one does not fit an SQL OFFSET
 
 
@@ -85,6 +86,8 @@ class StreamOut(Schema):
     owner: str | None = None
     visibility: Literal["public", "private"] | None = None
     ftp: int | None = None
+    plan: int | None = None
+    plan_start: int | None = None
 
 
 class StreamListOut(Schema):
@@ -122,6 +125,14 @@ class IdsOut(Schema):
 class SettingsIn(Schema):
     visibility: Literal["public", "private"] | None = None
     ftp: int | None = Field(None, ge=1, le=2000, description="watts; null clears it")
+    plan: int | None = Field(
+        None, ge=1, le=2**63 - 1,
+        description="a workout plan's id (GET /api/plans) the caller may read; null clears it and plan_start",
+    )
+    plan_start: int | None = Field(
+        None, ge=0, le=MAX_PLAN_START_S,
+        description="the ride second the plan starts at (seconds after the first entry); null: at the first entry",
+    )
 
 
 class NamesIn(Schema):
@@ -149,7 +160,8 @@ def _info_out(info: store.StreamInfo) -> dict:
     meta = info.meta
     return {
         "name": info.name, "length": info.length, "first_id": info.first_id, "last_id": info.last_id,
-        "owner": meta.owner, "visibility": meta.visibility, "ftp": meta.ftp,
+        "owner": meta.owner, "visibility": meta.visibility, "ftp": meta.ftp, "plan": meta.plan,
+        "plan_start": meta.plan_start,
     }
 
 
@@ -189,20 +201,34 @@ async def get_stream(request, name: StreamName):
 
 @router.put(
     "/streams/{name}", response={200: StreamOut, 201: StreamOut}, auth=MANAGE,
-    summary="Create an empty stream, or change its visibility and FTP (owner or manager)",
+    summary="Create an empty stream, or change its visibility, FTP and workout plan (owner or manager)",
 )
 async def put_stream(request, name: StreamName, body: SettingsIn):
     validate_stream_name(name)
-    ftp = body.ftp if "ftp" in body.model_fields_set else ""
+    given = body.model_fields_set
+    if body.plan is not None:
+        await _check_plan_setting(request.auth, name, body.plan)
     try:
         outcome = await store.stream_settings_update(
-            name=name, actor=rules.actor_of(request.auth), visibility=body.visibility, ftp=ftp
+            name=name, actor=rules.actor_of(request.auth), visibility=body.visibility,
+            ftp=body.ftp if "ftp" in given else "", plan=body.plan if "plan" in given else "",
+            plan_start=body.plan_start if "plan_start" in given else "",
         )
     except store.WriteRefused as exc:
         raise _refusal(request.auth, exc) from None
     info = (await store.stream_info_batch(names=[name]))[name]
     out = _info_out(info) if info else {"name": name}
     return Status(201 if outcome.created else 200, out)
+
+
+async def _check_plan_setting(ident: Identity, name: str, plan_id: int) -> None:
+    """Before a plan is put on a stream: the stream's answer first (404 to a stranger, 403 to a
+    reader; the write script checks again, atomically), then whether the caller may read the
+    plan (400). A stream nobody owns yet is the write script's to decide."""
+    meta = (await store.stream_meta(names=[name]))[name]
+    if meta.owner_id is not None:
+        rules.check_manage(ident, name, owner_id=meta.owner_id, visibility=meta.visibility)
+    await plans.check_plan_readable(ident, plan_id)
 
 
 @router.get("/streams/{name}/events", response=EventsOut, auth=READ, summary="Read a range")
@@ -258,7 +284,32 @@ async def publish_events(request, name: StreamName):
         ids = await store.stream_publish(name=name, entries=entries, actor=rules.actor_of(request.auth))
     except store.WriteRefused as exc:
         raise _refusal(request.auth, exc) from None
+    except store.StreamEnded as exc:
+        raise HttpError(409, exc.detail) from None
     return Status(201, {"ids": ids})
+
+
+class EndOut(Schema):
+    name: str
+    state: Literal["ended"]
+    ended_reason: str
+    ended_ms: int
+    end_id: str
+
+
+@router.post(
+    "/streams/{name}/end", response=EndOut, auth=PUBLISH,
+    summary="End a ride: its end marker, then no more entries (owner or manager; docs/rides.md)",
+)
+async def end_stream(request, name: StreamName):
+    validate_stream_name(name)
+    try:
+        end = await store.stream_end(name=name, reason="owner", actor=rules.actor_of(request.auth))
+    except store.WriteRefused as exc:
+        raise _refusal(request.auth, exc) from None
+    except LookupError as exc:
+        raise HttpError(404, str(exc)) from None
+    return {"name": name, "state": "ended", "ended_reason": end.reason, "ended_ms": end.ended_ms, "end_id": end.end_id}
 
 
 @router.delete("/streams/{name}", response={204: None}, auth=MANAGE, summary="Delete a stream")
@@ -283,6 +334,10 @@ SSE_DOC = {
         {"in": "header", "name": "Last-Event-ID", "required": False, "schema": {"type": "string"}},
         {"in": "query", "name": "last_event_id", "required": False, "schema": {"type": "string"}},
         {"in": "query", "name": "from", "required": False, "schema": {"type": "string", "enum": ["start", "now"]}},
+        {"in": "query", "name": "rate", "required": False,
+         "schema": {"type": "number", "minimum": 0.01, "maximum": 1000},
+         "description": "Conflation: at most this many events per second per stream, each the newest entry of "
+                        "its interval, its data wrapped with a \"conflated\" count (docs/api.md)"},
     ],
 }
 
@@ -364,11 +419,13 @@ async def batch_delete(request, body: NamesIn):
 # --- shares ---------------------------------------------------------------------------------
 class ShareIn(Schema):
     viewer: str = Field(..., min_length=1, max_length=150)
+    may_mark: bool = Field(False, description="the viewer may also add markers to my rides (docs/security.md)")
 
 
 class ShareOut(Schema):
     owner: str
     viewer: str
+    may_mark: bool
     created_at: str
 
 
@@ -379,7 +436,9 @@ class SharesOut(Schema):
 
 @shares_router.post("/shares", response={201: ShareOut}, auth=MANAGE, summary="Share my streams and workouts")
 async def create_share(request, body: ShareIn):
-    return Status(201, await shares.share_create(owner_id=request.auth.user_id, viewer_name=body.viewer))
+    return Status(201, await shares.share_create(
+        owner_id=request.auth.user_id, viewer_name=body.viewer, may_mark=body.may_mark
+    ))
 
 
 @shares_router.get("/shares", response=SharesOut, auth=READ_AS_USER, summary="Shares I gave and received")

@@ -68,6 +68,10 @@ class Share(models.Model):
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="shares_given")
     viewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="shares_received")
+    may_mark = models.BooleanField(
+        default=False, verbose_name="may add markers",
+        help_text="the viewer may also add markers (laps) to the owner's rides (docs/security.md)",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -15,6 +15,7 @@ class StreamsiteAdminSite(AdminSite):
             path("monitoring/", self.admin_view(views.dashboard), name="monitoring-dashboard"),
             path("redis-streams/", self.admin_view(views.streams_list), name="redis-streams"),
             path("redis-streams/delete/", self.admin_view(views.streams_delete), name="redis-streams-delete"),
+            path("redis-streams/archive/", self.admin_view(views.streams_archive), name="redis-streams-archive"),
             path("redis-streams/<str:name>/", self.admin_view(views.stream_detail), name="redis-stream"),
         ]
         return custom + super().get_urls()

@@ -29,6 +29,7 @@ from streams.store.services import PublishNotReplicated, StorageFull
 from streamsite.server.limits import human_size
 from streamsite.views import out_of_descriptors_response
 from workouts.api import router as workouts_router
+from workouts.plans_api import router as plans_router
 from workouts.rides.api import router as rides_router
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ api.add_router("/", rides_router)
 api.add_router("/batch", batch_router)
 api.add_router("/", workouts_router)
 api.add_router("/", shares_router)
+api.add_router("/", plans_router)
 
 
 def _detail(request, status: int, detail: str):

@@ -15,6 +15,8 @@ hop per request.
 
 from __future__ import annotations
 
+import logging
+
 from asgiref.sync import markcoroutinefunction
 from csp.middleware import CSPMiddleware
 from django.conf import settings
@@ -23,6 +25,9 @@ from django.contrib.sessions.middleware import SessionMiddleware
 from django.db import DatabaseError
 from django.http import HttpResponse, JsonResponse
 from django.middleware.security import SecurityMiddleware
+from django.template.loader import render_to_string
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.core.compat import (
     already_logged,
@@ -30,9 +35,12 @@ from streams.core.compat import (
     prometheus_middleware_hooks,
 )
 from streams.core.database import UNREACHABLE, database_outage
-from streams.core.descriptors import descriptors
+from streams.core.descriptors import Tally, descriptors
+from streams.engine.nodes import is_redirect
 from streamsite.server.limits import body_limit, too_big
 from streamsite.views import out_of_descriptors_response
+
+log = logging.getLogger(__name__)
 
 # Load-balancer probes and Prometheus scrapers reach a pod by its IP, which is rarely one of
 # ALLOWED_HOSTS; /metrics has its own address rules (METRICS_ALLOWED_CIDRS).
@@ -197,3 +205,46 @@ class DatabaseUnavailableMiddleware(AsyncMiddleware):
             return None  # out of descriptors: this process's shortage (ApiShapeMiddleware answers)
         database_outage.noticed(exception)
         return database_unavailable(request)
+
+
+REDIS_RETRY_AFTER_S = 5
+_redis_tally = Tally()
+
+
+def redis_unavailable_page(request) -> HttpResponse:
+    """The styled 503 page with ``Retry-After``: the site's (streamsite/templates/503.html), or
+    in the admin's frame on its pages (templates/admin/redis_unavailable.html). Rendered
+    without the request: no context processor reads the session or the database."""
+    admin = request.path.startswith("/admin/")
+    context = {"retry_after": REDIS_RETRY_AFTER_S, "path": request.path}
+    if admin:
+        from django.contrib import admin as admin_site
+
+        context.update(site_header=admin_site.site.site_header, site_title=admin_site.site.site_title)
+    html = render_to_string("admin/redis_unavailable.html" if admin else "503.html", context)
+    response = HttpResponse(html, status=503)
+    response["Retry-After"] = str(REDIS_RETRY_AFTER_S)
+    return already_logged(response)
+
+
+def means_redis_unavailable(exc: BaseException) -> bool:
+    """Redis cannot be reached, did not answer in time, or a cluster is moving the key past
+    the node map's redirect deadline: a known condition, not a bug."""
+    return isinstance(exc, (RedisConnectionError, RedisTimeoutError)) or is_redirect(exc)
+
+
+class RedisUnavailableMiddleware(AsyncMiddleware):
+    """A page (the front page, /live/, the admin's Redis streams pages) whose view finds Redis
+    unreachable answers the styled 503 with ``Retry-After``, not 500 with a traceback; logged
+    once per 10 s. The API, /health/ and /metrics answer JSON of their own (streamsite/api.py)."""
+
+    async def __call__(self, request):
+        return await self.get_response(request)
+
+    async def process_exception(self, request, exception):
+        if request.path.startswith(("/api/", *HOST_CHECK_EXEMPT)) or not means_redis_unavailable(exception):
+            return None
+        if descriptors().explains(exception):
+            return None  # out of descriptors: this process's shortage (ApiShapeMiddleware answers)
+        _redis_tally.note(log, f"redis unavailable on {request.path}: answered 503 ({exception})")
+        return redis_unavailable_page(request)

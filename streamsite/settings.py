@@ -24,7 +24,10 @@ DEBUG = env_bool(env, "DEBUG", False)
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is false")
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set (and DEBUG is off): set it in the environment or in .env "
+            "(SECRET_KEY=<50 random characters>; ./dev.sh serve writes a development .env)"
+        )
     SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"
 ALLOWED_HOSTS = env.list(
     "ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
@@ -73,6 +76,7 @@ MIDDLEWARE = [
     # Last of Django's: a locked-out login answers 429 (the lean stack serves no login).
     "axes.middleware.AxesMiddleware",
     "streamsite.middleware.DatabaseUnavailableMiddleware",  # 503, not 500, while the database is away
+    "streamsite.middleware.RedisUnavailableMiddleware",  # a styled 503 on pages while Redis is away
     "streamsite.middleware.PrometheusAfter",
 ]
 LEAN_PATH_PREFIXES = ["/api/", "/health/", "/metrics", "/live/"]
@@ -81,6 +85,7 @@ LEAN_MIDDLEWARE = [
     "streamsite.middleware.LeanGuardMiddleware",
     "streamsite.middleware.ApiShapeMiddleware",
     "streamsite.middleware.DatabaseUnavailableMiddleware",
+    "streamsite.middleware.RedisUnavailableMiddleware",
     "streamsite.middleware.PrometheusAfter",
 ]
 
@@ -140,7 +145,8 @@ ASGI_APPLICATION = "streamsite.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The site's frame (base.html) and its error pages (400, 404, 503) are wiring: streamsite's.
+        "DIRS": [BASE_DIR / "streamsite" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -185,6 +191,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "streamsite" / "static"]  # the site's stylesheet (site/site.css)
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 # collectstatic (the Dockerfile, ./dev.sh serve) writes hashed, gzip- and brotli-compressed
 # copies that servestatic serves with far-future caching, with DEBUG too (streamsite/storage.py).
@@ -280,6 +287,26 @@ if _readers_needed > REDIS.blocking_pool_max:
         f" + REDIS_BUCKETS={REDIS.buckets} = {_readers_needed}"
     )
 
+
+# --- Rides (docs/rides.md) -----------------------------------------------------------------
+# A ride is stale after RIDE_STALE_AFTER ms without an entry (a dropout: it goes on) and ended
+# after RIDE_IDLE_END ms (the ride janitor then writes its end marker). Ended rides become
+# workouts (RIDE_AUTO_ARCHIVE); what stays of an archived stream: keep it, or delete its entries.
+RIDE_STALE_AFTER_MS = env_int(env, "RIDE_STALE_AFTER", 10000, minimum=1)
+RIDE_IDLE_END_MS = env_int(env, "RIDE_IDLE_END", 600000, minimum=1)
+if RIDE_IDLE_END_MS <= RIDE_STALE_AFTER_MS:
+    raise ImproperlyConfigured(
+        f"RIDE_IDLE_END={RIDE_IDLE_END_MS} must be more than RIDE_STALE_AFTER={RIDE_STALE_AFTER_MS} ms"
+    )
+RIDE_AUTO_ARCHIVE = env_bool(env, "RIDE_AUTO_ARCHIVE", True)
+RIDE_ARCHIVED_STREAM = env_choice(env, "RIDE_ARCHIVED_STREAM", "keep", ("keep", "delete"))
+# The ride janitor (workouts/rides/janitor.py) runs in each server process unless this is off
+# (never in management commands; the test suite starts it where a test asks).
+RIDE_JANITOR = env_bool(env, "RIDE_JANITOR", True)
+# Planned sessions and alerts (docs/rides.md, "Planned sessions"): the band around a step's
+# target that counts as on target, and the share of max heart rate that raises hr_high.
+PLAN_TOLERANCE_PCT = env_int(env, "PLAN_TOLERANCE_PCT", 5, minimum=0, maximum=50)
+ALERT_HR_PCT = env_int(env, "ALERT_HR_PCT", 95, minimum=50, maximum=120)
 
 def _gc_thresholds(raw: str) -> tuple[int, ...] | None:
     """``default`` keeps Python's; else three integers ``gen0,gen1,gen2``."""

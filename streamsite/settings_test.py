@@ -10,6 +10,9 @@ os.environ.setdefault("SECURE_SSL_REDIRECT", "false")  # the test clients speak 
 # No clocked collections in the test process: each freezes the survivors, and garbage that
 # earlier tests leave behind (pool connections the tests count) must stay collectable.
 os.environ.setdefault("GC_FULL_COLLECT_INTERVAL", "0")
+# No ride janitor in the tests' own app: it would end and archive other tests' streams. The
+# tests of the janitor start one themselves.
+os.environ.setdefault("RIDE_JANITOR", "false")
 
 from streamsite.settings import *  # noqa: E402,F401,F403
 

@@ -3,13 +3,16 @@ from django.urls import path
 
 from monitoring import views as monitoring_views
 from streamsite.api import api
-from workouts.rides.views import group_page, live_page
+from workouts.rides.views import group_page, home_page, live_page
+from workouts.views import workout_page
 
 urlpatterns = [
+    path("", home_page, name="home"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("live/", group_page, name="live-group"),
     path("live/<str:name>", live_page, name="live"),
+    path("workouts/<int:workout_id>", workout_page, name="workout"),
     path("health/", monitoring_views.health, name="health"),
     path("health/ready", monitoring_views.ready, name="health-ready"),
     path("health/metrics", monitoring_views.metrics_json, name="health-metrics"),

@@ -19,14 +19,15 @@ _tally = Tally()
 
 
 def not_found(request, exception=None):
-    """JSON 404 under /api/ (clients parse it); Django's page elsewhere."""
+    """JSON 404 under /api/ (clients parse it); the site's 404 page elsewhere (templates/404.html)."""
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": f"no such endpoint: {request.method} {request.path}"}, status=404)
     return page_not_found(request, exception)
 
 
 def bad_request_json(request, exception=None):
-    """JSON 400 under /api/ for what Django itself rejects before a view runs."""
+    """JSON 400 under /api/ for what Django itself rejects before a view runs; the site's 400
+    page elsewhere (templates/400.html)."""
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": f"bad request: {exception or 'malformed request'}"}, status=400)
     return bad_request(request, exception)
@@ -64,7 +65,7 @@ def warm_error_paths() -> None:
     resolver = get_resolver()
     for status in (400, 403, 404, 500):
         resolver.resolve_error_handler(status)
-    for name in ("400.html", "403.html", "404.html", "500.html"):
+    for name in ("400.html", "403.html", "404.html", "500.html", "503.html"):
         try:
             loader.get_template(name)
         except TemplateDoesNotExist:

@@ -35,6 +35,25 @@ def make_user(username: str, *, password: str | None = None, staff: bool = False
     return User.objects.create_user(username, password=password, is_staff=staff)
 
 
+def staff_with(username: str, *codenames: str):
+    """A staff user holding the permissions ``codenames``."""
+    from django.contrib.auth.models import Permission
+
+    user = make_user(username, password="pw", staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+def logged_in(user):
+    """A test client logged in as ``user`` (anonymous for None)."""
+    from django.test import Client
+
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
 async def user_with_token(username: str, **token_kwargs) -> tuple[object, str]:
     """(user, raw token) for a new user; token_kwargs go to ``ApiToken.issue``."""
 

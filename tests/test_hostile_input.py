@@ -155,7 +155,8 @@ def test_the_lean_handler_runs_only_the_lean_stack(settings):
         target = getattr(chain, "__wrapped__", chain)
         names.append(type(target).__name__)
         chain = getattr(target, "get_response", None)
-    assert names[:5] == [
-        "PrometheusBefore", "LeanGuardMiddleware", "ApiShapeMiddleware", "DatabaseUnavailableMiddleware", "PrometheusAfter",
+    assert names[:6] == [
+        "PrometheusBefore", "LeanGuardMiddleware", "ApiShapeMiddleware", "DatabaseUnavailableMiddleware",
+        "RedisUnavailableMiddleware", "PrometheusAfter",
     ]
-    assert len(names) == 6
+    assert len(names) == 7

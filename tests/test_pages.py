@@ -31,11 +31,11 @@ ADMIN_PASSWORD = "browser-test-pw"
 RIDERS = ("browser-r1", "browser-r2")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def production_server(tmp: Path, **extra_env: str):
     """The production server (DEBUG off) with its own SQLite file, collected static files, an
-    admin with a token; the tests' Redis database."""
-    tmp = tmp_path_factory.mktemp("pages")
+    admin ``coach`` with a token; the tests' Redis database unless ``REDIS_URL`` is given.
+    Yields ``{"base", "token", "log"}``."""
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env.update({
         "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
@@ -43,7 +43,7 @@ def server(tmp_path_factory):
         "ALLOWED_HOSTS": "127.0.0.1", "STREAMS_PUBLIC_READ": "false", "REDIS_URL": settings.REDIS.url,
         "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}", "STATIC_ROOT": str(tmp / "static"),
         "SECURE_SSL_REDIRECT": "false", "SESSION_COOKIE_SECURE": "false", "CSRF_COOKIE_SECURE": "false",
-        "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD, "TMPDIR": str(tmp),
+        "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD, "TMPDIR": str(tmp), **extra_env,
     })
     manage(env, "migrate", "--no-input", "-v0")
     manage(env, "collectstatic", "--no-input", "-v0")
@@ -65,11 +65,21 @@ def server(tmp_path_factory):
                 time.sleep(0.2)
         yield {"base": base, "token": token, "log": tmp / "server.log"}
     finally:
-        for name in RIDERS:  # through the service: the registry forgets them too
-            with contextlib.suppress(httpx.TransportError):
-                httpx.delete(f"{base}/api/streams/{name}", headers={"Authorization": f"Bearer {token}"}, timeout=5)
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The production server on the tests' Redis database."""
+    with production_server(tmp_path_factory.mktemp("pages")) as running:
+        try:
+            yield running
+        finally:
+            for name in RIDERS:  # through the service: the registry forgets them too
+                with contextlib.suppress(httpx.TransportError):
+                    httpx.delete(f"{running['base']}/api/streams/{name}",
+                                 headers={"Authorization": f"Bearer {running['token']}"}, timeout=5)
 
 
 def test_static_files_are_compressed_and_cached(server):
@@ -147,8 +157,9 @@ class SimulatedRide:
         self.client.close()
 
 
-def logged_in_page(browser, server):
-    page = browser.new_page()
+def logged_in_page(browser, server, viewport=None):
+    """A new page (at ``viewport``, else the default size) logged in as the admin ``coach``."""
+    page = browser.new_page(viewport=viewport) if viewport else browser.new_page()
     page.goto(f"{server['base']}/admin/login/?next=/admin/")
     page.fill("#id_username", "coach")
     page.fill("#id_password", ADMIN_PASSWORD)

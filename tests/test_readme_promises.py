@@ -90,7 +90,7 @@ def test_archive_stream_title_ftp_and_keep(sync_r):
     for i in range(700):
         pipe.xadd(key("kept"), {"t": str(i), "power": str(180 + i % 50)})
     pipe.execute()
-    call_command("archive_stream", "kept", "--athlete", "rider", "--title", "Hill repeats", "--ftp", "240")
+    call_command("archive_stream", "kept", "--athlete", "rider", "--title", "Hill repeats", "--ftp", "240", "--force")
     w = Workout.objects.get()
     assert (w.title, w.ftp, w.sample_count) == ("Hill repeats", 240, 700)
     assert w.intensity_factor == pytest.approx(w.normalized_power / 240)

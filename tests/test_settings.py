@@ -117,6 +117,10 @@ BAD_ENVIRONMENTS = [
     ({"DATABASE_CONNECT_TIMEOUT": "5s"}, "DATABASE_CONNECT_TIMEOUT='5s' is not a valid integer"),
     ({"DATABASE_STATEMENT_TIMEOUT": "0"}, "DATABASE_STATEMENT_TIMEOUT='0' must be >= 1"),
     ({"AUTH_OUTAGE_GRACE": "-1"}, "AUTH_OUTAGE_GRACE='-1' must be >= 0"),
+    ({"RIDE_STALE_AFTER": "10s"}, "RIDE_STALE_AFTER='10s' is not a valid integer"),
+    ({"RIDE_IDLE_END": "5000"}, "RIDE_IDLE_END=5000 must be more than RIDE_STALE_AFTER=10000"),
+    ({"RIDE_AUTO_ARCHIVE": "sometimes"}, "RIDE_AUTO_ARCHIVE='sometimes' is not a boolean"),
+    ({"RIDE_ARCHIVED_STREAM": "trash"}, "RIDE_ARCHIVED_STREAM='trash' must be one of keep, delete"),
 ]
 
 

@@ -31,7 +31,8 @@ router = Router(tags=["workouts"])
 def workout_out(w: Workout, *, samples: bool = False) -> dict:
     out = {
         "id": w.pk, "title": w.title, "athlete": w.athlete.get_username(), "started_at": w.started_at.isoformat(),
-        "sport": w.sport, "ftp": w.ftp, "source": w.source, "notes": w.notes, "pauses": w.pauses,
+        "sport": w.sport, "ftp": w.ftp, **w.physiology(), "source": w.source, "stream": w.stream, "notes": w.notes, "pauses": w.pauses,
+        "markers": w.markers, "laps": w.laps, "plan_compliance": w.plan_compliance,
         "created_at": w.created_at.isoformat(), "updated_at": w.updated_at.isoformat(),
         **{field: getattr(w, field) for field in DERIVED_FIELDS},
     }
@@ -59,10 +60,8 @@ async def _athlete(ident: Identity, username: str | None, *, default_id: int | N
 
 
 def _visible(qs, ident: Identity):
-    """Workouts the caller may read: their own, shared with them, or all with workouts.view_workout."""
-    if ident.has_perm(identity.VIEW_ALL_WORKOUTS):
-        return qs
-    return qs.filter(athlete_id__in=ident.readable_owners())
+    """Workouts the caller may read (the one rule: ``services.workouts_readable``)."""
+    return services.workouts_readable(qs, ident)
 
 
 WORKOUT_BODY = {
@@ -75,6 +74,8 @@ WORKOUT_BODY = {
                 "title": {"type": "string"}, "athlete": {"type": "string"},
                 "started_at": {"type": "string", "format": "date-time"}, "ftp": {"type": "integer"},
                 "notes": {"type": "string"},
+                "markers": {"type": "array", "description": "[[ride_s, label], …]: lap starts in seconds from the first sample",
+                            "maxItems": 500, "items": {"type": "array", "minItems": 2, "maxItems": 2}},
                 "samples": {"type": "object", "description": "columnar arrays of equal length; only t is required; null = missing",
                             "properties": {c: {"type": "array", "items": {"type": ["number", "null"]}}
                                            for c in ("t", "power", "heart_rate", "cadence", "speed", "distance", "altitude")}},
@@ -104,6 +105,7 @@ def _body(request) -> bytes:
 
 class WorkoutQuery(Schema):
     athlete: str | None = None
+    stream: str | None = Field(None, max_length=128, description="only the workouts archived from this stream")
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     limit: int = Field(50, ge=1, le=500)
@@ -119,6 +121,8 @@ async def list_workouts(request, q: Query[WorkoutQuery]):
         qs = _visible(Workout.objects.select_related("athlete").defer("samples_blob"), request.auth)
         if athlete:
             qs = qs.filter(athlete__username=athlete)
+        if q.stream:
+            qs = qs.filter(stream=q.stream)
         if q.since:
             qs = qs.filter(started_at__gte=q.since)
         if q.until:
@@ -139,9 +143,10 @@ async def import_fit(request, file: File[UploadedFile], title: Form[str] = "", f
         (file.name or "")[:200].replace("\x00", ""), field="file name", max_length=200
     )
     data = await sync_to_async(file.read, thread_sensitive=False)()
+    physiology = await sync_to_async(services.profile_physiology)(who)
     try:
         with offload.user_job(request.auth.user_id):
-            prepared = await offload.run(prepare_fit, data, ftp=ftp_field(ftp))
+            prepared = await offload.run(prepare_fit, data, ftp=ftp_field(ftp), physiology=physiology)
     except WorkoutInputError as exc:
         raise WorkoutInputError(f"{file.name}: {exc}") from None
     workout = await sync_to_async(services.workout_create_prepared)(
@@ -171,6 +176,7 @@ class ArchiveIn(Schema):
     athlete: str | None = None
     ftp: int | None = Field(None, ge=1, le=2000)
     delete_stream: bool = False
+    force: bool = Field(False, description="archive a ride that has not ended (docs/rides.md)")
 
 
 @router.post("/streams/{name}/archive", auth=MANAGE, summary="Turn a stream into a workout (owner or manager)")
@@ -190,10 +196,12 @@ async def archive_stream(request, name: StreamName, body: ArchiveIn):
         with offload.user_job(request.auth.user_id):
             archived = await archive.archive_stream(
                 name=name, athlete=who, title=title, ftp=body.ftp, delete_stream=body.delete_stream,
-                actor=rules.actor_of(request.auth), owner_id=meta.owner_id,
+                actor=rules.actor_of(request.auth), owner_id=meta.owner_id, force=body.force,
             )
     except LookupError as exc:
         raise HttpError(404, str(exc)) from None
+    except archive.RideNotEnded as exc:
+        raise HttpError(409, exc.detail) from None
 
     @sync_to_async
     def shape():

@@ -16,6 +16,12 @@ recording into a 1 Hz series of *moving* time:
 
 Zeros while moving (coasting) are real power and stay. Windows are full 30 s windows only;
 NP is None with less than 30 s of moving power, and flagged low-confidence under 10 minutes.
+
+Zones and W′ balance (workouts/physiology.py) use the same moving 1 Hz series: time in power
+zones counts its seconds; W′ balance steps through them one by one, and the time between two
+segments (a pause, a gap over ``GAP_S``: the next segment's first sample minus the last whole
+second of the one before) is rest at 0 W. Time in heart-rate zones uses the heart rate's time
+weights (as its average does).
 """
 
 from __future__ import annotations
@@ -27,7 +33,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-METRICS_VERSION = 1
+from workouts.physiology import (
+    HR_ZONE_FLOORS, HR_ZONES, POWER_ZONE_FLOORS, POWER_ZONES, Physiology, WPrimeBalance, hr_zone, power_zone,
+    zones_of,
+)
+
+METRICS_VERSION = 2  # 2: W′ balance and time in zones
 GAP_S = 25.0
 WINDOW_S = 30
 LOW_CONFIDENCE_S = 600
@@ -58,6 +69,10 @@ class RideMetrics:
     peak_5min: float | None
     peak_20min: float | None
     peak_60min: float | None
+    min_w_prime_balance: float | None = None
+    w_prime_below_25_s: int | None = None
+    time_in_power_zones: list[int] | None = None
+    time_in_hr_zones: list[float] | None = None
     metrics_version: int = METRICS_VERSION
 
     def as_dict(self) -> dict:
@@ -122,6 +137,29 @@ def _pause_between(a: float, b: float, pauses: Pauses) -> bool:
 # --- 1 Hz moving series ------------------------------------------------------------------------
 def moving_power_1hz(t, power, pauses: Pauses = None) -> np.ndarray:
     """Mean power per second of moving time (see the module docstring)."""
+    return joined(moving_segments_1hz(t, power, pauses))
+
+
+def joined(segments: list[tuple[float, np.ndarray]]) -> np.ndarray:
+    """The seconds of every segment, in one series."""
+    if len(segments) == 1:
+        return segments[0][1]
+    return np.concatenate([p1 for _origin, p1 in segments]) if segments else np.empty(0)
+
+
+def moving_power_1hz_timed(t, power, pauses: Pauses = None) -> tuple[np.ndarray, np.ndarray]:
+    """``moving_power_1hz`` and the time each of its seconds starts at (each segment's seconds
+    count from its first sample): what laps cut the ride's one 1 Hz series by."""
+    segments = moving_segments_1hz(t, power, pauses)
+    if not segments:
+        return np.empty(0), np.empty(0)
+    times = [origin + np.arange(p1.size, dtype=float) for origin, p1 in segments]
+    return np.concatenate(times), joined(segments)
+
+
+def moving_segments_1hz(t, power, pauses: Pauses = None) -> list[tuple[float, np.ndarray]]:
+    """``moving_power_1hz`` segment by segment: (the time of the segment's first sample, its
+    seconds)."""
     t = _as_float_array(t, "t")
     p = _as_float_array(power, "power")
     if t.shape != p.shape:
@@ -129,7 +167,7 @@ def moving_power_1hz(t, power, pauses: Pauses = None) -> np.ndarray:
     # Fast path: gap-free 1 Hz with whole-second steps and no missing value is the answer
     # (whole-second steps are increasing, so this also validates t).
     if not pauses and _is_whole_second_grid(t) and not _has_nan(p):
-        return p
+        return [(float(t[0]), p)]
     steps = np.diff(t)
     if t.size > 1 and not (steps > 0).all():
         raise ValueError("t must be strictly increasing")
@@ -139,15 +177,14 @@ def moving_power_1hz(t, power, pauses: Pauses = None) -> np.ndarray:
     tm, pm = t[unpaused], p[unpaused]  # every sample of moving time, missing power included
     tv = tm[~np.isnan(pm)]
     if tv.size == 0:
-        return np.empty(0)
+        return []
     starts = np.flatnonzero(np.concatenate(([True], _segment_breaks(tv, pauses))))
     ends = np.append(starts[1:], tv.size)
     # A segment runs from its first to its last valid sample; the samples between (missing
     # power included) are one slice of the moving samples.
     lo = np.searchsorted(tm, tv[starts], side="left")
     hi = np.searchsorted(tm, tv[ends - 1], side="right")
-    pieces = [_bin_seconds(*_with_interpolated_gaps(tm[a:b], pm[a:b])) for a, b in zip(lo, hi)]
-    return np.concatenate(pieces)
+    return [(float(tm[a]), _bin_seconds(*_with_interpolated_gaps(tm[a:b], pm[a:b]))) for a, b in zip(lo, hi)]
 
 
 def _with_interpolated_gaps(seg_t: np.ndarray, seg_p: np.ndarray):
@@ -233,11 +270,16 @@ def _peak(p1: np.ndarray, seconds: int) -> float | None:
     return float(means.max()) if means.size else None
 
 
+def _holds(t: np.ndarray) -> np.ndarray:
+    """Each sample's time weight: the time to the next sample, at most GAP_S; 1 s for the last."""
+    holds = np.append(np.diff(t), 1.0) if t.size > 1 else np.array([1.0])
+    return np.minimum(holds, GAP_S)
+
+
 def _time_weighted_mean(t: np.ndarray, v: np.ndarray, pauses: Pauses, *, skip_zero: bool = False):
     if v.size == 0:
         return None
-    holds = np.append(np.diff(t), 1.0) if t.size > 1 else np.array([1.0])
-    holds = np.minimum(holds, GAP_S)
+    holds = _holds(t)
     ok = ~np.isnan(v) & ~_in_pause(t, pauses)
     if skip_zero:
         ok &= v > 0
@@ -249,8 +291,51 @@ def _nanmax(v: np.ndarray) -> float | None:
     return float(np.nanmax(v)) if v.size and not np.all(np.isnan(v)) else None
 
 
-def ride_metrics(t, power=None, heart_rate=None, cadence=None, ftp=None, pauses: Pauses = None) -> RideMetrics:
-    """Every derived value of a ride. ``t`` in seconds, NaN = missing in every channel."""
+def w_prime_balance_1hz(segments: list[tuple[float, np.ndarray]], cp: float, w_prime: float,
+                        *, track: WPrimeBalance | None = None) -> np.ndarray:
+    """W′ balance at the end of each moving second (``moving_segments_1hz``'s segments), with
+    the rest at 0 W between segments (module docstring). ``track`` (a fresh one by default)
+    is stepped through them: its minimum and time below 25% are the ride's."""
+    track = track or WPrimeBalance(cp, w_prime)
+    out = np.empty(sum(p1.size for _origin, p1 in segments))
+    k, end = 0, None
+    for origin, p1 in segments:
+        if end is not None:
+            track.rest(origin - end)
+        for value in p1.tolist():
+            track.ride(value)
+            out[k] = track.balance
+            k += 1
+        end = origin + p1.size
+    return out
+
+
+def _physiology_metrics(segments, p1: np.ndarray, t: np.ndarray, hr: np.ndarray, pauses: Pauses,
+                        body: Physiology) -> dict:
+    """W′ balance (minimum, seconds below 25%) and time in zones; None where the profile
+    lacks what they need (CP or FTP; FTP; max heart rate)."""
+    out: dict = {"min_w_prime_balance": None, "w_prime_below_25_s": None, "time_in_power_zones": None,
+                 "time_in_hr_zones": None}
+    if (cp_w := body.cp_and_w_prime()) is not None:
+        track = WPrimeBalance(*cp_w)
+        w_prime_balance_1hz(segments, *cp_w, track=track)
+        out["min_w_prime_balance"], out["w_prime_below_25_s"] = track.minimum, track.below_s
+    if body.ftp:
+        zones = zones_of(p1, body.ftp, POWER_ZONE_FLOORS)
+        out["time_in_power_zones"] = np.bincount(zones, minlength=POWER_ZONES + 1)[1:].tolist()
+    if body.max_heart_rate:
+        holds = _holds(t)
+        ok = ~np.isnan(hr) & ~_in_pause(t, pauses)
+        zones = zones_of(hr[ok], body.max_heart_rate, HR_ZONE_FLOORS)
+        out["time_in_hr_zones"] = np.bincount(zones, weights=holds[ok], minlength=HR_ZONES + 1)[1:].tolist()
+    return out
+
+
+def ride_metrics(t, power=None, heart_rate=None, cadence=None, ftp=None, pauses: Pauses = None, *,
+                 critical_power=None, w_prime=None, max_heart_rate=None) -> RideMetrics:
+    """Every derived value of a ride. ``t`` in seconds, NaN = missing in every channel.
+    ``critical_power``, ``w_prime`` and ``max_heart_rate`` (and ``ftp``) give the W′ balance and
+    the zones (workouts/physiology.py)."""
     t = _as_float_array(t, "t")
     _check_times(t)
     n = t.size
@@ -264,7 +349,8 @@ def ride_metrics(t, power=None, heart_rate=None, cadence=None, ftp=None, pauses:
         return arr
 
     p, hr, cad = channel(power, "power"), channel(heart_rate, "heart_rate"), channel(cadence, "cadence")
-    p1 = moving_power_1hz(t, p, pauses)
+    segments = moving_segments_1hz(t, p, pauses)
+    p1 = joined(segments)
     moving = int(p1.size)
     np_value = np_from_1hz(p1)
     avg_power = float(p1.mean()) if moving else None
@@ -289,6 +375,8 @@ def ride_metrics(t, power=None, heart_rate=None, cadence=None, ftp=None, pauses:
         max_hr=_nanmax(hr),
         avg_cadence=_time_weighted_mean(t, cad, pauses, skip_zero=True),
         **{name: _peak(p1, seconds) for name, seconds in PEAK_DURATIONS.items()},
+        **_physiology_metrics(segments, p1, t, hr, pauses, Physiology(
+            ftp=ftp, critical_power=critical_power, w_prime=w_prime, max_heart_rate=max_heart_rate)),
     )
 
 
@@ -307,16 +395,76 @@ def with_ftp(metrics: dict, ftp: float | None) -> dict:
     return {**metrics, "intensity_factor": intensity, "tss": tss}
 
 
+# --- laps ----------------------------------------------------------------------------------------
+def laps_from_boundaries(t, power=None, heart_rate=None, boundaries=(), pauses: Pauses = None) -> list[dict]:
+    """The laps a ride splits into at ``boundaries``, a list of ``(start_s, label)`` in ride
+    seconds (seconds from the first sample): markers, and later a plan's steps. Without
+    boundaries there are no laps. The first lap starts at 0 (label None unless a boundary is
+    at 0), each boundary starts the next, the last ends with the ride (``duration_s`` of
+    ``ride_metrics``); empty laps (two boundaries at one second, one at or past the end) are
+    left out. Per lap: ``avg_power`` and ``np`` from the seconds of the ride's one moving 1 Hz
+    series that start in the lap (``moving_power_1hz_timed``), NP from the lap's own full 30 s
+    windows (None under 30 moving seconds: the workout's rule), ``avg_hr`` time-weighted with
+    the ride's weights (None without heart rate), ``moving_s`` the lap's moving seconds."""
+    t = _as_float_array(t, "t")
+    _check_times(t)
+    if t.size == 0 or not boundaries:
+        return []
+    p = np.full(t.size, np.nan) if power is None else _as_float_array(power, "power")
+    hr = np.full(t.size, np.nan) if heart_rate is None else _as_float_array(heart_rate, "heart_rate")
+    if p.shape != t.shape or hr.shape != t.shape:
+        raise ValueError("power and heart_rate must have as many values as t")
+    seconds_at, p1 = moving_power_1hz_timed(t, p, pauses)
+    ride_s = t - t[0]
+    weights = _hr_weights(t, hr, pauses)
+    end = float(t[-1] + (t[-1] - t[-2] if t.size > 1 else 1.0) - t[0])
+    starts = sorted(((min(max(float(s), 0.0), end), label) for s, label in boundaries), key=lambda b: b[0])
+    edges = [(0.0, None), *starts]
+    laps = []
+    for k, (start, label) in enumerate(edges):
+        stop = edges[k + 1][0] if k + 1 < len(edges) else end
+        if stop <= start:
+            continue
+        lap_p1 = p1[(seconds_at >= t[0] + start) & (seconds_at < t[0] + stop)]
+        in_lap = (ride_s >= start) & (ride_s < stop)
+        laps.append({
+            "start_s": start, "end_s": stop, "duration_s": stop - start, "moving_s": int(lap_p1.size),
+            "avg_power": float(lap_p1.mean()) if lap_p1.size else None, "np": np_from_1hz(lap_p1),
+            "avg_hr": _weighted_mean(hr[in_lap], weights[in_lap]), "label": label,
+        })
+    return laps
+
+
+def _hr_weights(t: np.ndarray, hr: np.ndarray, pauses: Pauses) -> np.ndarray:
+    """Each sample's weight in ``_time_weighted_mean`` (0 where it does not count)."""
+    holds = np.append(np.diff(t), 1.0) if t.size > 1 else np.array([1.0])
+    holds = np.minimum(holds, GAP_S)
+    return np.where(~np.isnan(hr) & ~_in_pause(t, pauses), holds, 0.0)
+
+
+def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float | None:
+    total = weights.sum()
+    return float((np.nan_to_num(values) * weights).sum() / total) if total > 0 else None
+
+
 # --- live form ----------------------------------------------------------------------------------
 class LiveRide:
     """``ride_metrics`` one sample at a time, for a ride still being recorded (a live stream):
     constant work per sample and bounded memory (a 30 s window, the missing values of one
     short gap). ``snapshot()`` gives what ``ride_metrics`` gives for every sample pushed so far
     (equal within float rounding): the same moving 1 Hz series, the same NP windows, the same
-    time weights. Samples must come in strictly increasing ``t``."""
+    time weights. Samples must come in strictly increasing ``t``.
 
-    def __init__(self, pauses: Pauses = None) -> None:
+    ``physiology`` (FTP, CP, W′, max heart rate) is what the W′ balance and the time in zones
+    are stepped with, as each second completes: ``set_physiology`` changes it from then on
+    (the seconds already counted stay as they were)."""
+
+    def __init__(self, pauses: Pauses = None, physiology: Physiology | None = None) -> None:
         self.pauses = pauses
+        self.physiology = Physiology()
+        self._w_prime: WPrimeBalance | None = None
+        self._power_zones: list[int] | None = None
+        self._hr_zones = _ZoneTimes()
         self.samples = 0
         self.first_t: float | None = None
         self.last_t: float | None = None
@@ -333,6 +481,34 @@ class LiveRide:
         self._hr = _TimeWeighted()
         self._cadence = _TimeWeighted(skip_zero=True)
         self._max_power = -math.inf
+        self._segment_end: float | None = None  # the last whole second of the segment before
+        self.set_physiology(physiology or Physiology())
+
+    def set_physiology(self, physiology: Physiology) -> None:
+        """The FTP, CP, W′ and max heart rate for the seconds from now on. A new CP or W′ keeps
+        the balance's share of W′ (a full W′ stays full); none makes it None."""
+        if physiology == self.physiology and (self._w_prime is not None or physiology.cp_and_w_prime() is None):
+            return
+        self.physiology = physiology
+        cp_w = physiology.cp_and_w_prime()
+        old = self._w_prime
+        if cp_w is None:
+            self._w_prime = None
+        elif old is None or (old.cp, old.w_prime) != cp_w:
+            track = WPrimeBalance(*cp_w)
+            if old is not None:
+                track.balance = old.balance / old.w_prime * track.w_prime
+                track.minimum, track.below_s = old.minimum, old.below_s
+            self._w_prime = track
+        if physiology.ftp and self._power_zones is None:
+            self._power_zones = [0] * POWER_ZONES
+        self._hr_zones.max_heart_rate = physiology.max_heart_rate
+
+    @property
+    def w_prime_now(self) -> tuple[float, float] | None:
+        """(W′ balance over the seconds completed so far, W′), None without CP and W′: what
+        the live alerts read after each sample (the snapshot also counts the held seconds)."""
+        return None if self._w_prime is None else (self._w_prime.balance, self._w_prime.w_prime)
 
     def push(self, t: float, power: float = math.nan, heart_rate: float = math.nan, cadence: float = math.nan) -> None:
         """One sample; NaN = missing in any channel."""
@@ -345,6 +521,7 @@ class LiveRide:
             self.last_gap = t - self.last_t
             weight = min(self.last_gap, GAP_S)
             self._hr.close(weight)
+            self._hr_zones.close(weight)
             self._cadence.close(weight)
         else:
             self.first_t = t
@@ -352,6 +529,7 @@ class LiveRide:
         self.samples += 1
         self.power, self.heart_rate, self.cadence = power, heart_rate, cadence
         paused = any(start <= t < end for start, end in (self.pauses or ()))
+        self._hr_zones.open(heart_rate, paused)
         self._hr.open(heart_rate, paused)
         self._cadence.open(cadence, paused)
         if not math.isnan(power):
@@ -370,15 +548,21 @@ class LiveRide:
         prev = self._valid
         if prev is not None and (t - prev[0] > GAP_S or _pause_between(prev[0], t, self.pauses)):
             self._feed(self._binner.close())  # a new segment; its missing values are dropped
+            self._segment_end = self._binner.closed_at
         elif prev is not None:
             for missing_t in self._missing:
                 share = (missing_t - prev[0]) / (t - prev[0])
                 self._feed(self._binner.push(missing_t, prev[1] + share * (power - prev[1])))
         self._missing.clear()
+        if self._segment_end is not None:  # the first sample of a new segment: rest before it
+            if self._w_prime is not None:
+                self._w_prime.rest(t - self._segment_end)
+            self._segment_end = None
         self._valid = (t, power)
         self._feed(self._binner.push(t, power))
 
     def _feed(self, seconds: list[float]) -> None:
+        _ride_seconds(seconds, self._w_prime, self._power_zones, self.physiology.ftp)
         fourth, windows = _fold_windows(self._window, seconds)
         self._fourth_sum += fourth
         self._windows += windows
@@ -403,6 +587,11 @@ class LiveRide:
         def mean_of_last(seconds: int) -> float | None:
             return sum(window[-seconds:]) / seconds if len(window) >= seconds else None
 
+        w_prime = self._w_prime.copy() if self._w_prime is not None else None
+        power_zones = list(self._power_zones) if self._power_zones is not None else None
+        _ride_seconds(tail, w_prime, power_zones, self.physiology.ftp)
+        power_3s = mean_of_last(3)
+
         return {
             "elapsed_s": duration,
             "moving_s": moving,
@@ -413,14 +602,31 @@ class LiveRide:
             "np_low_confidence": np_value is None or moving < LOW_CONFIDENCE_S,
             "intensity_factor": intensity,
             "tss": tss,
-            "power_3s": mean_of_last(3),
+            "power_3s": power_3s,
             "power_30s": mean_of_last(WINDOW_S),
             "power": or_none(self.power),
             "heart_rate": or_none(self.heart_rate),
             "avg_heart_rate": self._hr.mean(),
             "cadence": or_none(self.cadence),
             "avg_cadence": self._cadence.mean(),
+            "w_prime_balance": w_prime.balance if w_prime is not None else None,
+            "min_w_prime_balance": w_prime.minimum if w_prime is not None else None,
+            "w_prime_below_25_s": w_prime.below_s if w_prime is not None else None,
+            "power_zone": power_zone(power_3s, ftp or self.physiology.ftp),
+            "hr_zone": hr_zone(or_none(self.heart_rate), self.physiology.max_heart_rate),
+            "time_in_power_zones": power_zones,
+            "time_in_hr_zones": self._hr_zones.times(),
         }
+
+
+def _ride_seconds(seconds: list[float], w_prime: WPrimeBalance | None, power_zones: list[int] | None,
+                  ftp: float | None) -> None:
+    """Completed moving seconds into the W′ balance and the time in power zones."""
+    for value in seconds:
+        if w_prime is not None:
+            w_prime.ride(value)
+        if power_zones is not None and ftp:
+            power_zones[power_zone(value, ftp) - 1] += 1
 
 
 def _fold_windows(window: deque, seconds: list[float]) -> tuple[float, int]:
@@ -466,10 +672,39 @@ class _TimeWeighted:
         return total / weight if weight > 0 else None
 
 
+class _ZoneTimes:
+    """Time in heart-rate zones with ``_TimeWeighted``'s weights: a sample's zone is known when
+    it comes, its weight when the next one does."""
+
+    def __init__(self) -> None:
+        self.max_heart_rate: float | None = None
+        self.seconds: list[float] | None = None
+        self.open_zone: int | None = None
+
+    def open(self, value: float, paused: bool) -> None:
+        self.open_zone = None if paused else hr_zone(value, self.max_heart_rate)
+        if self.open_zone is not None and self.seconds is None:
+            self.seconds = [0.0] * HR_ZONES
+
+    def close(self, weight: float) -> None:
+        if self.open_zone is not None:
+            self.seconds[self.open_zone - 1] += weight
+        self.open_zone = None
+
+    def times(self) -> list[float] | None:
+        if self.max_heart_rate is None and self.seconds is None:
+            return None
+        times = list(self.seconds or [0.0] * HR_ZONES)
+        if self.open_zone is not None:
+            times[self.open_zone - 1] += 1.0
+        return times
+
+
 class _StreamingBinner:
     """Per-second bins of one segment, emitted as soon as each second is complete."""
 
     def __init__(self) -> None:
+        self.closed_at: float | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -494,6 +729,7 @@ class _StreamingBinner:
             return []
         hold = self.prev_gap if self.prev_gap is not None else 1.0
         out = self._advance(self.prev[0] + hold)
+        self.closed_at = self.origin + self.k  # the end of the segment's last whole second
         self._reset()
         return out
 

@@ -8,10 +8,10 @@ from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
 
+from streams.access.identity import VIEW_ALL_WORKOUTS, Identity
 from workouts.errors import WorkoutInputError
-from workouts.metrics import with_ftp
-from workouts.models import DERIVED_FIELDS, AthleteProfile, Workout
-from workouts.prepare import Prepared, metrics_of, prepare_fit
+from workouts.models import DERIVED_FIELDS, PHYSIOLOGY_FIELDS, AthleteProfile, Workout
+from workouts.prepare import Prepared, laps_of, metrics_of, prepare_fit
 from workouts.samples import Samples
 
 
@@ -27,6 +27,20 @@ def profile_ftp(athlete) -> int | None:
     return AthleteProfile.objects.filter(athlete=athlete).values_list("ftp", flat=True).first()
 
 
+def profile_physiology(athlete) -> dict:
+    """The profile's CP, W′ and max heart rate (None for each without a profile)."""
+    row = AthleteProfile.objects.filter(athlete=athlete).values(*PHYSIOLOGY_FIELDS).first()
+    return row or dict.fromkeys(PHYSIOLOGY_FIELDS)
+
+
+def _fill_from_profile(workout: Workout) -> None:
+    """FTP, CP, W′ and max heart rate the workout was not given: the athlete's profile's."""
+    row = AthleteProfile.objects.filter(athlete=workout.athlete).values("ftp", *PHYSIOLOGY_FIELDS).first() or {}
+    for field, value in row.items():
+        if getattr(workout, field) is None and value is not None:
+            setattr(workout, field, value)
+
+
 def workout_create(
     *,
     athlete,
@@ -39,28 +53,33 @@ def workout_create(
     notes: str = "",
     pauses: list[tuple[float, float]] | None = None,
 ) -> Workout:
-    """Create a workout; its metrics are computed as it is saved. Without ``ftp``, the
-    athlete's profile FTP (if any) is the workout's."""
-    if ftp is None:
-        ftp = profile_ftp(athlete)
+    """Create a workout; its metrics are computed as it is saved. Without ``ftp`` (or CP, W′,
+    max heart rate), the athlete's profile's (if any) is the workout's."""
     workout = Workout(
         athlete=athlete, title=title, started_at=started_at, ftp=ftp, source=source, sport=sport,
         notes=notes, pauses=[list(p) for p in pauses or ()],
     )
+    _fill_from_profile(workout)
     workout.samples = samples
     return workout_save(workout)
 
 
-def workout_create_prepared(*, athlete, prepared: Prepared, source: str, title: str | None = None) -> Workout:
+def workout_create_prepared(
+    *, athlete, prepared: Prepared, source: str, title: str | None = None, stream: str = "",
+    plan_compliance: dict | None = None,
+) -> Workout:
     """Create a workout from a Prepared one (samples encoded and metrics computed off the
-    event loop, in a worker process): saving does not compute them again. Without an FTP,
-    the athlete's profile FTP (if any) is the workout's: only IF and TSS change."""
-    if prepared.ftp is None and (ftp := profile_ftp(athlete)) is not None:
-        prepared.ftp, prepared.metrics = ftp, with_ftp(prepared.metrics, ftp)
+    event loop, in a worker process): saving does not compute them again, unless the
+    athlete's profile gives what the Prepared one lacked (FTP, CP, W′, max heart rate: the
+    profile's are the workout's), which changes IF, TSS, the zones and the W′ balance. Callers
+    that know the athlete before preparing pass the profile's values to it
+    (``profile_physiology``), so this happens only to a JSON body naming its athlete."""
     workout = Workout(
-        athlete=athlete, title=title or prepared.title or "", notes=prepared.notes, source=source,
+        athlete=athlete, title=title or prepared.title or "", notes=prepared.notes, source=source, stream=stream,
+        plan_compliance=plan_compliance,
     )
     workout.apply_prepared(prepared)
+    _fill_from_profile(workout)
     return workout_save(workout)
 
 
@@ -72,12 +91,14 @@ def workout_from_fit(data: bytes, *, athlete, title: str, ftp: int | None = None
 
 
 def workout_save(workout: Workout, *, update_fields=None, recompute: bool = False) -> Workout:
-    """Save a workout with metrics that match its samples, pauses and FTP: computed here
-    unless they were just computed for exactly these inputs (a Prepared workout)."""
+    """Save a workout with metrics and laps that match its samples, pauses, FTP and markers:
+    computed here unless they were just computed for exactly these inputs (a Prepared workout)."""
     if recompute or not workout.metrics_current():
-        workout.set_metrics(metrics_of(workout.samples, ftp=workout.ftp, pauses=workout.pauses))
+        workout.set_metrics(metrics_of(workout.samples, ftp=workout.ftp, pauses=workout.pauses, **workout.physiology()))
+    if recompute or not workout.laps_current():
+        workout.set_laps(laps_of(workout.samples, markers=workout.markers, pauses=workout.pauses))
     if update_fields is not None:
-        update_fields = set(update_fields) | set(DERIVED_FIELDS)
+        update_fields = set(update_fields) | set(DERIVED_FIELDS) | {"laps"}
     workout.save(update_fields=update_fields)
     return workout
 
@@ -89,3 +110,11 @@ def workouts_recompute(workouts: Iterable[Workout]) -> int:
         workout_save(workout, update_fields=["updated_at"], recompute=True)
         count += 1
     return count
+
+
+def workouts_readable(qs, ident: Identity):
+    """The one read rule of workouts (the API and the workout page): the caller's own, those
+    shared with them, or all with ``workouts.view_workout``."""
+    if ident.has_perm(VIEW_ALL_WORKOUTS):
+        return qs
+    return qs.filter(athlete_id__in=ident.readable_owners())

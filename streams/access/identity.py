@@ -36,7 +36,13 @@ VIEW_ALL_STREAMS = "streams.view_all_streams"
 MANAGE_ALL_STREAMS = "streams.manage_all_streams"
 VIEW_ALL_WORKOUTS = "workouts.view_workout"
 ADD_ANY_WORKOUT = "workouts.add_workout"
-KNOWN_PERMS = (VIEW_ALL_STREAMS, MANAGE_ALL_STREAMS, VIEW_ALL_WORKOUTS, ADD_ANY_WORKOUT)
+VIEW_ALL_PLANS = "workouts.view_workoutplan"
+CHANGE_ANY_PLAN = "workouts.change_workoutplan"
+DELETE_ANY_PLAN = "workouts.delete_workoutplan"
+KNOWN_PERMS = (
+    VIEW_ALL_STREAMS, MANAGE_ALL_STREAMS, VIEW_ALL_WORKOUTS, ADD_ANY_WORKOUT, VIEW_ALL_PLANS, CHANGE_ANY_PLAN,
+    DELETE_ANY_PLAN,
+)
 LAST_USED_RESOLUTION_S = 60
 CACHE_MAX_ENTRIES = 10_000
 
@@ -62,6 +68,7 @@ class Identity:
     superuser: bool = False
     staff: bool = False
     sharers: frozenset[int] = frozenset()  # athletes who share their data with this user
+    markers_from: frozenset[int] = frozenset()  # those of them whose share also grants markers
     expires_at: float | None = None  # epoch seconds, tokens only
     cache_key: str = ""  # "t:<token hash>" or "u:<user id>": how to look it up again
     session_key: str = ""  # via "session": the session it came from, re-checked with the user
@@ -224,10 +231,13 @@ def _perms_of(user) -> frozenset[str]:
 
 
 def _user_identity(user, *, via: str, cache_key: str, scopes=SCOPES, expires_at=None) -> Identity:
-    sharers = frozenset(Share.objects.filter(viewer_id=user.pk, owner__is_active=True).values_list("owner_id", flat=True))
+    shares = list(Share.objects.filter(viewer_id=user.pk, owner__is_active=True).values_list("owner_id", "may_mark"))
+    sharers = frozenset(owner_id for owner_id, _ in shares)
+    markers_from = frozenset(owner_id for owner_id, may_mark in shares if may_mark)
     return Identity(
         user_id=user.pk, username=user.get_username(), via=via, scopes=frozenset(scopes),
         perms=_perms_of(user), superuser=user.is_superuser, staff=user.is_staff, sharers=sharers,
+        markers_from=markers_from,
         expires_at=expires_at.timestamp() if expires_at else None, cache_key=cache_key,
     )
 

@@ -73,6 +73,28 @@ def can_manage_stream(ident: Identity, *, owner_id: int | None) -> bool:
     return owner_id is not None and owner_id == ident.user_id
 
 
+def can_mark_stream(ident: Identity, *, owner_id: int | None) -> bool:
+    """Add a marker to a ride (docs/security.md): whoever may manage it, and a viewer whose
+    share from the owner grants markers (``Share.may_mark``)."""
+    if can_manage_stream(ident, owner_id=owner_id):
+        return True
+    return owner_id is not None and owner_id in ident.markers_from
+
+
+def check_mark(ident: Identity, name: str, meta) -> None:
+    """May the caller add a marker to ``name``: 401 anonymous, 403 without the ``publish``
+    scope, 404 to whoever may not read it, 403 to a reader without the grant."""
+    require_user(ident)
+    require_scope(ident, "publish")
+    if can_mark_stream(ident, owner_id=meta.owner_id):
+        return
+    if may_see(ident, meta):
+        raise AccessError(
+            403, f"only the owner of stream {name!r}, a stream manager or a viewer whose share grants markers may add one"
+        )
+    raise AccessError(404, f"stream {name!r} not found")
+
+
 def may_see(ident: Identity, meta) -> bool:
     """Whether the caller may know the stream exists (its user may read it, whatever the
     token's scopes): decides 403 against 404."""

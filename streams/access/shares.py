@@ -19,14 +19,15 @@ def share_out(share: Share) -> dict:
     return {
         "owner": share.owner.get_username(),
         "viewer": share.viewer.get_username(),
+        "may_mark": share.may_mark,
         "created_at": share.created_at.isoformat(),
     }
 
 
 @database_sync_to_async
-def share_create(*, owner_id: int, viewer_name: str) -> dict:
-    """Share the owner's data with the named user: 404 when no such user, 400 for oneself,
-    409 when already shared."""
+def share_create(*, owner_id: int, viewer_name: str, may_mark: bool = False) -> dict:
+    """Share the owner's data with the named user (``may_mark``: who may also add markers to
+    the owner's rides): 404 when no such user, 400 for oneself, 409 when already shared."""
     viewer = get_user_model().objects.filter(username=viewer_name, is_active=True).first()
     if viewer is None:
         raise AccessError(404, f"no user named {viewer_name!r}")
@@ -34,7 +35,7 @@ def share_create(*, owner_id: int, viewer_name: str) -> dict:
         raise AccessError(400, "you cannot share with yourself")
     try:
         with transaction.atomic():
-            share = Share.objects.create(owner_id=owner_id, viewer=viewer)
+            share = Share.objects.create(owner_id=owner_id, viewer=viewer, may_mark=may_mark)
     except IntegrityError:
         raise AccessError(409, f"already shared with {viewer_name!r}") from None
     return share_out(Share.objects.select_related("owner", "viewer").get(pk=share.pk))

@@ -9,6 +9,14 @@ as SSE: ``?last_event_id=`` / ``?from=start``), ``{"event": "overflow" | "delete
 ``PUBLISH_DURABILITY=replicated``, a publish no replica confirmed in time gets
 ``{"error": "not replicated within N ms…", "ids": [...]}`` (the ids written).
 
+``?rate=N``: at most N entry frames per second, each the newest entry of its interval, with
+``"conflated": n`` (how many entries it stands for) beside ``id`` and ``data``
+(streams/live/conflation.py). ``?batch=1``: one frame per wake-up carrying every entry ready
+for the socket, in order, as a JSON array of those objects (``[{"id", "data"}, ...]``); event,
+ack and error frames stay single objects. A resume (``?last_event_id=``) that cannot go on where
+the client stands gets ``{"event": "reset", "stream", "requested", "first_id", "reason",
+"detail"}`` before the entries from the stream's oldest one (the socket stays open).
+
 Close codes say whether to resume with ``?last_event_id=<the last id received>``: 1000 after
 ``deleted`` and 4xxx are final; 1012 after ``shutdown``, 1013 after ``overflow`` or when Redis
 fails under the feed (a restart, a failover), 1011 when anything else fails, and an abrupt
@@ -55,14 +63,17 @@ from streams.core.compat import consumer_send, dispatch_without_db_close
 from streams.core.errors import InvalidInput
 from streams.engine.context import redis_context
 from streams.live import capacity
+from streams.live.conflation import parse_rate
 from streams.live.follow import (
     Ended,
     Follow,
+    Reset,
     access_guard,
     follow_one,
     live_batches,
     live_hub,
 )
+from streams.live.hub import Entry
 from streams.store import services as store
 from streams.store.names import encode_entries, parse_json, validate_stream_name
 
@@ -87,6 +98,23 @@ END_CLOSE_CODES = {
 def end_close_code(reason: str) -> int:
     """The close code that follows an ``{"event": reason}`` frame (``failed``: 1011)."""
     return END_CLOSE_CODES.get(reason, CLOSE_INTERNAL_ERROR if reason == "failed" else CLOSE_NORMAL)
+
+
+def parse_batch(value: str | None) -> bool:
+    """``?batch=``: ``1``/``true`` for one frame per wake-up (a JSON array of entries)."""
+    if value in (None, "", "0", "false"):
+        return False
+    if value in ("1", "true"):
+        return True
+    raise InvalidInput(f"invalid batch={value!r}: use batch=1 for one frame per wake-up, or omit it")
+
+
+def entry_frame(entry: Entry) -> str:
+    return f'{{"id": "{entry.id}", "data": {entry.data_json}}}'
+
+
+def conflated_frame(entry: Entry) -> str:
+    return f'{{"id": "{entry.id}", "data": {entry.data_json}, "conflated": {getattr(entry, "count", 1)}}}'
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
@@ -184,11 +212,13 @@ class StreamConsumer(LiveConsumer):
                 capacity.caller_key(self.identity, client), settings.LIVE_MAX_CONNECTIONS_PER_USER
             )
             return None
+        rate, batched = parse_rate(query.get("rate")), parse_batch(query.get("batch"))
         follow = await follow_one(self.name, resume=query.get("last_event_id"), mode=query.get("from"))
+        follow.rate = rate
         follow.guard = access_guard(self.identity, follow.names)
         hub = live_hub(await redis_context())
         self.admission = capacity.admit_follow(hub=hub, ident=self.identity, client_address=client, names=follow.names)
-        return self._forward(follow)
+        return self._forward(follow, batched=batched)
 
     async def _access(self) -> tuple[bool, bool]:
         """(may follow, may publish). A publish-only token (a device) connects to publish."""
@@ -203,16 +233,24 @@ class StreamConsumer(LiveConsumer):
         return readable, writable
 
 
-    async def _forward(self, follow: Follow) -> None:
+    async def _forward(self, follow: Follow, *, batched: bool = False) -> None:
         send = consumer_send(self)  # the connection's ASGI send: two wrappers fewer per frame
+        frame = conflated_frame if follow.rate is not None else entry_frame
         async for item in live_batches(follow, heartbeat=settings.SSE_HEARTBEAT_INTERVAL / 1000):
             if isinstance(item, Ended):
                 await self.send_json({"event": item.reason, "detail": item.detail, "last_event_id": follow.resume_id()})
                 await self.close(code=end_close_code(item.reason))
                 return
-            for entry in item:
+            if isinstance(item, Reset):
+                await self.send_json({"event": "reset", "stream": item.name, "requested": item.requested,
+                                      "first_id": item.first_id, "reason": item.reason, "detail": item.detail})
+                continue
+            if batched and item:
+                follow.positions[follow.names[0]] = item[-1].id
+                await send({"type": "websocket.send", "text": "[" + ",".join(frame(e) for e in item) + "]"})
+            for entry in () if batched else item:
                 follow.positions[entry.name] = entry.id
-                await send({"type": "websocket.send", "text": f'{{"id": "{entry.id}", "data": {entry.data_json}}}'})
+                await send({"type": "websocket.send", "text": frame(entry)})
             item = entry = None  # nothing kept while the next batch is awaited
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
@@ -265,6 +303,9 @@ class StreamConsumer(LiveConsumer):
             return
         except store.StorageFull as exc:
             await self.send_json({"error": str(exc)})
+            return
+        except store.StreamEnded as exc:  # the ride ended: nothing more is written (REST: 409)
+            await self.send_json({"error": exc.detail, "state": "ended"})
             return
         except store.PublishNotReplicated as exc:  # written, but no replica confirmed it in time
             await self.send_json({"error": exc.detail, "ids": exc.ids})

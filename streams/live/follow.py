@@ -25,8 +25,9 @@ from streams.core.aio import OwnedTasks, raise_if_cancelled, settle
 from streams.core.errors import InvalidInput
 from streams.engine.context import redis_context
 from streams.engine.nodes import is_transient
+from streams.live.conflation import Conflator
 from streams.live.deletions import DeletionFeed
-from streams.live.hub import Entry, StreamHub, make_entry
+from streams.live.hub import Entry, Rewound, StreamHub, make_entry
 from streams.store import services as store
 from streams.store.names import validate_resume_id, validate_stream_name
 from streams.store.positions import START, id_order
@@ -50,6 +51,7 @@ class Follow:
     # its generator, e.g. a send that failed). Idempotent; call it on the event loop.
     leave: Callable[[], None] | None = None
     resumed: bool = False  # the positions came from the client (a resume id)
+    rate: float | None = None  # ?rate=: at most this many events per second per stream (conflation.py)
 
     def composite_id(self) -> str:
         """One position per stream, in the order of ``names``, then ``~`` and a fingerprint
@@ -62,6 +64,28 @@ class Follow:
 
 def streams_fingerprint(names: tuple[str, ...]) -> str:
     return f"{zlib.crc32(','.join(names).encode()):08x}"
+
+
+@dataclass(frozen=True)
+class Reset:
+    """A resume that cannot continue where the client stood: the entries after ``requested``
+    are gone (``trimmed``: older than the oldest entry Redis keeps, MAXLEN/XTRIM), or the
+    stream's ids went back below it (``rewound``: a failover to a primary whose clock is
+    behind wrote lower ids). The follow goes on from ``first_id``, the oldest entry there is
+    (None: the stream is empty now); the stream's position becomes ``0-0``."""
+
+    name: str
+    requested: str
+    first_id: str | None
+    reason: str  # "trimmed" | "rewound"
+
+    @property
+    def detail(self) -> str:
+        if self.reason == "trimmed":
+            return (f"entries after {self.requested} in stream {self.name!r} are no longer kept: "
+                    f"the follow goes on from the oldest entry there is")
+        return (f"stream {self.name!r} now ends before {self.requested} (its ids went back, e.g. a failover): "
+                f"the follow goes on from its first entry")
 
 
 @dataclass(frozen=True)
@@ -337,16 +361,33 @@ async def _catch_up(name: str, after: str) -> AsyncIterator[list[Entry]]:
         after = chunk[-1].id
 
 
-async def _vanished(follow: Follow) -> str | None:
-    """A resumed stream that is not there although the client holds a position in it: it
-    was deleted, or Redis lost it (restarted without persistence). Nothing will ever follow
-    that position: the follow ends as ``deleted`` instead of waiting for good. (Asked after
-    subscribing: a stream re-created after this check is delivered live.)"""
+async def _resume_check(follow: Follow) -> tuple[str | None, list[Reset]]:
+    """Whether a resume can go on where the client stands, stream by stream (one XINFO
+    STREAM each, one round trip; asked after subscribing):
+
+    - a stream that is not there although the client holds a position in it was deleted, or
+      Redis lost it (restarted without persistence): nothing will ever follow that position,
+      the follow ends as ``deleted`` (the first such name is returned);
+    - a position older than the oldest entry kept, in a stream that lost entries (trimmed),
+      or newer than the stream's last generated id (its ids went back): a ``Reset``, never a
+      silent hole."""
     held = [name for name in follow.names if follow.positions[name] != START] if follow.resumed else []
     if not held:
-        return None
-    exists = await store.streams_exist(names=held)
-    return next((name for name in held if not exists[name]), None)
+        return None, []
+    bounds = await store.stream_bounds(names=held)
+    if gone := next((name for name in held if bounds[name] is None), None):
+        return gone, []
+    return None, [reset for name in held if (reset := _reset_of(name, follow.positions[name], bounds[name]))]
+
+
+def _reset_of(name: str, requested: str, bounds: store.StreamBounds) -> Reset | None:
+    position = id_order(requested)
+    if position > id_order(bounds.last_generated_id):
+        return Reset(name, requested, bounds.first_id, "rewound")
+    older = bounds.first_id is not None and position < id_order(bounds.first_id)
+    if older and bounds.removed is not False:  # Redis < 7 cannot say whether any was removed
+        return Reset(name, requested, bounds.first_id, "trimmed")
+    return None
 
 
 def _newer(batch: list[Entry], cursors: dict[str, int]) -> list[Entry]:
@@ -360,23 +401,64 @@ def _newer(batch: list[Entry], cursors: dict[str, int]) -> list[Entry]:
     return fresh
 
 
-async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[list[Entry] | Ended]:
-    """Catch-up then live batches of new entries; ``[]`` when ``heartbeat`` s pass quietly;
-    finally an ``Ended`` if the hub ends the feed or the follow's guard says no. Unsubscribes
-    on any exit."""
+def _conflated(fresh: list[Entry], conflator: Conflator | None, now: float) -> list[Entry]:
+    return fresh if conflator is None else conflator.admit(fresh, now)
+
+
+async def _through_rewinds(follow: Follow, batch: list, cursors: dict[str, int],
+                           conflator: Conflator | None) -> AsyncIterator[list[Entry] | Reset]:
+    """A batch with ``Rewound`` marks (the hub found a stream's ids went back, hub.py): the
+    entries queued before a mark, then a ``Reset`` (``rewound``) naming where the client stood,
+    then the stream again from its first entry — as for a resume past the stream's end. Entries
+    queued after the mark that the catch-up already gave are dropped by ``_newer``."""
+    segment: list[Entry] = []
+    for item in batch:
+        if not isinstance(item, Rewound):
+            segment.append(item)
+            continue
+        if fresh := _conflated(_newer(segment, cursors), conflator, time.monotonic()):
+            yield fresh
+        segment = []
+        if item.name not in cursors:
+            continue
+        bounds = (await store.stream_bounds(names=[item.name]))[item.name]
+        reset = Reset(item.name, follow.positions[item.name], bounds.first_id if bounds else None, "rewound")
+        follow.positions[item.name] = START
+        cursors[item.name] = id_order(START)
+        yield reset
+        if conflator is not None:
+            conflator.drop(item.name)
+        async for chunk in _catch_up(item.name, START):
+            if fresh := _conflated(_newer(chunk, cursors), conflator, time.monotonic()):
+                yield fresh
+    if fresh := _conflated(_newer(segment, cursors), conflator, time.monotonic()):
+        yield fresh
+
+
+async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[list[Entry] | Reset | Ended]:
+    """A ``Reset`` per stream a resume cannot continue in, then catch-up then live batches of
+    new entries (with ``follow.rate``: conflated, conflation.py); ``[]`` when ``heartbeat`` s
+    pass quietly; finally an ``Ended`` if the hub ends the feed or the follow's guard says no.
+    Unsubscribes on any exit."""
     hub = live_hub(await redis_context())
     cursors = {n: id_order(p) for n, p in follow.positions.items()}
     recheck = settings.ACCESS_RECHECK_INTERVAL_MS / 1000
+    conflator = Conflator(follow.rate) if follow.rate else None
     sub = await hub.subscribe(follow.names)
     follow.leave = lambda: hub.unsubscribe(sub)
     try:
-        if gone := await _vanished(follow):
+        gone, resets = await _resume_check(follow)
+        if gone:
             yield Ended("deleted", gone)
             return
+        for reset in resets:
+            follow.positions[reset.name] = START
+            cursors[reset.name] = id_order(START)
+            yield reset
         for name in follow.names:
             async for batch in _catch_up(name, follow.positions[name]):
                 raise_if_cancelled()
-                if fresh := _newer(batch, cursors):
+                if fresh := _conflated(_newer(batch, cursors), conflator, time.monotonic()):
                     yield fresh
         now = time.monotonic()
         # Spread the re-checks of listeners that connected together over the interval.
@@ -386,17 +468,30 @@ async def live_batches(follow: Follow, *, heartbeat: float) -> AsyncIterator[lis
             # A bare future (no wait_for): a cancellation here is never swallowed.
             waiter = sub.waiter(min(next_beat, next_check if follow.guard else next_beat))
             if waiter is not None:
-                await waiter
+                # A conflated entry held back wakes its listener when its interval closes.
+                timer = conflator.timer(waiter) if conflator is not None else None
+                try:
+                    await waiter
+                finally:
+                    if timer is not None:
+                        timer.cancel()
             batch = sub.take()
             now = time.monotonic()
-            fresh = _newer(batch, cursors)
-            if fresh or (not batch and sub.end_reason is None and now >= next_beat):
+            if sub.marked:  # a stream's ids went back: its listeners are reset (rare)
+                sub.marked = False
+                async for item in _through_rewinds(follow, batch, cursors, conflator):
+                    yield item
+                next_beat = time.monotonic() + heartbeat
+            elif (fresh := _conflated(_newer(batch, cursors), conflator, now)) or (
+                    not batch and sub.end_reason is None and now >= next_beat):
                 yield fresh  # [] = a quiet heartbeat interval
                 next_beat = now + heartbeat
             # Hold no batch while waiting: objects kept across the wait are what every garbage
             # collection examines, once per listener.
             batch = fresh = None
             if sub.end_reason is not None:
+                if conflator is not None and (held := conflator.release(now, everything=True)):
+                    yield held  # the newest entries held back: sent before the end
                 yield Ended(sub.end_reason, sub.end_detail)
                 return
             # After delivering, not before: a re-check never holds up entries already here.

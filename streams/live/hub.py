@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.core.aio import OwnedTasks, cancel_and_wait, raise_if_cancelled, settle
@@ -69,6 +69,17 @@ def make_entry(name: str, entry_id: str, fields: dict[str, str]) -> Entry:
     return Entry(name=name, id=entry_id, pos=id_order(entry_id), data_json=json.dumps(fields))
 
 
+@dataclass(frozen=True, slots=True)
+class Rewound:
+    """A mark in a listener's queue: stream ``name``'s ids went back below what its reader had
+    read (found after a lost connection: a failover to a primary whose clock is behind, or a
+    Redis that lost the stream's tail). Entries queued before it are the old primary's; what
+    follows it comes from the stream as it is now. The listener's loop turns it into a
+    ``Reset`` (follow.py)."""
+
+    name: str
+
+
 class Subscription:
     """One listener's bounded queue of entries across one or more streams.
 
@@ -76,7 +87,7 @@ class Subscription:
     reader side) and a future only while the listener actually waits — an ``asyncio.Queue``
     or ``Event`` costs ~1.5 KB of deques per listener even when idle."""
 
-    __slots__ = ("names", "maxsize", "_items", "_waiter", "deadline", "end_reason", "end_detail")
+    __slots__ = ("names", "maxsize", "_items", "_waiter", "deadline", "end_reason", "end_detail", "marked")
 
     def __init__(self, names: tuple[str, ...], maxsize: int) -> None:
         self.names = names
@@ -86,6 +97,7 @@ class Subscription:
         self.deadline = 0.0  # while waiting: when the hub's clock wakes it empty-handed
         self.end_reason: str | None = None  # "overflow", "deleted", "shutdown"
         self.end_detail: str = ""
+        self.marked = False  # a Rewound mark is queued among the entries
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -101,6 +113,14 @@ class Subscription:
         self._items.append(entry)
         self._wake()
         return 1
+
+    def push_rewound(self, name: str) -> None:
+        """Queue a ``Rewound`` mark after the entries already queued (never an overflow)."""
+        if self.end_reason is not None:
+            return
+        self._items.append(Rewound(name))
+        self.marked = True
+        self._wake()
 
     def end(self, reason: str, detail: str = "") -> None:
         if self.end_reason is None:
@@ -124,7 +144,7 @@ class Subscription:
         return self._waiter
 
     def take(self) -> list[Entry]:
-        """Everything queued (and no waiter any more)."""
+        """Everything queued (and no waiter any more); with ``marked``, ``Rewound`` marks too."""
         self._waiter = None
         batch = self._items.copy()
         self._items.clear()  # the same list stays: nothing new for the collector per wake
@@ -160,6 +180,7 @@ class _Reader:
         self.client_id: int | None = None
         self.node: Node | None = None  # where client_id lives (CLIENT UNBLOCK goes there)
         self.blocked = False
+        self.failing = False  # its last read failed and it is backing off: Redis cannot be reached
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -177,9 +198,10 @@ class _Reader:
                     self.client_id = await client.client_id()
                     self.node = node
                     if lost:
-                        await self._end_vanished(client)
+                        await self._check_after_loss(client)
                         lost = False
                     backoff, attempt = BACKOFF_START, 0
+                    self.failing = False
                     await self._read_loop(client)
             except asyncio.CancelledError:
                 raise
@@ -199,6 +221,7 @@ class _Reader:
                     await nodes.recover(attempt, force=True)
                     continue
                 self.hub._reconnects += 1
+                self.failing = True
                 if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError, RedisError)):
                     log.warning("stream hub reader %d lost Redis (%s); retrying in %.2fs", self.index, exc, backoff)
                 else:  # a bug must not silently stop delivery: log, back off, go on
@@ -211,25 +234,46 @@ class _Reader:
                 self.node = None
                 self.blocked = False
 
-    async def _end_vanished(self, client) -> None:
-        """After a lost connection: a stream that had entries but whose key is gone now was
-        lost by Redis (restarted without persistence, or a failover before it was replicated)
-        or deleted behind the service. Its listeners' positions can never be caught up with,
-        so they are ended as ``deleted`` rather than left waiting on a stream that no longer
-        exists. (A publish that re-creates the stream before this check hides the loss: its
-        entries, newer than the listener's position, simply arrive.)"""
+    async def _check_after_loss(self, client) -> None:
+        """After a lost connection, compare each stream this reader had read entries of with
+        Redis now (one ``XINFO STREAM`` each, one pipeline):
+
+        - gone: Redis lost it (restarted without persistence, or a failover before it was
+          replicated) or it was deleted behind the service. Its listeners' positions can never
+          be caught up with, so they end as ``deleted`` rather than wait on a stream that no
+          longer exists. (A publish that re-creates the stream before this check hides the
+          loss: its entries, newer than the listener's position, simply arrive.)
+        - its last generated id is below what was read (a failover to a primary that lost the
+          tail, whose clock may be behind): new entries could get ids below the cursor and an
+          XREAD after it would skip them — a silent hole. The cursor goes back to that id (an
+          entry deleted with XDEL does not lower it: no false alarm), and every listener gets a ``Rewound`` mark (a ``Reset``, then the stream from
+          its first entry, as for a resume past the stream's end)."""
         names = [name for name, cursor in self.cursors.items() if cursor != "0-0"]
         if not names:
             return
         async with client.pipeline(transaction=False) as pipe:
             for name in names:
-                pipe.exists(self.key_of[name])
-            found = await pipe.execute()
-        gone = [name for name, exists in zip(names, found) if not exists]
+                pipe.xinfo_stream(self.key_of[name])
+            replies = await pipe.execute(raise_on_error=False)
+        gone, rewound = [], []
+        for name, reply in zip(names, replies):
+            if isinstance(reply, ResponseError):
+                if "no such key" in str(reply).lower():
+                    gone.append(name)
+                continue
+            last = reply.get("last-generated-id") if isinstance(reply, dict) else None
+            last = last.decode() if isinstance(last, bytes) else last
+            if last and name in self.cursors and id_order(last) < id_order(self.cursors[name]):
+                self.cursors[name] = last
+                rewound.append(name)
         if gone:
             log.warning("stream hub reader %d: %d followed stream(s) are gone from Redis (%s); ending their listeners",
                         self.index, len(gone), ", ".join(gone[:5]))
             self.hub.notify_deleted(gone)
+        if rewound:
+            log.warning("stream hub reader %d: the ids of %d followed stream(s) went back (%s); resetting their listeners",
+                        self.index, len(rewound), ", ".join(rewound[:5]))
+            self.hub.notify_rewound(rewound)
 
     def add(self, name: str, key: str, cursor: str) -> None:
         self.cursors[name] = cursor
@@ -352,6 +396,12 @@ class StreamHub:
                 ended += 1
         return ended
 
+    def notify_rewound(self, names: list[str]) -> None:
+        """Queue a ``Rewound`` mark for every listener of ``names`` (their ids went back)."""
+        for name in names:
+            for sub in list(self._subs.get(name, ())):
+                sub.push_rewound(name)
+
     def followed(self) -> int:
         """How many streams the readers read (O(1), unlike ``stats()``)."""
         return len(self._reader_of)
@@ -363,6 +413,13 @@ class StreamHub:
     def reads(self, name: str) -> bool:
         """Whether a reader already reads ``name`` (a new listener of it adds no key)."""
         return name in self._reader_of or name in self._joining
+
+    def connected(self, name: str) -> bool:
+        """False while the reader of ``name`` cannot reach its Redis (its read failed and it is
+        backing off, or cannot get a connection): what a page shows as a lost connection, not
+        as a rider who stopped. True for a stream no reader reads."""
+        reader = self._reader_of.get(name)
+        return reader is None or not reader.failing
 
     async def reading(self, name: str) -> None:
         """Return once a reader reads ``name``: an entry added after this reaches its

@@ -12,6 +12,17 @@ Several streams (``/api/sse?streams=a,b,c``): each entry is
 that composite id as ``Last-Event-ID``, so every stream resumes exactly where it stopped; the
 fingerprint refuses (400) a resume with another list or order.
 
+With ``?rate=N`` (conflation, streams/live/conflation.py) at most N events per second per
+stream, each the newest entry of its interval, and every event's data says how many entries it
+stands for: ``data: {"id": stream id, "data": {...}, "conflated": n}`` for one stream,
+``{"stream", "id", "data", "conflated": n}`` for several (``n`` = 1: nothing skipped). The ids
+are the same as without ``rate``: each is a resume point.
+
+A resume (Last-Event-ID, or a composite id) that cannot go on where the client stands gets one
+``event: reset`` per such stream before its entries: ``data: {"stream", "requested", "first_id",
+"reason": "trimmed" | "rewound", "detail"}`` with ``id:`` the position that follows it (the
+stream at ``0-0``), then the stream's entries from its oldest one.
+
 A stream ends with one of ``event: overflow`` (the client read too slowly; reconnect with
 Last-Event-ID, nothing is lost), ``event: deleted`` (the stream was deleted; do not
 reconnect) or ``event: shutdown`` (the server is stopping; reconnect).
@@ -28,7 +39,15 @@ from collections.abc import AsyncIterator, Callable
 from django.conf import settings
 
 from streams.core.instruments import SSE_DURATION, SSE_OPEN, operation_timings
-from streams.live.follow import Ended, Follow, follow_many, follow_one, live_batches
+from streams.live.conflation import parse_rate
+from streams.live.follow import (
+    Ended,
+    Follow,
+    Reset,
+    follow_many,
+    follow_one,
+    live_batches,
+)
 from streams.live.hub import Entry
 
 EventsOf = Callable[[Follow], AsyncIterator[str]]  # what an SSE body sends for a follow
@@ -41,20 +60,49 @@ def requested_resume_id(request) -> str | None:
 
 
 async def follow_for_stream(request, name: str) -> Follow:
-    return await follow_one(name, resume=requested_resume_id(request), mode=request.GET.get("from"))
+    rate = parse_rate(request.GET.get("rate"))
+    follow = await follow_one(name, resume=requested_resume_id(request), mode=request.GET.get("from"))
+    follow.rate = rate
+    return follow
 
 
 async def follow_for_streams(request) -> Follow:
-    return await follow_many(
+    rate = parse_rate(request.GET.get("rate"))
+    follow = await follow_many(
         request.GET.get("streams", ""), resume=requested_resume_id(request), mode=request.GET.get("from")
     )
+    follow.rate = rate
+    return follow
 
 
 def format_entry(follow: Follow, entry: Entry) -> str:
+    if follow.rate is not None:
+        return format_conflated(follow, entry)
     if not follow.multi:
         return f"id: {entry.id}\ndata: {entry.data_json}\n\n"
     data = f'{{"stream": {json.dumps(entry.name)}, "id": "{entry.id}", "data": {entry.data_json}}}'
     return f"id: {follow.composite_id()}\ndata: {data}\n\n"
+
+
+def format_conflated(follow: Follow, entry: Entry) -> str:
+    """A conflated follow's event: the entry with how many entries it stands for."""
+    count = getattr(entry, "count", 1)
+    if not follow.multi:
+        return f'id: {entry.id}\ndata: {{"id": "{entry.id}", "data": {entry.data_json}, "conflated": {count}}}\n\n'
+    data = (f'{{"stream": {json.dumps(entry.name)}, "id": "{entry.id}", "data": {entry.data_json}, '
+            f'"conflated": {count}}}')
+    return f"id: {follow.composite_id()}\ndata: {data}\n\n"
+
+
+def reset_payload(reset: Reset) -> dict:
+    return {"stream": reset.name, "requested": reset.requested, "first_id": reset.first_id,
+            "reason": reset.reason, "detail": reset.detail}
+
+
+def format_reset(follow: Follow, reset: Reset) -> str:
+    """``event: reset``; its id is the position after it (the stream at ``0-0``: live_batches
+    moved it), so a reconnect right after it does not get it again."""
+    return f"event: reset\nid: {follow.resume_id()}\ndata: {json.dumps(reset_payload(reset))}\n\n"
 
 
 def format_end(follow: Follow, ended: Ended) -> str:
@@ -95,6 +143,9 @@ async def hub_events(follow: Follow) -> AsyncIterator[str]:
             if isinstance(item, Ended):
                 yield format_end(follow, item)
                 return
+            if isinstance(item, Reset):
+                yield format_reset(follow, item)
+                continue
             yield format_batch(follow, item) if item else ": ping\n\n"
             item = None  # not kept while the next one is awaited (see live_batches)
 

@@ -12,6 +12,8 @@ atomically, and one ``XREAD`` may name every stream of a bucket.
 ``<prefix>{b<N>}:_registry``                    the bucket's stream names (a set)
 ``<prefix>{b<N>}:_registry:version``            bumped by every change of the two below
 ``<prefix>{b<N>}:_registry:access``             name -> "visibility|owner id"
+``<prefix>{b<N>}:_archiving:<name>``            the lock of the one process archiving an ended
+                                                ride (SET NX PX; workouts/rides/janitor.py)
 ``<prefix>{_events}``                           deletion notices between processes
 ==============================================  =============================================
 
@@ -65,6 +67,10 @@ class KeyLayout:
 
     def stream(self, name: str) -> str:
         return self.tag(self.bucket(name)) + name
+
+    def archive_lock(self, name: str) -> str:
+        """The lock of the one process archiving the ended ride ``name`` (its stream's slot)."""
+        return f"{self.tag(self.bucket(name))}_archiving:{name}"
 
     def registry(self, bucket: int) -> RegistryKeys:
         tag = self.tag(bucket)

@@ -21,6 +21,20 @@ ENTRY_ID_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 MAX_FIELDS = 100
 MAX_ENTRIES = 1000  # per publish call
 MAX_FIELD_NAME = 256
+# Field names starting with "_" are the service's own (docs/rides.md): a publish may not carry
+# them. The end marker of a ride is the entry {END_FIELD: reason}; a marker (a lap boundary a
+# rider or coach set) is the entry {MARKER_FIELD: label, RIDE_S_FIELD: ride second}.
+RESERVED_PREFIX = "_"
+END_FIELD = "_end"
+MARKER_FIELD = "_marker"
+RIDE_S_FIELD = "_ride_s"
+MAX_MARKERS = 500  # per stream: the metadata keeps their list, the live snapshot carries it
+MAX_MARKER_LABEL = 80
+
+
+def is_service_entry(fields) -> bool:
+    """An entry the service wrote (an end marker, a marker): never a sample."""
+    return END_FIELD in fields or MARKER_FIELD in fields
 
 
 def parse_json(data: bytes | str, *, what: str = "request body") -> object:
@@ -95,6 +109,8 @@ def encode_entry(data: object, *, index: int | None = None) -> dict[str, str]:
     for key, value in data.items():
         if not key or len(key) > MAX_FIELD_NAME:
             raise InvalidInput(f"{where}field names must be 1-{MAX_FIELD_NAME} characters")
+        if key.startswith(RESERVED_PREFIX):
+            raise InvalidInput(f"{where}field {key!r}: names starting with {RESERVED_PREFIX!r} are reserved")
         fields[key] = encoded = _encode_value(value, f"{where}field {key!r}")
         size += len(key.encode("utf-8", "surrogatepass")) + len(encoded.encode("utf-8", "surrogatepass"))
     limit = settings.STREAM_MAX_ENTRY_BYTES

@@ -30,16 +30,20 @@ from streams.engine.batching import NotReplicated, replicas_acked
 from streams.engine.context import redis_context
 from streams.engine.nodes import is_transient
 from streams.store.keys import key_layout
-from streams.store.names import entry_fields, validate_stream_name
+from streams.store.names import MAX_MARKERS, entry_fields, validate_stream_name
 from streams.store.positions import last_generated_id
 from streams.store.registry import RegistryPage, StreamRegistry
 from streams.store.scripts import (
     ARCHIVE_DELETE_LUA,
+    ARCHIVED_AS_LUA,
     CLAIM_LUA,
     DELETE_LUA,
+    END_LUA,
+    MARKER_LUA,
     PUBLISH_LUA,
     SAFE_RANGE_LUA,
     SETTINGS_LUA,
+    UNLOCK_LUA,
 )
 from streams.store.scripts import registered as script
 
@@ -56,10 +60,19 @@ class StreamMeta:
     owner: str | None = None
     visibility: str | None = None
     ftp: int | None = None
+    created_ms: int | None = None
+    ended_ms: int | None = None  # the ride's end (docs/rides.md): set with its end marker
+    ended_reason: str | None = None  # "owner" or "idle"
+    workout_id: int | None = None  # the workout the ended ride was archived as
+    plan: int | None = None  # a workout plan's id (the workouts app's; checked there: streams/access/plans.py)
+    plan_start: int | None = None  # the ride second the plan starts at; None: at the first entry
 
 
 NO_META = StreamMeta()
-META_FIELDS = ("owner", "owner_name", "visibility", "ftp")
+META_FIELDS = (
+    "owner", "owner_name", "visibility", "ftp", "created_ms", "ended_ms", "ended_reason", "workout_id", "plan",
+    "plan_start",
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,29 @@ class WriteRefused(Exception):
         super().__init__(f"stream {name!r} belongs to someone else")
         self.name = name
         self.meta = meta
+
+
+class StreamEnded(Exception):
+    """The ride ended (docs/rides.md): nothing more is published to its stream (409)."""
+
+    def __init__(self, name: str, ended_ms: int, reason: str) -> None:
+        self.name, self.ended_ms, self.reason = name, ended_ms, reason
+        self.detail = (
+            f"stream {name!r} is in state ended ({reason or 'owner'}): a ride that ended stays ended; "
+            "publish to a new stream name, or delete the stream first"
+        )
+        super().__init__(self.detail)
+
+
+@dataclass(frozen=True)
+class RideEnd:
+    """A ride's end: when (ms, Redis' clock), why (owner, idle) and its end marker's id."""
+
+    name: str
+    ended_ms: int
+    reason: str
+    end_id: str
+    now: bool  # this call ended it (False: it had ended before)
 
 
 class StreamQuotaExceeded(AccessError):
@@ -136,13 +172,26 @@ def default_visibility() -> str:
     return "public" if settings.STREAMS_PUBLIC_READ else "private"
 
 
+def _int_or_none(value) -> int | None:
+    return int(value) if value else None
+
+
 def _meta_from(values: list) -> StreamMeta:
-    owner_id, owner, visibility, ftp = values
+    """The metadata from an HMGET of ``META_FIELDS`` (a shorter list: the fields after it unset)."""
+    owner_id, owner, visibility, ftp, created_ms, ended_ms, ended_reason, workout_id, plan, plan_start = (
+        list(values) + [None] * (len(META_FIELDS) - len(values))
+    )
     return StreamMeta(
-        owner_id=int(owner_id) if owner_id else None,
+        owner_id=_int_or_none(owner_id),
         owner=owner or None,
         visibility=visibility or None,
-        ftp=int(ftp) if ftp else None,
+        ftp=_int_or_none(ftp),
+        created_ms=_int_or_none(created_ms),
+        ended_ms=_int_or_none(ended_ms),
+        ended_reason=ended_reason or None,
+        workout_id=_int_or_none(workout_id),
+        plan=_int_or_none(plan),
+        plan_start=None if plan_start in (None, "") else int(plan_start),
     )
 
 
@@ -236,6 +285,8 @@ async def stream_publish(*, name: str, entries: list[dict[str, str]], actor: Act
         reply, unreplicated = exc.reply, exc
     if reply[0] == 0:
         raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
+    if reply[0] == 2:
+        raise StreamEnded(name, int(reply[1]), reply[2])
     if reply[1]:
         ctx.streams_changed([name])
     ids = reply[2:]
@@ -274,14 +325,19 @@ async def _publish_alone(r, keys: list[str], args: list[str], replica_wait_ms: i
 
 @timed("stream_settings")
 async def stream_settings_update(
-    *, name: str, actor: Actor, visibility: str | None = None, ftp: int | None | str = ""
+    *, name: str, actor: Actor, visibility: str | None = None, ftp: int | None | str = "",
+    plan: int | None | str = "", plan_start: int | None | str = "",
 ) -> SettingsOutcome:
-    """Create an empty stream owned by the actor, or change its visibility / FTP
-    (``ftp=""`` keeps it, ``None`` clears it). Raises ``WriteRefused``."""
+    """Create an empty stream owned by the actor, or change its visibility / FTP / workout plan
+    and the plan's start (each: ``""`` keeps it, ``None`` clears it; clearing the plan clears
+    its start). The caller checked that the actor may read the plan (streams/access/plans.py).
+    Raises ``WriteRefused``."""
     validate_stream_name(name)
     ctx = await redis_context()
-    ftp_arg = "" if ftp == "" else ("-" if ftp is None else str(int(ftp)))
-    args = [*_actor_args(name, actor), visibility or "", ftp_arg, _now_ms(), default_visibility()]
+    if plan is None:
+        plan_start = None
+    args = [*_actor_args(name, actor), visibility or "", _setting_arg(ftp), _now_ms(), default_visibility(),
+            _setting_arg(plan), _setting_arg(plan_start)]
     await check_stream_quota(ctx, name, actor)
     try:
         reply = await _run_script(ctx, SETTINGS_LUA, _write_keys(ctx, name), args)
@@ -292,8 +348,123 @@ async def stream_settings_update(
     if reply[0] == 0:
         raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
     ctx.streams_changed([name])
-    _, created, owner_id, visibility, ftp_now, owner_name = reply
-    return SettingsOutcome(created=bool(created), meta=_meta_from([owner_id, owner_name, visibility, ftp_now]))
+    _, created, owner_id, visibility, ftp_now, owner_name, plan_now, plan_start_now = reply
+    return SettingsOutcome(created=bool(created), meta=_meta_from(
+        [owner_id, owner_name, visibility, ftp_now, None, None, None, None, plan_now, plan_start_now]
+    ))
+
+
+def _setting_arg(value: int | None | str) -> str:
+    """A numeric setting for SETTINGS_LUA: '' keeps it, '-' clears it, else the number."""
+    return "" if value == "" else ("-" if value is None else str(int(value)))
+
+
+@timed("stream_end")
+async def stream_end(*, name: str, reason: str = "owner", actor: Actor = SYSTEM, if_last: str = "") -> RideEnd | None:
+    """End a ride (docs/rides.md): its end marker ``{"_end": reason}`` and ``ended_ms`` /
+    ``ended_reason`` in its metadata, owner-checked like a publish, in one script. Ending an
+    ended ride answers its existing end. With ``if_last`` (an entry id), only while that is
+    still the stream's last entry (None otherwise). Raises ``WriteRefused``, ``LookupError``
+    for a missing stream."""
+    validate_stream_name(name)
+    ctx = await redis_context()
+    reply = await _run_script(ctx, END_LUA, _write_keys(ctx, name), [*_actor_args(name, actor), reason, if_last])
+    if reply[0] == 0:
+        raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
+    if reply[0] == -1:
+        raise LookupError(f"stream {name!r} not found")
+    if reply[0] == -2:
+        return None
+    ctx.streams_changed([name])
+    _, now, ended_ms, reason, end_id = reply
+    return RideEnd(name=name, ended_ms=int(ended_ms), reason=reason, end_id=end_id, now=bool(now))
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A marker on a ride (docs/rides.md): its entry id, label and ride second."""
+
+    id: str
+    label: str
+    ride_s: float
+
+    def out(self) -> dict:
+        return {"id": self.id, "label": self.label, "ride_s": self.ride_s}
+
+
+class TooManyMarkers(Exception):
+    """The ride has MAX_MARKERS markers already (409)."""
+
+    def __init__(self, name: str, count: int) -> None:
+        self.detail = f"stream {name!r} has {count} markers, the most a ride may have"
+        super().__init__(self.detail)
+
+
+@timed("stream_mark")
+async def stream_mark(
+    *, name: str, label: str, owner_id: int | None, clock: tuple[int, int] | None
+) -> Marker:
+    """Write a marker entry ``{"_marker": label, "_ride_s": s}`` and add it to the metadata's
+    list, in one script, only while the stream's owner is still ``owner_id`` (the owner the
+    caller's right was decided for: ``rules.check_mark``). ``clock`` is (ride time in ms at the
+    newest sample, that sample's entry ms): the marker's ride second runs on from there by
+    Redis' clock; None (no sample yet) is ride second 0. Raises ``LookupError`` (missing),
+    ``WriteRefused`` (changed hands), ``StreamEnded``, ``TooManyMarkers``."""
+    validate_stream_name(name)
+    ctx = await redis_context()
+    keys = key_layout(ctx.config).stream_keys(name)
+    base, base_ms = ("", "") if clock is None else (str(int(clock[0])), str(int(clock[1])))
+    args = ["" if owner_id is None else str(owner_id), label, base, base_ms, str(MAX_MARKERS),
+            str(ctx.config.stream_maxlen or 0)]
+    try:
+        reply = await _run_script(ctx, MARKER_LUA, [keys.stream, keys.meta], args)
+    except ResponseError as exc:
+        if is_storage_full(exc):
+            raise storage_full(exc) from None
+        raise
+    if reply[0] == -1:
+        raise LookupError(f"stream {name!r} not found")
+    if reply[0] == 0:
+        raise WriteRefused(name, _refusal_meta(reply[1], reply[2]))
+    if reply[0] == 2:
+        raise StreamEnded(name, int(reply[1]), reply[2])
+    if reply[0] == 3:
+        raise TooManyMarkers(name, int(reply[1]))
+    return Marker(id=reply[1], label=label, ride_s=float(reply[2]))
+
+
+@timed("stream_markers")
+async def stream_markers(*, name: str) -> list[Marker]:
+    """The markers set on a ride, in the order they were set (from its metadata)."""
+    ctx = await redis_context()
+    meta = key_layout(ctx.config).stream_keys(name).meta
+    stored = await ctx.nodes.run(meta, lambda r: r.hget(meta, "markers"))
+    return [Marker(id=i, label=label, ride_s=float(s)) for i, s, label in json.loads(stored or "[]")]
+
+
+async def stream_archived_as(*, name: str, workout_id: int) -> bool:
+    """Record in an ended ride's metadata the workout it was archived as (False: the stream
+    has no metadata any more)."""
+    ctx = await redis_context()
+    meta = key_layout(ctx.config).stream_keys(name).meta
+    recorded = await _run_script(ctx, ARCHIVED_AS_LUA, [meta], [str(workout_id)])
+    ctx.streams_changed([name])
+    return bool(recorded)
+
+
+async def archive_lock_take(*, name: str, holder: str, ttl_ms: int) -> bool:
+    """Take the lock of archiving ``name`` (SET NX PX): True for the one taker."""
+    ctx = await redis_context()
+    lock = key_layout(ctx.config).archive_lock(name)
+    return bool(await ctx.nodes.run(lock, lambda r: r.set(lock, holder, nx=True, px=ttl_ms)))
+
+
+async def archive_lock_release(*, name: str, holder: str) -> None:
+    """Let go of the archive lock ``holder`` took (after a failed archive: the next try may
+    come at once)."""
+    ctx = await redis_context()
+    lock = key_layout(ctx.config).archive_lock(name)
+    await _run_script(ctx, UNLOCK_LUA, [lock], [holder])
 
 
 @timed("stream_claim")
@@ -410,6 +581,38 @@ async def stream_info_batch(*, names: list[str]) -> dict[str, StreamInfo | None]
                 continue
             raise reply
         result[name] = _info_from_xinfo(name, reply, _meta_from(meta))
+    return result
+
+
+@dataclass(frozen=True)
+class StreamBounds:
+    """What a resume needs to know it missed nothing: the oldest entry Redis still keeps, the
+    newest id the stream ever generated, and whether any entry was ever removed (trimmed by
+    MAXLEN/XTRIM, or deleted; None when the server does not say: Redis < 7)."""
+
+    first_id: str | None
+    last_generated_id: str
+    removed: bool | None
+
+
+@timed("stream_bounds")
+async def stream_bounds(*, names: list[str]) -> dict[str, StreamBounds | None]:
+    """Each stream's bounds (one XINFO STREAM each, one round trip); a missing stream is None."""
+    replies = await _per_stream(names, lambda pipe, keys: pipe.xinfo_stream(keys.stream), raise_on_error=False)
+    result: dict[str, StreamBounds | None] = {}
+    for name, reply in zip(names, replies):
+        if isinstance(reply, ResponseError):
+            if _is_missing_or_wrong_type(reply):
+                result[name] = None
+                continue
+            raise reply
+        first = reply.get("first-entry")
+        added = reply.get("entries-added")
+        result[name] = StreamBounds(
+            first_id=first[0] if first else None,
+            last_generated_id=reply["last-generated-id"],
+            removed=None if added is None else int(added) > int(reply["length"]),
+        )
     return result
 
 

@@ -34,6 +34,7 @@ class SSEClient:
     _buffer: str = ""
     _comm: ApplicationCommunicator | None = None
     finished: bool = False
+    app: object = None  # the ASGI app to drive; None: the production entry (streamsite.asgi)
 
     async def connect(self, timeout: float = 5) -> "SSEClient":
         parts = urlsplit(self.path)
@@ -43,7 +44,7 @@ class SSEClient:
             application,  # the production entry: its lean handler and guards
         )
 
-        self._comm = ApplicationCommunicator(application, scope)
+        self._comm = ApplicationCommunicator(self.app or application, scope)
         await self._comm.send_input({"type": "http.request", "body": b"", "more_body": False})
         start = await self._comm.receive_output(timeout)
         assert start["type"] == "http.response.start", start
@@ -113,3 +114,10 @@ def parse_block(block: str) -> Event:
             ev.retry = int(value)
     ev.data = "\n".join(data)
     return ev
+
+
+async def follow(open_clients: list, path: str, **headers: str) -> SSEClient:
+    """An SSE client connected to ``path``, closed with ``open_clients`` at the test's end."""
+    client = await SSEClient(path, headers=headers).connect()
+    open_clients.append(client)
+    return client

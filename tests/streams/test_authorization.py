@@ -18,7 +18,7 @@ from streams.access.identity import Actor
 from streams.live.follow import MetaCache
 from streams.models import ApiToken, Share
 from streams.store import services as store
-from tests.helpers import browser_ws_headers
+from tests.helpers import asgi_response, browser_ws_headers, http_scope
 from tests.streams.sse_client import SSEClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -72,6 +72,7 @@ TABLE = [
     *row("range priv",                     404, 200, 404, 200, 200, 200, 200),
     *row("sse priv",                       404, 200, 404, 200, 200, 200, 200),
     *row("multi-sse priv,pub",             404, 200, 404, 200, 200, 200, 200),
+    *row("front page",                     200, 200, 200, 200, 200, 200, 200),
     *row("live priv",                      404, 200, 404, 200, 200, 200, 200),
     *row("group live priv,pub",            404, 200, 404, 200, 200, 200, 200),
     *row("metrics priv",                   404, 200, 404, 200, 200, 200, 200),
@@ -85,6 +86,10 @@ TABLE = [
     *row("settings new",                   401, 201, 201, 201, 403, 201, 201),
     *row("delete priv",                    401, 204, 404, 403, 403, 204, 204),
     *row("archive priv",                   401, 201, 404, 403, 403, 201, 201),
+    *row("end priv",                       401, 200, 404, 403, 403, 200, 200),
+    *row("markers add priv",               401, 201, 404, 403, 403, 201, 201),
+    *row("markers list priv",              404, 200, 404, 200, 200, 200, 200),
+    *row("rides list",                     200, 200, 200, 200, 200, 200, 200),
     *row("shares create",                  401, 201, 201, 201, 403, 201, 201),
     *row("shares list",                    401, 200, 200, 200, 200, 200, 200),
     *row("shares revoke viewer",           401, 204, 404, 404, 403, 404, 404),
@@ -113,6 +118,8 @@ async def run_route(world, route, role):
                 return c.status
             finally:
                 await c.close()
+        case "front page":
+            return (await call(tokens, role, "get", "/")).status_code
         case "live priv":
             return (await call(tokens, role, "get", "/live/priv")).status_code
         case "group live priv,pub":
@@ -121,15 +128,29 @@ async def run_route(world, route, role):
             name = route.split()[1]
             return (await call(tokens, role, "get", f"/api/streams/{name}/metrics")).status_code
         case "publish priv" | "publish pub" | "publish new":
+            # Through the production ASGI entry: the publish route is served at its edge
+            # (streamsite/server/direct.py), not by Django's handler.
             name = route.split()[1]
-            return (await call(tokens, role, "post", f"/api/streams/{name}/events", {"power": 1})).status_code
+            body = json.dumps({"power": 1}).encode()
+            auth = [(b"authorization", h["Authorization"].encode())] if h else []
+            scope = http_scope(f"/api/streams/{name}/events", method="POST",
+                               headers=[(b"content-type", b"application/json"), *auth])
+            return (await asgi_response(scope, body))[0]
         case "settings priv" | "settings new":
             name = route.split()[1]
             return (await call(tokens, role, "put", f"/api/streams/{name}", {"ftp": 250})).status_code
         case "delete priv":
             return (await call(tokens, role, "delete", "/api/streams/priv")).status_code
-        case "archive priv":
-            return (await call(tokens, role, "post", "/api/streams/priv/archive", {"title": "x"})).status_code
+        case "archive priv":  # force: archived before its ride ended (docs/rides.md)
+            return (await call(tokens, role, "post", "/api/streams/priv/archive", {"title": "x", "force": True})).status_code
+        case "end priv":
+            return (await call(tokens, role, "post", "/api/streams/priv/end")).status_code
+        case "markers add priv":  # viewer: a share without the markers grant (docs/security.md)
+            return (await call(tokens, role, "post", "/api/streams/priv/markers", {"label": "lap"})).status_code
+        case "markers list priv":
+            return (await call(tokens, role, "get", "/api/streams/priv/markers")).status_code
+        case "rides list":
+            return (await call(tokens, role, "get", "/api/rides")).status_code
         case "shares create":
             target = "other" if role != "other" else "viewer"
             return (await call(tokens, role, "post", "/api/shares", {"viewer": target})).status_code
@@ -159,6 +180,29 @@ async def test_who_may_do_what(world, route, role, expected):
     assert await run_route(world, route, role) == expected
 
 
+# The roles the main table has no column for: a viewer whose share grants markers ("coach"),
+# that coach's read-only token, and a publish-only token of the owner (a rider's device).
+MARKER_ROLES = {  # role: (POST markers, GET markers)
+    "coach": (201, 200), "coach-readonly": (403, 200), "owner-publish-only": (201, 403),
+}
+
+
+@pytest.mark.parametrize("role", MARKER_ROLES)
+async def test_who_may_mark_beyond_the_table(world, role):
+    users, tokens = world
+
+    def make():
+        coach = get_user_model().objects.create_user("coach")
+        Share.objects.create(owner=users["owner"], viewer=coach, may_mark=True)
+        return {"coach": ApiToken.issue(user=coach)[1], "coach-readonly": ApiToken.issue(user=coach, scopes=["read"])[1],
+                "owner-publish-only": ApiToken.issue(user=users["owner"], scopes=["publish"])[1]}
+
+    extra = await sync_to_async(make)()
+    add = await call(extra, role, "post", "/api/streams/priv/markers", {"label": "lap"})
+    listing = await call(extra, role, "get", "/api/streams/priv/markers")
+    assert (add.status_code, listing.status_code) == MARKER_ROLES[role]
+
+
 # Listings and batches: what each role sees of the private stream (others as absent).
 SEES_PRIV = {"anonymous": False, "owner": True, "other": False, "viewer": True, "readonly": True,
              "manager": True, "superuser": True}
@@ -174,6 +218,8 @@ async def test_listings_and_batches_show_only_readable_streams(world, role):
     assert (info["streams"]["priv"] is not None) is sees and info["streams"]["pub"]["owner"] == "owner"
     exists = (await call(tokens, role, "post", "/api/batch/streams/exists", {"names": ["priv", "pub"]})).json()
     assert exists["exists"] == {"priv": sees, "pub": True}
+    rides = [ride["name"] for ride in (await call(tokens, role, "get", "/api/rides")).json()["rides"]]
+    assert sorted(rides) == (["priv", "pub"] if sees else ["pub"])
 
 
 BATCH_DELETE = {  # role: (status, deleted, forbidden)
@@ -181,6 +227,19 @@ BATCH_DELETE = {  # role: (status, deleted, forbidden)
     "viewer": (200, 0, ["priv", "pub"]), "readonly": (403, None, None), "manager": (200, 2, []),
     "superuser": (200, 2, []),
 }
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_the_front_page_counts_only_the_streams_the_caller_may_read(world, role):
+    """Its rides come from GET /api/rides (the read rule of the listings); the page itself
+    says how many streams the caller may read."""
+    html = (await call(tokens_of(world), role, "get", "/")).content.decode()
+    readable = 1 if role in ("anonymous", "other") else 2  # pub; or priv and pub
+    assert f'data-count="{readable}"' in html
+
+
+def tokens_of(world):
+    return world[1]
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -237,6 +296,7 @@ async def test_websocket_follow_of_a_private_stream(world, how, role, socket):
 
 WORKOUT_READ = {"anonymous": 401, "owner": 200, "other": 404, "viewer": 200, "readonly": 200,
                 "manager": 404, "superuser": 200}
+WORKOUT_PAGE = {**WORKOUT_READ, "anonymous": 302}  # the page sends an anonymous visitor to the login
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -247,6 +307,10 @@ async def test_workouts_belong_to_their_athlete(world, role):
     assert created.status_code == 201
     wid = created.json()["id"]
     assert (await call(tokens, role, "get", f"/api/workouts/{wid}")).status_code == WORKOUT_READ[role]
+    page = await call(tokens, role, "get", f"/workouts/{wid}")
+    assert page.status_code == WORKOUT_PAGE[role]
+    if page.status_code == 302:
+        assert page["Location"] == f"/admin/login/?next=/workouts/{wid}"
     listing = await call(tokens, role, "get", "/api/workouts")
     if WORKOUT_READ[role] == 401:
         assert listing.status_code == 401
@@ -260,11 +324,11 @@ async def test_workouts_belong_to_their_athlete(world, role):
 
 async def test_archive_gives_the_workout_to_the_streams_owner(world):
     _, tokens = world
-    resp = await call(tokens, "manager", "post", "/api/streams/priv/archive", {"title": "by manager"})
+    resp = await call(tokens, "manager", "post", "/api/streams/priv/archive", {"title": "by manager", "force": True})
     assert resp.status_code == 201 and resp.json()["athlete"] == "owner"
-    resp = await call(tokens, "manager", "post", "/api/streams/priv/archive", {"athlete": "other"})
+    resp = await call(tokens, "manager", "post", "/api/streams/priv/archive", {"athlete": "other", "force": True})
     assert resp.status_code == 201 and resp.json()["athlete"] == "other"
-    resp = await call(tokens, "owner", "post", "/api/streams/priv/archive", {"athlete": "other"})
+    resp = await call(tokens, "owner", "post", "/api/streams/priv/archive", {"athlete": "other", "force": True})
     assert resp.status_code == 403
 
 

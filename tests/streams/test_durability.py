@@ -26,13 +26,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def app():
-    from streamsite.asgi import application
-
-    return application
-
-
-@pytest.fixture
 def pair():
     with replicated_pair() as pair:
         yield pair

@@ -227,16 +227,18 @@ async def test_stream_managers_are_exempt_from_streams_per_owner(r, settings):
 
 # --- PUBLISH_RATE_PER_TOKEN -----------------------------------------------------------------
 async def test_publish_rate_per_token_is_429_with_retry_after_and_counted(r, settings):
-    settings.PUBLISH_RATE_PER_TOKEN = 5  # a bucket of 50 entries
+    # A bucket of 10 entries refilled at 1 a second: the second request must come within a
+    # second of the first (at 5 a second a busy machine's 200 ms refilled an entry).
+    settings.PUBLISH_RATE_PER_TOKEN = 1
     user, token = await user_with_token("fast")
     before = refused_count("rate")
-    assert (await post_events(token, "quick", [{"x": k} for k in range(50)])).status_code == 201
+    assert (await post_events(token, "quick", [{"x": k} for k in range(10)])).status_code == 201
     response = await post_events(token, "quick", {"x": 1})
     assert response.status_code == 429
-    assert "PUBLISH_RATE_PER_TOKEN=5" in response.json()["detail"]
+    assert "PUBLISH_RATE_PER_TOKEN=1" in response.json()["detail"]
     assert response.headers["Retry-After"] == "1"
     assert refused_count("rate") == before + 1
-    assert await r.xlen(key_layout(settings.REDIS).stream("quick")) == 50  # the refused entry is not there
+    assert await r.xlen(key_layout(settings.REDIS).stream("quick")) == 10  # the refused entry is not there
     # Per token: the same user's other token has its own bucket.
     assert (await post_events(await second_token(user), "quick", {"x": 1})).status_code == 201
 

@@ -13,18 +13,12 @@ from streams.store.keys import key_layout
 from streams.store.registry import StreamRegistry
 from tests.conftest import kill, our_connections
 from tests.helpers import eventually, key, publish
-from tests.streams.sse_client import SSEClient
+from tests.streams.sse_client import SSEClient, follow
 
 
 @pytest.fixture(autouse=True)
 def public_reads(settings):
     settings.STREAMS_PUBLIC_READ = True
-
-
-async def follow(open_clients, path, **headers) -> SSEClient:
-    client = await SSEClient(path, headers=headers).connect()
-    open_clients.append(client)
-    return client
 
 
 async def wait_for(predicate, timeout=5.0):
@@ -324,16 +318,22 @@ async def test_live_page_follows_the_stream(r):
     resp = await AsyncClient().get("/live/ride-42")
     assert resp.status_code == 200
     html = resp.content.decode()
-    assert '"/api/streams/ride-42/metrics/sse"' in html and "EventSource" in html  # its one live connection
+    assert '"/api/streams/ride-42/metrics/sse"' in html  # its one live connection (the page's settings)
     assert "/events" not in html  # the chart comes with the metrics too: no range reads
     assets = re.findall(r'<(?:script src|link rel="stylesheet" href)="([^"]+)"', html)
-    assert sorted(assets) == ["/static/rides/live.css", "/static/rides/live.js"]  # ours, shared with the group view
+    # ours: the site's frame, the pages' shared styles and script, the page's own script
+    assert sorted(assets) == ["/static/rides/live.css", "/static/rides/live.js", "/static/rides/rider.js",
+                              "/static/site/site.css"]
     for asset in assets:
         assert (await AsyncClient().get(asset)).status_code == 200
+    script = (await AsyncClient().get("/static/rides/rider.js")).streaming_content
+    assert b"EventSource" in b"".join([chunk async for chunk in script])
     assert (await AsyncClient().get("/live/bad%20name")).status_code == 400
-    for query, needle in [("", "streams is required"), ("?streams=a,a", "twice"), ("?streams=a,bad%20name", "bad name")]:
+    for query, needle in [("?streams=", "streams is required"), ("?streams=a,a", "twice"), ("?streams=a,bad%20name", "bad name")]:
         page = await AsyncClient().get(f"/live/{query}")  # the group page: the group SSE's list rule
         assert page.status_code == 400 and needle in page.content.decode(), query
+    home = await AsyncClient().get("/live/")  # no group to show: the rides to pick from
+    assert home.status_code == 302 and home["Location"] == "/"
 
 
 async def test_listeners_do_not_each_keep_a_thread(r, open_clients):

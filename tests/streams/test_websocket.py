@@ -15,13 +15,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def app():
-    from streamsite.asgi import application
-
-    return application
-
-
-@pytest.fixture
 async def device_and_token(r):
     return await user_with_token("device")
 
@@ -34,16 +27,6 @@ def device(device_and_token):
 @pytest.fixture
 def token(device_and_token):
     return device_and_token[1]
-
-
-@pytest.fixture
-async def sockets(r):
-    """Open sockets, disconnected at the end — before ``r`` closes the loop's Redis context
-    (a consumer that disconnects after that would build a new one that nobody closes)."""
-    opened: list[WebsocketCommunicator] = []
-    yield opened
-    for ws in opened:
-        await ws.disconnect()
 
 
 async def open_ws(app, sockets, path, headers=None):

@@ -22,12 +22,10 @@ from django.test import AsyncClient
 from streams.models import ApiToken
 from streams.store import services as store
 from tests.helpers import actor, make_user, user_with_token
-from tests.streams import test_websocket
 from tests.streams.sse_client import SSEClient
 from tests.streams.test_websocket import listening, open_ws
 
 pytestmark = pytest.mark.django_db(transaction=True)
-app, sockets = test_websocket.app, test_websocket.sockets  # its fixtures, shared
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -63,7 +63,7 @@ async def test_live_metrics_equal_ride_metrics_and_the_archived_workout(athlete)
     assert live["ftp"] == 250 and live["ftp_source"] == "profile" and live["weight_kg"] == 70.0
     assert live["samples"] == 1800 and live["last_id"] == (await store.stream_last_id(name="ride"))
     batch = ride_metrics(ride["t"], ride["power"], ride["heart_rate"], ride["cadence"], ftp=250)
-    workout = await workout_from_stream(name="ride", athlete=user)  # no FTP given: the profile's
+    workout = await workout_from_stream(name="ride", athlete=user, force=True)  # no FTP given: the profile's
     assert workout.ftp == 250
     for live_name, expected in [
         ("normalized_power", batch.normalized_power), ("avg_power", batch.avg_power), ("tss", batch.tss),

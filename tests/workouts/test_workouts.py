@@ -258,7 +258,7 @@ async def test_archive_stream_matches_posting_the_same_samples(api_token, settin
         await store.stream_publish(name="ride-9", entries=entries[i : i + 500],
                                         actor=Actor(user_id=rider.pk, username="api-rider"))
     c = AsyncClient()
-    resp = await c.post("/api/streams/ride-9/archive", {"ftp": 250, "delete_stream": True},
+    resp = await c.post("/api/streams/ride-9/archive", {"ftp": 250, "delete_stream": True, "force": True},
                         content_type="application/json", **auth(api_token))
     assert resp.status_code == 201, resp.content
     archived = resp.json()
@@ -269,7 +269,7 @@ async def test_archive_stream_matches_posting_the_same_samples(api_token, settin
     for field in ("normalized_power", "tss", "avg_power", "moving_time_s", "avg_hr", "peak_5min"):
         assert archived[field] == pytest.approx(posted[field], rel=1e-5), field
     assert await store.streams_exist(names=["ride-9"]) == {"ride-9": False}
-    resp = await c.post("/api/streams/ride-9/archive", {}, content_type="application/json", **auth(api_token))
+    resp = await c.post("/api/streams/ride-9/archive", {"force": True}, content_type="application/json", **auth(api_token))
     assert resp.status_code == 404
 
 
@@ -306,7 +306,7 @@ async def test_large_workout_bodies_are_allowed_up_to_their_own_limit(api_token,
 @pytest.mark.django_db(transaction=True)  # the command saves from its own event-loop thread
 def test_archive_stream_command_reads_in_chunks_and_deletes(r_sync_stream):
     get_user_model().objects.create_user("rider")
-    call_command("archive_stream", "cmd-ride", "--athlete", "rider", "--delete")
+    call_command("archive_stream", "cmd-ride", "--athlete", "rider", "--delete", "--force")
     w = Workout.objects.get(source="stream")
     assert w.sample_count == 12000 and w.normalized_power is not None
     assert r_sync_stream.exists(key("cmd-ride")) == 0
@@ -325,8 +325,9 @@ def test_simulate_ride_publishes_a_realistic_ride(r_sync_stream):
     from workouts.rides.simulate import simulate_ride as ride_arrays
 
     call_command("simulate_ride", "sim-ride", "--duration", "600", "--speedup", "0", "--seed", "3")
-    entries = r_sync_stream.xrange(key("sim-ride"))
+    *entries, (_, end) = r_sync_stream.xrange(key("sim-ride"))
     assert len(entries) == 600
+    assert end.get("_end") == "owner"  # the ride is ended when the simulator is done (docs/rides.md)
     fields = entries[100][1]
     assert {"t", "heart_rate", "cadence", "speed", "distance", "altitude"} <= set(fields)
     ride = ride_arrays(duration=600, seed=3)

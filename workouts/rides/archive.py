@@ -10,14 +10,19 @@ from array import array
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from streams.access.identity import SYSTEM, Actor
 from streams.core import offload
 from streams.store import services as store
+from streams.store.names import MARKER_FIELD, RIDE_S_FIELD, is_service_entry
+from workouts.compliance import plan_compliance
 from workouts.models import Workout
+from workouts.plan_services import ride_plan
 from workouts.prepare import prepare_samples
+from workouts.rides.states import ride_state
 from workouts.samples import CHANNELS, Samples, SamplesError, samples_from_arrays
-from workouts.services import workout_create_prepared
+from workouts.services import profile_ftp, profile_physiology, workout_create_prepared
 
 STREAM_FIELD_ALIASES = {"hr": "heart_rate", "heartrate": "heart_rate", "cad": "cadence", "watts": "power"}
 ARCHIVE_CHUNK = 5000
@@ -28,24 +33,56 @@ class EntryReader:
     (``hr``, ``cad``, ``watts``), ``t`` from the ``t`` field or else from the entry id's
     millisecond timestamp (seconds since the first entry), a value that is not a finite number
     is missing, and an entry not after the previous one in time is dropped (two entries in
-    one millisecond: the first counts)."""
+    one millisecond: the first counts); a ride's end marker and its markers are no samples (and
+    change nothing: not even the first entry's time)."""
 
     def __init__(self) -> None:
         self.first_ms: int | None = None
         self.last_t: float | None = None
 
     def sample(self, entry_id: str, fields: dict[str, str]) -> dict[str, float] | None:
+        if is_service_entry(fields):  # an end marker, a marker: no sample
+            return None
         ms = int(entry_id.split("-")[0])
         if self.first_ms is None:
             self.first_ms = ms
         fields = {STREAM_FIELD_ALIASES.get(k, k): v for k, v in fields.items()}
-        t = _number(fields.get("t"))
-        if t != t:  # no "t" field: the entry id's timestamp gives the time
-            t = (ms - self.first_ms) / 1000
+        t = self._time(ms, fields)
         if self.last_t is not None and t <= self.last_t:
             return None
         self.last_t = t
         return {"t": t, **{name: _number(fields.get(name)) for name in CHANNELS[1:]}}
+
+    def time_of(self, entry_id: str, fields: dict[str, str]) -> float | None:
+        """The time ``sample`` would give this entry, changing nothing (None for a service
+        entry, or before any sample was read)."""
+        if is_service_entry(fields) or self.first_ms is None:
+            return None
+        return self._time(int(entry_id.split("-")[0]), {STREAM_FIELD_ALIASES.get(k, k): v for k, v in fields.items()})
+
+    def _time(self, ms: int, fields: dict[str, str]) -> float:
+        t = _number(fields.get("t"))
+        return (ms - self.first_ms) / 1000 if t != t else t  # no "t": the entry id's timestamp
+
+
+async def _plan_compliance(meta, samples, *, ftp: int | None) -> dict | None:
+    """The ride's compliance to the stream's plan, as the live tracker counted it (the same
+    samples, the same plan resolved for the same FTP); None without a plan."""
+    plan = await sync_to_async(ride_plan)(meta, ftp=ftp)
+    t, power = samples.get("t"), samples.get("power")
+    if plan is None or t is None or power is None or not len(t):
+        return None
+    summary = plan_compliance(plan.steps, t - t[0], power, start_s=plan.start_s,
+                              tolerance_pct=settings.PLAN_TOLERANCE_PCT)
+    return {"plan_id": plan.plan_id, "plan": plan.name, **summary}
+
+
+def marker_of(fields: dict[str, str]) -> tuple[float, str] | None:
+    """A marker entry's (ride second, label); None for any other entry."""
+    if MARKER_FIELD not in fields:
+        return None
+    ride_s = _number(fields.get(RIDE_S_FIELD))
+    return (ride_s if ride_s == ride_s else 0.0), fields[MARKER_FIELD]
 
 
 class StreamSamples:
@@ -56,9 +93,13 @@ class StreamSamples:
         self.reader = EntryReader()
         self.count = 0
         self.last_id: str | None = None  # the last entry read (kept or dropped): what an archive covers
+        self.markers: list[list] = []  # [[ride_s, label], …]: the laps of the workout
 
     def add(self, entry_id: str, fields: dict[str, str]) -> None:
         self.last_id = entry_id
+        if (marker := marker_of(fields)) is not None:
+            self.markers.append(list(marker))
+            return
         sample = self.reader.sample(entry_id, fields)
         if sample is None:
             return
@@ -101,6 +142,15 @@ async def stream_samples(name: str, *, chunk: int = ARCHIVE_CHUNK, progress=None
         start = "(" + entries[-1].id
 
 
+class RideNotEnded(Exception):
+    """An archive of a ride that has not ended, without ``force`` (409)."""
+
+    def __init__(self, name: str, state: str) -> None:
+        self.name, self.state = name, state
+        self.detail = f"stream {name!r} is in state {state}: archive it once the ride ended, or with force"
+        super().__init__(self.detail)
+
+
 @dataclass(frozen=True)
 class Archived:
     workout: Workout
@@ -109,27 +159,51 @@ class Archived:
     delete_refused: bool = False  # the stream changed hands meanwhile: nothing was deleted
 
 
+async def _ride_info(name: str, *, force: bool) -> store.StreamInfo:
+    """The stream's info; LookupError when missing, RideNotEnded unless it ended or ``force``."""
+    info = (await store.stream_info_batch(names=[name]))[name]
+    if info is None:
+        raise LookupError(f"stream {name!r} not found")
+    state = ride_state(info)
+    if state != "ended" and not force:
+        raise RideNotEnded(name, state)
+    return info
+
+
 async def archive_stream(
     *, name: str, athlete, title: str | None = None, ftp: int | None = None, delete_stream: bool = False,
-    actor: Actor = SYSTEM, owner_id: int | None | bool = False, progress=None,
+    actor: Actor = SYSTEM, owner_id: int | None | bool = False, progress=None, force: bool = False,
 ) -> Archived:
-    """Archive a stream as a workout (same metrics as posting the same samples). With
-    ``delete_stream``, delete what was archived: the entries up to the last one read, only
-    while ``actor`` may write the stream and its owner is still ``owner_id`` (default: the
-    owner read before the entries), in one script (``stream_delete_archived``); entries
-    published meanwhile, or a stream re-created by someone else, stay."""
+    """Archive an ended ride as a workout (same metrics as posting the same samples; the FTP
+    given, else the stream's, else the athlete's profile FTP). A ride that has not ended is
+    ``RideNotEnded`` unless ``force``. Once archived, an ended ride's metadata records the
+    workout (``workout_id``); a forced archive of a ride that goes on does not, so the ride
+    janitor still archives the whole ride when it ends. With ``delete_stream``, delete what
+    was archived: the entries up to the last one read, only while ``actor`` may write the
+    stream and its owner is still ``owner_id`` (default: the owner read before the entries),
+    in one script (``stream_delete_archived``); entries published meanwhile, or a stream
+    re-created by someone else, stay."""
+    info = await _ride_info(name, force=force)
     if owner_id is False:
-        owner_id = (await store.stream_meta(names=[name]))[name].owner_id
+        owner_id = info.meta.owner_id
     acc = await stream_samples(name, progress=progress)
     if acc is None:
         raise LookupError(f"stream {name!r} not found")
     if acc.count == 0:
         raise SamplesError(f"stream {name!r} has no entries")
+    # The profile's values go into the worker's computation: the workout does not compute again.
+    ftp = ftp or info.meta.ftp or await sync_to_async(profile_ftp)(athlete)
+    physiology = await sync_to_async(profile_physiology)(athlete)
     prepared = await offload.run(
-        prepare_samples, acc.samples(), started_at=acc.started_at(), ftp=ftp, title=title or name
+        prepare_samples, acc.samples(), started_at=acc.started_at(), ftp=ftp, title=title or name,
+        physiology=physiology, markers=acc.markers,
     )
+    compliance = await _plan_compliance(info.meta, acc.samples(), ftp=ftp)
     create = sync_to_async(workout_create_prepared)
-    workout = await create(athlete=athlete, prepared=prepared, source=Workout.Source.STREAM)
+    workout = await create(athlete=athlete, prepared=prepared, source=Workout.Source.STREAM, stream=name,
+                           plan_compliance=compliance)
+    if ride_state(info) == "ended":
+        await store.stream_archived_as(name=name, workout_id=workout.pk)
     if not delete_stream:
         return Archived(workout)
     try:
@@ -141,10 +215,11 @@ async def archive_stream(
 
 async def workout_from_stream(
     *, name: str, athlete, title: str | None = None, ftp: int | None = None, delete_stream: bool = False,
-    progress=None,
+    progress=None, force: bool = False,
 ) -> Workout:
     """``archive_stream`` as the system (the management command), the workout only."""
     archived = await archive_stream(
-        name=name, athlete=athlete, title=title, ftp=ftp, delete_stream=delete_stream, progress=progress
+        name=name, athlete=athlete, title=title, ftp=ftp, delete_stream=delete_stream, progress=progress,
+        force=force,
     )
     return archived.workout

@@ -11,14 +11,15 @@ from streams.live import capacity
 from streams.live.consumers import LiveConsumer, end_close_code
 from streams.live.follow import Follow, access_guard, follow_one, live_hub
 from streams.store import services as store
-from workouts.rides.tracking import MetricsBoard, Snapshot, metrics_updates
+from workouts.rides.tracking import Alert, MetricsBoard, Snapshot, metrics_updates
 
 
 class MetricsConsumer(LiveConsumer):
     """``ws/streams/{name}/metrics/``: the stream's live ride metrics, what the metrics SSE
     sends, for apps that speak WebSocket. Server → client only:
     ``{"event": "metrics", "id": ..., "data": {...snapshot, "chart": [...]}}`` at most once a
-    second while entries arrive (``?last_event_id=`` resumes after an id), then
+    second while entries arrive (``?last_event_id=`` resumes after an id), ``{"event": "alert",
+    "stream", "kind", "state", "ride_s"}`` as alerts are raised and cleared, then
     ``{"event": "deleted" | "forbidden" | "unavailable" | "shutdown" | "failed", "detail": ...}`` before the
     server closes (the entry socket's codes: 4403 forbidden, 1012 shutdown, 1011 failed, 1013
     unavailable, 1000 deleted). The read rule, the capacity limits and the
@@ -43,6 +44,8 @@ class MetricsConsumer(LiveConsumer):
             for update in updates:
                 if isinstance(update, Snapshot):
                     await self.send_json({"event": "metrics", "id": update.id, "data": update.data})
+                elif isinstance(update, Alert):
+                    await self.send_json({"event": "alert", **update.data})
                 else:
                     await self.send_json({"event": update.ended.reason, **update.payload(multi=False)})
                     await self.close(code=end_close_code(update.ended.reason))

@@ -19,9 +19,27 @@ in its first event and only newer points after, so a page draws ride time as the
 recorded it (an upload of buffered samples is not squeezed into the moment it arrived) and
 needs no other request.
 
+Markers (``POST /api/streams/{name}/markers``, workouts/rides/markers.py) are entries of the
+stream: no sample (``EntryReader`` skips them, so no metric moves), each in the snapshot's
+``markers`` as ``{"label", "ride_s"}`` in the order they arrived, which a late joiner's
+catch-up reads like everyone else.
+
 FTP: the stream's setting (``PUT /api/streams/{name}`` ``{"ftp": …}``, read through the
 shared metadata cache), else the owner's ``AthleteProfile`` (read at most every
-``PROFILE_REFRESH_S`` in a short database call; the task holds no connection).
+``PROFILE_REFRESH_S`` in a short database call; the task holds no connection). CP, W′ and max
+heart rate come from the profile (defaults: workouts/physiology.py). They are read before the
+catch-up, so the W′ balance and the time in zones of the whole ride use them; a change later
+applies from the next seconds on (``LiveRide.set_physiology``), while the archived workout
+uses the values of its creation for the whole ride.
+
+The ride's state (docs/rides.md, ``workouts.rides.states.ride_state``) is checked at every tick
+of the follow (at least once a second): a change of ``state``, of ``connected`` or of the
+archived workout publishes a snapshot even when no entry arrived. ``connected`` is false while
+this process cannot reach the stream's Redis: the hub's reader of the stream failed and is
+backing off, or the metadata could not be read (``StreamHub.connected``). The end marker
+reaches the tracker like any entry, so its end shows before the metadata cache is refreshed.
+The archived workout (``workout_id`` in the metadata) is read once from the database, through
+the outage clock, holding no connection.
 """
 
 from __future__ import annotations
@@ -34,6 +52,7 @@ import time
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import NamedTuple
 
 from channels.db import database_sync_to_async
@@ -47,10 +66,16 @@ from streams.engine.context import redis_context
 from streams.live.follow import Ended, Follow, MetaCache, live_batches
 from streams.live.hub import StreamHub
 from streams.store import services as store
+from streams.store.names import END_FIELD, MARKER_FIELD
 from streams.store.positions import START, id_order
+from workouts.alerts import AlertWatch
+from workouts.compliance import Compliance
 from workouts.metrics import LiveRide, or_none
-from workouts.models import AthleteProfile
-from workouts.rides.archive import EntryReader
+from workouts.models import AthleteProfile, Workout
+from workouts.physiology import Physiology
+from workouts.plan_services import RidePlan, ride_plan
+from workouts.rides.archive import EntryReader, marker_of
+from workouts.rides.states import ended_reason, entry_ms, ride_state
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +85,45 @@ PROFILE_REFRESH_S = 30.0
 CHART_S = 300.0  # the chart's span: the last 5 minutes of ride time
 
 
+class Profile(NamedTuple):
+    ftp: int | None = None
+    weight_kg: float | None = None
+    max_heart_rate: int | None = None
+    critical_power: int | None = None
+    w_prime: int | None = None
+
+
+NO_PROFILE = Profile()
+WORKOUT_KEYS = (
+    "duration_s", "moving_time_s", "normalized_power", "intensity_factor", "tss", "avg_power", "avg_hr",
+    "max_power", "peak_5s", "peak_1min", "peak_5min", "peak_20min",
+)
+
+
 @database_sync_to_async
-def _profile_of(owner_id: int) -> tuple[int | None, float | None]:
-    row = AthleteProfile.objects.filter(athlete_id=owner_id).values_list("ftp", "weight_kg").first()
-    return row or (None, None)
+def _profile_of(owner_id: int) -> Profile:
+    row = AthleteProfile.objects.filter(athlete_id=owner_id).values_list(*Profile._fields).first()
+    return Profile(*row) if row else NO_PROFILE
+
+
+_ride_plan = database_sync_to_async(ride_plan)
+ALERT_LOG = 100  # the alerts kept for viewers that have not had them yet
+
+
+@database_sync_to_async
+def _workout_of(workout_id: int) -> dict | None:
+    """The archived workout's summary for the snapshot (docs/rides.md), None if it is gone."""
+    row = Workout.objects.filter(pk=workout_id).values("id", *WORKOUT_KEYS).first()
+    return None if row is None else {"id": row["id"], "url": f"/workouts/{row['id']}", **row}
+
+
+def _last_value(value: float, last: float | None) -> float | None:
+    return last if value != value else round(value, 3)
 
 
 def _rounded(value):
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
     return round(value, 3) if isinstance(value, float) else value
 
 
@@ -114,8 +171,23 @@ class RideTracker:
         self.viewers = 0
         self.idle_since = time.monotonic()
         self._meta: store.StreamMeta | None = None  # the last copy read
-        self._profile: tuple[int | None, float | None] = (None, None)
+        self._meta_read = True  # the last metadata read reached Redis
+        self._profile: Profile = NO_PROFILE
         self._profile_for: tuple[int | None, float] = (None, float("-inf"))
+        self.speed: float | None = None  # the last values the stream carried
+        self.distance: float | None = None
+        self.end_id: str | None = None  # the end marker, once it arrived
+        self.end_reason: str | None = None
+        self.markers: list[dict] = []  # {"label", "ride_s"}, as the marker entries arrived
+        self.plan: RidePlan | None = None  # the stream's plan resolved to watts (docs/rides.md)
+        self.compliance: Compliance | None = None
+        self._plan_key: tuple | None = None  # (plan id, plan start, FTP) it was resolved for
+        self._plan_read_at = float("-inf")
+        self.alerts = AlertWatch(hr_pct=settings.ALERT_HR_PCT)
+        self.alert_log: list[tuple[int, dict]] = []  # (sequence, alert event), the last ALERT_LOG
+        self.alert_seq = 0
+        self._workout: tuple[int | None, dict | None] = (None, None)  # the archived workout read
+        self._status: tuple | None = None  # (state, ended_reason, connected, workout id) last published
         loop = asyncio.get_running_loop()
         self.ready = loop.create_future()  # resolved once the catch-up is done (or the tracker ended)
         self._changed = loop.create_future()
@@ -145,6 +217,7 @@ class RideTracker:
 
     async def _follow(self) -> None:
         target = id_order(await store.stream_last_id(name=self.name))
+        await self._physiology()  # before the catch-up: the whole ride's W′ balance and zones
         follow = Follow(names=(self.name,), positions={self.name: START}, multi=False)
         if target <= 0:
             await self._publish()
@@ -165,38 +238,157 @@ class RideTracker:
                         await self._publish()
                 elif self._dirty and now - self._published_at >= PUBLISH_EVERY_S:
                     await self._publish()
+                elif await self._status_now() != self._status:
+                    await self._publish()
                 if self.viewers == 0 and now - self.idle_since >= LINGER_S:
                     return
 
     def _add(self, entry_id: str, data_json: str) -> None:
         self.last_id = entry_id
-        sample = self.reader.sample(entry_id, json.loads(data_json))
+        fields = json.loads(data_json)
+        if END_FIELD in fields:
+            self.end_id, self.end_reason = entry_id, fields[END_FIELD] or "owner"
+        if MARKER_FIELD in fields:
+            ride_s, label = marker_of(fields)
+            self.markers.append({"label": label, "ride_s": ride_s})
+            self._dirty = True
+            return
+        sample = self.reader.sample(entry_id, fields)
         if sample is not None:
             self.ride.push(sample["t"], sample["power"], sample["heart_rate"], sample["cadence"])
-            self.chart.add(sample["t"] - self.ride.first_t, sample["power"], sample["heart_rate"])
+            ride_s = sample["t"] - self.ride.first_t
+            self.chart.add(ride_s, sample["power"], sample["heart_rate"])
+            if self.compliance is not None:
+                self.compliance.push_sample(ride_s - self.plan.start_s, sample["power"])
+            self._watch(ride_s, heart_rate=or_none(sample["heart_rate"]))
+            self.speed = _last_value(sample["speed"], self.speed)
+            self.distance = _last_value(sample["distance"], self.distance)
             self._dirty = True
+
+    def ride_s(self) -> float | None:
+        """The ride time of the last sample (the plan's clock follows the samples' time)."""
+        return None if self.ride.first_t is None else self.ride.last_t - self.ride.first_t
+
+    def _plan_state(self, ride_s: float) -> str | None:
+        return None if self.compliance is None else self.compliance.state_at(ride_s - self.plan.start_s)
+
+    def _watch(self, ride_s: float, **figures) -> None:
+        """Alerts after a sample (or a change of state): logged for the viewers (``alert_log``)."""
+        w_prime = self.ride.w_prime_now
+        changes = self.alerts.update(
+            ride_s, w_prime_balance=w_prime and w_prime[0], w_prime=w_prime and w_prime[1],
+            max_hr=self.ride.physiology.max_heart_rate, plan_state=self._plan_state(ride_s), **figures,
+        )
+        for change in changes:
+            self.alert_seq += 1
+            self.alert_log.append((self.alert_seq, {"stream": self.name, **change}))
+            self._dirty = True
+        del self.alert_log[:-ALERT_LOG]
+
+    async def _plan_for(self, meta: store.StreamMeta, ftp: int | None) -> None:
+        """The stream's plan resolved for ``ftp`` (read again when the plan, its start or the
+        FTP changes, and every ``PROFILE_REFRESH_S`` for an edited plan). The compliance
+        starts over only when the steps or the start changed."""
+        key = (meta.plan, meta.plan_start, ftp)
+        if key == self._plan_key and time.monotonic() - self._plan_read_at < PROFILE_REFRESH_S:
+            return
+        plan = None
+        if meta.plan is not None:
+            try:
+                plan = await database_outage.through(lambda: _ride_plan(meta, ftp=ftp))
+            except DatabaseDown:  # the plan as last read, if any
+                return
+        self._plan_key, self._plan_read_at = key, time.monotonic()
+        if plan is None:
+            self.plan = self.compliance = None
+        elif self.plan is None or (plan.steps, plan.start_s) != (self.plan.steps, self.plan.start_s):
+            self.plan = plan
+            self.compliance = Compliance(plan.steps, tolerance_pct=settings.PLAN_TOLERANCE_PCT)
+        else:
+            self.plan = plan
+
+    def _plan_out(self) -> dict | None:
+        """The contract's ``"plan"``: the step now and the compliance so far (null: no plan)."""
+        if self.compliance is None:
+            return None
+        ride_s = self.ride_s()
+        # Before the first sample the plan has not started (it starts at the first entry, or
+        # start_s seconds after it).
+        plan_s = -self.plan.start_s - 1e-9 if ride_s is None else ride_s - self.plan.start_s
+        return {"id": self.plan.plan_id, "name": self.plan.name, "start_s": self.plan.start_s,
+                **self.compliance.snapshot(plan_s)}
+
+    def _info(self, meta: store.StreamMeta) -> store.StreamInfo:
+        """The stream as the states read it: this tracker's last entry, and the end marker it
+        saw even before the metadata copy has it."""
+        if self.end_id is not None and meta.ended_ms is None:
+            meta = replace(meta, ended_ms=entry_ms(self.end_id), ended_reason=self.end_reason)
+        last = None if self.last_id == START else self.last_id
+        return store.StreamInfo(name=self.name, length=0 if last is None else 1, first_id=last, last_id=last, meta=meta)
+
+    def connected(self) -> bool:
+        """Whether this process reaches the stream's Redis (its hub reader, its metadata)."""
+        return self._meta_read and self.board.hub.connected(self.name)
+
+    async def _status_now(self) -> tuple:
+        meta = await self._stream_meta()
+        info = self._info(meta)
+        return ride_state(info), ended_reason(info), self.connected(), meta.workout_id
 
     async def _stream_meta(self) -> store.StreamMeta:
         """The stream's owner and FTP (the shared metadata cache); while Redis cannot be reached
         (a failover outlasting the node map's redirect deadline), the last copy read."""
         try:
             self._meta = (await MetaCache.of(await redis_context()).get((self.name,)))[self.name]
+            self._meta_read = True
         except (RedisConnectionError, RedisTimeoutError):
+            self._meta_read = False
             if self._meta is None:
                 raise
         return self._meta
 
-    async def _publish(self) -> None:
+    async def _physiology(self) -> tuple[store.StreamMeta, Profile]:
+        """The stream's metadata and its owner's profile; the ride's physiology follows them
+        (FTP: the stream's, else the profile's)."""
         meta = await self._stream_meta()
-        profile_ftp, weight = await self._profile_for_owner(meta.owner_id)
-        ftp = meta.ftp or profile_ftp
+        profile = await self._profile_for_owner(meta.owner_id)
+        self.ride.set_physiology(Physiology(
+            ftp=meta.ftp or profile.ftp, critical_power=profile.critical_power, w_prime=profile.w_prime,
+            max_heart_rate=profile.max_heart_rate,
+        ))
+        await self._plan_for(meta, meta.ftp or profile.ftp)
+        return meta, profile
+
+    async def _publish(self) -> None:
+        meta, profile = await self._physiology()
+        ftp = meta.ftp or profile.ftp
+        cp_w = self.ride.physiology.cp_and_w_prime() or (None, None)
+        info = self._info(meta)
+        workout = await self._archived_workout(meta.workout_id)
+        self._status = (ride_state(info), ended_reason(info), self.connected(), self._workout[0])
+        if (ride_s := self.ride_s()) is not None:
+            stale = self._status[0] == "stale"
+            self._watch(ride_s + (settings.RIDE_STALE_AFTER_MS / 1000 if stale else 0), stale=stale)
         snapshot = {
             "name": self.name,
             "last_id": self.last_id,
             **{key: _rounded(value) for key, value in self.ride.snapshot(ftp=ftp).items()},
             "ftp": ftp,
-            "ftp_source": "stream" if meta.ftp else ("profile" if profile_ftp else None),
-            "weight_kg": weight,
+            "ftp_source": "stream" if meta.ftp else ("profile" if profile.ftp else None),
+            "weight_kg": profile.weight_kg,
+            "max_heart_rate": profile.max_heart_rate,
+            "critical_power": cp_w[0],
+            "w_prime": cp_w[1],
+            "speed": self.speed,
+            "distance": self.distance,
+            "state": self._status[0],
+            "ended_reason": self._status[1],
+            "last_entry_ms": entry_ms(info.last_id),
+            "connected": self._status[2],
+            "workout": workout,
+            "markers": list(self.markers),
+            "plan": self._plan_out(),
+            "alerts": self.alerts.active(),
         }
         self._dirty = False
         self._published_at = time.monotonic()
@@ -206,17 +398,30 @@ class RideTracker:
             self.ready.set_result(None)
         self._wake()
 
-    async def _profile_for_owner(self, owner_id: int | None) -> tuple[int | None, float | None]:
+    async def _profile_for_owner(self, owner_id: int | None) -> Profile:
         if owner_id is None:
-            return None, None
+            return NO_PROFILE
         asked_for, at = self._profile_for
         if asked_for != owner_id or time.monotonic() - at >= PROFILE_REFRESH_S:
             try:
                 self._profile = await database_outage.through(lambda: _profile_of(owner_id))
             except DatabaseDown:  # the rider goes on being tracked: the last profile read, if any
-                return self._profile if asked_for == owner_id else (None, None)
+                return self._profile if asked_for == owner_id else NO_PROFILE
             self._profile_for = (owner_id, time.monotonic())
         return self._profile
+
+    async def _archived_workout(self, workout_id: int | None) -> dict | None:
+        """The workout the ride was archived as, read once (again only if the id changes; while
+        the database is away, none yet: the next snapshot tries again)."""
+        if workout_id is None:
+            self._workout = (None, None)
+        if workout_id is None or self._workout[0] == workout_id:
+            return self._workout[1]
+        try:
+            self._workout = (workout_id, await database_outage.through(lambda: _workout_of(workout_id)))
+        except DatabaseDown:
+            return None
+        return self._workout[1]
 
     def _end(self, ended: Ended) -> None:
         self.ended = ended
@@ -240,12 +445,12 @@ class MetricsBoard:
 
     @classmethod
     def _made_for(cls, ctx) -> "MetricsBoard":
-        StreamHub.of(ctx)  # made first, so closed after the board
-        board = cls()
+        board = cls(StreamHub.of(ctx))  # the hub made first, so closed after the board
         ctx.on_close(board.close)
         return board
 
-    def __init__(self) -> None:
+    def __init__(self, hub: StreamHub) -> None:
+        self.hub = hub
         self._trackers: dict[str, RideTracker] = {}
 
     def acquire(self, name: str) -> RideTracker:
@@ -307,6 +512,12 @@ class Snapshot(NamedTuple):
     data: dict
 
 
+class Alert(NamedTuple):
+    """An alert raised or cleared (``event: alert``): ``{"stream", "kind", "state", "ride_s"}``."""
+
+    data: dict
+
+
 class Stop(NamedTuple):
     """A stream ended for this viewer (``ended.reason``: deleted, shutdown, failed), or the
     whole connection (``name`` None: access revoked)."""
@@ -322,6 +533,14 @@ class Stop(NamedTuple):
         return {"detail": self.ended.detail}
 
 
+def _status_of(snapshot: dict | None) -> tuple | None:
+    """What of a snapshot is news without a new entry (docs/rides.md)."""
+    if snapshot is None:
+        return None
+    workout = snapshot["workout"]
+    return snapshot["state"], snapshot["ended_reason"], snapshot["connected"], workout and workout["id"]
+
+
 async def metrics_updates(
     board: MetricsBoard, follow: Follow, *, heartbeat: float
 ) -> AsyncIterator[list[Snapshot | Stop]]:
@@ -329,6 +548,9 @@ async def metrics_updates(
     a list of updates whenever a stream's snapshot changes (at most once a second), an empty
     list when ``heartbeat`` passed without one. A ``Snapshot``'s id is the stream's last entry
     id (the composite id of ``follow`` for several streams), so a resume gets only newer ones.
+    A snapshot also goes out when the ride's status (state, ended reason, connected, workout)
+    changed though no entry arrived; a resumed viewer starts from the status of the moment,
+    so a resume replays nothing.
     With one stream each snapshot also has ``chart``: the chart points this viewer has not had
     yet (the first one: the last ``CHART_S`` of ride time). A ``Stop``: with several streams a
     deleted one leaves and the others go on; anything else (one stream, access revoked,
@@ -339,6 +561,8 @@ async def metrics_updates(
     recheck = settings.ACCESS_RECHECK_INTERVAL_MS / 1000
     try:
         await asyncio.gather(*(asyncio.shield(t.ready) for t in trackers))
+        told = {t.name: (_status_of(t.snapshot) if follow.positions[t.name] != START else None) for t in trackers}
+        alerted = {t.name: t.alert_seq for t in trackers}  # alerts from now on (the snapshot says which are up)
         now = time.monotonic()
         next_beat, next_check = now + heartbeat, now + recheck
         live = list(trackers)
@@ -349,10 +573,15 @@ async def metrics_updates(
             updates: list[Snapshot | Stop] = []
             for tracker in list(live):
                 name = tracker.name
-                if tracker.snapshot and tracker.version != sent[name] and tracker.snapshot["samples"]:
+                if tracker.alert_seq != alerted[name]:
+                    updates += [Alert(a) for seq, a in tracker.alert_log if seq > alerted[name]]
+                    alerted[name] = tracker.alert_seq
+                if tracker.snapshot and tracker.version != sent[name]:
                     sent[name] = tracker.version
-                    if id_order(tracker.snapshot["last_id"]) > id_order(follow.positions[name]):
-                        follow.positions[name] = tracker.snapshot["last_id"]
+                    advanced = id_order(tracker.snapshot["last_id"]) > id_order(follow.positions[name])
+                    if advanced or _status_of(tracker.snapshot) != told[name]:
+                        follow.positions[name] = max(follow.positions[name], tracker.snapshot["last_id"], key=id_order)
+                        told[name] = _status_of(tracker.snapshot)
                         data = tracker.snapshot
                         if not follow.multi:
                             chart = tracker.chart.after(charted)
@@ -390,6 +619,7 @@ async def metrics_events(board: MetricsBoard, follow: Follow, *, heartbeat: floa
     async for updates in metrics_updates(board, follow, heartbeat=heartbeat):
         parts = [
             f"event: metrics\nid: {u.id}\ndata: {json.dumps(u.data)}\n\n" if isinstance(u, Snapshot)
+            else f"event: alert\ndata: {json.dumps(u.data)}\n\n" if isinstance(u, Alert)
             else f"event: {u.ended.reason}\ndata: {json.dumps(u.payload(follow.multi))}\n\n"
             for u in updates
         ]
