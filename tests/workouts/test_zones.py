@@ -202,7 +202,7 @@ async def test_the_streams_ftp_gives_the_zones_and_cp_and_no_profile_gives_nulls
 
 
 # --- shown to people ------------------------------------------------------------------------
-def test_the_admin_shows_w_prime_and_zones_rounded_with_units(db):
+def test_the_admin_shows_w_prime_and_zones_rounded_with_units(transactional_db):  # the workout page closes old connections
     rider = get_user_model().objects.create_user("anna", password="pw")
     AthleteProfile.objects.create(athlete=rider, ftp=200, max_heart_rate=200)
     t, p, hr = hand_ride()
