@@ -79,6 +79,7 @@ TABLE = [
     *row("metrics pub",                    200, 200, 200, 200, 200, 200, 200),
     *row("metrics-sse priv",               404, 200, 404, 200, 200, 200, 200),
     *row("group metrics-sse priv,pub",     404, 200, 404, 200, 200, 200, 200),
+    *row("group now priv,pub",             404, 200, 404, 200, 200, 200, 200),
     *row("publish priv",                   401, 201, 404, 403, 403, 201, 201),
     *row("publish pub",                    401, 201, 403, 403, 403, 201, 201),
     *row("publish new",                    401, 201, 201, 201, 403, 201, 201),
@@ -118,6 +119,8 @@ async def run_route(world, route, role):
                 return c.status
             finally:
                 await c.close()
+        case "group now priv,pub":  # issue 24's group endpoint: off-target riders first
+            return (await call(tokens, role, "get", "/api/metrics?streams=priv,pub&sort=off_target")).status_code
         case "front page":
             return (await call(tokens, role, "get", "/")).status_code
         case "live priv":

@@ -14,7 +14,7 @@ from django.core.management import call_command
 from streams.store import services as store
 from streams.store.keys import key_layout
 from tests.helpers import key
-from workouts.models import AthleteProfile, Workout
+from workouts.models import AthleteProfile, Workout, WorkoutPlan
 from workouts.rides.demo import DEMO_ATHLETES
 
 
@@ -71,14 +71,20 @@ def test_demo_ride_makes_athletes_on_public_streams_and_ends_their_rides_as_work
     assert len({a.ftp for a in DEMO_ATHLETES[:4]}) == 4 and len({a.seed for a in DEMO_ATHLETES[:4]}) == 4
     workouts = list(Workout.objects.select_related("athlete"))
     assert len(workouts) == 4 and {w.athlete.username for w in workouts} == {u.username for u in users}
+    plan = WorkoutPlan.objects.get()  # the group's plan (simulate_ride's shape), on every stream
+    assert plan.public and [s["name"] for s in plan.steps] == ["warm-up", "endurance", "on 1", "endurance", "cool-down"]
+    assert f"/api/plans/{plan.pk}" in text
     for w in workouts:
         assert w.source == "stream" and w.sample_count == 30 and w.ftp is not None
         assert f"/workouts/{w.pk}" in text
+        assert w.plan_compliance["plan_id"] == plan.pk and 0 <= w.plan_compliance["session"] <= 1
+        assert [lap["label"] for lap in w.laps] == ["warm-up", "endurance", "on 1", "endurance", "cool-down"]
     streams = [line.split("/live/")[1] for line in text.splitlines() if "FTP" in line and "/live/" in line]
     assert len(streams) == 4
     for name in streams:
         meta = meta_of(sync_r, name)
         assert meta["visibility"] == "public" and meta["owner_name"].startswith("demo-")
+        assert meta["plan"] == str(plan.pk)
         if hasattr(store, "stream_end"):  # the explicit end (docs/rides.md) once it exists
             assert meta.get("ended_reason") == "owner"
 

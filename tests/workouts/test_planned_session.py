@@ -118,6 +118,14 @@ async def test_twenty_riders_through_one_plan(coach):
         stored = (await sync_to_async(Workout.objects.get)(pk=workout.pk)).plan_compliance
         assert (stored["plan_id"], stored["plan"]) == (plan.pk, "session")
         assert {k: stored[k] for k in ("session", "steps", "transitions")} == live
+        # The plan's steps are the workout's laps (those the rider reached), each with its power.
+        laps = [(lap["label"], lap["start_s"], lap["duration_s"], lap["avg_power"]) for lap in workout.laps]
+        powers = KINDS.get(kind, ((EASY, TARGET, EASY), 1))[0]
+        if expected is None:
+            assert laps == [("warm-up", 0, 60, pytest.approx(EASY)), ("effort", 60, 30, pytest.approx(TARGET))]
+        else:
+            assert laps == [(label, start, 60, pytest.approx(power))
+                            for label, start, power in zip(("warm-up", "effort", "easy"), (0, 60, 120), powers)]
         if expected is None:  # the dropout: judged on the 90 s it rode
             assert [s["on_target_s"] for s in live["steps"]] == [60, 22, 0]
             assert [s["seconds"] for s in live["steps"]] == [60, 30, 0]

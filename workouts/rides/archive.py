@@ -65,16 +65,26 @@ class EntryReader:
         return (ms - self.first_ms) / 1000 if t != t else t  # no "t": the entry id's timestamp
 
 
-async def _plan_compliance(meta, samples, *, ftp: int | None) -> dict | None:
+def _plan_compliance(plan, samples) -> dict | None:
     """The ride's compliance to the stream's plan, as the live tracker counted it (the same
     samples, the same plan resolved for the same FTP); None without a plan."""
-    plan = await sync_to_async(ride_plan)(meta, ftp=ftp)
     t, power = samples.get("t"), samples.get("power")
     if plan is None or t is None or power is None or not len(t):
         return None
     summary = plan_compliance(plan.steps, t - t[0], power, start_s=plan.start_s,
                               tolerance_pct=settings.PLAN_TOLERANCE_PCT)
     return {"plan_id": plan.plan_id, "plan": plan.name, **summary}
+
+
+def plan_laps(plan, samples) -> list[list]:
+    """The plan's steps as lap starts, ``[[ride_s, step name], …]``: each step that begins
+    before the ride's last sample (docs/rides.md, "Planned sessions")."""
+    t = samples.get("t")
+    if plan is None or t is None or not len(t):
+        return []
+    ride_end = float(t[-1] - t[0])
+    return [[float(plan.start_s + step.start_s), step.name] for step in plan.steps
+            if plan.start_s + step.start_s <= ride_end]
 
 
 def marker_of(fields: dict[str, str]) -> tuple[float, str] | None:
@@ -194,11 +204,15 @@ async def archive_stream(
     # The profile's values go into the worker's computation: the workout does not compute again.
     ftp = ftp or info.meta.ftp or await sync_to_async(profile_ftp)(athlete)
     physiology = await sync_to_async(profile_physiology)(athlete)
+    plan = await sync_to_async(ride_plan)(info.meta, ftp=ftp)
+    samples = acc.samples()
+    # The laps: the plan's steps and the markers, in ride time (a marker at a step's start wins).
+    markers = sorted(plan_laps(plan, samples) + acc.markers, key=lambda m: m[0])
     prepared = await offload.run(
-        prepare_samples, acc.samples(), started_at=acc.started_at(), ftp=ftp, title=title or name,
-        physiology=physiology, markers=acc.markers,
+        prepare_samples, samples, started_at=acc.started_at(), ftp=ftp, title=title or name,
+        physiology=physiology, markers=markers,
     )
-    compliance = await _plan_compliance(info.meta, acc.samples(), ftp=ftp)
+    compliance = _plan_compliance(plan, samples)
     create = sync_to_async(workout_create_prepared)
     workout = await create(athlete=athlete, prepared=prepared, source=Workout.Source.STREAM, stream=name,
                            plan_compliance=compliance)

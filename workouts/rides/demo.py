@@ -15,7 +15,9 @@ from django.contrib.auth import get_user_model
 
 from streams.access.identity import Actor
 from streams.core.aio import cancel_and_wait
-from workouts.models import AthleteProfile, Workout
+from workouts.models import AthleteProfile, Workout, WorkoutPlan
+from workouts.plan_services import plan_create
+from workouts.plans.steps import steps_from_json
 from workouts.rides.archive import archive_stream
 from workouts.rides.riders import SimulatedRider, ride_end, rider_publish, stream_prepare
 from workouts.rides.simulate import simulate_ride
@@ -66,6 +68,32 @@ def demo_athletes_ensure(count: int) -> list[tuple[DemoAthlete, object]]:
     return out
 
 
+def demo_plan_steps(duration: int) -> list[dict]:
+    """The plan the simulated riders ride (``simulate_ride``'s shape over ``duration``): a
+    warm-up ramp, endurance, 4 min on at 105% / 4 min off at 50% from 30% to 70% of the ride,
+    endurance, a cool-down."""
+    def step(name: str, start: float, end: float, lo: int, hi: int) -> dict:
+        return {"name": name, "duration_s": round(end) - round(start), "target": {"pct_ftp": [lo, hi]}}
+
+    d = duration
+    steps = [step("warm-up", 0, 0.15 * d, 55, 75), step("endurance", 0.15 * d, 0.3 * d, 70, 80)]
+    start, k = 0.3 * d, 0
+    while round(start) < round(0.7 * d):
+        end = min(start + 240, 0.7 * d)
+        k += 1
+        steps.append(step(f"on {(k + 1) // 2}" if k % 2 else f"off {k // 2}", start, end, *((100, 110) if k % 2 else (45, 55))))
+        start = end
+    steps += [step("endurance", 0.7 * d, 0.9 * d, 70, 80), step("cool-down", 0.9 * d, d, 45, 55)]
+    return [s for s in steps if s["duration_s"] > 0]
+
+
+def demo_plan_ensure(owner, duration: int) -> WorkoutPlan:
+    """The group's plan (public: every demo athlete may put it on their stream)."""
+    length = f"{duration // 60} min" if duration >= 60 else f"{duration} s"
+    return plan_create(owner=owner, name=f"Demo group ride: 4 min on / 4 min off ({length})",
+                       steps=steps_from_json(demo_plan_steps(duration)), public=True)
+
+
 def demo_riders(athletes, *, duration: int, speedup: float, stamp: str | None = None) -> list[DemoRider]:
     """One rider per athlete on a fresh stream (``<name>-<mmdd-hhmmss>``): a re-run never meets
     the ended rides of an earlier one."""
@@ -79,10 +107,11 @@ def demo_riders(athletes, *, duration: int, speedup: float, stamp: str | None = 
     return riders
 
 
-async def group_ride_start(riders: list[DemoRider]) -> None:
-    """Each stream created public and owned by its athlete, with the athlete's FTP."""
+async def group_ride_start(riders: list[DemoRider], *, plan: int | None = None) -> None:
+    """Each stream created public and owned by its athlete, with the athlete's FTP and the
+    group's plan (a planned session: docs/rides.md)."""
     for demo in riders:
-        await stream_prepare(rider=demo.rider, ftp=demo.athlete.ftp, visibility="public")
+        await stream_prepare(rider=demo.rider, ftp=demo.athlete.ftp, visibility="public", plan=plan)
 
 
 async def group_ride_publish(riders: list[DemoRider], *, report: Callable[[], None], every: float) -> None:

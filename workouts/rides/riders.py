@@ -52,12 +52,15 @@ class SimulatedRider:
         return out
 
 
-async def stream_prepare(*, rider: SimulatedRider, ftp: int | None, visibility: str | None = None) -> None:
-    """Create the stream (owned by the rider's actor, if a user) or set its FTP and visibility,
-    so the live metrics show IF, TSS and the zones. Raises ``store.WriteRefused``."""
-    if ftp is not None or visibility is not None:
+async def stream_prepare(*, rider: SimulatedRider, ftp: int | None, visibility: str | None = None,
+                         plan: int | None = None) -> None:
+    """Create the stream (owned by the rider's actor, if a user) or set its FTP, visibility and
+    workout plan, so the live metrics show IF, TSS, the zones and the plan's compliance. Raises
+    ``store.WriteRefused``."""
+    if ftp is not None or visibility is not None or plan is not None:
         await store.stream_settings_update(
-            name=rider.stream, actor=rider.actor, visibility=visibility, ftp="" if ftp is None else ftp
+            name=rider.stream, actor=rider.actor, visibility=visibility, ftp="" if ftp is None else ftp,
+            plan="" if plan is None else plan,
         )
 
 

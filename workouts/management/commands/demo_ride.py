@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from streams.engine.context import close_redis_context, redis_errors_as_command_errors
 from streams.store import services as store
 from workouts.rides.demo import (
-    DEMO_ATHLETES, DemoRider, demo_athletes_ensure, demo_riders, group_ride_finish, group_ride_publish,
+    DEMO_ATHLETES, DemoRider, demo_athletes_ensure, demo_plan_ensure, demo_riders, group_ride_finish, group_ride_publish,
     group_ride_start, janitor_archives,
 )
 from workouts.rides.riders import clock, eta_text
@@ -27,14 +27,16 @@ class Command(BaseCommand):
             raise CommandError(f"need 1 <= --riders <= {len(DEMO_ATHLETES)}, --duration >= 10, "
                                "--speedup >= 0, --every > 0")
         self.base = base_url.rstrip("/")
-        group = demo_riders(demo_athletes_ensure(riders), duration=duration, speedup=speedup)
+        athletes = demo_athletes_ensure(riders)
+        group = demo_riders(athletes, duration=duration, speedup=speedup)
+        self.plan = demo_plan_ensure(athletes[0][1], duration)
         with redis_errors_as_command_errors():
             asyncio.run(self._ride(group, duration, speedup, every))
         self._report_end(group)
 
     async def _ride(self, group: list[DemoRider], duration: int, speedup: float, every: float) -> None:
         try:
-            await group_ride_start(group)
+            await group_ride_start(group, plan=self.plan.pk)
             self._report_start(group, duration, speedup)
             await group_ride_publish(group, report=lambda: self._report_progress(group), every=every)
             self._report_progress(group)
@@ -49,7 +51,8 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{len(group)} riders, {clock(duration)} of ride at {speedup:g}x: {eta_text(duration, speedup)}.\n"
             f"  Front page: {self.base}/\n"
-            f"  Group ride: {self.base}/live/?streams={names}"
+            f"  Group ride: {self.base}/live/?streams={names}\n"
+            f"  Plan: {self.plan.name}, {len(self.plan.steps)} steps ({self.base}/api/plans/{self.plan.pk})"
         )
         for d in group:
             self.stdout.write(f"  {d.athlete.first_name:<6} FTP {d.athlete.ftp} W  {self.base}/live/{d.rider.stream}")
