@@ -6,7 +6,7 @@ Against a running server (``./dev.sh serve`` prints its demo admin and token)::
         --token "$TOKEN" --username admin --password "$PASSWORD"
 
 It gives the admin user an athlete profile (max heart rate, weight: zones and W/kg), publishes
-four riders (workouts.rides.simulate, 25 minutes of history, then a second of ride
+four riders on one workout plan (workouts.rides.simulate, 25 minutes of history, then a second of ride
 time every second while it shoots), ends one of them (``POST /api/streams/{name}/end``; the
 ended shots are left out on a server without it) and takes PNGs of the front page, the live
 page (live and ended) and the group view at desktop (1280x800) and phone (390x844) widths,
@@ -32,6 +32,9 @@ from workouts.rides.simulate import simulate_ride
 RIDERS = {"anna": 220, "ben": 300, "chloe": 260, "dev": 240}  # stream name: FTP
 ENDED = "dev"
 HISTORY_S = 25 * 60
+# simulate_ride's hour as a plan (as `manage.py demo_ride` rides it): the group view's session.
+PLAN = ("warm-up: 9m 55-75%\nendurance: 9m 70-80%\n3x(on: 4m 100-110%, off: 4m 45-55%)\n"
+        "endurance: 12m 70-80%\ncool-down: 6m 45-55%")
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 
 
@@ -64,9 +67,11 @@ class Publisher:
         self.t += seconds
 
     def start(self) -> None:
+        plan = self.client.post("/api/plans", json={"name": "Group ride: 4 min on / 4 min off", "text": PLAN})
+        plan.raise_for_status()
         for name, ftp in RIDERS.items():
             self.client.delete(f"/api/streams/{name}")  # a fresh ride each time
-            self.client.put(f"/api/streams/{name}", json={"ftp": ftp}).raise_for_status()
+            self.client.put(f"/api/streams/{name}", json={"ftp": ftp, "plan": plan.json()["id"]}).raise_for_status()
         for _ in range(HISTORY_S // 300):
             self.publish(300)
         threading.Thread(target=self._run, daemon=True).start()

@@ -70,10 +70,19 @@
     const p = running.find((x) => x.step === step);
     sessionAt = { remaining: Math.min(...running.filter((x) => x.step === step).map((x) => x.step_remaining_s)), at: Date.now() };
     $("session-step").textContent = `${p.step + 1}/${p.steps} ${p.step_name}`;
-    $("session-target").textContent = p.target_w ? `${p.target_w[0]}-${p.target_w[1]} W` : "";
+    $("session-target").textContent = sessionTarget(Object.values(latest).filter((m) => m.plan && m.plan.step === step));
     const off = Object.values(latest).filter((m) => m.plan && ["under", "over"].includes(m.plan.state)).length;
     $("session-off").textContent = off ? `${off} off target` : "everyone on target";
     tickSession();
+  }
+  // The step's target for the header: in watts when every rider on it has the same, else in
+  // % of FTP (riders with different FTPs have different watts for one "% FTP" step).
+  function sessionTarget(riders) {
+    const watts = riders.map((m) => m.plan.target_w).filter(Boolean);
+    if (!watts.length) return "";
+    if (watts.every((w) => w[0] === watts[0][0] && w[1] === watts[0][1])) return `${watts[0][0]}-${watts[0][1]} W`;
+    const m = riders.find((x) => x.plan.target_w && x.ftp);
+    return m ? `${Math.round(100 * m.plan.target_w[0] / m.ftp)}-${Math.round(100 * m.plan.target_w[1] / m.ftp)} % FTP` : "";
   }
   function tickSession() {
     if (!sessionAt) return;
