@@ -2,7 +2,8 @@
 
 1. Per entry: an entry's JSON → sample (EntryReader) → LiveRide.push, and a snapshot, on a
    simulated 1 Hz ride (dropouts, coasting, heart rate, cadence); without a profile, and with
-   FTP, CP, W′ and max heart rate (W′ balance and time in zones on: ``engine_physiology``).
+   FTP, CP, W′ and max heart rate (W′ balance and time in zones on: ``engine_physiology``),
+   and with a workout plan's compliance and the alerts too (issue 24: ``engine_coaching``).
 2. 1,000 followed streams at 1 entry/s each: one process holds a metrics tracker per stream
    (one viewer each) while a separate publisher process adds one entry per stream per second;
    the tracker process's CPU share is measured over the run, next to the same process holding
@@ -37,6 +38,8 @@ import django  # noqa: E402
 django.setup()
 
 from streams.store.keys import key_layout  # noqa: E402
+from workouts.alerts import AlertWatch  # noqa: E402
+from workouts.compliance import Compliance  # noqa: E402
 from workouts.metrics import LiveRide  # noqa: E402
 from workouts.physiology import Physiology  # noqa: E402
 from workouts.rides.archive import EntryReader  # noqa: E402
@@ -44,7 +47,18 @@ from workouts.rides.simulate import simulate_ride  # noqa: E402
 from workouts.rides.tracking import MetricsBoard  # noqa: E402
 
 
-def per_entry(seconds: int, physiology: Physiology | None = None) -> dict:
+def coaching_plan(seconds: int, ftp: int = 250):
+    """A plan over the whole ride (simulate_ride's shape, as the demo rides it), resolved to
+    watts: the live compliance of issue 24."""
+    from workouts.plans.steps import resolved_steps, steps_from_json, stored_steps
+    from workouts.rides.demo import demo_plan_steps
+
+    return resolved_steps(stored_steps(steps_from_json(demo_plan_steps(seconds))), ftp)
+
+
+def per_entry(seconds: int, physiology: Physiology | None = None, *, coaching: bool = False) -> dict:
+    """``coaching``: also the plan's compliance and the alerts, one sample at a time, as the
+    tracker does it (``MetricsTracker._add``, ``_watch``) and with its snapshot's plan part."""
     ride = simulate_ride(duration=seconds, hz=1, seed=1)
     entries = []
     for k, (t, p, hr, cad) in enumerate(zip(*(ride[c].tolist() for c in ("t", "power", "heart_rate", "cadence")))):
@@ -53,14 +67,27 @@ def per_entry(seconds: int, physiology: Physiology | None = None) -> dict:
             fields["power"] = str(round(p, 1))
         entries.append((f"{1_700_000_000_000 + k * 1000}-0", json.dumps(fields)))
     engine, reader = LiveRide(physiology=physiology), EntryReader()
+    compliance = Compliance(coaching_plan(seconds), tolerance_pct=5) if coaching else None
+    alerts = AlertWatch(hr_pct=95) if coaching else None
+    max_hr = physiology.max_heart_rate if physiology else None
     started = time.perf_counter()
     for entry_id, data_json in entries:
         s = reader.sample(entry_id, json.loads(data_json))
         engine.push(s["t"], s["power"], s["heart_rate"], s["cadence"])
+        if coaching:
+            ride_s = s["t"] - engine.first_t
+            compliance.push_sample(ride_s, s["power"])
+            w_prime = engine.w_prime_now
+            hr = s["heart_rate"]
+            alerts.update(ride_s, w_prime_balance=w_prime and w_prime[0], w_prime=w_prime and w_prime[1],
+                          max_hr=max_hr, plan_state=compliance.state_at(ride_s), heart_rate=None if hr != hr else hr)
     push_us = (time.perf_counter() - started) / len(entries) * 1e6
     started = time.perf_counter()
     for _ in range(1000):
         engine.snapshot(ftp=250)
+        if coaching:
+            compliance.snapshot(engine.last_t - engine.first_t)
+            alerts.active()
     snapshot_us = (time.perf_counter() - started) / 1000 * 1e6
     return {"entries": len(entries), "per_entry_us": round(push_us, 2), "snapshot_us": round(snapshot_us, 2)}
 
@@ -143,6 +170,7 @@ def main() -> None:
     print(json.dumps({"engine": per_entry(args.ride_seconds)}))
     body = Physiology(ftp=250, critical_power=260, w_prime=20_000, max_heart_rate=190)
     print(json.dumps({"engine_physiology": per_entry(args.ride_seconds, body)}))
+    print(json.dumps({"engine_coaching": per_entry(args.ride_seconds, body, coaching=True)}))
     if args.engine_only:
         return
     for mode in ("listeners", "metrics"):

@@ -26,6 +26,7 @@ Definitions (docs/rides.md, "Planned sessions"):
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ class Compliance:
 
     def __init__(self, steps: Sequence[Step], *, tolerance_pct: float = 5.0, hold_s: int = HOLD_S) -> None:
         self.steps = list(steps)
+        self._starts = [step.start_s for step in self.steps]  # ascending: steps follow one another
         self.tolerance = tolerance_pct / 100
         self.hold_s = hold_s
         self.tallies = [_StepTally() for _ in self.steps]
@@ -96,6 +98,11 @@ class Compliance:
             return self.state
         return self.push(second, power)
 
+    def step_index(self, plan_s: float) -> int | None:
+        """``step_index_at`` of this plan, by bisection (once per sample, live)."""
+        index = bisect_right(self._starts, plan_s) - 1
+        return index if index >= 0 and plan_s < self.steps[index].end_s else None
+
     def power_10s(self) -> float | None:
         return self._window_sum / len(self._window) if self._window else None
 
@@ -109,7 +116,7 @@ class Compliance:
         self._window_sum += power
         while self._window and self._window[0][0] <= plan_s - WINDOW_S:
             self._window_sum -= self._window.popleft()[1]
-        index = step_index_at(self.steps, plan_s)
+        index = self.step_index(plan_s)
         if index is None:
             return self.state
         step = self.steps[index]
@@ -145,7 +152,7 @@ class Compliance:
         target, ``finished`` after the last step, None otherwise (before the plan, no data)."""
         if self.steps and plan_s >= self.steps[-1].end_s:
             return "finished"
-        index = step_index_at(self.steps, plan_s)
+        index = self.step_index(plan_s)
         if index is None or self.steps[index].target_w is None:
             return None
         return self.state
@@ -160,7 +167,7 @@ class Compliance:
 
     def snapshot(self, plan_s: float) -> dict:
         """The contract's ``"plan"`` object at plan second ``plan_s`` (ride time now)."""
-        index = step_index_at(self.steps, plan_s)
+        index = self.step_index(plan_s)
         session = _rounded(self.session_compliance(), 3)
         if index is None:
             before = bool(self.steps) and plan_s < self.steps[0].start_s

@@ -59,7 +59,13 @@ def _zone(value: float | None, reference: float | None, floors) -> int | None:
     if not reference or reference <= 0 or value is None or math.isnan(value):
         return None
     share = value * 1000 / reference
-    return 1 + sum(bool(_passes(share, floor, inclusive)) for floor, inclusive in floors)
+    zone = 1
+    for floor, inclusive in floors:  # ascending: a value short of one floor is short of the next
+        bound = floor * 1000  # ``_passes`` for one float, without numpy-style operators (per sample, live)
+        if not (share > bound + 1e-9 or (inclusive and abs(share - bound) <= 1e-9)):
+            break
+        zone += 1
+    return zone
 
 
 def zones_of(values: np.ndarray, reference: float, floors) -> np.ndarray:
