@@ -382,10 +382,11 @@ def test_a_marker_posted_during_a_ride_appears_on_the_live_chart(browser, site):
 
 class PlannedRiders(Riders):
     """Riders on one plan (issue 24): warm-up 1 min at 50-60% FTP, effort 10 min at 100-105%,
-    easy 5 min; one rides the effort on target (256 W), one under (200 W), one over (320 W),
-    a second of ride time every 50 ms."""
+    easy 5 min; one rides the effort on target (256 W), one under (200 W), one over (400 W at
+    FTP 300, the others' FTP is 250), a second of ride time every 50 ms."""
 
-    POWER = {"plan-on": 256, "plan-under": 200, "plan-over": 320}
+    POWER = {"plan-on": 256, "plan-under": 200, "plan-over": 400}
+    FTP = {"plan-on": 250, "plan-under": 250, "plan-over": 300}  # the effort: 250-262 W, and 300-315 W
 
     def __enter__(self):
         response = self.client.post("/api/plans", json={
@@ -393,7 +394,7 @@ class PlannedRiders(Riders):
         assert response.status_code == 201, response.text
         plan_id = response.json()["id"]
         for name in self.names:
-            response = self.client.put(f"/api/streams/{name}", json={"ftp": 250, "plan": plan_id})
+            response = self.client.put(f"/api/streams/{name}", json={"ftp": self.FTP[name], "plan": plan_id})
             assert response.status_code in (200, 201), response.text
         assert self.publish(70)  # the warm-up and 10 s of the effort
         self.thread.start()
@@ -422,7 +423,8 @@ def test_the_group_view_runs_a_planned_session(browser, site):  # noqa: F811
             page.wait_for_selector(f"tr[data-stream='{name}'] .plan[data-plan={state}]", timeout=15000)
         assert page.is_visible("#session")
         assert page.text_content("#session-step") == "2/3 effort"
-        assert page.text_content("#session-target") == "250-262 W"
+        # The riders' FTPs differ: the step's target in % of FTP (with one FTP: in watts).
+        assert page.text_content("#session-target") == "100-105 % FTP"
         assert re.fullmatch(r"0:\d\d:\d\d", page.text_content("#session-countdown"))
         assert page.text_content("#session-off") == "2 off target"
         assert page.text_content("tr[data-stream='plan-on'] .plan .step").startswith("2/3 effort · 250-262 W")
