@@ -98,9 +98,12 @@ def test_demo_ride_runs_again_on_fresh_streams(sync_r, settings):
     call_command("demo_ride", "--duration", "10", "--speedup", "0", "--riders", "2", stdout=io.StringIO())
     assert Workout.objects.count() == 4
     assert AthleteProfile.objects.count() == 2
+    assert WorkoutPlan.objects.count() == 1  # the same length: the same plan
     assert first and set(sync_r.scan_iter(match="*anna-*")) > first
 
 
 def test_demo_ride_refuses_bad_arguments(db):
     with pytest.raises(Exception, match="--riders"):
         call_command("demo_ride", "--riders", "0")
+    with pytest.raises(Exception, match="--duration <= 86400"):
+        call_command("demo_ride", "--duration", "86401")

@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from streams.access.identity import Actor
 from streams.core.aio import cancel_and_wait
 from workouts.models import AthleteProfile, Workout, WorkoutPlan
-from workouts.plan_services import plan_create
+from workouts.plan_services import plan_create, plan_update
 from workouts.plans.steps import steps_from_json
 from workouts.rides.archive import archive_stream
 from workouts.rides.riders import SimulatedRider, ride_end, rider_publish, stream_prepare
@@ -88,10 +88,15 @@ def demo_plan_steps(duration: int) -> list[dict]:
 
 
 def demo_plan_ensure(owner, duration: int) -> WorkoutPlan:
-    """The group's plan (public: every demo athlete may put it on their stream)."""
+    """The group's plan for a ride of ``duration`` (public: every demo athlete may put it on
+    their stream); a re-run of the same length reuses it."""
     length = f"{duration // 60} min" if duration >= 60 else f"{duration} s"
-    return plan_create(owner=owner, name=f"Demo group ride: 4 min on / 4 min off ({length})",
-                       steps=steps_from_json(demo_plan_steps(duration)), public=True)
+    name = f"Demo group ride: 4 min on / 4 min off ({length})"
+    steps = steps_from_json(demo_plan_steps(duration))
+    plan = WorkoutPlan.objects.filter(owner=owner, name=name).order_by("pk").first()
+    if plan is None:
+        return plan_create(owner=owner, name=name, steps=steps, public=True)
+    return plan_update(plan=plan, steps=steps, public=True)
 
 
 def demo_riders(athletes, *, duration: int, speedup: float, stamp: str | None = None) -> list[DemoRider]:

@@ -17,15 +17,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--riders", type=int, default=4, help=f"1 to {len(DEMO_ATHLETES)}")
-        parser.add_argument("--duration", type=int, default=3600, help="ride seconds")
+        parser.add_argument("--duration", type=int, default=3600, help="ride seconds (10 to 86400)")
         parser.add_argument("--speedup", type=float, default=10.0, help="10 = ten times real time; 0 = as fast as possible")
         parser.add_argument("--every", type=float, default=10.0, help="seconds between progress lines")
         parser.add_argument("--base-url", default="http://127.0.0.1:8000", help="for the URLs printed")
 
     def handle(self, *args, riders, duration, speedup, every, base_url, **options):
-        if not 1 <= riders <= len(DEMO_ATHLETES) or duration < 10 or speedup < 0 or every <= 0:
-            raise CommandError(f"need 1 <= --riders <= {len(DEMO_ATHLETES)}, --duration >= 10, "
-                               "--speedup >= 0, --every > 0")
+        if not 1 <= riders <= len(DEMO_ATHLETES) or not 10 <= duration <= 86400 or speedup < 0 or every <= 0:
+            raise CommandError(f"need 1 <= --riders <= {len(DEMO_ATHLETES)}, 10 <= --duration <= 86400 (a day: "
+                               "the longest workout plan), --speedup >= 0, --every > 0")
         self.base = base_url.rstrip("/")
         athletes = demo_athletes_ensure(riders)
         group = demo_riders(athletes, duration=duration, speedup=speedup)
