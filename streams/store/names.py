@@ -28,6 +28,10 @@ RESERVED_PREFIX = "_"
 END_FIELD = "_end"
 MARKER_FIELD = "_marker"
 RIDE_S_FIELD = "_ride_s"
+# A sample's own time (seconds): ride seconds or Unix seconds up to the year 2286; any other
+# value of the field is a 400 (``_check_time``).
+TIME_FIELD = "t"
+MAX_SAMPLE_TIME = 10_000_000_000
 MAX_MARKERS = 500  # per stream: the metadata keeps their list, the live snapshot carries it
 MAX_MARKER_LABEL = 80
 
@@ -112,11 +116,27 @@ def encode_entry(data: object, *, index: int | None = None) -> dict[str, str]:
         if key.startswith(RESERVED_PREFIX):
             raise InvalidInput(f"{where}field {key!r}: names starting with {RESERVED_PREFIX!r} are reserved")
         fields[key] = encoded = _encode_value(value, f"{where}field {key!r}")
+        if key == TIME_FIELD:
+            _check_time(value, f"{where}field {key!r}")
         size += len(key.encode("utf-8", "surrogatepass")) + len(encoded.encode("utf-8", "surrogatepass"))
     limit = settings.STREAM_MAX_ENTRY_BYTES
     if size > limit:
         raise EntryTooLarge(f"{where}{size} bytes is more than STREAM_MAX_ENTRY_BYTES ({limit} bytes) per entry")
     return fields
+
+
+def _check_time(value: object, what: str) -> None:
+    """``t``, a sample's own time: seconds, a finite number from 0 to MAX_SAMPLE_TIME (ride
+    seconds or Unix seconds), as a JSON number or a string of one. It decides the ride time of
+    the live metrics and the archive (docs/api.md), so anything else is refused, not ignored."""
+    if isinstance(value, bool):
+        raise InvalidInput(f"{what}: the sample's time must be a number of seconds, not a boolean")
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{what}: the sample's time must be a number of seconds, not {value!r}") from None
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_SAMPLE_TIME):
+        raise InvalidInput(f"{what}: the sample's time must be 0 to {MAX_SAMPLE_TIME:.0f} seconds, not {value!r}")
 
 
 def _encode_value(value: object, what: str) -> str:
