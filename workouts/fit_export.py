@@ -49,16 +49,14 @@ RECORD_CHANNELS = ("power", "heart_rate", "cadence", "speed", "distance", "altit
 WHOLE_NUMBERS = ("power", "heart_rate", "cadence")  # written rounded, as devices record them
 SPORTS = {"cycling": Sport.CYCLING, "running": Sport.RUNNING}
 MEDIA_TYPE = "application/vnd.ant.fit"  # what the API and the admin answer with
+RECORD_LOCAL_ID = 1  # the records' local message type; every other message uses 0
+FIT_EPOCH_MS = 631_065_600_000  # 1989-12-31T00:00:00Z, FIT time 0
+NUMPY_TYPES = {BaseType.UINT8: "<u1", BaseType.UINT16: "<u2", BaseType.UINT32: "<u4"}
 
 
 def attachment(workout_id: int) -> str:
     """The Content-Disposition of a workout's FIT file."""
     return f'attachment; filename="workout-{int(workout_id)}.fit"'
-
-
-RECORD_LOCAL_ID = 1  # the records' local message type; every other message uses 0
-FIT_EPOCH_MS = 631_065_600_000  # 1989-12-31T00:00:00Z, FIT time 0
-NUMPY_TYPES = {BaseType.UINT8: "<u1", BaseType.UINT16: "<u2", BaseType.UINT32: "<u4"}
 
 
 class NoSamplesToExport(WorkoutInputError):

@@ -21,7 +21,7 @@ from workouts.fit import read_fit
 from workouts.models import Workout
 from workouts.prepare import prepare_fit
 from workouts.samples import samples_from_arrays
-from workouts.services import workout_create, workout_from_fit
+from workouts.services import workout_create, workout_fit_job, workout_from_fit
 
 START = dt.datetime(2026, 11, 3, 17, 0, tzinfo=dt.UTC)
 HEAD_UNIT = Path(__file__).parent / "data" / "edge810-vector.fit"  # a Garmin Edge 810 with Vector pedals
@@ -111,8 +111,6 @@ def test_a_head_units_file_round_trips_import_export_import():
 
 
 def fit_summary(workout):
-    from workouts.services import workout_fit_job
-
     return workout_fit_job(workout)["summary"]
 
 
@@ -143,6 +141,15 @@ def test_garmins_sdk_decodes_the_file_with_its_records_lap_session_and_activity(
     assert session["intensity_factor"] == pytest.approx(0.926) and session["num_laps"] == 1
     assert session["total_distance"] == pytest.approx(9.25 * 599)
     assert laps[0]["start_time"] == START and laps[0]["total_elapsed_time"] == 600
+
+
+def test_samples_within_one_second_give_one_record_the_first_and_out_of_range_values_are_left_out():
+    samples = samples_from_arrays(t=[0.0, 0.4, 0.8, 1.0, 2.5, 2.9], power=[100, 101, 102, 110, 120, 121],
+                                  altitude=[5.0, 5.0, 5.0, -900.0, 20000.0, 7.0])
+    data = fit_export.workout_fit(samples, summary=fit_export.FitSummary(started_at=START), laps=[])
+    records = decoded(data)["record_mesgs"]
+    assert [((r["timestamp"] - START).total_seconds(), r["power"]) for r in records] == [(0, 100), (1, 110), (2, 120)]
+    assert [r.get("altitude") for r in records] == [pytest.approx(5.0), None, None]  # below -500 m, above 12,607 m
 
 
 def test_the_bulk_packed_records_are_fit_tools_own_encoding_byte_for_byte():
