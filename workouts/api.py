@@ -7,6 +7,7 @@ import datetime as dt
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.http import HttpResponse
 from ninja import File, Form, Query, Router, Schema
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
@@ -19,7 +20,7 @@ from streams.core import offload
 from streams.core.errors import InvalidInput
 from streams.store import services as store
 from streams.store.names import validate_stream_name
-from workouts import services
+from workouts import fit_export, services
 from workouts.errors import WorkoutInputError
 from workouts.models import DERIVED_FIELDS, Workout
 from workouts.prepare import ftp_field, prepare_fit, prepare_json, text_field
@@ -157,18 +158,40 @@ async def import_fit(request, file: File[UploadedFile], title: Form[str] = "", f
 
 @router.get("/workouts/{workout_id}", auth=READ_AS_USER, summary="One workout (samples=true adds the arrays)")
 async def get_workout(request, workout_id: int, samples: bool = False):
-    if not 1 <= workout_id < 2**63:
-        raise HttpError(404, f"workout {workout_id} not found")
+    workout = await _readable_workout(request.auth, workout_id)
+    return fast_json(await sync_to_async(workout_out)(workout, samples=samples))
 
-    @sync_to_async
-    def fetch():
-        w = _visible(Workout.objects.select_related("athlete"), request.auth).filter(pk=workout_id).first()
-        return None if w is None else workout_out(w, samples=samples)
 
-    out = await fetch()
-    if out is None:
+async def _readable_workout(ident: Identity, workout_id: int) -> Workout:
+    """The workout, if the caller may read it (the one rule); else 404, as if it did not exist."""
+    workout = None
+    if 1 <= workout_id < 2**63:
+        qs = _visible(Workout.objects.select_related("athlete"), ident)
+        workout = await qs.filter(pk=workout_id).afirst()
+    if workout is None:
         raise HttpError(404, f"workout {workout_id} not found")
-    return fast_json(out)
+    return workout
+
+
+FIT_FILE = {
+    "responses": {
+        200: {"description": "a FIT activity file (Content-Disposition: attachment)",
+              "content": {fit_export.MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
+        409: {"description": "the workout has no samples to export",
+              "content": {"application/json": {"schema": {"type": "object", "properties": {"detail": {"type": "string"}}}}}},
+    },
+}
+
+
+@router.get("/workouts/{workout_id}/fit", auth=READ_AS_USER, summary="One workout as a FIT activity file",
+            openapi_extra=FIT_FILE)
+async def get_workout_fit(request, workout_id: int):
+    workout = await _readable_workout(request.auth, workout_id)
+    with offload.user_job(request.auth.user_id):  # encoded in a worker process, like an import
+        data = await services.workout_fit(workout)
+    response = HttpResponse(data, content_type=fit_export.MEDIA_TYPE)
+    response["Content-Disposition"] = fit_export.attachment(workout.pk)
+    return response
 
 
 class ArchiveIn(Schema):

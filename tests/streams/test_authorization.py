@@ -95,6 +95,8 @@ TABLE = [
     *row("shares list",                    401, 200, 200, 200, 200, 200, 200),
     *row("shares revoke viewer",           401, 204, 404, 404, 403, 404, 404),
     *row("fit import for owner",           401, 201, 403, 403, 403, 403, 201),
+    # The read rule of GET /api/workouts/{id} (WORKOUT_READ below): a manager of streams is no reader of workouts.
+    *row("fit export owner's workout",     401, 200, 404, 200, 200, 404, 200),
 ]
 
 
@@ -175,7 +177,21 @@ async def run_route(world, route, role):
                 "file": SimpleUploadedFile("ride.fit", data), "athlete": "owner",
             }, headers=h)
             return resp.status_code
+        case "fit export owner's workout":
+            wid = await owners_workout(tokens)
+            resp = await call(tokens, role, "get", f"/api/workouts/{wid}/fit")
+            if resp.status_code == 200:
+                assert resp["Content-Type"] == "application/vnd.ant.fit" and resp.content[8:12] == b".FIT"
+            return resp.status_code
     raise AssertionError(route)
+
+
+async def owners_workout(tokens) -> int:
+    created = await call(tokens, "owner", "post", "/api/workouts", {
+        "title": "t", "started_at": "2026-11-03T17:00:00Z", "samples": {"t": [0, 1, 2], "power": [100, 200, 300]},
+    })
+    assert created.status_code == 201
+    return created.json()["id"]
 
 
 @pytest.mark.parametrize("route,role,expected", TABLE)
