@@ -54,7 +54,7 @@
     [0x0002, 2, null],                       // average speed
     [0x0004, 2, "cadence", (v, at) => v.getUint16(at, true) / 2],  // instantaneous cadence, 0.5 rpm
     [0x0008, 2, null],                       // average cadence
-    [0x0010, 3, "distance", (v, at) => v.getUint16(at, true) + (v.getUint8(at + 2) << 16)],  // total distance, m
+    [0x0010, 3, null],                       // total distance
     [0x0020, 2, null],                       // resistance level
     [0x0040, 2, "power", (v, at) => v.getInt16(at, true)],  // instantaneous power, W
     [0x0080, 2, null],                       // average power
