@@ -274,3 +274,45 @@ def test_gatt_decoders(browser, site):  # noqa: F811
     assert page.evaluate(rate, [{**wheel, "revs": 2**32 - 1, "time": 65000}, {**wheel, "revs": 2, "time": 1000}]) == pytest.approx(3 / (1536 / 1024))
     assert page.evaluate(rate, [{**wheel, "revs": 5, "time": 9}, {**wheel, "revs": 5, "time": 9}]) is None
     page.close()
+
+
+class LosesAnAck:
+    """Routes the page's WebSocket through the test: the server's 5th acknowledgement never
+    reaches the page, and the connection drops right then (the entries were stored, the page
+    does not know)."""
+
+    def __init__(self, page) -> None:
+        self.acks = 0
+        self.lost: list[str] = []
+        page.route_web_socket("**/ws/streams/**", self.route)
+
+    def route(self, ws) -> None:
+        server = ws.connect_to_server()
+        ws.on_message(server.send)
+        server.on_message(lambda message: self.to_page(ws, server, message))
+
+    def to_page(self, ws, server, message: str) -> None:
+        if '"ids"' in message:
+            self.acks += 1
+            if self.acks == 5:
+                self.lost += json.loads(message)["ids"]
+                ws.close()
+                server.close()
+                return
+        ws.send(message)
+
+
+def test_an_ack_lost_with_the_connection_sends_nothing_twice(browser, site, api):  # noqa: F811
+    name = f"ack-{uuid.uuid4().hex[:8]}"
+    page = logged_in_page(browser, site)
+    page.context.add_init_script(fake_bluetooth())
+    router = LosesAnAck(page)
+    page.goto(f"{site['base']}/ride/?sample_ms=100")
+    page.fill("#stream-name", name)
+    connect_sensors(page, "heart")
+    page.click("#start")
+    wait_for(lambda: count(page, "sent") >= 20 and router.acks > 5, what="acks after the reconnect")  # count() lets the route run
+    times = [float(s["t"]) for s in samples(stream_entries(api, name))]
+    assert router.lost and times == sorted(set(times))  # stored once, not sent again
+    assert max(b - a for a, b in zip(times, times[1:])) < 3
+    assert count(page, "queued") <= 2

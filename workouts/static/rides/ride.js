@@ -211,12 +211,28 @@
 
   const onClosed = (ws, event) => {
     if (ws !== socket) return;
+    if (FINAL_CLOSES.has(event.code) && ride && !ride.ended) {
+      socket = ready = inFlight = null;
+      return showConnection("refused");
+    }
+    connectionLost();
+  };
+
+  // The socket is gone (closed, or the network with it): forget it, try again after a backoff.
+  const connectionLost = () => {
     socket = ready = inFlight = null;
     if (!ride || ride.ended) return;
-    if (FINAL_CLOSES.has(event.code)) return showConnection("refused");
     attempts += 1;
     showConnection(navigator.onLine ? "reconnecting" : "offline");
     retryTimer = setTimeout(connect, BACKOFF_MS[Math.min(attempts, BACKOFF_MS.length) - 1]);
+  };
+
+  // Offline: the socket cannot deliver, whether or not its close completes; queue meanwhile.
+  const wentOffline = () => {
+    const ws = socket;
+    if (!ws) return;
+    connectionLost();
+    ws.close();
   };
 
   // The ``t`` of the stream's last sample (-Infinity for an empty stream). The last entry may
@@ -361,7 +377,7 @@
     button.disabled = !navigator.bluetooth;
     button.addEventListener("click", () => connectSensor(key));
   }
-  window.addEventListener("offline", () => socket?.close());  // a socket that cannot deliver: queue meanwhile
+  window.addEventListener("offline", wentOffline);
   window.addEventListener("online", () => { if (!socket) connect(); });
   setInterval(tick, config.sample_ms);
 })();
