@@ -14,6 +14,7 @@ tests/test_pages.py.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import time
 import uuid
@@ -21,6 +22,7 @@ import uuid
 import httpx
 import pytest
 
+from tests.conftest import ROOT
 from tests.test_pages import browser, logged_in_page, production_server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(240)
@@ -64,6 +66,7 @@ SENSORS = {0x1818: cycling_power, 0x180D: heart_rate, 0x1816: speed_cadence, 0x1
 FAKE_BLUETOOTH = """
 (() => {
   const RECORDED = %(recorded)s, NOTIFY_MS = %(notify_ms)d;
+  const NAMES = { 0x1818: "PWR 4521", 0x180d: "HRM 7A10", 0x1826: "TRAINER 0C33", 0x1816: "SPD-CAD 118E" };
   class Measurement extends EventTarget {
     constructor(frames) { super(); this.frames = frames; this.value = null; }
     async startNotifications() {
@@ -77,7 +80,7 @@ FAKE_BLUETOOTH = """
     }
   }
   const device = (service) => ({
-    name: "fake " + service.toString(16), addEventListener() {},
+    name: NAMES[service], addEventListener() {},
     gatt: { connect: async () => ({
       getPrimaryService: async (s) => ({ getCharacteristic: async () => new Measurement(RECORDED[s]) }),
     }) },
@@ -316,3 +319,24 @@ def test_an_ack_lost_with_the_connection_sends_nothing_twice(browser, site, api)
     assert router.lost and times == sorted(set(times))  # stored once, not sent again
     assert max(b - a for a, b in zip(times, times[1:])) < 3
     assert count(page, "queued") <= 2
+
+
+SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
+SHOTS = ROOT / "docs" / "screenshots"
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_layout_and_screenshots(browser, site, size, tmp_path):  # noqa: F811
+    """/ride/ while riding with three sensors, at desktop and phone widths: nothing wider than
+    the screen. ``UPDATE_SCREENSHOTS=1`` writes docs/screenshots/ride-{size}.png (README.md)."""
+    page = logged_in_page(browser, site, viewport=SIZES[size])
+    page.context.add_init_script(fake_bluetooth())
+    page.goto(f"{site['base']}/ride/?sample_ms=100")
+    page.fill("#stream-name", f"morning-{uuid.uuid4().hex[:4]}")
+    connect_sensors(page, "power", "heart", "csc")
+    page.click("#start")
+    page.wait_for_selector("#state[data-state=live]")
+    wait_for(lambda: count(page, "sent") >= 95, what="95 entries sent")
+    assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]
+    path = (SHOTS if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path) / f"ride-{size}.png"
+    page.screenshot(path=str(path), full_page=True)
