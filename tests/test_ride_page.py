@@ -18,11 +18,11 @@ import os
 import struct
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT
 from tests.test_pages import browser, logged_in_page, production_server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(240)
@@ -249,7 +249,8 @@ def test_token_in_the_browser_and_a_smart_trainer(browser, site, api):  # noqa: 
 
 def test_bad_stream_name_is_a_message_on_the_page(browser, site):  # noqa: F811
     page = logged_in_page(browser, site)
-    page.goto(f"{site['base']}/ride/")
+    response = page.goto(f"{site['base']}/ride/")
+    assert "connect-src 'self'" in response.headers["content-security-policy"]  # its WebSocket too
     page.fill("#stream-name", "no spaces allowed")
     page.click("#start")
     page.wait_for_selector("#message:visible")
@@ -322,15 +323,17 @@ def test_an_ack_lost_with_the_connection_sends_nothing_twice(browser, site, api)
 
 
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
-SHOTS = ROOT / "docs" / "screenshots"
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_layout_and_screenshots(browser, site, size, tmp_path):  # noqa: F811
     """/ride/ while riding with three sensors, at desktop and phone widths: nothing wider than
-    the screen. ``UPDATE_SCREENSHOTS=1`` writes docs/screenshots/ride-{size}.png (README.md)."""
+    the screen, no error. ``RIDE_SCREENSHOTS=docs/screenshots`` writes the screenshots README.md
+    shows (ride-{size}.png)."""
     page = logged_in_page(browser, site, viewport=SIZES[size])
     page.context.add_init_script(fake_bluetooth())
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "404" not in m.text else None)
     page.goto(f"{site['base']}/ride/?sample_ms=100")
     page.fill("#stream-name", f"morning-{uuid.uuid4().hex[:4]}")
     connect_sensors(page, "power", "heart", "csc")
@@ -338,5 +341,5 @@ def test_layout_and_screenshots(browser, site, size, tmp_path):  # noqa: F811
     page.wait_for_selector("#state[data-state=live]")
     wait_for(lambda: count(page, "sent") >= 95, what="95 entries sent")
     assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]
-    path = (SHOTS if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path) / f"ride-{size}.png"
-    page.screenshot(path=str(path), full_page=True)
+    assert errors == []  # a new stream's GET is the one 404 (the page then creates it)
+    page.screenshot(path=str(Path(os.environ.get("RIDE_SCREENSHOTS") or tmp_path) / f"ride-{size}.png"), full_page=True)
