@@ -16,6 +16,7 @@
   const STOPPED_MS = 3000;  // no crank or wheel event for this long: 0 rpm, 0 m/s
   const WHEEL_M = 2.105;  // wheel circumference, 700x25c
   const BACKOFF_MS = [1000, 2000, 5000, 10000, 30000];
+  const SENSOR_RETRY_MS = 3000;
   const FINAL_CLOSES = new Set([4400, 4401, 4403, 4404]);  // refusals a retry does not mend
   const SPEEDUP = 1000 / config.sample_ms;  // ride seconds per second of page time: 1 but in tests
 
@@ -111,19 +112,29 @@
     row.querySelector(".sensor-state").textContent = text;
   };
 
-  const connectSensor = async (key) => {
+  // Notifications of ``key``'s measurement from ``device``, its GATT server (re)connected.
+  const subscribe = async (key, device) => {
     const { service, characteristic, read } = SENSORS[key];
+    const gatt = await device.gatt.connect();
+    const measurement = await (await gatt.getPrimaryService(service)).getCharacteristic(characteristic);
+    measurement.addEventListener("characteristicvaluechanged", (event) => read(event.target.value));
+    await measurement.startNotifications();
+    showSensor(key, "connected", device.name || "connected");
+  };
+
+  // A sensor that drops out (out of range, asleep) is connected again, every SENSOR_RETRY_MS.
+  const resubscribe = (key, device) => {
+    showSensor(key, "lost", `${device.name || "the device"} disconnected: reconnecting…`);
+    setTimeout(() => subscribe(key, device).catch(() => resubscribe(key, device)), SENSOR_RETRY_MS);
+  };
+
+  const connectSensor = async (key) => {
     try {
       showSensor(key, "connecting", "choose the device…");
-      const device = await navigator.bluetooth.requestDevice({ filters: [{ services: [service] }] });
-      const label = device.name || "the device";
-      showSensor(key, "connecting", `connecting to ${label}…`);
-      device.addEventListener("gattserverdisconnected", () => showSensor(key, "lost", `${label} disconnected: connect again`));
-      const gatt = await device.gatt.connect();
-      const measurement = await (await gatt.getPrimaryService(service)).getCharacteristic(characteristic);
-      measurement.addEventListener("characteristicvaluechanged", (event) => read(event.target.value));
-      await measurement.startNotifications();
-      showSensor(key, "connected", label);
+      const device = await navigator.bluetooth.requestDevice({ filters: [{ services: [SENSORS[key].service] }] });
+      showSensor(key, "connecting", `connecting to ${device.name || "the device"}…`);
+      device.addEventListener("gattserverdisconnected", () => resubscribe(key, device));
+      await subscribe(key, device);
     } catch (err) {
       showSensor(key, "error", err.name === "NotFoundError" ? "no device chosen" : `failed: ${err.message}`);
     }
@@ -191,10 +202,14 @@
     $("sent").textContent = ride.sent;
   };
 
+  // The stream's socket. Its owner reads the stream too, so the server echoes the entries:
+  // ``rate=0.01`` keeps that to one frame in 100 s (a phone's data plan). A session proves
+  // its CSRF token, as a REST write does.
   const socketUrl = (name) => {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const url = `${scheme}//${location.host}${config.ws_path.replace("NAME", encodeURIComponent(name))}`;
-    return token() ? url : `${url}?csrf=${encodeURIComponent(config.csrf_token)}`;
+    const query = new URLSearchParams({ rate: "0.01" });
+    if (!token()) query.set("csrf", config.csrf_token);
+    return `${scheme}//${location.host}${config.ws_path.replace("NAME", encodeURIComponent(name))}?${query}`;
   };
 
   const connect = () => {
@@ -295,7 +310,7 @@
   };
 
   const onFrame = (ws, frame) => {
-    if (ws !== socket || Array.isArray(frame) || frame.id) return;  // the stream's entries echoed to its reader
+    if (ws !== socket || Array.isArray(frame) || frame.id) return;  // an entry echoed (socketUrl)
     if (frame.ids && inFlight) {  // stored (an error beside it: stored, not yet replicated)
       if (frame.error) say(frame.error);
       return acknowledged();
@@ -332,7 +347,14 @@
     $("watch").href = config.live_url.replace("NAME", encodeURIComponent(name));
     $("watch").hidden = false;
     showQueue();
+    keepAwake();
     connect();
+  };
+
+  // A phone that dims its screen also slows the page's timers: hold a screen wake lock while
+  // riding (where the browser has one), again whenever the page is shown.
+  const keepAwake = () => {
+    if (ride && !ride.ended && document.visibilityState === "visible") navigator.wakeLock?.request("screen").catch(() => {});
   };
 
   const endRide = async () => {
@@ -378,6 +400,7 @@
     button.addEventListener("click", () => connectSensor(key));
   }
   window.addEventListener("offline", wentOffline);
+  document.addEventListener("visibilitychange", keepAwake);
   window.addEventListener("online", () => { if (!socket) connect(); });
   setInterval(tick, config.sample_ms);
 })();
