@@ -388,6 +388,7 @@
 
   // ---------- wiring ----------
   showWho();
+  showConnection("idle");
   $("token-form")?.addEventListener("submit", useToken);
   $("forget-token")?.addEventListener("click", () => { localStorage.removeItem(TOKEN_KEY); showWho(); });
   $("stream-name").value = localStorage.getItem(STREAM_KEY) || freshName();
