@@ -3,7 +3,7 @@ from django.urls import path
 
 from monitoring import views as monitoring_views
 from streamsite.api import api
-from workouts.rides.views import group_page, home_page, live_page
+from workouts.rides.views import group_page, home_page, live_page, ride_page
 from workouts.views import workout_page
 
 urlpatterns = [
@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/", api.urls),
     path("live/", group_page, name="live-group"),
     path("live/<str:name>", live_page, name="live"),
+    path("ride/", ride_page, name="ride"),
     path("workouts/<int:workout_id>", workout_page, name="workout"),
     path("health/", monitoring_views.health, name="health"),
     path("health/ready", monitoring_views.ready, name="health-ready"),

@@ -73,6 +73,7 @@ TABLE = [
     *row("sse priv",                       404, 200, 404, 200, 200, 200, 200),
     *row("multi-sse priv,pub",             404, 200, 404, 200, 200, 200, 200),
     *row("front page",                     200, 200, 200, 200, 200, 200, 200),
+    *row("ride page",                      200, 200, 200, 200, 200, 200, 200),
     *row("live priv",                      404, 200, 404, 200, 200, 200, 200),
     *row("group live priv,pub",            404, 200, 404, 200, 200, 200, 200),
     *row("metrics priv",                   404, 200, 404, 200, 200, 200, 200),
@@ -125,6 +126,8 @@ async def run_route(world, route, role):
             return (await call(tokens, role, "get", "/api/metrics?streams=priv,pub&sort=off_target")).status_code
         case "front page":
             return (await call(tokens, role, "get", "/")).status_code
+        case "ride page":  # the publisher: a sign-in link and a token field for whoever has no session
+            return (await call(tokens, role, "get", "/ride/")).status_code
         case "live priv":
             return (await call(tokens, role, "get", "/live/priv")).status_code
         case "group live priv,pub":
@@ -259,6 +262,21 @@ async def test_the_front_page_counts_only_the_streams_the_caller_may_read(world,
 
 def tokens_of(world):
     return world[1]
+
+
+@pytest.mark.parametrize("role", [r for r in ROLES if r != "readonly"])
+async def test_the_ride_page_by_role(world, role):
+    """/ride/ answers everyone (the table); a session publishes as its user, anyone else gets
+    the sign-in link and the field for an API token kept in the browser."""
+    users, _ = world
+    client = AsyncClient()
+    if role != "anonymous":
+        await client.aforce_login(users[role])
+    html = (await client.get("/ride/")).content.decode()
+    if role == "anonymous":
+        assert 'href="/admin/login/?next=/ride/"' in html and 'id="token"' in html
+    else:
+        assert f"Publishing as <b>{users[role].username}</b>" in html and 'id="token"' not in html
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -1,5 +1,5 @@
 """The coach's pages: the rides going on now (``/``), one rider live (``/live/{name}``) and a
-group ride (``/live/?streams=a,b``).
+group ride (``/live/?streams=a,b``); and the athlete's publisher, ``/ride/``.
 
 They read with the caller's identity (a session, a bearer token, or nobody) and the stream
 read rule: a stream the caller may not read is a 404, as in the API. Each page keeps one live
@@ -11,6 +11,7 @@ file (the Content-Security-Policy). Redis unreachable is the styled 503 of
 """
 
 from django.conf import settings
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
@@ -111,3 +112,32 @@ async def group_page(request):
         "stale_after_ms": stale_after_ms(),
     }
     return _page(request, "rides/group.html", ident, names=names, config=config)
+
+
+async def ride_page(request):
+    """The athlete's publisher (``/ride/``): Bluetooth sensors in the browser, one entry a
+    second over the stream's WebSocket, an outbox for the time the connection is down. It
+    reads nothing from Redis: the stream is the page's to pick. Anonymous callers get the page
+    with a sign-in link and a field for an API token (kept in the browser)."""
+    try:
+        ident = await identity.identify_request(request)
+    except AccessError as exc:
+        return error_page(request, exc.status, exc.detail)
+    config = {
+        "session": ident.via == "session",
+        "csrf_token": get_token(request),
+        "stream_url": reverse("api:get_stream", kwargs={"name": "NAME"}),
+        "live_url": reverse("live", kwargs={"name": "NAME"}),
+        "ws_path": "/ws/streams/NAME/",
+        "sample_ms": sample_interval_ms(request),
+    }
+    return _page(request, "rides/ride.html", ident, config=config)
+
+
+def sample_interval_ms(request) -> int:
+    """How often /ride/ samples, in ms of page time: 1000, or ``?sample_ms=`` (50..1000) for
+    tests and demos; each sample still advances the ride's time ``t`` by one second."""
+    try:
+        return min(1000, max(50, int(request.GET.get("sample_ms", 1000))))
+    except ValueError:
+        return 1000
