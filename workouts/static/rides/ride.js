@@ -176,7 +176,7 @@
 
   const tick = async () => {
     showValues();
-    if (!ride || ride.ended) return;
+    if (!ride || ride.ended || ride.ending) return;
     const entry = takeSample();
     if (!entry) return;
     await ride.queue.add(entry);
@@ -341,7 +341,7 @@
     say("");
     localStorage.setItem(STREAM_KEY, name);
     const queue = await RideQueue.open(name, OUTBOX_LIMIT);
-    ride = { name, queue, startedMs: Date.now(), firstT: null, lastT: null, distance: 0, sent: 0, ended: false, holdUntil: 0, endAnyway: false };
+    ride = { name, queue, startedMs: Date.now(), firstT: null, lastT: null, distance: 0, sent: 0, ended: false, ending: false, holdUntil: 0, endAnyway: false };
     $("stream-name").disabled = true;
     $("end").disabled = false;
     $("watch").href = config.live_url.replace("NAME", encodeURIComponent(name));
@@ -357,13 +357,28 @@
     if (ride && !ride.ended && document.visibilityState === "visible") navigator.wakeLock?.request("screen").catch(() => {});
   };
 
+  // Until what was taken is stored: the frame in flight and, while connected, the rest of the
+  // outbox (at most ``ms``).
+  const drained = async (ms = 5000) => {
+    const until = Date.now() + ms;
+    while ((inFlight || (ready && ready === socket && ride.queue.size)) && Date.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  };
+
   const endRide = async () => {
+    ride.ending = true;  // no sample after the click: the last ones taken are stored before the end
+    await drained();
     if (ride.queue.size && !ride.endAnyway) {
       ride.endAnyway = true;
+      ride.ending = false;
       return say(`${ride.queue.size} samples are not sent yet: wait for the connection, or press "end ride" again to end without them.`);
     }
     const answer = await api("POST", `${streamUrl(ride.name)}/end`);
-    if (answer.status !== 200) return say(`Could not end the ride: ${detailOf(answer)}`);
+    if (answer.status !== 200) {
+      ride.ending = false;
+      return say(`Could not end the ride: ${detailOf(answer)}`);
+    }
     say("Ride ended: it becomes a workout.");
     rideEnded();
   };
