@@ -290,6 +290,23 @@ def snapshot_says_connected(site: dict, name: str) -> bool:
     return "connected" in response.json()
 
 
+def assert_serves_again_within_retry_after(page, url: str, log) -> None:
+    """Once Redis is back, a reader who reloads within the 503's ``Retry-After`` (5 s) gets the
+    page: loaded until it is served, for at most that long. (A CI run once got a 503 on the first
+    load after the open page was live again, cause not found; a load still refused after
+    Retry-After fails here with the statuses seen and what the server logged.)"""
+    seen = []
+    deadline = time.monotonic() + 5
+    while True:
+        response = page.goto(url)
+        seen.append(response.status)
+        if response.status != 503 or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(200)  # a poll's pace: the server's recovery has no event to await
+    logged = [line for line in log.read_text().splitlines() if "unavailable" in line or "Error" in line]
+    assert seen[-1] == 200, (seen, logged[-20:])
+
+
 def test_redis_stopped_is_connection_lost_on_an_open_page_and_a_503_page_on_a_fresh_load(browser, site, own_redis):  # noqa: F811
     page = logged_in_page(browser, site)
     fresh = browser.new_page(storage_state=page.context.storage_state())
@@ -314,8 +331,7 @@ def test_redis_stopped_is_connection_lost_on_an_open_page_and_a_503_page_on_a_fr
             own_redis.start()
         page.wait_for_selector("#state[data-state=live]", timeout=30000)
         assert page.is_hidden("#lost")
-        response = fresh.goto(f"{site['base']}/live/outage-a")
-        assert response.status == 200
+        assert_serves_again_within_retry_after(fresh, f"{site['base']}/live/outage-a", site["log"])
         fresh.wait_for_selector("#state[data-state=live]", timeout=15000)
     fresh.close()
     page.close()
