@@ -8,8 +8,11 @@
    (one viewer each) while a separate publisher process adds one entry per stream per second;
    the tracker process's CPU share is measured over the run, next to the same process holding
    plain hub listeners instead (the cost of following alone).
+3. ``--placing``: a tracker placing a ride again after late samples (docs/rides.md, "Late
+   samples"): one read of the stream and a replay of every sample, wall and CPU per placing.
 
     REDIS_URL=redis://127.0.0.1:6379/14 .venv/bin/python bench/live_metrics.py --streams 1000 --duration 30
+    REDIS_URL=redis://127.0.0.1:6379/14 .venv/bin/python bench/live_metrics.py --placing --ride-seconds 10800
 
 Uses its own key prefix on the given database and deletes its keys at the end.
 """
@@ -160,13 +163,52 @@ async def followed(streams: int, duration: float, mode: str) -> dict:
     return result
 
 
+async def placing(ride_seconds: int, runs: int = 5) -> dict:
+    """What placing late samples costs (docs/rides.md, "Late samples"): a ride of
+    ``ride_seconds`` at 1 Hz in a stream, its tracker caught up, then the ride placed again
+    (one read of the stream, a replay of every sample), ``runs`` times: wall and CPU ms each."""
+    from django.conf import settings
+
+    from streams.engine.context import close_redis_context, redis_context
+    from streams.store import services as store
+
+    ctx = await redis_context()
+    name = "lm-placing"
+    ride = simulate_ride(duration=ride_seconds, hz=1, seed=3)
+    entries = [{"t": str(t), "power": str(p), "hr": str(hr), "cadence": str(c)}
+               for t, p, hr, c in zip(*(ride[k].tolist() for k in ("t", "power", "heart_rate", "cadence")))
+               if not math.isnan(p)]
+    for start in range(0, len(entries), 1000):
+        await store.stream_publish(name=name, entries=entries[start:start + 1000])
+    board = MetricsBoard.of(ctx)
+    tracker = board.acquire(name)
+    await tracker.ready
+    walls, cpus = [], []
+    for _ in range(runs):
+        tracker._placed_at = float("-inf")
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        await tracker._place_samples()
+        walls.append(round((time.monotonic() - wall0) * 1000, 1))
+        cpus.append(round((time.process_time() - cpu0) * 1000, 1))
+    samples = tracker.ride.samples
+    board.release(tracker)
+    async with ctx.nodes.nodes()[0].main.client() as r:
+        await r.delete(key_layout(settings.REDIS).stream(name), key_layout(settings.REDIS).stream_keys(name).meta)
+    await close_redis_context()
+    return {"placing_samples": samples, "wall_ms": walls, "cpu_ms": cpus}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--ride-seconds", type=int, default=14400)
     parser.add_argument("--engine-only", action="store_true", help="the per-entry cost only")
+    parser.add_argument("--placing", action="store_true", help="only placing late samples (a replay of the ride)")
     args = parser.parse_args()
+    if args.placing:
+        print(json.dumps(asyncio.run(placing(args.ride_seconds))))
+        return
     print(json.dumps({"engine": per_entry(args.ride_seconds)}))
     body = Physiology(ftp=250, critical_power=260, w_prime=20_000, max_heart_rate=190)
     print(json.dumps({"engine_physiology": per_entry(args.ride_seconds, body)}))

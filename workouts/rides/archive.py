@@ -9,6 +9,7 @@ import datetime as dt
 from array import array
 from dataclasses import dataclass
 
+import numpy as np
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
@@ -32,15 +33,22 @@ class EntryReader:
     """Stream entries → samples, the one rule for archives and live metrics: field aliases
     (``hr``, ``cad``, ``watts``), ``t`` from the ``t`` field or else from the entry id's
     millisecond timestamp (seconds since the first entry), a value that is not a finite number
-    is missing, and an entry not after the previous one in time is dropped (two entries in
-    one millisecond: the first counts); a ride's end marker and its markers are no samples (and
-    change nothing: not even the first entry's time)."""
+    is missing; a ride's end marker and its markers are no samples (and change nothing: not
+    even the first entry's time).
+
+    Ride time decides the order, not arrival (docs/rides.md, "Late samples"): an entry at the
+    time of one before it is a repeat and dropped (two entries in one millisecond: the first
+    counts); an entry earlier than the latest is *late* (a device's back-fill after a
+    dropout). ``sample`` gives a late one only with ``keep_late`` (the archive places it with
+    ``placed``); either way it counts in ``late``, which tells the live metrics to place the
+    ride's samples again (workouts/rides/tracking.py)."""
 
     def __init__(self) -> None:
         self.first_ms: int | None = None
         self.last_t: float | None = None
+        self.late = 0  # samples that came after a later one (placed by time, not dropped)
 
-    def sample(self, entry_id: str, fields: dict[str, str]) -> dict[str, float] | None:
+    def sample(self, entry_id: str, fields: dict[str, str], *, keep_late: bool = False) -> dict[str, float] | None:
         if is_service_entry(fields):  # an end marker, a marker: no sample
             return None
         ms = int(entry_id.split("-")[0])
@@ -49,8 +57,13 @@ class EntryReader:
         fields = {STREAM_FIELD_ALIASES.get(k, k): v for k, v in fields.items()}
         t = self._time(ms, fields)
         if self.last_t is not None and t <= self.last_t:
-            return None
-        self.last_t = t
+            if t == self.last_t:
+                return None  # a repeat of the latest
+            self.late += 1
+            if not keep_late:
+                return None
+        else:
+            self.last_t = t
         return {"t": t, **{name: _number(fields.get(name)) for name in CHANNELS[1:]}}
 
     def time_of(self, entry_id: str, fields: dict[str, str]) -> float | None:
@@ -110,18 +123,35 @@ class StreamSamples:
         if (marker := marker_of(fields)) is not None:
             self.markers.append(list(marker))
             return
-        sample = self.reader.sample(entry_id, fields)
+        sample = self.reader.sample(entry_id, fields, keep_late=True)
         if sample is None:
             return
         for name in CHANNELS:
             self.columns[name].append(sample[name])
         self.count += 1
 
+    def placed(self) -> dict[str, np.ndarray]:
+        """The samples in ride-time order (``placed``)."""
+        return placed({name: np.frombuffer(column, dtype=float) for name, column in self.columns.items()},
+                      late=self.reader.late > 0)
+
     def samples(self) -> Samples:
-        return samples_from_arrays(**self.columns)
+        return samples_from_arrays(**self.placed())
 
     def started_at(self) -> dt.datetime:
         return dt.datetime.fromtimestamp((self.reader.first_ms or 0) / 1000, tz=dt.UTC)
+
+
+def placed(columns: dict[str, np.ndarray], *, late: bool = True) -> dict[str, np.ndarray]:
+    """Samples (columns with ``t``, in arrival order) in ride-time order: sorted by ``t``, a
+    sample at the time of one that came before it dropped (the first that came counts). A
+    ride without late samples is already in order (``late`` False: returned as it is)."""
+    if not late:
+        return columns
+    order = np.argsort(columns["t"], kind="stable")  # equal times keep their arrival order
+    t = columns["t"][order]
+    keep = order[np.concatenate(([True], np.diff(t) > 0))]
+    return {name: column[keep] for name, column in columns.items()}
 
 
 def _number(value) -> float:
@@ -134,13 +164,14 @@ def _number(value) -> float:
     return number if number == number and abs(number) != float("inf") else float("nan")
 
 
-async def stream_samples(name: str, *, chunk: int = ARCHIVE_CHUNK, progress=None) -> StreamSamples | None:
-    """Read a whole stream in chunks into columnar arrays (8 bytes a value, no list of
-    dicts); None if it does not exist. ``progress(n)`` is called after each chunk."""
+async def stream_samples(name: str, *, chunk: int = ARCHIVE_CHUNK, progress=None, end: str = "+") -> StreamSamples | None:
+    """Read a whole stream (up to the entry ``end``) in chunks into columnar arrays (8 bytes a
+    value, no list of dicts); None if it does not exist. ``progress(n)`` is called after each
+    chunk."""
     acc = StreamSamples()
     start = "-"
     while True:
-        entries = await store.stream_range(name=name, start=start, end="+", count=chunk)
+        entries = await store.stream_range(name=name, start=start, end=end, count=chunk)
         if entries is None:
             return None
         for entry in entries:

@@ -19,6 +19,12 @@ in its first event and only newer points after, so a page draws ride time as the
 recorded it (an upload of buffered samples is not squeezed into the moment it arrived) and
 needs no other request.
 
+Late samples (docs/rides.md): a sample earlier in ride time than the latest (a device's
+back-fill sent after newer samples) is not dropped: the tracker reads the stream again up to
+its last entry and replays the ride in ride-time order (``_place_samples``, at most once per
+``PLACE_EVERY_S``), the archive's order, and every viewer gets the whole chart again
+(``chart_reset``).
+
 Markers (``POST /api/streams/{name}/markers``, workouts/rides/markers.py) are entries of the
 stream: no sample (``EntryReader`` skips them, so no metric moves), each in the snapshot's
 ``markers`` as ``{"label", "ride_s"}`` in the order they arrived, which a late joiner's
@@ -74,8 +80,9 @@ from workouts.metrics import LiveRide, or_none
 from workouts.models import AthleteProfile, Workout
 from workouts.physiology import Physiology
 from workouts.plan_services import RidePlan, ride_plan
-from workouts.rides.archive import EntryReader, marker_of
+from workouts.rides.archive import EntryReader, marker_of, stream_samples
 from workouts.rides.states import ended_reason, entry_ms, ride_state
+from workouts.samples import CHANNELS
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +90,8 @@ PUBLISH_EVERY_S = 1.0
 LINGER_S = 60.0
 PROFILE_REFRESH_S = 30.0
 CHART_S = 300.0  # the chart's span: the last 5 minutes of ride time
+PLACE_EVERY_S = 5.0  # late samples place a ride again at most this often (a replay of the ride)
+PLACE_SLICE = 1000  # samples replayed between two turns of the event loop (~15-25 ms)
 
 
 class Profile(NamedTuple):
@@ -192,6 +201,9 @@ class RideTracker:
         self.ready = loop.create_future()  # resolved once the catch-up is done (or the tracker ended)
         self._changed = loop.create_future()
         self._dirty = False
+        self._misplaced = False  # a late sample came: place the ride again (``_place_samples``)
+        self._placed_at = float("-inf")
+        self.chart_epoch = 0  # placings so far: a viewer's chart starts over when it changes
         self._published_at = float("-inf")
         self.task = loop.create_task(self._run(), name=f"ride-metrics:{name}")
 
@@ -253,17 +265,66 @@ class RideTracker:
             self.markers.append({"label": label, "ride_s": ride_s})
             self._dirty = True
             return
+        late = self.reader.late
         sample = self.reader.sample(entry_id, fields)
+        if self.reader.late != late:  # earlier than the latest: the ride is placed again
+            self._misplaced = self._dirty = True
         if sample is not None:
-            self.ride.push(sample["t"], sample["power"], sample["heart_rate"], sample["cadence"])
-            ride_s = sample["t"] - self.ride.first_t
-            self.chart.add(ride_s, sample["power"], sample["heart_rate"])
-            if self.compliance is not None:
-                self.compliance.push_sample(ride_s - self.plan.start_s, sample["power"])
-            self._watch(ride_s, heart_rate=or_none(sample["heart_rate"]))
-            self.speed = _last_value(sample["speed"], self.speed)
-            self.distance = _last_value(sample["distance"], self.distance)
+            self._take(sample)
             self._dirty = True
+
+    def _take(self, sample: dict[str, float], *, quiet: bool = False, chart: RideChart | None = None) -> None:
+        """One sample, after every sample before it in ride time, into the engine, the chart
+        (``chart``, else the viewers'), the compliance and the alerts (``quiet``: the alerts'
+        changes are not logged)."""
+        self.ride.push(sample["t"], sample["power"], sample["heart_rate"], sample["cadence"])
+        ride_s = sample["t"] - self.ride.first_t
+        (chart or self.chart).add(ride_s, sample["power"], sample["heart_rate"])
+        if self.compliance is not None:
+            self.compliance.push_sample(ride_s - self.plan.start_s, sample["power"])
+        self._watch(ride_s, quiet=quiet, heart_rate=or_none(sample["heart_rate"]))
+        self.speed = _last_value(sample["speed"], self.speed)
+        self.distance = _last_value(sample["distance"], self.distance)
+
+    async def _place_samples(self) -> None:
+        """Late samples came (a device's back-fill after a dropout, sent after newer ones): the
+        ride again from its entries up to the last one read, in ride-time order, as the archive
+        reads them (``StreamSamples.placed``), so the live numbers, the chart and the archive
+        agree with an uninterrupted ride of the same samples (docs/rides.md, "Late samples").
+        At most once per ``PLACE_EVERY_S``: until then a late sample counts for nothing. Every
+        viewer's chart starts over (``chart_epoch``); the alerts that differ after it are
+        logged as raised or cleared."""
+        if time.monotonic() - self._placed_at < PLACE_EVERY_S:
+            return
+        self._placed_at = time.monotonic()
+        acc = await stream_samples(self.name, end=self.last_id)
+        self._misplaced = False
+        if acc is None or acc.count == 0:
+            return  # deleted meanwhile: the follow says so
+        columns = acc.placed()
+        raised = dict(self.alerts.raised)
+        self.ride = LiveRide(physiology=self.ride.physiology)
+        if self.compliance is not None:
+            self.compliance = Compliance(self.plan.steps, tolerance_pct=settings.PLAN_TOLERANCE_PCT)
+        self.alerts = AlertWatch(hr_pct=settings.ALERT_HR_PCT)
+        self.speed = self.distance = None
+        # Replayed in slices (other streams' listeners wait at most one slice); viewers read
+        # only the snapshot and the chart, and keep the old chart until the new one is whole.
+        chart = RideChart()
+        for k, row in enumerate(zip(*(columns[name].tolist() for name in CHANNELS))):
+            self._take(dict(zip(CHANNELS, row)), quiet=True, chart=chart)
+            if k % PLACE_SLICE == PLACE_SLICE - 1:
+                await asyncio.sleep(0)
+        self.chart = chart
+        self.reader.last_t = float(columns["t"][-1])
+        self.chart_epoch += 1
+        ride_s = self.ride_s()
+        self._log_alerts(
+            [{"kind": kind, "state": "raised", "ride_s": round(at)} for kind, at in self.alerts.raised.items()
+             if kind not in raised]
+            + [{"kind": kind, "state": "cleared", "ride_s": round(ride_s)} for kind in raised
+               if kind not in self.alerts.raised]
+        )
 
     def ride_s(self) -> float | None:
         """The ride time of the last sample (the plan's clock follows the samples' time)."""
@@ -272,13 +333,18 @@ class RideTracker:
     def _plan_state(self, ride_s: float) -> str | None:
         return None if self.compliance is None else self.compliance.state_at(ride_s - self.plan.start_s)
 
-    def _watch(self, ride_s: float, **figures) -> None:
-        """Alerts after a sample (or a change of state): logged for the viewers (``alert_log``)."""
+    def _watch(self, ride_s: float, *, quiet: bool = False, **figures) -> None:
+        """Alerts after a sample (or a change of state): logged for the viewers (``alert_log``)
+        unless ``quiet``."""
         w_prime = self.ride.w_prime_now
         changes = self.alerts.update(
             ride_s, w_prime_balance=w_prime and w_prime[0], w_prime=w_prime and w_prime[1],
             max_hr=self.ride.physiology.max_heart_rate, plan_state=self._plan_state(ride_s), **figures,
         )
+        if not quiet:
+            self._log_alerts(changes)
+
+    def _log_alerts(self, changes: list[dict]) -> None:
         for change in changes:
             self.alert_seq += 1
             self.alert_log.append((self.alert_seq, {"stream": self.name, **change}))
@@ -361,6 +427,8 @@ class RideTracker:
 
     async def _publish(self) -> None:
         meta, profile = await self._physiology()
+        if self._misplaced:
+            await self._place_samples()
         ftp = meta.ftp or profile.ftp
         cp_w = self.ride.physiology.cp_and_w_prime() or (None, None)
         info = self._info(meta)
@@ -390,7 +458,7 @@ class RideTracker:
             "plan": self._plan_out(),
             "alerts": self.alerts.active(),
         }
-        self._dirty = False
+        self._dirty = self._misplaced  # late samples wait for the next placing: publish again
         self._published_at = time.monotonic()
         self.snapshot = snapshot
         self.version += 1
@@ -552,12 +620,15 @@ async def metrics_updates(
     changed though no entry arrived; a resumed viewer starts from the status of the moment,
     so a resume replays nothing.
     With one stream each snapshot also has ``chart``: the chart points this viewer has not had
-    yet (the first one: the last ``CHART_S`` of ride time). A ``Stop``: with several streams a
+    yet, and ``chart_reset``: true when ``chart`` is the whole chart (the last ``CHART_S`` of
+    ride time) to draw instead of what the viewer has — a connection's first snapshot, and the
+    first after late samples placed the ride again. A ``Stop``: with several streams a
     deleted one leaves and the others go on; anything else (one stream, access revoked,
     shutdown, failure) is the last update."""
     trackers = [board.acquire(name) for name in follow.names]
     sent = {name: -1 for name in follow.names}  # the version sent, per stream
     charted = -1.0  # the ride time of the last chart point sent (one stream only)
+    epoch = None  # the tracker's chart_epoch when it was charted
     recheck = settings.ACCESS_RECHECK_INTERVAL_MS / 1000
     try:
         await asyncio.gather(*(asyncio.shield(t.ready) for t in trackers))
@@ -584,9 +655,11 @@ async def metrics_updates(
                         told[name] = _status_of(tracker.snapshot)
                         data = tracker.snapshot
                         if not follow.multi:
-                            chart = tracker.chart.after(charted)
-                            charted = chart[-1][0] if chart else charted
-                            data = {**data, "chart": chart}
+                            reset = epoch != tracker.chart_epoch  # the first, or the ride placed again
+                            epoch = tracker.chart_epoch
+                            chart = tracker.chart.after(-1.0 if reset else charted)
+                            charted = chart[-1][0] if chart else (-1.0 if reset else charted)
+                            data = {**data, "chart": chart, "chart_reset": reset}
                         updates.append(Snapshot(follow.resume_id(), data))
                 if tracker.ended is not None:
                     updates.append(Stop(name, tracker.ended))

@@ -105,8 +105,8 @@
 
   function connect() {
     // A reconnect resumes with Last-Event-ID. Each snapshot (at most one a second) brings the
-    // numbers and the chart points this connection has not had: the first one the last
-    // 5 minutes of ride time.
+    // numbers and the chart points this connection has not had; with chart_reset (the first
+    // one, and after a device's late samples were placed) the whole chart, drawn anew.
     source = new EventSource(cfg.metrics_url);
     source.addEventListener("metrics", (ev) => {
       const m = JSON.parse(ev.data);
@@ -114,6 +114,7 @@
       lost = m.connected === false;
       showMetrics(m);
       if (m.markers) showMarkers(m.markers);
+      if (m.chart_reset) samples.length = 0;  // the whole chart: late samples were placed in it
       for (const [t, power, hr] of m.chart || []) {
         if (!samples.length || t > samples[samples.length - 1].t) samples.push({ t, power, hr });
       }
