@@ -202,6 +202,17 @@ def node_local(name: str) -> str:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_request_threads():
+    """The lean handler's pooled request threads (streams.core.compat.reused_thread_context)
+    end after each test, closing their database connections: a test's transaction can keep
+    one open, which a later test without database access must not inherit."""
+    yield
+    from streams.core.compat import end_idle_request_threads
+
+    end_idle_request_threads()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_identities():
     """Cached identities are keyed by token hash and user id; ids repeat across tests."""
     from streams.access.identity import identity_cache

@@ -19,7 +19,7 @@ def test_another_version_stops_start_up_naming_the_library():
         compat.check_library_versions(installed)
 
 
-@pytest.mark.parametrize("package", ["redis", "django-prometheus", "channels", "django-ninja", "Django"])
+@pytest.mark.parametrize("package", ["redis", "django-prometheus", "channels", "django-ninja", "Django", "asgiref"])
 def test_every_library_we_reach_into_is_gated_and_found(package):
     """Each is installed under the name WRITTEN_FOR gives (a wrong name would be skipped as an
     absent optional server), and another minor version of it stops start-up, naming it."""
@@ -444,3 +444,38 @@ def test_django_skips_logging_a_response_marked_already_logged(caplog):
         log_response("Service Unavailable: %s", request.path, request=request,
                      response=compat.already_logged(JsonResponse({}, status=503)))
     assert len(caplog.records) == 1
+
+
+async def test_a_requests_sync_calls_run_on_one_pooled_thread_that_the_next_request_reuses():
+    """``reused_thread_context``: asgiref still looks a context's executor up in
+    ``SyncToAsync.context_to_thread_executor``: one request's thread-sensitive calls share one
+    thread, the next request gets the same thread back (none started per request), and a
+    task that outlives its request still gets a thread of its own for a late call (not the
+    pooled one, not an error)."""
+    import asyncio
+    import threading
+
+    from asgiref.sync import sync_to_async
+
+    def ident():
+        return threading.get_ident()
+
+    late_started = asyncio.Event()
+    late_may_call = asyncio.Event()
+
+    async def outliving():
+        late_started.set()
+        await late_may_call.wait()
+        return await sync_to_async(ident)()
+
+    async with compat.reused_thread_context():
+        first = {await sync_to_async(ident)() for _ in range(3)}
+        late = asyncio.ensure_future(outliving())
+        await late_started.wait()
+    assert len(first) == 1 and first != {threading.get_ident()}
+    async with compat.reused_thread_context():
+        second = {await sync_to_async(ident)() for _ in range(3)}
+        late_may_call.set()
+        late_thread = await late
+    assert second == first  # the same thread, reused
+    assert late_thread not in first and late_thread != threading.get_ident()

@@ -61,6 +61,7 @@ WRITTEN_FOR = {
     "channels": "4.3",
     "redis": "8.1",
     "django-prometheus": "2.5",
+    "asgiref": "3.13",
 }
 
 
@@ -285,3 +286,78 @@ def prometheus_middleware_hooks(which: str, get_response) -> MiddlewareHooks:
 
     middleware_class = {"before": PrometheusBeforeMiddleware, "after": PrometheusAfterMiddleware}[which]
     return _hooks_of(middleware_class(get_response))
+
+
+
+class _SyncThreads:
+    """Idle single-thread executors for ``reused_thread_context``, at most ``KEEP`` (the rest
+    are shut down without waiting: a thread still finishing a call ends after it)."""
+
+    KEEP = 64
+
+    def __init__(self) -> None:
+        self.idle: list = []
+
+    def take(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        return self.idle.pop() if self.idle else ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-sync")
+
+    def give(self, executor) -> None:
+        if len(self.idle) < self.KEEP:
+            self.idle.append(executor)
+        else:
+            executor.shutdown(wait=False)
+
+    def clear(self) -> None:
+        """End the idle threads, each after closing its database connections (blocking: for
+        tests between cases, where a test's transaction can keep one open)."""
+        from django.db import connections
+
+        idle, self.idle = self.idle, []
+        for executor in idle:
+            executor.submit(connections.close_all)
+            executor.shutdown(wait=True)
+
+
+_sync_threads = _SyncThreads()
+
+
+def end_idle_request_threads() -> None:
+    """``_SyncThreads.clear`` of the pool ``reused_thread_context`` takes threads from."""
+    _sync_threads.clear()
+
+
+@contextlib.asynccontextmanager
+async def reused_thread_context():
+    """Django's per-request ``ThreadSensitiveContext`` (``ASGIHandler.__call__`` enters one
+    around ``handle``) with its thread taken from a pool instead of started and joined per
+    request: the request's thread-sensitive sync calls (the ``request_started`` /
+    ``request_finished`` receivers, ``response.close``, ``database_sync_to_async``) still run
+    one at a time on one thread of their own, which the next request reuses. Starting and
+    joining that thread was a third of a small API request's CPU (docs/benchmarks.md (ab)).
+
+    A reach into asgiref 3.x: ``SyncToAsync.context_to_thread_executor`` maps a context to its
+    executor (asgiref creates one on the first call and shuts it down at the context's exit);
+    here the pooled executor is put there on entry and taken out before the exit, so asgiref
+    neither creates nor shuts one down. A task that outlives the request and makes a
+    thread-sensitive call later gets a new executor of its own, as with asgiref alone.
+    (asgiref's ``ThreadSensitiveContext(executor=...)`` instead makes such a late call raise,
+    which would break the live trackers a request starts.) Tested in tests/test_compat.py.
+    Database connections: with ``CONN_MAX_AGE`` 0 (ours) ``request_finished`` closes the
+    request's connection on its thread, so an idle thread holds none."""
+    from asgiref.sync import SyncToAsync, ThreadSensitiveContext
+
+    context = ThreadSensitiveContext()
+    async with context:
+        if context.token is None:  # inside another context already: that one's thread
+            yield
+            return
+        executor = _sync_threads.take()
+        SyncToAsync.context_to_thread_executor[context] = executor
+        try:
+            yield
+        finally:
+            if SyncToAsync.context_to_thread_executor.get(context) is executor:
+                del SyncToAsync.context_to_thread_executor[context]
+            _sync_threads.give(executor)

@@ -23,7 +23,7 @@ import logging
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 
-from streams.core.compat import load_middleware_from, send_response_start
+from streams.core.compat import load_middleware_from, reused_thread_context, send_response_start
 from streams.core.handoff import HANDOFF, HandoffBody
 from streamsite.server.flow_control import ClientStalled
 
@@ -118,7 +118,8 @@ class LeanASGIHandler(ASGIHandler):
             return await super().__call__(scope, receive, send)
         slot = Handoff()
         try:
-            await super().__call__({**scope, HANDOFF: slot}, slot.watching(receive), send)
+            async with reused_thread_context():
+                await self.handle({**scope, HANDOFF: slot}, slot.watching(receive), send)
         except BaseException:
             slot.started = False  # cancelled or failed while Django handled it: close, send nothing
             await slot.finish(receive, send)
