@@ -303,6 +303,9 @@ RIDE_ARCHIVED_STREAM = env_choice(env, "RIDE_ARCHIVED_STREAM", "keep", ("keep", 
 # The ride janitor (workouts/rides/janitor.py) runs in each server process unless this is off
 # (never in management commands; the test suite starts it where a test asks).
 RIDE_JANITOR = env_bool(env, "RIDE_JANITOR", True)
+# /ride/'s ?sample_ms= (a sample every N ms of page time, each one second of ride time): a
+# clock that runs fast, for tests and demos only; off, the page samples once a second.
+RIDE_PAGE_FAST_CLOCK = env_bool(env, "RIDE_PAGE_FAST_CLOCK", False)
 # Planned sessions and alerts (docs/rides.md, "Planned sessions"): the band around a step's
 # target that counts as on target, and the share of max heart rate that raises hr_high.
 PLAN_TOLERANCE_PCT = env_int(env, "PLAN_TOLERANCE_PCT", 5, minimum=0, maximum=50)

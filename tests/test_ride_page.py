@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import time
 import uuid
@@ -101,7 +102,7 @@ def fake_bluetooth() -> str:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    with production_server(tmp_path_factory.mktemp("ride"), RIDE_JANITOR="false") as running:
+    with production_server(tmp_path_factory.mktemp("ride"), RIDE_JANITOR="false", RIDE_PAGE_FAST_CLOCK="true") as running:
         yield running
 
 
@@ -349,3 +350,15 @@ def test_layout_and_screenshots(browser, site, size, tmp_path):  # noqa: F811
     assert page.evaluate("document.documentElement.scrollWidth") <= SIZES[size]["width"]
     assert errors == []  # a new stream's GET is the one 404 (the page then creates it)
     page.screenshot(path=str(Path(os.environ.get("RIDE_SCREENSHOTS") or tmp_path) / f"ride-{size}.png"), full_page=True)
+
+
+@pytest.mark.parametrize(("fast_clock", "asked", "sampled"), [
+    (False, "100", 1000), (False, "", 1000), (True, "100", 100), (True, "5", 50), (True, "x", 1000),
+])
+def test_the_fast_clock_is_only_for_servers_that_turn_it_on(client, settings, fast_clock, asked, sampled):
+    """``?sample_ms=`` runs the page's ride time fast (tests, demos): only where
+    RIDE_PAGE_FAST_CLOCK is on; elsewhere the page samples once a second."""
+    settings.RIDE_PAGE_FAST_CLOCK = fast_clock
+    html = client.get(f"/ride/?sample_ms={asked}").content.decode()
+    config = json.loads(re.search(r'<script id="page-config" type="application/json">(.*?)</script>', html).group(1))
+    assert config["sample_ms"] == sampled

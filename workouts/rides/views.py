@@ -135,8 +135,11 @@ async def ride_page(request):
 
 
 def sample_interval_ms(request) -> int:
-    """How often /ride/ samples, in ms of page time: 1000, or ``?sample_ms=`` (50..1000) for
-    tests and demos; each sample still advances the ride's time ``t`` by one second."""
+    """How often /ride/ samples, in ms of page time: 1000, or ``?sample_ms=`` (50..1000) where
+    ``RIDE_PAGE_FAST_CLOCK`` is on (tests and demos); each sample still advances the ride's
+    time ``t`` by one second."""
+    if not settings.RIDE_PAGE_FAST_CLOCK:
+        return 1000
     try:
         return min(1000, max(50, int(request.GET.get("sample_ms", 1000))))
     except ValueError:
