@@ -288,7 +288,6 @@ def prometheus_middleware_hooks(which: str, get_response) -> MiddlewareHooks:
     return _hooks_of(middleware_class(get_response))
 
 
-
 class _SyncThreads:
     """Idle single-thread executors for ``reused_thread_context``, at most ``KEEP`` (the rest
     are shut down without waiting: a thread still finishing a call ends after it)."""
