@@ -479,3 +479,42 @@ async def test_a_requests_sync_calls_run_on_one_pooled_thread_that_the_next_requ
         late_thread = await late
     assert second == first  # the same thread, reused
     assert late_thread not in first and late_thread != threading.get_ident()
+
+
+async def test_a_cancelled_requests_thread_is_not_given_to_the_next_request():
+    """A request that ends by an exception (a cancel while its sync call runs) does not give
+    its thread back: the next request must not queue behind a call that may still run."""
+    import asyncio
+    import threading
+
+    from asgiref.sync import sync_to_async
+
+    def ident():
+        return threading.get_ident()
+
+    async with compat.reused_thread_context():
+        before = await sync_to_async(ident)()
+    release = threading.Event()
+    entered = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow():
+        loop.call_soon_threadsafe(entered.set)
+        release.wait(5)
+        return threading.get_ident()
+
+    async def request():
+        async with compat.reused_thread_context():
+            return await sync_to_async(slow)()
+
+    task = asyncio.ensure_future(request())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    try:
+        async with compat.reused_thread_context():
+            after = await sync_to_async(ident)()
+    finally:
+        release.set()
+    assert after != before  # the pooled thread was the cancelled request's: a new one

@@ -344,7 +344,9 @@ async def reused_thread_context():
     (asgiref's ``ThreadSensitiveContext(executor=...)`` instead makes such a late call raise,
     which would break the live trackers a request starts.) Tested in tests/test_compat.py.
     Database connections: with ``CONN_MAX_AGE`` 0 (ours) ``request_finished`` closes the
-    request's connection on its thread, so an idle thread holds none."""
+    request's connection on its thread, so an idle thread holds none. A request that was
+    cancelled or failed does not give its thread back (a call it started may still be
+    running there, say a query until its statement timeout): that thread ends after it."""
     from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 
     context = ThreadSensitiveContext()
@@ -354,9 +356,14 @@ async def reused_thread_context():
             return
         executor = _sync_threads.take()
         SyncToAsync.context_to_thread_executor[context] = executor
+        finished = False
         try:
             yield
+            finished = True
         finally:
             if SyncToAsync.context_to_thread_executor.get(context) is executor:
                 del SyncToAsync.context_to_thread_executor[context]
-            _sync_threads.give(executor)
+            if finished:
+                _sync_threads.give(executor)
+            else:  # cancelled or failed: a sync call may still run there; no next request waits for it
+                executor.shutdown(wait=False)
