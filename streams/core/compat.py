@@ -309,8 +309,8 @@ class _SyncThreads:
             executor.shutdown(wait=False)
 
     def clear(self) -> None:
-        """End the idle threads, each after closing its database connections (blocking: for
-        tests between cases, where a test's transaction can keep one open)."""
+        """End the idle threads, each after closing its database connections (blocking: at
+        shutdown, and for tests between cases, where a test's transaction can keep one open)."""
         from django.db import connections
 
         idle, self.idle = self.idle, []

@@ -15,7 +15,7 @@ from django.conf import settings
 
 from streams.access.identity import identity_cache
 from streams.core import offload
-from streams.core.compat import add_twisted_shutdown_trigger
+from streams.core.compat import add_twisted_shutdown_trigger, end_idle_request_threads
 from streams.core.compat import chain_stop_signals as wrap_stop_signals
 from streams.core.gc import FullCollections
 from streams.engine.context import close_redis_context, current_context
@@ -47,6 +47,7 @@ async def close_everything() -> None:
     await StallClock.stop_all()
     await identity_cache.close()  # a database probe in flight
     await asyncio.to_thread(offload.shutdown)
+    await asyncio.to_thread(end_idle_request_threads)  # their database connections closed
     await close_redis_context()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # this process's live gauges leave the sums
         from prometheus_client import multiprocess
