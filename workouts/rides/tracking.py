@@ -657,8 +657,10 @@ async def metrics_updates(
                         if not follow.multi:
                             reset = epoch != tracker.chart_epoch  # the first, or the ride placed again
                             epoch = tracker.chart_epoch
-                            chart = tracker.chart.after(-1.0 if reset else charted)
-                            charted = chart[-1][0] if chart else (-1.0 if reset else charted)
+                            if reset:
+                                charted = -1.0
+                            chart = tracker.chart.after(charted)
+                            charted = chart[-1][0] if chart else charted
                             data = {**data, "chart": chart, "chart_reset": reset}
                         updates.append(Snapshot(follow.resume_id(), data))
                 if tracker.ended is not None:
