@@ -47,6 +47,12 @@ def test_the_workout_page_shows_the_summary_and_a_chart_with_axes(browser, serve
         box = page.locator("svg.workout-chart").bounding_box()
         assert box["height"] > 100 and page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
         assert not errors, errors  # CSP refused nothing
+        if name == "desktop":  # the files download with the page's session
+            for kind, first_bytes in (("fit", b".FIT"), ("tcx", b"<?xml")):
+                with page.expect_download() as download:
+                    page.click(f"#download-{kind}")
+                assert download.value.suggested_filename == f"workout-{workout_id}.{kind}"
+                assert first_bytes in Path(download.value.path()).read_bytes()[:40]
         page.screenshot(path=str(shots / f"workout-{name}.png"), full_page=True)
         page.close()
 

@@ -7,14 +7,14 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from workouts import display, fit_export
+from workouts import display, fit_export, tcx_export
 from workouts.charts import power_hr_svg
 from workouts.errors import WorkoutInputError
 from workouts.models import AthleteProfile, Workout, WorkoutPlan
 from workouts.plans.steps import PlanError, steps_from_json, stored_steps
 from workouts.plans.text import steps_from_text
 from workouts.prepare import markers_field
-from workouts.services import workout_fit, workout_save, workouts_recompute
+from workouts.services import workout_fit, workout_save, workout_tcx, workouts_recompute
 
 
 def column(field: str, description: str, shown):
@@ -75,7 +75,7 @@ class WorkoutAdmin(AthleteNamed, admin.ModelAdmin):
         ("Timer pauses", {"fields": ("pauses",), "classes": ("collapse",)}),
         ("Record", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
     )
-    actions = ["recompute_metrics", "download_fit"]
+    actions = ["recompute_metrics", "download_fit", "download_tcx"]
     duration = column("duration_s", "duration", display.duration)
     np = column("normalized_power", "NP", display.watts)
     intensity_factor_2 = column("intensity_factor", "IF", display.intensity)
@@ -134,21 +134,29 @@ class WorkoutAdmin(AthleteNamed, admin.ModelAdmin):
 
     @admin.action(description="Download as FIT", permissions=["view"])
     def download_fit(self, request, queryset):
-        """One workout's FIT activity file (GET /api/workouts/{id}/fit's); a FIT activity file
-        holds one ride, so several selected get a message asking for one."""
+        """One workout's FIT activity file (GET /api/workouts/{id}/fit's)."""
+        return self._download(request, queryset, "FIT", workout_fit, fit_export)
+
+    @admin.action(description="Download as TCX", permissions=["view"])
+    def download_tcx(self, request, queryset):
+        """One workout's TCX file (GET /api/workouts/{id}/tcx's)."""
+        return self._download(request, queryset, "TCX", workout_tcx, tcx_export)
+
+    def _download(self, request, queryset, kind: str, write, module):
+        """An activity file holds one ride, so several selected get a message asking for one."""
         selected = list(queryset[:2])
         if len(selected) != 1:
-            self.message_user(request, "Select one workout to download as FIT (a FIT file holds one ride).",
+            self.message_user(request, f"Select one workout to download as {kind} (a {kind} file holds one ride).",
                               messages.WARNING)
             return None
         workout = selected[0]
         try:
-            data = async_to_sync(workout_fit)(workout)  # encoded in a worker process
+            data = async_to_sync(write)(workout)  # written in a worker process
         except fit_export.NoSamplesToExport as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return None
-        response = HttpResponse(data, content_type=fit_export.MEDIA_TYPE)
-        response["Content-Disposition"] = fit_export.attachment(workout.pk)
+        response = HttpResponse(data, content_type=module.MEDIA_TYPE)
+        response["Content-Disposition"] = module.attachment(workout.pk)
         return response
 
 

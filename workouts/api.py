@@ -20,7 +20,7 @@ from streams.core import offload
 from streams.core.errors import InvalidInput
 from streams.store import services as store
 from streams.store.names import validate_stream_name
-from workouts import fit_export, services
+from workouts import fit_export, services, tcx_export
 from workouts.errors import WorkoutInputError
 from workouts.models import DERIVED_FIELDS, Workout
 from workouts.prepare import ftp_field, prepare_fit, prepare_json, text_field
@@ -191,6 +191,26 @@ async def get_workout_fit(request, workout_id: int):
         data = await services.workout_fit(workout)
     response = HttpResponse(data, content_type=fit_export.MEDIA_TYPE)
     response["Content-Disposition"] = fit_export.attachment(workout.pk)
+    return response
+
+
+TCX_FILE = {
+    "responses": {
+        200: {"description": "a TCX (Training Center XML v2) activity (Content-Disposition: attachment)",
+              "content": {tcx_export.MEDIA_TYPE: {"schema": {"type": "string"}}}},
+        409: FIT_FILE["responses"][409],
+    },
+}
+
+
+@router.get("/workouts/{workout_id}/tcx", auth=READ_AS_USER, summary="One workout as a TCX file",
+            openapi_extra=TCX_FILE)
+async def get_workout_tcx(request, workout_id: int):
+    workout = await _readable_workout(request.auth, workout_id)
+    with offload.user_job(request.auth.user_id):  # written in a worker process, like the FIT file
+        data = await services.workout_tcx(workout)
+    response = HttpResponse(data, content_type=tcx_export.MEDIA_TYPE)
+    response["Content-Disposition"] = tcx_export.attachment(workout.pk)
     return response
 
 

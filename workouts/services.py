@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 
 from streams.access.identity import VIEW_ALL_WORKOUTS, Identity
 from streams.core import offload
-from workouts import fit_export
+from workouts import fit_export, tcx_export
 from workouts.errors import WorkoutInputError
 from workouts.models import DERIVED_FIELDS, PHYSIOLOGY_FIELDS, AthleteProfile, Workout
 from workouts.prepare import Prepared, laps_of, metrics_of, prepare_fit
@@ -141,3 +141,11 @@ async def workout_fit(workout: Workout) -> bytes:
     """The workout as a FIT activity file, encoded in a worker process (a 200,000-sample ride
     takes ~1 s of CPU: off the event loop every live listener shares)."""
     return await offload.run(fit_export.workout_fit_from_blob, **workout_fit_job(workout))
+
+
+async def workout_tcx(workout: Workout) -> bytes:
+    """The workout as a TCX file (``workouts/tcx_export.py``), written in a worker process like
+    its FIT file; a workout without samples raises NoSamplesToExport (409)."""
+    if not workout.samples_blob:
+        raise fit_export.NoSamplesToExport(f"workout {workout.pk} has no samples: there is nothing to export as TCX")
+    return await offload.run(tcx_export.workout_tcx_from_blob, **workout_fit_job(workout), title=workout.title)

@@ -98,6 +98,7 @@ TABLE = [
     *row("fit import for owner",           401, 201, 403, 403, 403, 403, 201),
     # The read rule of GET /api/workouts/{id} (WORKOUT_READ below): a manager of streams is no reader of workouts.
     *row("fit export owner's workout",     401, 200, 404, 200, 200, 404, 200),
+    *row("tcx export owner's workout",     401, 200, 404, 200, 200, 404, 200),
 ]
 
 
@@ -185,6 +186,12 @@ async def run_route(world, route, role):
             resp = await call(tokens, role, "get", f"/api/workouts/{wid}/fit")
             if resp.status_code == 200:
                 assert resp["Content-Type"] == "application/vnd.ant.fit" and resp.content[8:12] == b".FIT"
+            return resp.status_code
+        case "tcx export owner's workout":
+            wid = await owners_workout(tokens)
+            resp = await call(tokens, role, "get", f"/api/workouts/{wid}/tcx")
+            if resp.status_code == 200:
+                assert resp["Content-Type"] == "application/vnd.garmin.tcx+xml" and b"<Trackpoint>" in resp.content
             return resp.status_code
     raise AssertionError(route)
 

@@ -1,0 +1,160 @@
+"""TCX export (GET /api/workouts/{id}/tcx, the admin's "Download as TCX"): a TCX reader
+(tcxreader) reads back the workout's samples, laps and totals; elements follow the order of
+Garmin's TrainingCenterDatabase v2 schema; the same owner rule and errors as the FIT file."""
+
+import datetime as dt
+import io
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from django.test import AsyncClient
+from tcxreader.tcxreader import TCXReader
+
+from tests.helpers import bearer, make_user
+from tests.workouts.test_fit_export import START, a_ride, owner_and_token
+from workouts import tcx_export
+from workouts.fit_export import FitSummary
+from workouts.models import Workout
+from workouts.samples import samples_from_arrays
+from workouts.services import workout_create
+
+NS = {"tc": tcx_export.TCX_NS, "x": tcx_export.EXT_NS}
+# The sequences of TrainingCenterDatabase v2's ActivityLap_t and Trackpoint_t (a reader may
+# rely on the order: the schema is a sequence).
+LAP_ORDER = ["TotalTimeSeconds", "DistanceMeters", "MaximumSpeed", "Calories", "AverageHeartRateBpm",
+             "MaximumHeartRateBpm", "Intensity", "Cadence", "TriggerMethod", "Track", "Notes", "Extensions"]
+POINT_ORDER = ["Time", "Position", "AltitudeMeters", "DistanceMeters", "HeartRateBpm", "Cadence", "SensorState",
+               "Extensions"]
+
+
+def read(data: bytes, tmp_path):
+    path = tmp_path / "ride.tcx"
+    path.write_bytes(data)
+    return TCXReader().read(str(path), only_gps=False)
+
+
+def local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def assert_in_schema_order(element, order):
+    tags = [local(child.tag) for child in element]
+    assert tags == sorted(tags, key=order.index), tags
+
+
+def summary(**extra):
+    return FitSummary(started_at=START, ftp=250, avg_power=222.4, max_power=331, normalized_power=231.6, avg_hr=138.2,
+                      max_hr=160, avg_cadence=88.1, **extra)
+
+
+def test_a_reader_gets_every_second_back_with_power_hr_cadence_speed_and_distance(tmp_path):
+    samples = a_ride(n=600)
+    data = tcx_export.workout_tcx(samples, summary=summary(), laps=[], title="Tuesday <threshold> & co")
+    assert data.startswith(b"<?xml version='1.0' encoding='UTF-8'?>")
+    tcx = read(data, tmp_path)
+    points = tcx.trackpoints
+    assert len(points) == 600 and tcx.activity_type == "Biking"
+    assert points[0].time == START.replace(tzinfo=None) and points[-1].time == (START + dt.timedelta(seconds=599)).replace(tzinfo=None)
+    for name, read_back in (("power", lambda p: p.tpx_ext.get("Watts")), ("heart_rate", lambda p: p.hr_value),
+                            ("cadence", lambda p: p.cadence)):
+        expected = [None if np.isnan(v) else v for v in samples.get(name)]
+        assert [read_back(p) for p in points] == expected, name  # holes stay holes
+    assert points[100].tpx_ext["Speed"] == pytest.approx(9.25) and points[100].distance == pytest.approx(925)
+    assert points[100].elevation == pytest.approx(101.0)
+    root = ET.fromstring(data)
+    assert root.find("tc:Activities/tc:Activity/tc:Notes", NS).text == "Tuesday <threshold> & co"
+    assert root.find("tc:Activities/tc:Activity/tc:Id", NS).text == "2026-11-03T17:00:00Z"
+
+
+def test_one_lap_carries_the_rides_totals_and_a_pause_splits_its_track(tmp_path):
+    samples = a_ride(n=600)
+    data = tcx_export.workout_tcx(samples, summary=summary(), laps=[], pauses=[(300.0, 330.0)])
+    root = ET.fromstring(data)
+    (lap,) = root.findall("tc:Activities/tc:Activity/tc:Lap", NS)
+    assert lap.get("StartTime") == "2026-11-03T17:00:00Z"
+    assert float(lap.find("tc:TotalTimeSeconds", NS).text) == 570  # 600 s less the 30 s pause
+    assert float(lap.find("tc:DistanceMeters", NS).text) == pytest.approx(9.25 * 599)
+    assert lap.find("tc:AverageHeartRateBpm/tc:Value", NS).text == "138"
+    assert int(lap.find("tc:MaximumHeartRateBpm/tc:Value", NS).text) == np.nanmax(samples.get("heart_rate"))
+    assert int(lap.find("tc:Cadence", NS).text) == round(np.nanmean(samples.get("cadence")))
+    assert int(lap.find("tc:Calories", NS).text) == round(np.nansum(samples.get("power")) / 1000)
+    assert lap.find("tc:Extensions/x:LX/x:AvgWatts", NS).text == "222"
+    assert int(lap.find("tc:Extensions/x:LX/x:MaxWatts", NS).text) == np.nanmax(samples.get("power"))
+    tracks = lap.findall("tc:Track", NS)
+    assert [len(t) for t in tracks] == [330, 270]  # the track after the pause starts at its end
+    assert tracks[1][0].find("tc:Time", NS).text == "2026-11-03T17:05:30Z"
+    assert_in_schema_order(lap, LAP_ORDER)
+    for point in tracks[0][:20]:
+        assert_in_schema_order(point, POINT_ORDER)
+    assert read(data, tmp_path).calories == int(lap.find("tc:Calories", NS).text)
+
+
+def test_samples_within_one_second_give_one_trackpoint_and_values_out_of_range_are_left_out(tmp_path):
+    samples = samples_from_arrays(t=[0.0, 0.4, 1.0, 2.0], power=[100, 101, 70000, 120], heart_rate=[0, 120, 300, 121],
+                                  cadence=[80, 81, 255, 90])
+    data = tcx_export.workout_tcx(samples, summary=FitSummary(started_at=START), laps=[])
+    points = read(data, tmp_path).trackpoints
+    assert [(p.tpx_ext.get("Watts"), p.hr_value, p.cadence) for p in points] == [
+        (100, None, 80), (None, None, None), (120, 121, 90)]  # HR 0, 300 W... not what the elements hold
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_workout_with_markers_exports_one_lap_per_lap_with_its_own_power(r, tmp_path):
+    user, token = await owner_and_token()
+    samples = a_ride(n=1200)
+    body = {"title": "marked", "started_at": START.isoformat(), "markers": [[300, "one"], [750.5, "two"]],
+            "samples": {k: [None if np.isnan(x) else x for x in v.tolist()] for k, v in samples.arrays.items()}}
+    created = await AsyncClient().post("/api/workouts", json.dumps(body), content_type="application/json",
+                                       **bearer(token))
+    workout = created.json()
+    response = await AsyncClient().get(f"/api/workouts/{workout['id']}/tcx", **bearer(token))
+    laps = ET.fromstring(response.content).findall("tc:Activities/tc:Activity/tc:Lap", NS)
+    assert [lap.get("StartTime")[-9:] for lap in laps] == ["17:00:00Z", "17:05:00Z", "17:12:30Z"]
+    assert [float(lap.find("tc:TotalTimeSeconds", NS).text) for lap in laps] == [300, 450.5, 449.5]
+    assert [lap.find("tc:Extensions/x:LX/x:AvgWatts", NS).text for lap in laps] == [
+        str(round(lap["avg_power"])) for lap in workout["laps"]]
+    assert [len(lap.findall("tc:Track/tc:Trackpoint", NS)) for lap in laps] == [300, 451, 449]
+    assert len(read(response.content, tmp_path).trackpoints) == 1200
+
+
+# --- the API's answers ---------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+async def test_the_api_answers_the_file_to_its_readers_and_409_without_samples(r, tmp_path):
+    user, token = await owner_and_token()
+    workout = await Workout.objects.acreate(athlete=user, title="empty", started_at=START)
+    empty = await AsyncClient().get(f"/api/workouts/{workout.pk}/tcx", **bearer(token))
+    assert empty.status_code == 409
+    assert empty.json() == {"detail": f"workout {workout.pk} has no samples: there is nothing to export as TCX"}
+    missing = await AsyncClient().get("/api/workouts/999999/tcx", **bearer(token))
+    assert missing.status_code == 404 and missing.json() == {"detail": "workout 999999 not found"}
+    from asgiref.sync import sync_to_async
+
+    ride = await sync_to_async(workout_create)(athlete=user, title="ride", started_at=START, samples=a_ride(n=120))
+    response = await AsyncClient().get(f"/api/workouts/{ride.pk}/tcx", **bearer(token))
+    assert response.status_code == 200 and response["Content-Type"] == "application/vnd.garmin.tcx+xml"
+    assert response["Content-Disposition"] == f'attachment; filename="workout-{ride.pk}.tcx"'
+    assert len(read(response.content, tmp_path).trackpoints) == 120
+    schema = (await AsyncClient().get("/api/openapi.json")).json()
+    route = schema["paths"]["/api/workouts/{workout_id}/tcx"]["get"]
+    assert "application/vnd.garmin.tcx+xml" in route["responses"]["200"]["content"] and "409" in route["responses"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_admin_downloads_one_workout_as_tcx_and_asks_for_one_of_several():
+    from django.test import Client
+
+    admin = make_user("root", password="pw", superuser=True)
+    first = workout_create(athlete=admin, title="a", started_at=START, samples=a_ride(n=300))
+    second = workout_create(athlete=admin, title="b", started_at=START, samples=a_ride(n=60))
+    client = Client()
+    client.force_login(admin)
+    url = "/admin/workouts/workout/"
+    one = client.post(url, {"action": "download_tcx", "_selected_action": [first.pk]})
+    assert one.status_code == 200 and one["Content-Type"] == "application/vnd.garmin.tcx+xml"
+    assert one["Content-Disposition"] == f'attachment; filename="workout-{first.pk}.tcx"'
+    root = ET.parse(io.BytesIO(one.content)).getroot()
+    assert len(root.findall(".//tc:Trackpoint", NS)) == 300
+    several = client.post(url, {"action": "download_tcx", "_selected_action": [first.pk, second.pk]}, follow=True)
+    assert several.status_code == 200 and "Select one workout to download as TCX" in several.content.decode()
