@@ -328,6 +328,34 @@ def test_an_ack_lost_with_the_connection_sends_nothing_twice(browser, site, api)
     page.wait_for_selector("[data-sensor=heart][data-state=connected]", timeout=10000)
 
 
+def test_ending_while_offline_ends_once_the_outbox_is_stored(browser, site, api):  # noqa: F811
+    name = f"end-{uuid.uuid4().hex[:8]}"
+    page = logged_in_page(browser, site)
+    page.context.add_init_script(fake_bluetooth())
+    page.goto(f"{site['base']}/ride/?sample_ms=100")
+    page.fill("#stream-name", name)
+    connect_sensors(page, "power")
+    page.click("#start")
+    wait_for(lambda: count(page, "sent") >= 5, what="5 entries sent")
+    page.context.set_offline(True)
+    page.wait_for_selector("#state[data-state=offline]")
+    wait_for(lambda: count(page, "queued") >= 10, what="queued samples")
+
+    # The click stops the sampling; the end waits for what was taken.
+    page.click("#end")
+    page.wait_for_selector("#end:has-text('end now, without them')", timeout=10000)
+    assert "wait for the connection: the ride ends once they are stored" in page.text_content("#message")
+    taken = count(page, "sent") + count(page, "queued")
+    assert stream_entries(api, name)[-1]["data"] != {"_end": "owner"}  # not ended yet
+
+    page.context.set_offline(False)  # back: the outbox goes, then the end, with no click
+    page.wait_for_selector("#state[data-state=ended]", timeout=20000)
+    entries = stream_entries(api, name)
+    assert entries[-1]["data"] == {"_end": "owner"}
+    assert len(samples(entries)) == taken  # every sample taken before the click, none after
+    assert page.text_content("#end") == "end ride" and page.is_disabled("#end")
+
+
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 
 

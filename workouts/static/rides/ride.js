@@ -141,7 +141,7 @@
   };
 
   // ---------- the ride: a sample a second into the outbox ----------
-  let ride = null;  // {name, queue, startedMs, firstT, lastT, distance, sent, ended, holdUntil, endAnyway}
+  let ride = null;  // {name, queue, startedMs, firstT, lastT, distance, sent, ended, ending, endPending, finishing, holdUntil}
 
   const rideTime = () => Math.round(ride.startedMs + (Date.now() - ride.startedMs) * SPEEDUP) / 1000;
   const ROUNDING = { power: 0, cadence: 1, heart_rate: 0, speed: 3 };
@@ -296,6 +296,7 @@
     ride.sent += inFlight.length;
     inFlight = null;
     showQueue();
+    if (ride.endPending && !ride.queue.size) return finishEnd();  // the end waited for these
     pump();
   };
 
@@ -341,7 +342,7 @@
     say("");
     localStorage.setItem(STREAM_KEY, name);
     const queue = await RideQueue.open(name, OUTBOX_LIMIT);
-    ride = { name, queue, startedMs: Date.now(), firstT: null, lastT: null, distance: 0, sent: 0, ended: false, ending: false, holdUntil: 0, endAnyway: false };
+    ride = { name, queue, startedMs: Date.now(), firstT: null, lastT: null, distance: 0, sent: 0, ended: false, ending: false, endPending: false, finishing: false, holdUntil: 0 };
     $("stream-name").disabled = true;
     $("end").disabled = false;
     $("watch").href = config.live_url.replace("NAME", encodeURIComponent(name));
@@ -366,17 +367,29 @@
     }
   };
 
+  // "end ride": no sample after the click. What was taken is stored first: when the outbox
+  // cannot drain now (offline), the ride ends by itself once it has (acknowledged); a second
+  // click ends it at once, without what still waits.
   const endRide = async () => {
-    ride.ending = true;  // no sample after the click: the last ones taken are stored before the end
+    if (ride.endPending) return finishEnd();
+    ride.ending = true;
     await drained();
-    if (ride.queue.size && !ride.endAnyway) {
-      ride.endAnyway = true;
-      ride.ending = false;
-      return say(`${ride.queue.size} samples are not sent yet: wait for the connection, or press "end ride" again to end without them.`);
-    }
-    const answer = await api("POST", `${streamUrl(ride.name)}/end`);
+    if (!ride.queue.size) return finishEnd();
+    ride.endPending = true;
+    $("end").textContent = "end now, without them";
+    say(`${ride.queue.size} samples wait for the connection: the ride ends once they are stored. ` +
+        `Press "end now" to end without them.`);
+  };
+
+  const finishEnd = async () => {
+    if (ride.finishing || ride.ended) return;
+    ride.finishing = true;
+    const answer = await api("POST", `${streamUrl(ride.name)}/end`)
+      .catch((err) => ({ status: 0, data: { detail: `no connection (${err.message})` } }));
+    ride.finishing = false;
     if (answer.status !== 200) {
-      ride.ending = false;
+      ride.ending = ride.endPending = false;  // riding on: sampling again
+      $("end").textContent = "end ride";
       return say(`Could not end the ride: ${detailOf(answer)}`);
     }
     say("Ride ended: it becomes a workout.");
@@ -391,6 +404,7 @@
     showConnection("ended");
     showQueue();
     $("end").disabled = true;
+    $("end").textContent = "end ride";
     $("start").disabled = false;
     $("stream-name").disabled = false;
     $("stream-name").value = freshName();
