@@ -396,6 +396,30 @@ def test_a_marker_posted_during_a_ride_appears_on_the_live_chart(browser, site):
     page.close()
 
 
+def test_late_samples_fill_the_hole_in_an_open_live_chart(browser, site):  # noqa: F811
+    """A device's back-fill of a dropout, stored after newer samples (issue 25): the tracker
+    places it by ride time and the open page draws its chart anew (chart_reset), the hole filled."""
+    watched = Watched(logged_in_page(browser, site))
+    page = watched.page
+    runs = "() => document.getElementById('chart').dataset.power"
+    with httpx.Client(base_url=site["base"], headers={"Authorization": f"Bearer {site['token']}"}, timeout=10) as api:
+        assert api.put("/api/streams/late-a", json={"ftp": 250}).status_code == 201
+
+        def publish(first: int, last: int) -> None:
+            entries = [{"t": t, "power": 200 + (t % 7) * 10, "heart_rate": 140} for t in range(first, last + 1)]
+            assert api.post("/api/streams/late-a/events", json=entries).status_code == 201
+
+        publish(0, 59)
+        publish(120, 179)  # a minute missing: the device was offline
+        watched.goto(f"{site['base']}/live/late-a")
+        page.wait_for_function(f"() => ({runs})() === '[[0,59],[120,179]]'", timeout=15000)
+        publish(60, 119)  # its back-fill, stored last
+        page.wait_for_function(f"() => ({runs})() === '[[0,179]]'", timeout=15000)
+        assert page.text_content("#count") == "180"
+        watched.assert_no_violation()
+    page.close()
+
+
 class PlannedRiders(Riders):
     """Riders on one plan (issue 24): warm-up 1 min at 50-60% FTP, effort 10 min at 100-105%,
     easy 5 min; one rides the effort on target (256 W), one under (200 W), one over (400 W at

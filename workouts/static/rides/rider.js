@@ -189,17 +189,22 @@
     }
     ctx.textAlign = "right"; ctx.fillStyle = "#c7a14a"; ctx.fillText("W", left - 5, 11);
     ctx.textAlign = "left"; ctx.fillStyle = "#d0606f"; ctx.fillText("bpm", left + pw + 5, 11);
+    // A line per run of samples; the runs drawn ([first t, last t] each) are left on the
+    // canvas (data-power, data-hr) for the page's browser test.
     const series = (key, y, color) => {
       ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
       let pen = false, last = -Infinity;
+      const runs = [];
       for (const p of samples) {
         if (p[key] === null || p.t - last > GAP_S) pen = false;  // dropouts and gaps stay gaps
         last = p.t;
         if (p[key] === null) continue;
         pen ? ctx.lineTo(x(p.t), y(p[key])) : ctx.moveTo(x(p.t), y(p[key]));
+        pen ? (runs[runs.length - 1][1] = p.t) : runs.push([p.t, p.t]);
         pen = true;
       }
       ctx.stroke();
+      canvas.dataset[key] = JSON.stringify(runs);
     };
     series("power", yp, "#ffb000");
     series("hr", yh, "#ff4d6d");
