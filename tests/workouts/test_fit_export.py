@@ -172,15 +172,21 @@ def test_the_bulk_packed_records_are_fit_tools_own_encoding_byte_for_byte():
 
 
 # --- laps ----------------------------------------------------------------------------------------
-@pytest.mark.django_db(transaction=True)
-async def test_a_workout_with_markers_exports_one_lap_per_lap(r):
-    user, token = await owner_and_token()
+async def marked_workout(token) -> dict:
+    """A 20-minute ride with markers at 300 s and 750.5 s, created through the API: its JSON."""
     samples = a_ride(n=1200)
     body = {"title": "marked", "started_at": START.isoformat(), "markers": [[300, "one"], [750.5, "two"]],
             "samples": {k: [None if np.isnan(x) else x for x in v.tolist()] for k, v in samples.arrays.items()}}
     created = await AsyncClient().post("/api/workouts", json.dumps(body), content_type="application/json",
                                        **bearer(token))
-    workout = created.json()
+    assert created.status_code == 201, created.content
+    return created.json()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_workout_with_markers_exports_one_lap_per_lap(r):
+    user, token = await owner_and_token()
+    workout = await marked_workout(token)
     assert [lap["start_s"] for lap in workout["laps"]] == [0.0, 300.0, 750.5]
     laps = decoded(await exported(workout["id"], token))["lap_mesgs"]
     assert [(lap["start_time"] - START).total_seconds() for lap in laps] == [0, 300, 750]
@@ -212,7 +218,8 @@ async def test_the_openapi_schema_describes_the_fit_route(r):
 
 # --- the admin action ----------------------------------------------------------------------------
 @pytest.mark.django_db(transaction=True)
-def test_the_admin_downloads_one_workout_as_fit_and_asks_for_one_of_several():
+@pytest.mark.parametrize("kind, media_type", [("fit", "application/vnd.ant.fit"), ("tcx", "application/vnd.garmin.tcx+xml")])
+def test_the_admin_downloads_one_workout_and_asks_for_one_of_several(kind, media_type):
     from django.test import Client
 
     admin = make_user("root", password="pw", superuser=True)
@@ -221,9 +228,13 @@ def test_the_admin_downloads_one_workout_as_fit_and_asks_for_one_of_several():
     client = Client()
     client.force_login(admin)
     url = "/admin/workouts/workout/"
-    one = client.post(url, {"action": "download_fit", "_selected_action": [first.pk]})
-    assert one.status_code == 200 and one["Content-Type"] == "application/vnd.ant.fit"
-    assert one["Content-Disposition"] == f'attachment; filename="workout-{first.pk}.fit"'
-    assert len(decoded(one.content)["record_mesgs"]) == 300
-    several = client.post(url, {"action": "download_fit", "_selected_action": [first.pk, second.pk]}, follow=True)
-    assert several.status_code == 200 and "Select one workout to download as FIT" in several.content.decode()
+    one = client.post(url, {"action": f"download_{kind}", "_selected_action": [first.pk]})
+    assert one.status_code == 200 and one["Content-Type"] == media_type
+    assert one["Content-Disposition"] == f'attachment; filename="workout-{first.pk}.{kind}"'
+    if kind == "fit":
+        assert len(decoded(one.content)["record_mesgs"]) == 300
+    else:
+        assert one.content.count(b"<Trackpoint>") == 300
+    several = client.post(url, {"action": f"download_{kind}", "_selected_action": [first.pk, second.pk]}, follow=True)
+    assert several.status_code == 200
+    assert f"Select one workout to download as {kind.upper()}" in several.content.decode()

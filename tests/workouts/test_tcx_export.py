@@ -1,10 +1,9 @@
-"""TCX export (GET /api/workouts/{id}/tcx, the admin's "Download as TCX"): a TCX reader
+"""TCX export (GET /api/workouts/{id}/tcx; the admin's "Download as TCX" is tested beside
+"Download as FIT", tests/workouts/test_fit_export.py): a TCX reader
 (tcxreader) reads back the workout's samples, laps and totals; elements follow the order of
 Garmin's TrainingCenterDatabase v2 schema; the same owner rule and errors as the FIT file."""
 
 import datetime as dt
-import io
-import json
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -12,8 +11,13 @@ import pytest
 from django.test import AsyncClient
 from tcxreader.tcxreader import TCXReader
 
-from tests.helpers import bearer, make_user
-from tests.workouts.test_fit_export import START, a_ride, owner_and_token
+from tests.helpers import bearer
+from tests.workouts.test_fit_export import (
+    START,
+    a_ride,
+    marked_workout,
+    owner_and_token,
+)
 from workouts import tcx_export
 from workouts.fit_export import FitSummary
 from workouts.models import Workout
@@ -103,12 +107,7 @@ def test_samples_within_one_second_give_one_trackpoint_and_values_out_of_range_a
 @pytest.mark.django_db(transaction=True)
 async def test_a_workout_with_markers_exports_one_lap_per_lap_with_its_own_power(r, tmp_path):
     user, token = await owner_and_token()
-    samples = a_ride(n=1200)
-    body = {"title": "marked", "started_at": START.isoformat(), "markers": [[300, "one"], [750.5, "two"]],
-            "samples": {k: [None if np.isnan(x) else x for x in v.tolist()] for k, v in samples.arrays.items()}}
-    created = await AsyncClient().post("/api/workouts", json.dumps(body), content_type="application/json",
-                                       **bearer(token))
-    workout = created.json()
+    workout = await marked_workout(token)
     response = await AsyncClient().get(f"/api/workouts/{workout['id']}/tcx", **bearer(token))
     laps = ET.fromstring(response.content).findall("tc:Activities/tc:Activity/tc:Lap", NS)
     assert [lap.get("StartTime")[-9:] for lap in laps] == ["17:00:00Z", "17:05:00Z", "17:12:30Z"]
@@ -139,22 +138,3 @@ async def test_the_api_answers_the_file_to_its_readers_and_409_without_samples(r
     schema = (await AsyncClient().get("/api/openapi.json")).json()
     route = schema["paths"]["/api/workouts/{workout_id}/tcx"]["get"]
     assert "application/vnd.garmin.tcx+xml" in route["responses"]["200"]["content"] and "409" in route["responses"]
-
-
-@pytest.mark.django_db(transaction=True)
-def test_the_admin_downloads_one_workout_as_tcx_and_asks_for_one_of_several():
-    from django.test import Client
-
-    admin = make_user("root", password="pw", superuser=True)
-    first = workout_create(athlete=admin, title="a", started_at=START, samples=a_ride(n=300))
-    second = workout_create(athlete=admin, title="b", started_at=START, samples=a_ride(n=60))
-    client = Client()
-    client.force_login(admin)
-    url = "/admin/workouts/workout/"
-    one = client.post(url, {"action": "download_tcx", "_selected_action": [first.pk]})
-    assert one.status_code == 200 and one["Content-Type"] == "application/vnd.garmin.tcx+xml"
-    assert one["Content-Disposition"] == f'attachment; filename="workout-{first.pk}.tcx"'
-    root = ET.parse(io.BytesIO(one.content)).getroot()
-    assert len(root.findall(".//tc:Trackpoint", NS)) == 300
-    several = client.post(url, {"action": "download_tcx", "_selected_action": [first.pk, second.pk]}, follow=True)
-    assert several.status_code == 200 and "Select one workout to download as TCX" in several.content.decode()
