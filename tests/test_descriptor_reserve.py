@@ -156,8 +156,8 @@ def test_out_of_descriptors_is_a_503_and_health_answers(sync_r, server):
 
     # A reconnect storm: every extra answered, none reset. The first refusal may have met a
     # descriptor held for a moment (a probe's, a cluster node's connection while its slots were
-    # read); places given back that way take a listener each, so the storm goes on until five
-    # are refused, bounded by the limit.
+    # read); a place given back that way takes a listener, so the storm goes on until five are
+    # refused. Only a few such places exist: more accepted means the reserve is being spent.
     refused, accepted = 0, 0
     while refused < 5:
         s = connect(port)
@@ -166,7 +166,7 @@ def test_out_of_descriptors_is_a_503_and_health_answers(sync_r, server):
         if answer[0] == 200:
             listeners.append(s)
             accepted += 1
-            assert len(listeners) < LIMIT, f"the storm was never refused ({accepted} accepted)"
+            assert accepted <= 10, f"{accepted} extra listeners accepted after the first refusal ({refused} refused)"
             continue
         assert_refused(s, answer)
         s.close()

@@ -356,6 +356,31 @@ def test_ending_while_offline_ends_once_the_outbox_is_stored(browser, site, api)
     assert page.text_content("#end") == "end ride" and page.is_disabled("#end")
 
 
+def test_end_now_while_offline_drops_what_waits_and_ends_when_the_server_is_back(browser, site, api):  # noqa: F811
+    name = f"endnow-{uuid.uuid4().hex[:8]}"
+    page = logged_in_page(browser, site)
+    page.context.add_init_script(fake_bluetooth())
+    page.goto(f"{site['base']}/ride/?sample_ms=100")
+    page.fill("#stream-name", name)
+    connect_sensors(page, "power")
+    page.click("#start")
+    wait_for(lambda: count(page, "sent") >= 5, what="5 entries sent")
+    page.context.set_offline(True)
+    page.wait_for_selector("#state[data-state=offline]")
+    wait_for(lambda: count(page, "queued") >= 5, what="queued samples")
+    page.click("#end")
+    page.click("#end:has-text('end now, without them')", timeout=10000)
+    page.wait_for_selector("#message:has-text('ends once the server is reached')")
+    assert count(page, "queued") == 0 and page.text_content("#end") == "end ride"
+    sent = count(page, "sent")
+    assert page.get_attribute("#state", "data-state") == "offline"  # not ended: the server has not heard
+
+    page.context.set_offline(False)  # back: the end goes out by itself, and no sample is taken again
+    page.wait_for_selector("#state[data-state=ended]", timeout=20000)
+    entries = stream_entries(api, name)
+    assert entries[-1]["data"] == {"_end": "owner"} and len(samples(entries)) == sent
+
+
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 
 

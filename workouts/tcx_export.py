@@ -4,25 +4,28 @@ Pure and Django-free like ``workouts/fit_export.py`` (the server runs it in a wo
 The document is written as text: every value is a number or a fixed word except the title,
 escaped with ``xml.sax.saxutils``; ElementTree's writer took ~13 s for a 200,000-sample ride,
 this ~1 s. The tests read every file back with an XML parser and a TCX reader (tcxreader).
-The file follows FIT export's choices, so the two agree:
+The file follows FIT export's choices where TCX has a place for them:
 
 - one trackpoint per second of the ride, its first sample (``started_at + t`` to the second);
-- power in Garmin's ActivityExtension v2 (``TPX/Watts``, and ``Speed``), heart rate, cadence,
-  distance and altitude where the workout has them; a value missing (NaN) or outside what its
-  element holds is left out of that trackpoint;
+- power in Garmin's ActivityExtension v2 (``TPX/Watts``, and ``Speed``), heart rate, cadence
+  (a run's in ``TPX/RunCadence``), distance and altitude where the workout has them; a value
+  missing (NaN), out of what its element holds, or too large to sum (1e15 and up) is left out;
 - one ``Lap`` per lap of the workout (markers, a plan's steps), or one for the whole ride, each
   with its timer time (pauses left out), distance, heart rate, cadence, calories, and
-  ``LX/AvgWatts`` and ``MaxWatts``; a pause ends a ``Track`` and the next trackpoint starts
-  another (TCX has no timer events: that is how readers see the stop);
-- the workout's title as the activity's ``Notes``.
+  ``LX/AvgWatts`` (the lap's, as the workout computed it) and ``MaxWatts``; a pause ends a
+  ``Track`` and the next trackpoint starts another (TCX has no timer events: that is how readers
+  see the stop);
+- the workout's title as the activity's ``Notes`` (characters XML cannot hold left out).
 
-Calories are estimated as the lap's mechanical work in kJ (1 kJ of work ~ 1 kcal burnt at a
-cyclist's ~24% efficiency, the usual rule); a lap without power gets 0 (the element is required).
+Calories are the lap's mechanical work in kJ (the workout's ``work_kj`` for a ride of one lap,
+else the lap's average power over its moving seconds): 1 kJ of work is ~1 kcal burnt at a
+cyclist's ~24% efficiency, the usual rule. A lap without power gets 0 (the element is required).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -41,6 +44,7 @@ HEART_RATE = (1, 255)  # HeartRateInBeatsPerMinute_t: an unsignedByte from 1
 CADENCE = (0, 254)  # CadenceValue_t
 WATTS = (0, 65535)  # TPX/Watts: an unsignedShort
 CALORIES_MAX = 65535  # Calories: an unsignedShort
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # characters XML 1.0 cannot hold
 
 
 
@@ -70,9 +74,10 @@ def workout_tcx(samples: Samples, *, summary: FitSummary, laps: list[dict], paus
         f'xsi:schemaLocation="{SCHEMA_LOCATION}">\n<Activities>\n',
         f'<Activity Sport="{SPORTS.get(summary.sport, "Other")}">\n<Id>{_time(ride.first_s)}</Id>\n',
     ]
-    for lap in laps or [ride.whole_lap()]:
-        parts += ride.lap(lap)
-    if title:
+    laps = laps or [ride.whole_lap()]
+    for k, lap in enumerate(laps):
+        parts += ride.lap(lap, last=k == len(laps) - 1)
+    if title := NOT_XML.sub("", title):
         parts.append(f"<Notes>{escape(title)}</Notes>\n")
     parts.append("</Activity>\n</Activities>\n</TrainingCenterDatabase>\n")
     return "".join(parts).encode()
@@ -83,11 +88,13 @@ class _Ride:
 
     def __init__(self, samples: Samples, summary: FitSummary, pauses) -> None:
         self.summary = summary
+        self.running = summary.sport == "running"  # cadence: steps (TPX/RunCadence), not the crank's
         start = summary.started_at.timestamp()
         seconds = np.floor(start + samples.get("t")).astype(np.int64)
         rows = np.flatnonzero(np.concatenate(([True], np.diff(seconds) > 0)))
         self.seconds = seconds[rows]
-        self.columns = {name: np.asarray(samples.get(name), dtype=float)[rows]
+        # Values beyond what a double sums or averages to a finite number count as missing.
+        self.columns = {name: _finite(np.asarray(samples.get(name), dtype=float)[rows])
                         for name in ("power", "heart_rate", "cadence", "speed", "distance", "altitude")
                         if samples.get(name) is not None}
         self.first_s = int(self.seconds[0])
@@ -98,24 +105,27 @@ class _Ride:
     def whole_lap(self) -> dict:
         s = self.summary
         return {"start_s": 0.0, "end_s": float(self.end_s - self.first_s), "avg_power": s.avg_power,
-                "avg_hr": s.avg_hr}
+                "avg_hr": s.avg_hr, "work_kj": s.work_kj}
 
-    def lap(self, lap: dict) -> list[str]:
-        """One ``Lap``: its totals in the schema's order, its tracks, its LX extension."""
+    def lap(self, lap: dict, *, last: bool = False) -> list[str]:
+        """One ``Lap``: its totals in the schema's order, its tracks, its LX extension. The last
+        lap runs to the last trackpoint (a lap's end is the samples' time, not a whole second)."""
         start, end = self.first_s + float(lap["start_s"]), self.first_s + float(lap["end_s"])
+        if last:
+            end = max(end, float(self.end_s))
         rows = np.flatnonzero((self.seconds >= start) & (self.seconds < end))
         out = [f'<Lap StartTime="{_time(start)}">\n',
                f"<TotalTimeSeconds>{_number(self._timer_time(start, end))}</TotalTimeSeconds>\n",
                f"<DistanceMeters>{_number(self._distance(rows) or 0.0)}</DistanceMeters>\n"]
-        if (top_speed := self._max("speed", rows)) is not None:
-            out.append(f"<MaximumSpeed>{_number(top_speed)}</MaximumSpeed>\n")
-        out.append(f"<Calories>{self._calories(rows)}</Calories>\n")
+        if (top_speed := _number_or_none(self._max("speed", rows))) is not None:
+            out.append(f"<MaximumSpeed>{top_speed}</MaximumSpeed>\n")
+        out.append(f"<Calories>{_calories(lap)}</Calories>\n")
         if (avg_hr := _bounded(lap.get("avg_hr"), HEART_RATE)) is not None:
             out.append(f"<AverageHeartRateBpm><Value>{avg_hr}</Value></AverageHeartRateBpm>\n")
         if (max_hr := _bounded(self._max("heart_rate", rows), HEART_RATE)) is not None:
             out.append(f"<MaximumHeartRateBpm><Value>{max_hr}</Value></MaximumHeartRateBpm>\n")
         out.append("<Intensity>Active</Intensity>\n")
-        if (cadence := _bounded(self._mean("cadence", rows), CADENCE)) is not None:
+        if not self.running and (cadence := _bounded(self._mean("cadence", rows), CADENCE)) is not None:
             out.append(f"<Cadence>{cadence}</Cadence>\n")
         out.append("<TriggerMethod>Manual</TriggerMethod>\n")
         for track in self._tracks(rows):
@@ -140,12 +150,14 @@ class _Ride:
         distance = texts("distance", "DistanceMeters", _number_or_none)
         hr = ["" if v is None else f"<HeartRateBpm><Value>{v}</Value></HeartRateBpm>"
               for v in _whole_numbers(c.get("heart_rate"), HEART_RATE, n)]
-        cadence = ["" if v is None else f"<Cadence>{v}</Cadence>" for v in _whole_numbers(c.get("cadence"), CADENCE, n)]
+        cadence = _whole_numbers(c.get("cadence"), CADENCE, n)
+        bike = ["" if v is None or self.running else f"<Cadence>{v}</Cadence>" for v in cadence]
+        run = ["" if v is None or not self.running else f"<ax:RunCadence>{v}</ax:RunCadence>" for v in cadence]
         speed = texts("speed", "ax:Speed", _number_or_none)
         watts = ["" if v is None else f"<ax:Watts>{v}</ax:Watts>" for v in _whole_numbers(c.get("power"), WATTS, n)]
         return [
-            f"<Trackpoint><Time>{times[i]}Z</Time>{altitude[i]}{distance[i]}{hr[i]}{cadence[i]}"
-            + (f"<Extensions><ax:TPX>{speed[i]}{watts[i]}</ax:TPX></Extensions>" if speed[i] or watts[i] else "")
+            f"<Trackpoint><Time>{times[i]}Z</Time>{altitude[i]}{distance[i]}{hr[i]}{bike[i]}"
+            + (f"<Extensions><ax:TPX>{tpx}</ax:TPX></Extensions>" if (tpx := speed[i] + run[i] + watts[i]) else "")
             + "</Trackpoint>\n"
             for i in range(n)
         ]
@@ -159,10 +171,14 @@ class _Ride:
         return np.split(rows, cuts)
 
     def _lap_extension(self, lap: dict, rows: np.ndarray) -> list[str]:
-        """``LX``: average speed, max cadence, average and max watts (the schema's order)."""
+        """``LX``: average speed, max cadence (a run's average and max), average and max watts
+        (the schema's order)."""
+        cadence_max = _bounded(self._max("cadence", rows), CADENCE)
         values = [
-            ("AvgSpeed", None if (v := self._mean("speed", rows)) is None else _number(v)),
-            ("MaxBikeCadence", _bounded(self._max("cadence", rows), CADENCE)),
+            ("AvgSpeed", _number_or_none(self._mean("speed", rows))),
+            ("MaxBikeCadence", None if self.running else cadence_max),
+            ("AvgRunCadence", _bounded(self._mean("cadence", rows), CADENCE) if self.running else None),
+            ("MaxRunCadence", cadence_max if self.running else None),
             ("AvgWatts", _bounded(lap.get("avg_power"), WATTS)),
             ("MaxWatts", _bounded(self._max("power", rows), WATTS)),
         ]
@@ -192,9 +208,22 @@ class _Ride:
         values = self._present("distance", rows)
         return None if values is None else float(values.max() - values.min())
 
-    def _calories(self, rows: np.ndarray) -> int:
-        values = self._present("power", rows)
-        return 0 if values is None else min(CALORIES_MAX, int(round(float(values.sum()) / 1000)))
+
+def _calories(lap: dict) -> int:
+    """The lap's mechanical work in kJ as kcal: the workout's work for a ride of one lap, else
+    the lap's average power over its moving seconds (pauses and gaps left out, as the workout's
+    work); 0 without power."""
+    work_kj = lap.get("work_kj")
+    if work_kj is None and lap.get("avg_power") is not None and lap.get("moving_s") is not None:
+        work_kj = lap["avg_power"] * lap["moving_s"] / 1000
+    if work_kj is None or not np.isfinite(work_kj):
+        return 0
+    return int(min(max(round(work_kj), 0), CALORIES_MAX))
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """NaN where a value is so large that a sum or a mean of a few would not be finite."""
+    return np.where(np.abs(values) < 1e15, values, np.nan)
 
 
 def _time(unix_s: float) -> str:
@@ -206,8 +235,8 @@ def _number(value: float) -> str:
     return f"{float(value):.2f}".rstrip("0").rstrip(".")
 
 
-def _number_or_none(value: float) -> str | None:
-    return None if value != value else _number(value)  # NaN: missing
+def _number_or_none(value: float | None) -> str | None:
+    return None if value is None or not np.isfinite(value) else _number(value)  # NaN: missing
 
 
 def _whole_numbers(values: np.ndarray | None, bounds: tuple[int, int], n: int) -> list[int | None]:

@@ -29,6 +29,7 @@ NS = {"tc": tcx_export.TCX_NS, "x": tcx_export.EXT_NS}
 # rely on the order: the schema is a sequence).
 LAP_ORDER = ["TotalTimeSeconds", "DistanceMeters", "MaximumSpeed", "Calories", "AverageHeartRateBpm",
              "MaximumHeartRateBpm", "Intensity", "Cadence", "TriggerMethod", "Track", "Notes", "Extensions"]
+TPX_ORDER = ["Speed", "RunCadence", "Watts"]  # ActivityExtension v2's ActivityTrackpointExtension_t
 POINT_ORDER = ["Time", "Position", "AltitudeMeters", "DistanceMeters", "HeartRateBpm", "Cadence", "SensorState",
                "Extensions"]
 
@@ -50,7 +51,7 @@ def assert_in_schema_order(element, order):
 
 def summary(**extra):
     return FitSummary(started_at=START, ftp=250, avg_power=222.4, max_power=331, normalized_power=231.6, avg_hr=138.2,
-                      max_hr=160, avg_cadence=88.1, **extra)
+                      max_hr=160, avg_cadence=88.1, work_kj=133.4, **extra)
 
 
 def test_a_reader_gets_every_second_back_with_power_hr_cadence_speed_and_distance(tmp_path):
@@ -60,7 +61,7 @@ def test_a_reader_gets_every_second_back_with_power_hr_cadence_speed_and_distanc
     tcx = read(data, tmp_path)
     points = tcx.trackpoints
     assert len(points) == 600 and tcx.activity_type == "Biking"
-    assert points[0].time == START.replace(tzinfo=None) and points[-1].time == (START + dt.timedelta(seconds=599)).replace(tzinfo=None)
+    assert [p.time for p in points] == [(START + dt.timedelta(seconds=k)).replace(tzinfo=None) for k in range(600)]
     for name, read_back in (("power", lambda p: p.tpx_ext.get("Watts")), ("heart_rate", lambda p: p.hr_value),
                             ("cadence", lambda p: p.cadence)):
         expected = [None if np.isnan(v) else v for v in samples.get(name)]
@@ -83,7 +84,7 @@ def test_one_lap_carries_the_rides_totals_and_a_pause_splits_its_track(tmp_path)
     assert lap.find("tc:AverageHeartRateBpm/tc:Value", NS).text == "138"
     assert int(lap.find("tc:MaximumHeartRateBpm/tc:Value", NS).text) == np.nanmax(samples.get("heart_rate"))
     assert int(lap.find("tc:Cadence", NS).text) == round(np.nanmean(samples.get("cadence")))
-    assert int(lap.find("tc:Calories", NS).text) == round(np.nansum(samples.get("power")) / 1000)
+    assert lap.find("tc:Calories", NS).text == "133"  # the workout's work, 133.4 kJ
     assert lap.find("tc:Extensions/x:LX/x:AvgWatts", NS).text == "222"
     assert int(lap.find("tc:Extensions/x:LX/x:MaxWatts", NS).text) == np.nanmax(samples.get("power"))
     tracks = lap.findall("tc:Track", NS)
@@ -102,6 +103,47 @@ def test_samples_within_one_second_give_one_trackpoint_and_values_out_of_range_a
     points = read(data, tmp_path).trackpoints
     assert [(p.tpx_ext.get("Watts"), p.hr_value, p.cadence) for p in points] == [
         (100, None, 80), (None, None, None), (120, 121, 90)]  # HR 0, 300 W... not what the elements hold
+
+
+def test_what_xml_cannot_hold_or_a_double_cannot_sum_is_left_out(tmp_path):
+    samples = samples_from_arrays(t=[0.0, 1.0, 2.0], power=[1e308, 200, 1e308], speed=[1e308, 5.0, 1e308])
+    data = tcx_export.workout_tcx(samples, summary=FitSummary(started_at=START, work_kj=float("inf")), laps=[],
+                                  title="bell\x07 and\x1b escape\ufffe")
+    root = ET.fromstring(data)  # well-formed
+    assert root.find("tc:Activities/tc:Activity/tc:Notes", NS).text == "bell and escape"
+    points = read(data, tmp_path).trackpoints
+    assert [(p.tpx_ext.get("Watts"), p.tpx_ext.get("Speed")) for p in points] == [(None, None), (200, 5), (None, None)]
+    lap = root.find("tc:Activities/tc:Activity/tc:Lap", NS)
+    assert lap.find("tc:Calories", NS).text == "0" and lap.find("tc:MaximumSpeed", NS).text == "5"
+
+
+def test_calories_are_the_laps_work_whatever_the_sampling(tmp_path):
+    """A head unit's smart recording: a sample every 5 s, an hour at 200 W (720 kJ)."""
+    samples = samples_from_arrays(t=np.arange(0.0, 3600.0, 5.0), power=np.full(720, 200.0))
+    whole = tcx_export.workout_tcx(samples, summary=FitSummary(started_at=START, work_kj=720.0), laps=[])
+    assert ET.fromstring(whole).find(".//tc:Lap/tc:Calories", NS).text == "720"
+    laps = [{"start_s": 0.0, "end_s": 1800.0, "avg_power": 200.0, "moving_s": 1800},
+            {"start_s": 1800.0, "end_s": 3600.0, "avg_power": 200.0, "moving_s": 1800}]
+    split = tcx_export.workout_tcx(samples, summary=FitSummary(started_at=START), laps=laps)
+    assert [e.text for e in ET.fromstring(split).findall(".//tc:Lap/tc:Calories", NS)] == ["360", "360"]
+
+
+def test_the_last_lap_holds_the_last_trackpoint_and_a_run_has_run_cadence(tmp_path):
+    t = 0.75 + np.arange(100) * 0.25  # 4 Hz from a fractional start: the last second ends past the lap
+    samples = samples_from_arrays(t=t, cadence=np.full(100, 85.0), heart_rate=np.full(100, 150.0))
+    laps = [{"start_s": 0.0, "end_s": 12.0}, {"start_s": 12.0, "end_s": 25.0}]
+    data = tcx_export.workout_tcx(samples, summary=FitSummary(started_at=START, sport="running"), laps=laps)
+    root = ET.fromstring(data)
+    assert len(root.findall(".//tc:Trackpoint", NS)) == len(set(np.floor(t).tolist())) == 26
+    assert root.find(".//tc:Trackpoint/tc:Cadence", NS) is None  # a bike's crank cadence: not a run's
+    assert {e.text for e in root.findall(".//x:TPX/x:RunCadence", NS)} == {"85"}
+    assert root.find(".//tc:Lap/tc:Cadence", NS) is None
+    assert [e.text for e in root.findall(".//x:LX/x:AvgRunCadence", NS)] == ["85", "85"]
+    assert root.find("tc:Activities/tc:Activity", NS).get("Sport") == "Running"
+    for point in root.findall(".//tc:Trackpoint", NS):
+        assert_in_schema_order(point, POINT_ORDER)
+        for tpx in point.findall("tc:Extensions/x:TPX", NS):
+            assert_in_schema_order(tpx, TPX_ORDER)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -282,6 +282,7 @@
     attempts = 0;
     showConnection("live");
     showQueue();
+    if (ride.endPending && !ride.queue.size) return endWhenDrained();  // what it waited for was stored already
     pump();
   };
 
@@ -296,7 +297,7 @@
     ride.sent += inFlight.length;
     inFlight = null;
     showQueue();
-    if (ride.endPending && !ride.queue.size) return finishEnd();  // the end waited for these
+    if (ride.endPending && !ride.queue.size) return endWhenDrained();  // the end waited for these
     pump();
   };
 
@@ -342,7 +343,7 @@
     say("");
     localStorage.setItem(STREAM_KEY, name);
     const queue = await RideQueue.open(name, OUTBOX_LIMIT);
-    ride = { name, queue, startedMs: Date.now(), firstT: null, lastT: null, distance: 0, sent: 0, ended: false, ending: false, endPending: false, finishing: false, holdUntil: 0 };
+    ride = { name, queue, startedMs: Date.now(), firstT: null, lastT: null, distance: 0, sent: 0, ended: false, ending: false, endPending: false, finishing: false, endRetry: null, holdUntil: 0 };
     $("stream-name").disabled = true;
     $("end").disabled = false;
     $("watch").href = config.live_url.replace("NAME", encodeURIComponent(name));
@@ -367,37 +368,65 @@
     }
   };
 
-  // "end ride": no sample after the click. What was taken is stored first: when the outbox
-  // cannot drain now (offline), the ride ends by itself once it has (acknowledged); a second
-  // click ends it at once, without what still waits.
+  // "end ride": no sample after the click, and the ride ends once what was taken is stored.
+  // When the outbox cannot drain now (offline) the end waits and happens by itself (``endWhenDrained``,
+  // on every acknowledgement and reconnect); "end now, without them" drops what waits. An end
+  // the server cannot be reached for is tried again; sampling stays stopped meanwhile.
   const endRide = async () => {
-    if (ride.endPending) return finishEnd();
+    if (ride.endPending) return endNow();
     ride.ending = true;
+    $("end").disabled = true;  // no second click while the outbox drains
     await drained();
     if (!ride.queue.size) return finishEnd();
     ride.endPending = true;
-    $("end").textContent = "end now, without them";
     say(`${ride.queue.size} samples wait for the connection: the ride ends once they are stored. ` +
-        `Press "end now" to end without them.`);
+        `Press "end now, without them" to end without them.`);
+    // The other choice shows a second later: a double tap does not drop the samples.
+    setTimeout(showEndButton, 1000);
+  };
+
+  const showEndButton = () => {
+    if (!ride || ride.ended || ride.finishing) return;
+    $("end").textContent = ride.endPending && ride.queue.size ? "end now, without them" : "end ride";
+    $("end").disabled = false;
+  };
+
+  const endNow = () => {
+    ride.queue.remove(ride.queue.head(ride.queue.size));
+    showQueue();
+    return finishEnd();
+  };
+
+  const endWhenDrained = () => {
+    if (ride && ride.endPending && !ride.ended && !ride.queue.size && !inFlight) finishEnd();
   };
 
   const finishEnd = async () => {
     if (ride.finishing || ride.ended) return;
     ride.finishing = true;
+    $("end").disabled = true;
+    clearTimeout(ride.endRetry);
     const answer = await api("POST", `${streamUrl(ride.name)}/end`)
       .catch((err) => ({ status: 0, data: { detail: `no connection (${err.message})` } }));
     ride.finishing = false;
-    if (answer.status !== 200) {
-      ride.ending = ride.endPending = false;  // riding on: sampling again
-      $("end").textContent = "end ride";
-      return say(`Could not end the ride: ${detailOf(answer)}`);
+    if (answer.status === 200) {
+      say("Ride ended: it becomes a workout.");
+      return rideEnded();
     }
-    say("Ride ended: it becomes a workout.");
-    rideEnded();
+    if (answer.status === 0 || answer.status === 429 || answer.status >= 500) {  // try again
+      ride.endPending = true;
+      ride.endRetry = setTimeout(endWhenDrained, 5000);
+      showEndButton();
+      return say(`The ride ends once the server is reached (${detailOf(answer)}); samples are no longer taken.`);
+    }
+    ride.ending = ride.endPending = false;  // refused: riding on, sampling again
+    showEndButton();
+    return say(`Could not end the ride: ${detailOf(answer)}`);
   };
 
   const rideEnded = () => {
     ride.ended = true;
+    clearTimeout(ride.endRetry);
     ride.queue.remove(ride.queue.head(ride.queue.size));
     localStorage.removeItem(STREAM_KEY);
     socket?.close();
