@@ -356,6 +356,38 @@ def test_ending_while_offline_ends_once_the_outbox_is_stored(browser, site, api)
     assert page.text_content("#end") == "end ride" and page.is_disabled("#end")
 
 
+def test_an_end_that_waited_over_a_reload_goes_on_in_the_next_visit(browser, site, api):  # noqa: F811
+    name = f"endre-{uuid.uuid4().hex[:8]}"
+    page = logged_in_page(browser, site)
+    page.context.add_init_script(fake_bluetooth())
+    page.goto(f"{site['base']}/ride/?sample_ms=100")
+    page.fill("#stream-name", name)
+    connect_sensors(page, "power")
+    page.click("#start")
+    wait_for(lambda: count(page, "sent") >= 5, what="5 entries sent")
+    page.context.set_offline(True)
+    page.wait_for_selector("#state[data-state=offline]")
+    wait_for(lambda: count(page, "queued") >= 10, what="queued samples")
+    page.click("#end")
+    page.wait_for_selector("#end:has-text('end now, without them')", timeout=10000)
+    taken = count(page, "sent") + count(page, "queued")
+    page.goto("about:blank")  # the rider left the page while the end waited
+
+    page.context.set_offline(False)
+    again = page
+    again.goto(f"{site['base']}/ride/?sample_ms=100")  # no click: the outbox goes, then the end
+    again.wait_for_selector("#state[data-state=ended]", timeout=20000)
+    assert again.text_content("#message") == "Ride ended: it becomes a workout."
+    entries = stream_entries(api, name)
+    assert entries[-1]["data"] == {"_end": "owner"}
+    times = [float(s["t"]) for s in samples(entries)]
+    assert len(times) == taken and times == sorted(set(times))  # every sample once, in order
+    assert again.input_value("#stream-name") != name  # a fresh name for the next ride
+    again.reload()
+    again.wait_for_selector("#state[data-state=idle]")  # ended: nothing resumes a second time
+    assert again.is_enabled("#start")
+
+
 def test_end_now_while_offline_drops_what_waits_and_ends_when_the_server_is_back(browser, site, api):  # noqa: F811
     name = f"endnow-{uuid.uuid4().hex[:8]}"
     page = logged_in_page(browser, site)

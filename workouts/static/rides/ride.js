@@ -10,6 +10,7 @@
   const config = Live.config();
   const $ = (id) => document.getElementById(id);
   const TOKEN_KEY = "streamsite.ride.token", STREAM_KEY = "streamsite.ride.stream";
+  const ENDING_KEY = "streamsite.ride.ending";  // the stream whose end waits (kept over a reload)
   const OUTBOX_LIMIT = 6 * 3600;  // 6 hours at one sample a second
   const BATCH = 1000;  // entries per frame: one publish
   const FRESH_MS = 5000;  // a sensor value older than this is not sent
@@ -141,7 +142,9 @@
   };
 
   // ---------- the ride: a sample a second into the outbox ----------
-  let ride = null;  // {name, queue, startedMs, firstT, lastT, distance, sent, ended, ending, endPending, finishing, holdUntil}
+  // {name, queue, startedMs, firstT, lastT, distance, sent, ended, ending, endPending, finishing,
+  //  endRetry (the timer of an end tried again), holdUntil (no frame before: a refusal's pause)}
+  let ride = null;
 
   const rideTime = () => Math.round(ride.startedMs + (Date.now() - ride.startedMs) * SPEEDUP) / 1000;
   const ROUNDING = { power: 0, cadence: 1, heart_rate: 0, speed: 3 };
@@ -342,14 +345,31 @@
     }
     say("");
     localStorage.setItem(STREAM_KEY, name);
-    const queue = await RideQueue.open(name, OUTBOX_LIMIT);
-    ride = { name, queue, startedMs: Date.now(), firstT: null, lastT: null, distance: 0, sent: 0, ended: false, ending: false, endPending: false, finishing: false, endRetry: null, holdUntil: 0 };
-    $("stream-name").disabled = true;
+    await beginRide(name, false);
     $("end").disabled = false;
+    keepAwake();
+    connect();
+  };
+
+  // The ride on ``name`` with what its outbox kept; ``ending``: its end waits (after a reload).
+  const beginRide = async (name, ending) => {
+    const queue = await RideQueue.open(name, OUTBOX_LIMIT);
+    ride = { name, queue, startedMs: Date.now(), firstT: null, lastT: null, distance: 0, sent: 0, ended: false, ending, endPending: ending, finishing: false, endRetry: null, holdUntil: 0 };
+    $("start").disabled = true;
+    $("stream-name").value = name;
+    $("stream-name").disabled = true;
     $("watch").href = config.live_url.replace("NAME", encodeURIComponent(name));
     $("watch").hidden = false;
     showQueue();
-    keepAwake();
+  };
+
+  // A reload (or a new visit) while an end waited: no sampling, the outbox goes, then the end.
+  const resumeEnd = async () => {
+    const name = localStorage.getItem(ENDING_KEY);
+    if (!name || name !== localStorage.getItem(STREAM_KEY) || (!config.session && !token())) return;
+    await beginRide(name, true);
+    say(`The end of ${name} was waiting: ${ride.queue.size} samples go first, then the ride ends.`);
+    showEndButton();
     connect();
   };
 
@@ -378,11 +398,16 @@
     $("end").disabled = true;  // no second click while the outbox drains
     await drained();
     if (!ride.queue.size) return finishEnd();
-    ride.endPending = true;
+    endWaits();
     say(`${ride.queue.size} samples wait for the connection: the ride ends once they are stored. ` +
         `Press "end now, without them" to end without them.`);
     // The other choice shows a second later: a double tap does not drop the samples.
     setTimeout(showEndButton, 1000);
+  };
+
+  const endWaits = () => {
+    ride.endPending = true;
+    localStorage.setItem(ENDING_KEY, ride.name);
   };
 
   const showEndButton = () => {
@@ -414,12 +439,13 @@
       return rideEnded();
     }
     if (answer.status === 0 || answer.status === 429 || answer.status >= 500) {  // try again
-      ride.endPending = true;
+      endWaits();
       ride.endRetry = setTimeout(endWhenDrained, 5000);
       showEndButton();
       return say(`The ride ends once the server is reached (${detailOf(answer)}); samples are no longer taken.`);
     }
     ride.ending = ride.endPending = false;  // refused: riding on, sampling again
+    localStorage.removeItem(ENDING_KEY);
     showEndButton();
     return say(`Could not end the ride: ${detailOf(answer)}`);
   };
@@ -429,6 +455,7 @@
     clearTimeout(ride.endRetry);
     ride.queue.remove(ride.queue.head(ride.queue.size));
     localStorage.removeItem(STREAM_KEY);
+    localStorage.removeItem(ENDING_KEY);
     socket?.close();
     showConnection("ended");
     showQueue();
@@ -462,4 +489,5 @@
   document.addEventListener("visibilitychange", keepAwake);
   window.addEventListener("online", () => { if (!socket) connect(); });
   setInterval(tick, config.sample_ms);
+  resumeEnd();
 })();
