@@ -24,9 +24,9 @@ from streams.store.names import validate_stream_name
 
 
 def stale_after_ms() -> int:
-    """When a ride without data turns stale (docs/rides.md): for a server whose snapshots do
-    not say their state yet, the pages judge by the last entry's age."""
-    return getattr(settings, "RIDE_STALE_AFTER", 10000)
+    """When a ride without data turns stale (``RIDE_STALE_AFTER``, docs/rides.md): the pages
+    judge a row by its last entry's age until its first snapshot says its state."""
+    return settings.RIDE_STALE_AFTER_MS
 
 
 ERROR_PAGES = {400: "400.html", 404: "404.html", 503: "503.html"}
@@ -61,7 +61,6 @@ async def home_page(request):
     readable = await store.streams_list(limit=1, reader=rules.stream_reader(ident))
     config = {
         "rides_url": "/api/rides",
-        "streams_url": reverse("api:list_streams"),
         "metrics_url": reverse("api:follow_many_metrics"),
         "group_url": reverse("live-group"),
         "live_url": reverse("live", kwargs={"name": "NAME"}),

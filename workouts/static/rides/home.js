@@ -4,25 +4,11 @@
   const L = window.Live, cfg = L.config();
   const $ = (id) => document.getElementById(id);
   const body = $("rides").querySelector("tbody");
-  const LIST_EVERY_MS = 10000, IDLE_END_MS = 600000;
+  const LIST_EVERY_MS = 10000;
   let rides = [], metrics = {}, picked = new Set(), source = null, followed = "";
-
-  // A server without the rides list yet (404): its streams, their states judged by age.
-  const idOfMs = (id) => id ? Number(id.split("-")[0]) : null;
-  function streamAsRide(s) {
-    const last = idOfMs(s.last_id), age = last ? Date.now() - last : null;
-    const state = !last ? "waiting" : age > IDLE_END_MS ? "ended" : age > cfg.stale_after_ms ? "stale" : "live";
-    return { name: s.name, owner: s.owner, visibility: s.visibility, ftp: s.ftp, state,
-             started_ms: idOfMs(s.first_id), last_entry_ms: last };
-  }
 
   async function fetchRides() {
     const response = await fetch(cfg.rides_url, { headers: { Accept: "application/json" } });
-    if (response.status === 404) {
-      const streams = await fetch(cfg.streams_url + "?info=true&limit=100");
-      if (!streams.ok) throw new Error(`streams list: ${streams.status}`);
-      return (await streams.json()).streams.map(streamAsRide);
-    }
     if (!response.ok) throw new Error(`rides list: ${response.status}`);
     return (await response.json()).rides;
   }
@@ -30,7 +16,6 @@
   // What a row shows: the live snapshot when there is one, else the list's own fields.
   function view(ride) {
     const m = metrics[ride.name], v = { ...ride, ...(m || {}), name: ride.name, owner: ride.owner, ftp: m?.ftp ?? ride.ftp };
-    if (m && !("state" in m)) delete v.state;  // a server without snapshot states: judged by age
     return v;
   }
   const elapsed = (v) => v.elapsed_s ?? (v.started_ms && v.last_entry_ms ? (v.last_entry_ms - v.started_ms) / 1000 : null);
