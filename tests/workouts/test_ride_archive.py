@@ -80,3 +80,34 @@ def test_an_end_marker_is_no_sample():
     assert reader.sample("1000-0", {"power": "200"}) is not None
     assert reader.sample("2000-0", {"_end": "owner"}) is None
     assert reader.sample("3000-0", {"power": "210"})["t"] == 2.0
+
+
+async def test_a_ride_timed_by_the_devices_unix_clock_starts_at_its_first_sample(r):
+    """/ride/ sends ``t`` as Unix seconds: the workout starts at the first sample's time, its
+    ``t`` counts from 0, and its FIT file's records carry the device's times (not 1970 + t
+    added to the start: a year of 2081)."""
+    from garmin_fit_sdk import Decoder, Stream
+
+    def make():
+        user = make_user("device")
+        return user, ApiToken.issue(user=user)[1]
+
+    user, token = await sync_to_async(make)()
+    start = 1_764_950_400  # 2025-12-05 16:00:00 UTC
+    late_first = [{"t": str(start + i), "power": str(200 + i % 7)} for i in range(30, 60)]
+    backfill = [{"t": str(start + i), "power": str(200 + i % 7)} for i in range(30)]  # offline, sent after
+    await store.stream_publish(name="ride", entries=late_first, actor=actor(user))
+    await store.stream_publish(name="ride", entries=backfill, actor=actor(user))
+    resp = await archive(token, {"force": True})
+    assert resp.status_code == 201, resp.content
+    workout = resp.json()
+    assert workout["started_at"].startswith("2025-12-05T16:00:00")
+    assert (workout["duration_s"], workout["sample_count"]) == (60, 60)
+    client = AsyncClient()
+    detail = (await client.get(f"/api/workouts/{workout['id']}?samples=true", **bearer(token))).json()
+    assert detail["samples"]["t"] == list(range(60))  # from 0, back-fill placed first
+    fit = await client.get(f"/api/workouts/{workout['id']}/fit", **bearer(token))
+    messages, errors = Decoder(Stream.from_byte_array(bytearray(fit.content))).read()
+    assert errors == []
+    times = [m["timestamp"] for m in messages["record_mesgs"]]
+    assert (times[0].isoformat(), times[-1].isoformat()) == ("2025-12-05T16:00:00+00:00", "2025-12-05T16:00:59+00:00")

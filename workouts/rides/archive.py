@@ -108,6 +108,10 @@ def marker_of(fields: dict[str, str]) -> tuple[float, str] | None:
     return (ride_s if ride_s == ride_s else 0.0), fields[MARKER_FIELD]
 
 
+# A sample's ``t`` from here on is a Unix time (2001-09-09), not seconds into a ride (31 years).
+UNIX_T_FROM = 1_000_000_000
+
+
 class StreamSamples:
     """Accumulates stream entries into columnar arrays chunk by chunk (no list of dicts)."""
 
@@ -136,9 +140,19 @@ class StreamSamples:
                       late=self.reader.late > 0)
 
     def samples(self) -> Samples:
-        return samples_from_arrays(**self.placed())
+        """The workout's samples: in ride-time order, ``t`` in seconds from the first (a
+        workout's ``t`` counts from its start, whatever clock the device sent)."""
+        columns = self.placed()
+        t = columns["t"]
+        return samples_from_arrays(**{**columns, "t": t - t[0] if t.size else t})
 
     def started_at(self) -> dt.datetime:
+        """When the ride began: its first sample's ``t`` when that is a Unix time (from
+        ``UNIX_T_FROM`` on: a device's clock, as /ride/ sends it, back-filled samples
+        included), else when its first entry arrived."""
+        t = np.frombuffer(self.columns["t"], dtype=float)
+        if t.size and (first := float(t.min())) >= UNIX_T_FROM:
+            return dt.datetime.fromtimestamp(first, tz=dt.UTC)
         return dt.datetime.fromtimestamp((self.reader.first_ms or 0) / 1000, tz=dt.UTC)
 
 
