@@ -29,6 +29,93 @@ from workouts.rides import archive
 router = Router(tags=["workouts"])
 
 
+class LapOut(Schema):
+    start_s: float = Field(description="seconds from the first sample")
+    end_s: float
+    duration_s: float
+    moving_s: int = Field(description="seconds of power data in the lap (one-second resampling)")
+    avg_power: float | None
+    np: float | None = Field(description="Normalized Power of the lap")
+    avg_hr: float | None
+    label: str | None = Field(description="the marker's label or the plan step's name; null for the first lap")
+
+
+class StepComplianceOut(Schema):
+    step: int
+    name: str
+    seconds: int = Field(description="seconds of the ride in this step")
+    on_target_s: int
+    compliance: float | None = Field(description="share of the step's seconds on target, 0..1")
+
+
+class PlanComplianceOut(Schema):
+    plan_id: int
+    plan: str = Field(description="the plan's name at the archive")
+    session: float | None = Field(description="share of the planned seconds on target, 0..1")
+    transitions: list[list] = Field(description="[[ride_s, step, state], …]: each change of the plan state")
+    steps: list[StepComplianceOut]
+
+
+class WorkoutOut(Schema):
+    """A workout as every workout endpoint answers it (``samples`` only with ``samples=true``)."""
+
+    model_config = {"extra": "forbid"}  # the test of this schema fails on a field it does not name
+
+    id: int
+    title: str
+    athlete: str = Field(description="the athlete's username")
+    started_at: dt.datetime
+    sport: str
+    ftp: int | None = Field(description="watts: the stream's, the request's or the profile's at creation")
+    critical_power: int | None = Field(description="watts (CP), else FTP is used for W′ balance")
+    w_prime: int | None = Field(description="joules (W′), else 20,000")
+    max_heart_rate: int | None = Field(description="bpm: the heart-rate zones' base")
+    source: str = Field(description="admin, api, fit or stream")
+    stream: str = Field(description="the stream it was archived from, or empty")
+    notes: str
+    pauses: list[list[float]] = Field(description="[[start_s, end_s], …] of timer pauses")
+    markers: list[list] = Field(description="[[ride_s, label], …]: lap starts")
+    laps: list[LapOut]
+    plan_compliance: PlanComplianceOut | None = Field(description="an archived planned ride's compliance, else null")
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    duration_s: float | None
+    moving_time_s: int
+    sample_count: int
+    avg_power: float | None
+    max_power: float | None
+    normalized_power: float | None
+    np_low_confidence: bool = Field(description="NP from under 10 minutes of power")
+    intensity_factor: float | None
+    tss: float | None
+    variability_index: float | None
+    work_kj: float | None
+    avg_hr: float | None
+    max_hr: float | None
+    avg_cadence: float | None = Field(description="zeros excluded")
+    peak_5s: float | None
+    peak_1min: float | None
+    peak_5min: float | None
+    peak_20min: float | None
+    peak_60min: float | None
+    min_w_prime_balance: float | None = Field(description="joules; null without CP (or FTP) and power")
+    w_prime_below_25_s: int | None = Field(description="seconds below 25% of W′")
+    time_in_power_zones: list[float] | None = Field(description="seconds in Coggan's zones 1-7; null without FTP")
+    time_in_hr_zones: list[float] | None = Field(description="seconds in heart-rate zones 1-5; null without max HR")
+    metrics_version: int
+    samples: dict[str, list[float | None]] | None = Field(
+        None, description="with samples=true: columnar arrays (t seconds from the start, power, heart_rate, …)")
+
+
+class ArchivedOut(WorkoutOut):
+    stream_deleted: bool | None = Field(None, description="with delete_stream: whether the stream is gone")
+
+
+class WorkoutListOut(Schema):
+    count: int
+    workouts: list[WorkoutOut]
+
+
 def workout_out(w: Workout, *, samples: bool = False) -> dict:
     out = {
         "id": w.pk, "title": w.title, "athlete": w.athlete.get_username(), "started_at": w.started_at.isoformat(),
@@ -86,7 +173,7 @@ WORKOUT_BODY = {
 }
 
 
-@router.post("/workouts", auth=PUBLISH, summary="Create a workout", openapi_extra=WORKOUT_BODY)
+@router.post("/workouts", response={201: WorkoutOut}, auth=PUBLISH, summary="Create a workout", openapi_extra=WORKOUT_BODY)
 async def create_workout(request):
     # Up to 32 MiB of JSON: parsed, validated, measured and encoded in a worker process, not on
     # the event loop every live listener shares (and not in a thread: json.loads holds the GIL).
@@ -113,7 +200,7 @@ class WorkoutQuery(Schema):
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
-@router.get("/workouts", auth=READ_AS_USER, summary="List workouts (own, shared with me, or all with workouts.view_workout)")
+@router.get("/workouts", response=WorkoutListOut, auth=READ_AS_USER, summary="List workouts (own, shared with me, or all with workouts.view_workout)")
 async def list_workouts(request, q: Query[WorkoutQuery]):
     athlete = text_field(q.athlete, field="athlete", max_length=150)
 
@@ -134,7 +221,7 @@ async def list_workouts(request, q: Query[WorkoutQuery]):
     return fast_json({"count": count, "workouts": items})
 
 
-@router.post("/workouts/import", auth=PUBLISH, summary="Import a FIT file")
+@router.post("/workouts/import", response={201: WorkoutOut}, auth=PUBLISH, summary="Import a FIT file")
 async def import_fit(request, file: File[UploadedFile], title: Form[str] = "", ftp: Form[int | None] = None,
                      athlete: Form[str] = ""):
     who = await _athlete(request.auth, athlete or None)
@@ -156,7 +243,7 @@ async def import_fit(request, file: File[UploadedFile], title: Form[str] = "", f
     return fast_json(workout_out(workout), status=201)
 
 
-@router.get("/workouts/{workout_id}", auth=READ_AS_USER, summary="One workout (samples=true adds the arrays)")
+@router.get("/workouts/{workout_id}", response=WorkoutOut, auth=READ_AS_USER, summary="One workout (samples=true adds the arrays)")
 async def get_workout(request, workout_id: int, samples: bool = False):
     workout = await _readable_workout(request.auth, workout_id)
     return fast_json(await sync_to_async(workout_out)(workout, samples=samples))
@@ -222,7 +309,7 @@ class ArchiveIn(Schema):
     force: bool = Field(False, description="archive a ride that has not ended (docs/rides.md)")
 
 
-@router.post("/streams/{name}/archive", auth=MANAGE, summary="Turn a stream into a workout (owner or manager)")
+@router.post("/streams/{name}/archive", response={201: ArchivedOut}, auth=MANAGE, summary="Turn a stream into a workout (owner or manager)")
 async def archive_stream(request, name: StreamName, body: ArchiveIn):
     validate_stream_name(name)
     info = (await store.stream_info_batch(names=[name]))[name]

@@ -20,6 +20,7 @@ from streams.store import services as store
 from tests.helpers import user_with_token
 from tests.streams.sse_client import SSEClient
 from tests.workouts.test_ride_tracking import next_metrics
+from workouts.api import WorkoutOut, workout_out
 from workouts.models import AthleteProfile, Workout
 from workouts.plan_services import plan_create
 from workouts.plans.text import steps_from_text
@@ -115,7 +116,9 @@ async def test_twenty_riders_through_one_plan(coach):
         finally:
             board.release(tracker)
         workout = await workout_from_stream(name=name, athlete=user)
-        stored = (await sync_to_async(Workout.objects.get)(pk=workout.pk)).plan_compliance
+        stored_workout = await Workout.objects.select_related("athlete").aget(pk=workout.pk)
+        WorkoutOut.model_validate(await sync_to_async(workout_out)(stored_workout))  # laps and compliance named
+        stored = stored_workout.plan_compliance
         assert (stored["plan_id"], stored["plan"]) == (plan.pk, "session")
         assert {k: stored[k] for k in ("session", "steps", "transitions")} == live
         # The plan's steps are the workout's laps (those the rider reached), each with its power.

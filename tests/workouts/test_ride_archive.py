@@ -111,3 +111,25 @@ async def test_a_ride_timed_by_the_devices_unix_clock_starts_at_its_first_sample
     assert errors == []
     times = [m["timestamp"] for m in messages["record_mesgs"]]
     assert (times[0].isoformat(), times[-1].isoformat()) == ("2025-12-05T16:00:00+00:00", "2025-12-05T16:00:59+00:00")
+
+
+async def test_the_workout_json_is_the_openapi_schema_it_names(rider):
+    """Every field a workout answers is in the OpenAPI schema (WorkoutOut forbids the others):
+    an archived planned ride with laps, zones and W′ balance, read back every way."""
+    from workouts.api import ArchivedOut, WorkoutListOut, WorkoutOut
+
+    user, token = rider
+    await store.stream_end(name="ride", actor=actor(user))
+    archived = (await archive(token, {"delete_stream": True})).json()
+    ArchivedOut.model_validate(archived)
+    client = AsyncClient()
+    one = (await client.get(f"/api/workouts/{archived['id']}?samples=true", **bearer(token))).json()
+    assert one["laps"] == [] and len(one["time_in_power_zones"]) == 7  # the profile's FTP: zones
+    WorkoutOut.model_validate(one)
+    WorkoutListOut.model_validate((await client.get("/api/workouts", **bearer(token))).json())
+    schema = (await client.get("/api/openapi.json")).json()
+    fields = set(schema["components"]["schemas"]["WorkoutOut"]["properties"])
+    assert {"laps", "time_in_power_zones", "time_in_hr_zones", "min_w_prime_balance", "plan_compliance"} <= fields
+    for path, method, status in [("/api/workouts/{workout_id}", "get", "200"), ("/api/workouts", "post", "201"),
+                                 ("/api/workouts/import", "post", "201"), ("/api/streams/{name}/archive", "post", "201")]:
+        assert "schema" in schema["paths"][path][method]["responses"][status]["content"]["application/json"], path
