@@ -164,3 +164,23 @@ async def test_alerts_fire_once_per_crossing_and_clear_on_the_metrics_sse(coach,
         {"stream": "solo", "kind": "off_target", "state": "raised", "ride_s": 93},
         {"stream": "solo", "kind": "off_target", "state": "cleared", "ride_s": 128},
     ]
+
+
+async def test_a_rider_who_stops_while_off_target_leaves_the_off_target_list(coach, open_clients, settings):
+    """Off target means riding off target now: once the rider's ride is stale (a dropout), the
+    group endpoint no longer lists them, whatever their last samples said."""
+    settings.RIDE_STALE_AFTER_MS = 300
+    _, auth, actor, plan = coach
+    await store.stream_settings_update(name="quits", actor=actor, plan=plan.pk)
+    client = await SSEClient("/api/streams/quits/metrics/sse", headers=auth).connect()
+    open_clients.append(client)
+    await store.stream_publish(name="quits", entries=entries("under", range(100)), actor=actor)
+    group = AsyncClient()
+    body = (await group.get("/api/metrics?streams=quits&sort=off_target", headers=auth)).json()
+    assert body["off_target"] == ["quits"] and body["rides"][0]["state"] == "live"
+    async with asyncio.timeout(10):  # the snapshot that says the ride went stale
+        while (event := await client.next_event(timeout=10)).event != "metrics" or event.json()["state"] != "stale":
+            pass
+    body = (await group.get("/api/metrics?streams=quits&sort=off_target", headers=auth)).json()
+    assert body["rides"][0]["plan"]["state"] == "under"  # what its last samples said
+    assert (body["rides"][0]["state"], body["off_target"]) == ("stale", [])

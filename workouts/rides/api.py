@@ -158,15 +158,17 @@ async def stream_metrics(request, name: StreamName):
 
 class GroupOut(Schema):
     rides: list[MetricsOut]
-    off_target: list[str] = Field(description="the streams whose rider is under or over the plan's target now")
+    off_target: list[str] = Field(description="the streams whose rider is live and under or over the plan's target now")
 
 
 OFF_TARGET = ("under", "over")
 
 
 def _off_target(snapshot: dict) -> bool:
+    """Under or over the target now: a rider who stopped (``stale``, ``ended``) is not, whatever
+    their last samples said (the ``stale`` state and alert tell the coach about them)."""
     plan = snapshot.get("plan")
-    return bool(plan) and plan["state"] in OFF_TARGET
+    return bool(plan) and plan["state"] in OFF_TARGET and snapshot.get("state") == "live"
 
 
 def _distance_from_target(snapshot: dict) -> float:

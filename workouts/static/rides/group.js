@@ -9,6 +9,8 @@
   for (const tr of document.querySelectorAll("#riders tr")) rows[tr.dataset.stream] = tr;
 
   const put = (tr, sel, text) => { tr.querySelector(sel).textContent = text; };
+  // Under or over the target now (GET /api/metrics's rule): a rider who stopped is not.
+  const offTarget = (m) => Boolean(m.plan) && ["under", "over"].includes(m.plan.state) && L.rideState(m, STALE_AFTER_MS) === "live";
 
   function fill(name) {
     const m = latest[name], tr = rows[name];
@@ -71,7 +73,7 @@
     sessionAt = { remaining: Math.min(...running.filter((x) => x.step === step).map((x) => x.step_remaining_s)), at: Date.now() };
     $("session-step").textContent = `${p.step + 1}/${p.steps} ${p.step_name}`;
     $("session-target").textContent = sessionTarget(Object.values(latest).filter((m) => m.plan && m.plan.step === step));
-    const off = Object.values(latest).filter((m) => m.plan && ["under", "over"].includes(m.plan.state)).length;
+    const off = Object.values(latest).filter(offTarget).length;
     $("session-off").textContent = off ? `${off} off target` : "everyone on target";
     tickSession();
   }
@@ -116,7 +118,7 @@
     if (sortKey === "off_target") {  // off target first, the furthest from its target first
       const p = m.plan;
       if (!p || p.pct_of_target == null) return null;
-      return (["under", "over"].includes(p.state) ? 1000 : 0) + Math.abs(p.pct_of_target - 100);
+      return (offTarget(m) ? 1000 : 0) + Math.abs(p.pct_of_target - 100);
     }
     return m[sortKey] ?? null;
   }
