@@ -388,10 +388,35 @@ def test_an_end_that_waited_over_a_reload_goes_on_in_the_next_visit(browser, sit
     assert again.is_enabled("#start")
 
 
+def test_a_ride_ended_by_the_server_while_offline_says_what_could_not_be_stored(browser, site, api):  # noqa: F811
+    """The server ended the ride while the page was offline (the janitor after RIDE_IDLE_END,
+    or the owner elsewhere): back online, the refusal ends the ride on the page and says how
+    many samples that waited are lost, instead of dropping them silently."""
+    name = f"gone-{uuid.uuid4().hex[:8]}"
+    page = logged_in_page(browser, site)
+    page.context.add_init_script(fake_bluetooth())
+    page.goto(f"{site['base']}/ride/?sample_ms=100")
+    page.fill("#stream-name", name)
+    connect_sensors(page, "power")
+    page.click("#start")
+    wait_for(lambda: count(page, "sent") >= 5, what="5 entries sent")
+    page.context.set_offline(True)
+    page.wait_for_selector("#state[data-state=offline]")
+    wait_for(lambda: count(page, "queued") >= 10, what="queued samples")
+    assert api.post(f"/api/streams/{name}/end").status_code == 200
+    page.context.set_offline(False)
+    page.wait_for_selector("#state[data-state=ended]", timeout=20000)
+    message = page.text_content("#message")
+    assert "is in state ended" in message and "samples taken while the connection was down could not be stored" in message
+    assert int(message.split(" — ")[1].split()[0]) >= 10
+    assert count(page, "queued") == 0
+
+
 def test_end_now_while_offline_drops_what_waits_and_ends_when_the_server_is_back(browser, site, api):  # noqa: F811
     name = f"endnow-{uuid.uuid4().hex[:8]}"
     page = logged_in_page(browser, site)
     page.context.add_init_script(fake_bluetooth())
+    frames = sent_frames(page)
     page.goto(f"{site['base']}/ride/?sample_ms=100")
     page.fill("#stream-name", name)
     connect_sensors(page, "power")
@@ -404,13 +429,17 @@ def test_end_now_while_offline_drops_what_waits_and_ends_when_the_server_is_back
     page.click("#end:has-text('end now, without them')", timeout=10000)
     page.wait_for_selector("#message:has-text('ends once the server is reached')")
     assert count(page, "queued") == 0 and page.text_content("#end") == "end ride"
-    sent = count(page, "sent")
+    sent, frames_before = count(page, "sent"), len(frames)
     assert page.get_attribute("#state", "data-state") == "offline"  # not ended: the server has not heard
 
     page.context.set_offline(False)  # back: the end goes out by itself, and no sample is taken again
     page.wait_for_selector("#state[data-state=ended]", timeout=20000)
     entries = stream_entries(api, name)
-    assert entries[-1]["data"] == {"_end": "owner"} and len(samples(entries)) == sent
+    assert entries[-1]["data"] == {"_end": "owner"} and len(frames) == frames_before  # nothing sent after
+    # Stored: what was acknowledged, and a frame that was on its way when the network went (its
+    # acknowledgement lost with it) — only what the page sent before going offline.
+    stored = [float(s["t"]) for s in samples(entries)]
+    assert len(stored) >= sent and set(stored) <= {float(f["t"]) for f in frames}
 
 
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}

@@ -308,7 +308,12 @@
   const refused = (frame) => {
     say(frame.error);
     inFlight = null;
-    if (frame.state === "ended") return rideEnded();
+    if (frame.state === "ended") {  // ended elsewhere, or by the server after RIDE_IDLE_END without data
+      const unsent = ride.queue.size;
+      rideEnded();
+      if (unsent) say(`${frame.error} — ${unsent} samples taken while the connection was down could not be stored.`);
+      return;
+    }
     const pause = 1000 * (frame.retry_after || 5);
     ride.holdUntil = Date.now() + pause;
     setTimeout(pump, pause);
