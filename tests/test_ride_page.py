@@ -328,10 +328,13 @@ def test_an_ack_lost_with_the_connection_sends_nothing_twice(browser, site, api)
     page.wait_for_selector("[data-sensor=heart][data-state=connected]", timeout=10000)
 
 
-def test_ending_while_offline_ends_once_the_outbox_is_stored(browser, site, api):  # noqa: F811
-    name = f"end-{uuid.uuid4().hex[:8]}"
+def riding_then_offline(browser, site, prefix: str, *, queued: int = 10, frames: bool = False):  # noqa: F811
+    """A logged-in rider on /ride/ (10 samples a second) with a power meter: 5 entries sent, then
+    the browser offline with ``queued`` samples waiting. Returns (page, name, frames sent)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     page = logged_in_page(browser, site)
     page.context.add_init_script(fake_bluetooth())
+    sent = sent_frames(page) if frames else None
     page.goto(f"{site['base']}/ride/?sample_ms=100")
     page.fill("#stream-name", name)
     connect_sensors(page, "power")
@@ -339,7 +342,12 @@ def test_ending_while_offline_ends_once_the_outbox_is_stored(browser, site, api)
     wait_for(lambda: count(page, "sent") >= 5, what="5 entries sent")
     page.context.set_offline(True)
     page.wait_for_selector("#state[data-state=offline]")
-    wait_for(lambda: count(page, "queued") >= 10, what="queued samples")
+    wait_for(lambda: count(page, "queued") >= queued, what="queued samples")
+    return page, name, sent
+
+
+def test_ending_while_offline_ends_once_the_outbox_is_stored(browser, site, api):  # noqa: F811
+    page, name, _ = riding_then_offline(browser, site, "end")
 
     # The click stops the sampling; the end waits for what was taken.
     page.click("#end")
@@ -357,17 +365,7 @@ def test_ending_while_offline_ends_once_the_outbox_is_stored(browser, site, api)
 
 
 def test_an_end_that_waited_over_a_reload_goes_on_in_the_next_visit(browser, site, api):  # noqa: F811
-    name = f"endre-{uuid.uuid4().hex[:8]}"
-    page = logged_in_page(browser, site)
-    page.context.add_init_script(fake_bluetooth())
-    page.goto(f"{site['base']}/ride/?sample_ms=100")
-    page.fill("#stream-name", name)
-    connect_sensors(page, "power")
-    page.click("#start")
-    wait_for(lambda: count(page, "sent") >= 5, what="5 entries sent")
-    page.context.set_offline(True)
-    page.wait_for_selector("#state[data-state=offline]")
-    wait_for(lambda: count(page, "queued") >= 10, what="queued samples")
+    page, name, _ = riding_then_offline(browser, site, "endre")
     page.click("#end")
     page.wait_for_selector("#end:has-text('end now, without them')", timeout=10000)
     taken = count(page, "sent") + count(page, "queued")
@@ -392,17 +390,7 @@ def test_a_ride_ended_by_the_server_while_offline_says_what_could_not_be_stored(
     """The server ended the ride while the page was offline (the janitor after RIDE_IDLE_END,
     or the owner elsewhere): back online, the refusal ends the ride on the page and says how
     many samples that waited are lost, instead of dropping them silently."""
-    name = f"gone-{uuid.uuid4().hex[:8]}"
-    page = logged_in_page(browser, site)
-    page.context.add_init_script(fake_bluetooth())
-    page.goto(f"{site['base']}/ride/?sample_ms=100")
-    page.fill("#stream-name", name)
-    connect_sensors(page, "power")
-    page.click("#start")
-    wait_for(lambda: count(page, "sent") >= 5, what="5 entries sent")
-    page.context.set_offline(True)
-    page.wait_for_selector("#state[data-state=offline]")
-    wait_for(lambda: count(page, "queued") >= 10, what="queued samples")
+    page, name, _ = riding_then_offline(browser, site, "gone")
     assert api.post(f"/api/streams/{name}/end").status_code == 200
     page.context.set_offline(False)
     page.wait_for_selector("#state[data-state=ended]", timeout=20000)
@@ -413,18 +401,7 @@ def test_a_ride_ended_by_the_server_while_offline_says_what_could_not_be_stored(
 
 
 def test_end_now_while_offline_drops_what_waits_and_ends_when_the_server_is_back(browser, site, api):  # noqa: F811
-    name = f"endnow-{uuid.uuid4().hex[:8]}"
-    page = logged_in_page(browser, site)
-    page.context.add_init_script(fake_bluetooth())
-    frames = sent_frames(page)
-    page.goto(f"{site['base']}/ride/?sample_ms=100")
-    page.fill("#stream-name", name)
-    connect_sensors(page, "power")
-    page.click("#start")
-    wait_for(lambda: count(page, "sent") >= 5, what="5 entries sent")
-    page.context.set_offline(True)
-    page.wait_for_selector("#state[data-state=offline]")
-    wait_for(lambda: count(page, "queued") >= 5, what="queued samples")
+    page, name, frames = riding_then_offline(browser, site, "endnow", queued=5, frames=True)
     page.click("#end")
     page.click("#end:has-text('end now, without them')", timeout=10000)
     page.wait_for_selector("#message:has-text('ends once the server is reached')")
