@@ -56,7 +56,7 @@ WORK = RUN / "duel"
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
-# ---------------------------------------------------------------- pure parts (tests/test_duel.py)
+# ---------------------------------------------------------------- pure parts (tests/test_duel_parts.py)
 
 TS = re.compile(rb'"ts": ?"(\d+(?:\.\d+)?)"')
 SEQ = re.compile(rb'"n": ?"(\d+)"')
