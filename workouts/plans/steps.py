@@ -1,7 +1,8 @@
 """A workout plan's steps: the one schema (the API's body, the stored JSON, the admin's
 validation) and the steps resolved to watts for one FTP, with the step at a ride second.
 
-Pure: pydantic and numbers, no Django (the live engine calls ``step_at`` once per entry).
+Pure: pydantic and numbers, no Django (the live engine and the archive judge against the
+resolved steps through ``workouts.compliance``).
 """
 
 from __future__ import annotations
