@@ -184,3 +184,50 @@ async def test_a_rider_who_stops_while_off_target_leaves_the_off_target_list(coa
     body = (await group.get("/api/metrics?streams=quits&sort=off_target", headers=auth)).json()
     assert body["rides"][0]["plan"]["state"] == "under"  # what its last samples said
     assert (body["rides"][0]["state"], body["off_target"]) == ("stale", [])
+
+
+async def test_w_prime_hr_and_stale_alerts_on_the_metrics_websocket(coach, settings):
+    """A scripted ride without a plan (FTP 250, so CP 250 W and W′ 20,000 J by default; max HR
+    190, so hr_high above 180.5 bpm) read off the metrics WebSocket:
+    - HR 185 from second 10 to 29: hr_high raised at 10, cleared at 30;
+    - a sample's power holds for the second after it, so W′bal at ride second s is after s
+      seconds: 450 W (200 W over CP) from 0 to 90 takes 200 J a second, under 25% (5,000 J)
+      at second 76 (4,800 J; 5,000 at 75 is not under); then 100 W: what is missing (18,000 J
+      at 90) shrinks by 150/20,000 a second: still 15,025 J missing after 24 s, 14,912 J after
+      25 (back over 5,000 J), at second 115;
+    - no entry for RIDE_STALE_AFTER_MS: stale raised; the next entry clears it."""
+    from channels.testing import WebsocketCommunicator
+
+    from streamsite.asgi import application
+
+    settings.RIDE_STALE_AFTER_MS = 300
+    _, auth, actor, _ = coach
+    token = auth["Authorization"].split()[1]
+    await store.stream_settings_update(name="alerts", actor=actor, ftp=250)
+    ws = WebsocketCommunicator(application, f"/ws/streams/alerts/metrics/?token={token}")
+    assert (await ws.connect())[0]
+
+    async def alerts_until(count: int) -> list[dict]:
+        seen = []
+        async with asyncio.timeout(15):
+            while len(seen) < count:
+                frame = await ws.receive_json_from(15)
+                if frame.get("event") == "alert":
+                    seen.append({k: frame[k] for k in ("stream", "kind", "state", "ride_s")})
+        return seen
+
+    try:
+        ride = [{"t": str(s), "power": "450" if s < 90 else "100", "heart_rate": "185" if 10 <= s < 30 else "150"}
+                for s in range(140)]
+        await store.stream_publish(name="alerts", entries=ride, actor=actor)
+        expected = [("hr_high", "raised", 10), ("hr_high", "cleared", 30), ("w_prime_low", "raised", 76),
+                    ("w_prime_low", "cleared", 115), ("stale", "raised", None)]
+        seen = await alerts_until(len(expected))
+        assert [(a["kind"], a["state"]) for a in seen] == [(k, s) for k, s, _ in expected]
+        assert [a["ride_s"] for a in seen[:4]] == [s for _, _, s in expected[:4]]
+        assert all(a["stream"] == "alerts" for a in seen) and seen[4]["ride_s"] >= 139
+
+        await store.stream_publish(name="alerts", entries=[{"t": "141", "power": "100"}], actor=actor)
+        assert await alerts_until(1) == [{"stream": "alerts", "kind": "stale", "state": "cleared", "ride_s": 141}]
+    finally:
+        await ws.disconnect()
