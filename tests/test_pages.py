@@ -35,7 +35,7 @@ RIDERS = ("browser-r1", "browser-r2")
 def production_server(tmp: Path, **extra_env: str):
     """The production server (DEBUG off) with its own SQLite file, collected static files, an
     admin ``coach`` with a token; the tests' Redis database unless ``REDIS_URL`` is given.
-    Yields ``{"base", "token", "log"}``."""
+    Yields ``{"base", "token", "log", "manage"}`` (``manage(*args)``: a command on its database)."""
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env.update({
         "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
@@ -63,7 +63,7 @@ def production_server(tmp: Path, **extra_env: str):
                 assert proc.poll() is None, (tmp / "server.log").read_text()
                 assert time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.2)
-        yield {"base": base, "token": token, "log": tmp / "server.log"}
+        yield {"base": base, "token": token, "log": tmp / "server.log", "manage": lambda *args: manage(env, *args)}
     finally:
         proc.terminate()
         proc.wait(30)

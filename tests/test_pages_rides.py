@@ -25,6 +25,7 @@ import redis
 from tests.conftest import ROOT
 from tests.test_pages import browser, logged_in_page, production_server  # noqa: F401 (fixtures)
 from tests.test_pages_security import Watched
+from tests.test_ride_page import SIZES
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -462,4 +463,57 @@ def test_the_group_view_runs_a_planned_session(browser, site):  # noqa: F811
         page.wait_for_function(
             "() => [...document.querySelectorAll('#riders tr')].map((tr) => tr.dataset.stream).join() === "
             "'plan-over,plan-under,plan-on'", timeout=5000)
+    page.close()
+
+
+PROFILE = """
+from django.contrib.auth.models import User
+from workouts.models import AthleteProfile
+AthleteProfile.objects.update_or_create(athlete=User.objects.get(username="coach"),
+                                        defaults={"ftp": 250, "weight_kg": 70, "max_heart_rate": 160})
+"""
+
+
+def assert_fits(page, width: int) -> None:
+    """Nothing wider than the screen: no sideways scroll, no cell or tile cut at the right edge."""
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    right = page.evaluate("""() => Math.max(...[...document.querySelectorAll("td, th, .tile")]
+        .filter((e) => e.offsetParent).map((e) => e.getBoundingClientRect().right))""")
+    assert right <= width, f"a cell reaches {right} px on a {width} px screen"
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_coachs_pages_fit_the_screen_and_show_each_riders_numbers(browser, site, size):  # noqa: F811
+    """The front page, the group view and the live page at desktop and phone widths, for an
+    athlete with a profile (70 kg, max HR 160): no cut columns; W/kg is the 3 s power over the
+    weight; HR 140 and 141 of 160 are zone 4 (80-90%); the cadence tile shows once the stream
+    carries cadence, speed's stays hidden as it carries none."""
+    site["manage"]("shell", "-c", PROFILE)
+    width = SIZES[size]["width"]
+    page = logged_in_page(browser, site, viewport=SIZES[size])
+    a, b = f"fit-{size}-a", f"fit-{size}-b"
+    with Riders(site, a, b):
+        page.goto(f"{site['base']}/")
+        for name in (a, b):
+            page.wait_for_selector(f"#rides tr[data-stream='{name}'] .status .state[data-state=live]", timeout=15000)
+        assert_fits(page, width)
+
+        page.goto(f"{site['base']}/live/?streams={a},{b}")
+        for name in (a, b):
+            row = f"tr[data-stream='{name}']"
+            page.wait_for_selector(f"{row}.live", timeout=15000)
+            page.wait_for_function(f"() => !isNaN(parseFloat(document.querySelector(\"{row} .wkg\").textContent))",
+                                   timeout=15000)
+            wkg, p3s = page.evaluate(f"""() => [document.querySelector("{row} .wkg").textContent,
+                                                 document.querySelector("{row} .p3s").textContent]""")
+            assert abs(float(wkg) - number(p3s) / 70) <= 0.06, (wkg, p3s)
+            assert page.get_attribute(f"{row} .hzone", "data-zone") == "Z4"
+        assert_fits(page, width)
+
+        page.goto(f"{site['base']}/live/{a}")
+        page.wait_for_selector("#state[data-state=live]", timeout=15000)
+        page.wait_for_selector("#tile-cadence:not([hidden])", timeout=15000)
+        assert page.text_content("#cadence") == "90" and page.is_hidden("#tile-speed")
+        page.wait_for_selector("#hzone[data-zone=Z4]", timeout=5000)
+        assert_fits(page, width)
     page.close()
