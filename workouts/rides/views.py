@@ -22,13 +22,6 @@ from streams.live.follow import follow_many
 from streams.store import services as store
 from streams.store.names import validate_stream_name
 
-
-def stale_after_ms() -> int:
-    """When a ride without data turns stale (``RIDE_STALE_AFTER``, docs/rides.md): the pages
-    judge a row by its last entry's age until its first snapshot says its state."""
-    return settings.RIDE_STALE_AFTER_MS
-
-
 ERROR_PAGES = {400: "400.html", 404: "404.html", 503: "503.html"}
 
 
@@ -65,7 +58,6 @@ async def home_page(request):
         "group_url": reverse("live-group"),
         "live_url": reverse("live", kwargs={"name": "NAME"}),
         "max_streams": settings.SSE_MAX_STREAMS,
-        "stale_after_ms": stale_after_ms(),
     }
     return _page(request, "rides/home.html", ident, config=config, readable=readable.count)
 
@@ -85,7 +77,6 @@ async def live_page(request, name: str):
     config = {
         "name": name,
         "metrics_url": reverse("api:follow_stream_metrics", kwargs={"name": name}),
-        "stale_after_ms": stale_after_ms(),
     }
     return _page(request, "rides/live.html", ident, name=name, config=config)
 
@@ -108,7 +99,6 @@ async def group_page(request):
         "names": names,
         "metrics_url": reverse("api:follow_many_metrics") + "?streams=" + ",".join(names),
         "live_urls": {n: reverse("live", kwargs={"name": n}) for n in names},
-        "stale_after_ms": stale_after_ms(),
     }
     return _page(request, "rides/group.html", ident, names=names, config=config)
 

@@ -3,19 +3,18 @@
 (() => {
   const L = window.Live, cfg = L.config();
   const $ = (id) => document.getElementById(id);
-  const STALE_AFTER_MS = cfg.stale_after_ms;  // only for a server whose snapshots carry no state yet
   const rows = {}, latest = {};
   let lost = false, sortKey = null, sortDir = 1;
   for (const tr of document.querySelectorAll("#riders tr")) rows[tr.dataset.stream] = tr;
 
   const put = (tr, sel, text) => { tr.querySelector(sel).textContent = text; };
   // Under or over the target now (GET /api/metrics's rule): a rider who stopped is not.
-  const offTarget = (m) => Boolean(m.plan) && ["under", "over"].includes(m.plan.state) && L.rideState(m, STALE_AFTER_MS) === "live";
+  const offTarget = (m) => Boolean(m.plan) && ["under", "over"].includes(m.plan.state) && L.rideState(m) === "live";
 
   function fill(name) {
     const m = latest[name], tr = rows[name];
     if (!m || !tr) return;
-    const state = lost ? "lost" : L.rideState(m, STALE_AFTER_MS);
+    const state = lost ? "lost" : L.rideState(m);
     tr.className = state;
     L.showState(tr.querySelector(".status .state"), state, L.stateText(state, m));
     const current = state === "live";  // a stale or ended rider's 3 s power is no longer now

@@ -55,7 +55,7 @@
   }
 
   function fill(tr, ride) {
-    const v = view(ride), state = L.rideState(v, cfg.stale_after_ms);
+    const v = view(ride), state = L.rideState(v);
     tr.className = "ride " + state;
     L.showState(tr.querySelector(".status span"), state, L.stateText(state, v));
     tr.querySelector(".elapsed").textContent = L.hms(elapsed(v));

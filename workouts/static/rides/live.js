@@ -25,17 +25,11 @@ window.Live = (() => {
   const percentFtp = (m) => { const f = fraction(m.power_3s, m.ftp); return f === null ? null : f * 100; };
   const wattsPerKg = (m) => fraction(m.power_3s, m.weight_kg);
 
-  // A ride's state from a snapshot: the server says (docs/rides.md); a server without the key
-  // yet is judged by the last entry's age (stream ids begin with their ms time).
+  // A ride's state is the server's (docs/rides.md: one definition, the snapshot's and the rides
+  // list's "state"); the page adds only "lost", its own connection or the server's Redis down.
   const STATE_TEXT = { waiting: "waiting for data", live: "live", stale: "no data", ended: "ended", deleted: "deleted", lost: "connection lost" };
   const lastEntryMs = (m) => m.last_entry_ms ?? (m.last_id ? Number(m.last_id.split("-")[0]) : null);
-  const rideState = (m, staleAfterMs = 10000) => {
-    if (m.connected === false) return "lost";
-    if (m.state) return m.state;
-    const last = lastEntryMs(m);
-    if (!last) return "waiting";
-    return Date.now() - last > staleAfterMs ? "stale" : "live";
-  };
+  const rideState = (m) => m.connected === false ? "lost" : m.state || "waiting";
   const endedText = (reason) => reason === "idle" ? "ended (idle)" : reason === "owner" ? "ended by the rider" : "ended";
   const stateText = (state, m = {}) => {
     if (state === "ended") return endedText(m.ended_reason);

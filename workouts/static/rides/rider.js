@@ -3,7 +3,7 @@
 (() => {
   const L = window.Live, cfg = L.config();
   const $ = (id) => document.getElementById(id);
-  const WINDOW_S = 5 * 60, GAP_S = 5, STALE_AFTER_MS = cfg.stale_after_ms;  // the last: for snapshots without a state
+  const WINDOW_S = 5 * 60, GAP_S = 5;
   const ZONES = [[0, .55, "Z1", "#1b2a36"], [.55, .75, "Z2", "#1b3326"], [.75, .90, "Z3", "#2f3319"],
                  [.90, 1.05, "Z4", "#3a2c16"], [1.05, 1.20, "Z5", "#3a1d16"], [1.20, 1.50, "Z6", "#3a1627"], [1.50, 9, "Z7", "#2d1636"]];
   const samples = [];  // {t (ride time, s), power, hr}: at most one a second
@@ -15,7 +15,7 @@
   function currentState() {
     if (over) return over;
     if (lost) return "lost";
-    return latest ? L.rideState(latest, STALE_AFTER_MS) : "connecting";
+    return latest ? L.rideState(latest) : "connecting";
   }
 
   function showState() {
@@ -42,7 +42,7 @@
 
   function showMetrics(m) {
     // An ended ride has no current power, heart rate, cadence or speed: its summary says the rest.
-    const now = L.rideState(m, STALE_AFTER_MS) === "ended" ? {} : m;
+    const now = L.rideState(m) === "ended" ? {} : m;
     put("elapsed", L.hms(m.elapsed_s));
     put("moving", L.hms(m.moving_s));
     put("power3s", L.round(now.power_3s));
