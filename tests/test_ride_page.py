@@ -419,6 +419,43 @@ def test_end_now_while_offline_drops_what_waits_and_ends_when_the_server_is_back
     assert len(stored) >= sent and set(stored) <= {float(f["t"]) for f in frames}
 
 
+OTHER_RIDER = """
+from django.contrib.auth.models import User
+User.objects.get_or_create(username="other")
+"""
+
+
+def test_a_stream_of_someone_else_is_refused_for_good_and_sampling_stops(browser, site, api):  # noqa: F811
+    """A rider (a plain user, with a token pasted in the page) on the coach's public stream: it
+    may read it, so the ride starts and connects, but the server refuses the first publish for
+    good (an error frame marked ``final``): the ride stops on the page, which says why, takes
+    no more samples and sends nothing again."""
+    site["manage"]("shell", "-c", OTHER_RIDER)
+    other = site["manage"]("create_api_token", "other").strip()
+    name = f"theirs-{uuid.uuid4().hex[:8]}"
+    assert api.put(f"/api/streams/{name}", json={"visibility": "public"}).status_code in (200, 201)
+    context = browser.new_context()
+    context.add_init_script(fake_bluetooth())
+    page = context.new_page()
+    frames = sent_frames(page)
+    page.goto(f"{site['base']}/ride/?sample_ms=100")
+    page.fill("#token", other)
+    page.click("#token-form button")
+    page.wait_for_selector("#token-saved:visible")
+    page.fill("#stream-name", name)
+    connect_sensors(page, "power")
+    page.click("#start")
+    page.wait_for_selector("#state[data-state=refused]", timeout=15000)
+    message = page.text_content("#message")
+    assert f"only the owner of stream '{name}'" in message and "the ride stopped on this page" in message
+    assert page.is_enabled("#start") and page.is_disabled("#end")
+    taken, sent = page.text_content("#queued"), len(frames)
+    page.wait_for_timeout(1500)  # 15 sample periods: nothing is taken or sent any more
+    assert (page.text_content("#queued"), len(frames)) == (taken, sent)
+    assert 1 <= sent <= 2 and stream_entries(api, name) == []  # the frame refused (and one in flight)
+    context.close()
+
+
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 
 

@@ -5,7 +5,9 @@ workouts/rides/consumers.py).
 Server → client: ``{"id": ..., "data": {...}}`` per entry (same hub and the same start rules
 as SSE: ``?last_event_id=`` / ``?from=start``), ``{"event": "overflow" | "deleted" |
 "shutdown" | "forbidden" | "unavailable", ...}`` before the server closes, ``{"ids": [...]}`` after a publish, and
-``{"error": "..."}`` for a bad frame (the socket stays open); with
+``{"error": "..."}`` for a bad frame or a refused publish (the socket stays open; ``"final":
+true`` when sending the same frame again cannot mend it: the wrong stream, token or frame, an
+ended ride; ``retry_after`` when later can); with
 ``PUBLISH_DURABILITY=replicated``, a publish no replica confirmed in time gets
 ``{"error": "not replicated within N ms…", "ids": [...]}`` (the ids written).
 
@@ -253,6 +255,11 @@ class StreamConsumer(LiveConsumer):
                 await send({"type": "websocket.send", "text": frame(entry)})
             item = entry = None  # nothing kept while the next batch is awaited
 
+    async def refuse(self, detail: str) -> None:
+        """An error frame for a publish that the same frame sent again cannot mend (``final``:
+        the wrong stream, token or frame); the socket stays open."""
+        await self.send_json({"error": detail, "final": True})
+
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         # Parse ourselves so a malformed frame gets an error frame instead of a dropped socket.
         try:
@@ -261,32 +268,32 @@ class StreamConsumer(LiveConsumer):
             await self.send_json({"error": exc.detail, "retry_after": exc.retry_after})
             return
         if current is None:
-            await self.send_json({"error": "the API token or user behind this connection is no longer valid"})
+            await self.send_json({"error": "the API token or user behind this connection is no longer valid", "final": True})
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         if not current.authenticated:
-            await self.send_json({"error": "publishing needs a valid API token (?token= or Authorization: Bearer)"})
+            await self.refuse("publishing needs a valid API token (?token= or Authorization: Bearer)")
             return
         if "publish" not in current.scopes:
-            await self.send_json({"error": "this API token lacks the 'publish' scope"})
+            await self.refuse("this API token lacks the 'publish' scope")
             return
         if not self.csrf_proven:
-            await self.send_json({"error": (
+            await self.refuse(
                 "publishing over a session needs the CSRF token: connect with ?csrf=<CSRF token> "
                 "(as X-CSRFToken for REST), or use an API token"
-            )})
+            )
             return
         limit = settings.STREAMS_MAX_BODY
         size = len(bytes_data) if text_data is None else (
             len(text_data) if len(text_data) * 4 <= limit else len(text_data.encode())
         )
         if size > limit:
-            await self.send_json({"error": f"frame of {size} bytes is larger than the limit of {limit} bytes (STREAMS_MAX_BODY)"})
+            await self.refuse(f"frame of {size} bytes is larger than the limit of {limit} bytes (STREAMS_MAX_BODY)")
             return
         try:
             entries = encode_entries(parse_json(text_data if text_data is not None else bytes_data, what="frame"))
         except InvalidInput as exc:
-            await self.send_json({"error": f"bad frame: {exc}"})
+            await self.refuse(f"bad frame: {exc}")
             return
         try:
             capacity.check_publish_rate(current, len(entries))
@@ -296,16 +303,16 @@ class StreamConsumer(LiveConsumer):
         try:
             ids = await store.stream_publish(name=self.name, entries=entries, actor=rules.actor_of(current))
         except store.WriteRefused:
-            await self.send_json({"error": f"only the owner of stream {self.name!r} or a stream manager may publish to it"})
+            await self.refuse(f"only the owner of stream {self.name!r} or a stream manager may publish to it")
             return
         except AccessError as exc:  # a quota (STREAMS_MAX_PER_USER on a first publish)
-            await self.send_json({"error": exc.detail})
+            await self.refuse(exc.detail)
             return
         except store.StorageFull as exc:
             await self.send_json({"error": str(exc)})
             return
         except store.StreamEnded as exc:  # the ride ended: nothing more is written (REST: 409)
-            await self.send_json({"error": exc.detail, "state": "ended"})
+            await self.send_json({"error": exc.detail, "state": "ended", "final": True})
             return
         except store.PublishNotReplicated as exc:  # written, but no replica confirmed it in time
             await self.send_json({"error": exc.detail, "ids": exc.ids})

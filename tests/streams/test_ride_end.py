@@ -107,7 +107,7 @@ async def test_the_entry_websocket_answers_a_publish_to_an_ended_ride_with_an_er
             frame = await ws.receive_json_from(5)
             if "error" in frame:
                 break
-        assert frame["state"] == "ended" and "ended" in frame["error"]
+        assert frame["state"] == "ended" and "ended" in frame["error"] and frame["final"] is True
     finally:
         await ws.disconnect()
 

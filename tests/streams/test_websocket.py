@@ -59,7 +59,8 @@ async def test_follow_then_publish_and_bad_frame(app, sockets, token, device, se
     assert pushed[1]["data"] == {"power": "220", "hr": "150"}
 
     await ws.send_to(text_data="{not json")
-    assert "bad frame" in (await ws.receive_json_from(5))["error"]
+    refused = await ws.receive_json_from(5)
+    assert "bad frame" in refused["error"] and refused["final"] is True  # the same frame again: the same refusal
     await ws.send_to(text_data=json.dumps({"p": [1]}))
     assert "field 'p'" in (await ws.receive_json_from(5))["error"]
     # still open and working after bad frames

@@ -142,7 +142,7 @@ async def test_publishing_over_a_session_needs_the_csrf_token(app, sockets, sett
     ws, connected, _ = await open_ws(app, sockets, "/ws/streams/mine/", headers=session_headers(session, secret))
     assert connected
     reply = await publish_reply(ws, {"power": 1})
-    assert "CSRF" in reply["error"] and "?csrf=" in reply["error"]
+    assert "CSRF" in reply["error"] and "?csrf=" in reply["error"] and reply["final"] is True
     for wrong in (other_token, "nonsense"):  # a token of another secret; not a token at all
         ws, _, _ = await open_ws(app, sockets, f"/ws/streams/mine/?csrf={wrong}", headers=session_headers(session, secret))
         assert "CSRF" in (await publish_reply(ws, {"power": 1}))["error"]
@@ -348,6 +348,7 @@ async def test_socket_publishing_keeps_the_publish_rate(app, sockets, settings):
     assert len((await publish_reply(ws, [{"i": i} for i in range(10)]))["ids"]) == 10
     reply = await publish_reply(ws, {"i": 10})
     assert "PUBLISH_RATE_PER_TOKEN=1" in reply["error"] and reply["retry_after"] >= 1
+    assert "final" not in reply  # later, the same frame is stored
     assert await length("rate-ride") == 10
     capacity.publish_rate.clear()
 
@@ -360,6 +361,22 @@ async def test_a_refused_socket_publish_is_an_error_frame_not_a_dropped_socket(a
     await store.stream_settings_update(name="owned-one", actor=actor(device))
     ws, connected, _ = await open_ws(app, sockets, f"/ws/streams/one-too-many/?token={token}")
     assert connected
-    assert "STREAMS_MAX_PER_USER=1" in (await publish_reply(ws, {"power": 1}))["error"]
+    reply = await publish_reply(ws, {"power": 1})
+    assert "STREAMS_MAX_PER_USER=1" in reply["error"] and reply["final"] is True
     await store.streams_delete(names=["owned-one"])
     assert "ids" in await publish_reply(ws, {"power": 2})
+
+
+async def test_a_publish_to_someone_elses_stream_is_refused_for_good(app, sockets):
+    """A reader of another owner's public stream may follow it over the socket, not publish:
+    the error frame is ``final`` (the /ride/ page stops instead of sending it again); nothing
+    is stored and the socket stays open."""
+    owner, _ = await user_with_token("the-owner")
+    await store.stream_settings_update(name="not-yours", actor=actor(owner), visibility="public")
+    _, token = await user_with_token("a-reader")
+    ws, connected, _ = await open_ws(app, sockets, f"/ws/streams/not-yours/?token={token}")
+    assert connected
+    reply = await publish_reply(ws, {"power": 1})
+    assert reply == {"error": "only the owner of stream 'not-yours' or a stream manager may publish to it", "final": True}
+    assert (await store.stream_info_batch(names=["not-yours"]))["not-yours"].length == 0
+    await store.streams_delete(names=["not-yours"])

@@ -189,7 +189,7 @@
   };
 
   // ---------- the connection: the stream's WebSocket, one frame in flight ----------
-  let socket = null, ready = null, inFlight = null, attempts = 0, retryTimer = null;
+  let socket = null, ready = null, inFlight = null, attempts = 0, retryTimer = null, refusal = null;
   const CONNECTION_TEXT = {
     idle: "not riding", connecting: "connecting…", syncing: "catching up…", live: "live",
     reconnecting: "reconnecting…", offline: "offline", refused: "refused", ended: "ended",
@@ -220,6 +220,7 @@
     if (!ride || ride.ended) return;
     if (!navigator.onLine) return showConnection("offline");  // the "online" event connects
     showConnection(attempts ? "reconnecting" : "connecting");
+    refusal = null;
     const ws = token() ? new WebSocket(socketUrl(ride.name), ["streamsite.token", token()]) : new WebSocket(socketUrl(ride.name));
     socket = ws;
     ws.onopen = () => synchronize(ws);
@@ -229,10 +230,7 @@
 
   const onClosed = (ws, event) => {
     if (ws !== socket) return;
-    if (FINAL_CLOSES.has(event.code) && ride && !ride.ended) {
-      socket = ready = inFlight = null;
-      return showConnection("refused");
-    }
+    if (FINAL_CLOSES.has(event.code) && ride && !ride.ended) return rideRefused(refusal || `the server refused the connection (${event.code})`);
     connectionLost();
   };
 
@@ -304,9 +302,11 @@
     pump();
   };
 
-  // An error frame: the frame in flight was not stored; it goes again after a pause.
+  // An error frame: the frame in flight was not stored; it goes again after a pause, unless
+  // the server says sending it again cannot mend it (``final``).
   const refused = (frame) => {
     say(frame.error);
+    refusal = frame.error;  // a refusal at connect: this frame, then a 44xx close
     inFlight = null;
     if (frame.state === "ended") {  // ended elsewhere, or by the server after RIDE_IDLE_END without data
       const unsent = ride.queue.size;
@@ -314,6 +314,7 @@
       if (unsent) say(`${frame.error} — ${unsent} samples taken while the connection was down could not be stored.`);
       return;
     }
+    if (frame.final) return rideRefused(frame.error);
     const pause = 1000 * (frame.retry_after || 5);
     ride.holdUntil = Date.now() + pause;
     setTimeout(pump, pause);
@@ -469,6 +470,26 @@
     $("start").disabled = false;
     $("stream-name").disabled = false;
     $("stream-name").value = freshName();
+  };
+
+  // A refusal that trying again cannot mend (a 44xx close at connect, or an error frame marked
+  // ``final``: someone else's stream, a token without the publish scope): sampling stops and
+  // nothing is tried again. The outbox stays in this browser under the stream's name: a ride
+  // started on it again (with a token that may publish there) sends what waits first.
+  const rideRefused = (message) => {
+    const waiting = ride.queue.size, name = ride.name, ws = socket;
+    ride.ended = true;
+    clearTimeout(ride.endRetry);
+    localStorage.removeItem(ENDING_KEY);
+    socket = ready = inFlight = null;
+    ws?.close();
+    showConnection("refused");
+    $("end").disabled = true;
+    $("end").textContent = "end ride";
+    $("start").disabled = false;
+    $("stream-name").disabled = false;
+    say(`${message} — the ride stopped on this page` +
+        (waiting ? `; ${waiting} samples wait in this browser and go first on a ride started on ${name} again.` : "."));
   };
 
   const freshName = () => {
