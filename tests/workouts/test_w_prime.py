@@ -1,6 +1,7 @@
-"""W′ balance (Skiba's differential form): the step by hand, the defaults, and a reference ride
-read from a FIT file, where the batch metrics and the live engine both equal the formula
-computed here in a plain loop, at every second (within 1%), pauses and gaps included."""
+"""W′ balance (Skiba's differential form): the step by hand, the defaults, and two reference
+rides read from FIT files (one written here with pauses and gaps, one a real head unit's),
+where the batch metrics and the live engine both equal the formula computed here in a plain
+loop, at every second (within 1%)."""
 
 import datetime as dt
 import math
@@ -10,6 +11,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from tests.workouts.fitwriter import write_fit
+from tests.workouts.test_fit_export import HEAD_UNIT
 from workouts import metrics as M
 from workouts.fit import read_fit
 from workouts.models import AthleteProfile
@@ -112,26 +114,38 @@ def assert_within_1pct(actual, expected, where):
     assert abs(actual - expected) <= 0.01 * abs(expected) + 1e-6, f"{where}: {actual} != {expected}"
 
 
-def test_reference_ride_batch_and_live_equal_the_formula_every_second(reference_fit):
-    activity = read_fit(reference_fit)
+# The reference rides: (the FIT file, the rider's CP, its timer pauses). The head unit's is a
+# real 78 min ride (Garmin Edge 810, Vector pedals; tests/workouts/data/README.md) at 275 W
+# on average: with CP 320 W its W′ runs under 25% for 27 s.
+REFERENCES = {
+    "synthetic": lambda: (write_fit(START, reference_rows(), ftp=260, timer=[("stop", PAUSE[0]), ("start", PAUSE[1])]),
+                          CP, [PAUSE]),
+    "edge810-vector": lambda: (HEAD_UNIT.read_bytes(), 320.0, []),
+}
+
+
+@pytest.mark.parametrize("which", REFERENCES)
+def test_reference_ride_batch_and_live_equal_the_formula_every_second(which):
+    data, cp, pauses = REFERENCES[which]()
+    activity = read_fit(data)
     t, p = activity.samples.get("t"), activity.samples.get("power")
-    assert activity.pauses == [PAUSE]
-    expected = skiba_by_hand(t.tolist(), p.tolist(), CP, W_PRIME)
+    assert activity.pauses == pauses
+    expected = skiba_by_hand(t.tolist(), p.tolist(), cp, W_PRIME)
     assert min(expected) < 0.25 * W_PRIME  # the ride does run W′ low
 
-    batch = M.w_prime_balance_1hz(M.moving_segments_1hz(t, p, activity.pauses), CP, W_PRIME)
+    batch = M.w_prime_balance_1hz(M.moving_segments_1hz(t, p, activity.pauses), cp, W_PRIME)
     assert batch.size == len(expected)
     for k, value in enumerate(batch.tolist()):
         assert_within_1pct(value, expected[k], f"batch second {k}")
 
-    ride = M.LiveRide(pauses=activity.pauses, physiology=Physiology(critical_power=CP, w_prime=W_PRIME))
+    ride = M.LiveRide(pauses=activity.pauses, physiology=Physiology(critical_power=cp, w_prime=W_PRIME))
     for k, (ts, pw) in enumerate(zip(t.tolist(), p.tolist())):
         ride.push(ts, pw)
         snap = ride.snapshot()
         assert snap["moving_s"] == k + 1
         assert_within_1pct(snap["w_prime_balance"], expected[k], f"live second {k}")
 
-    metrics = M.ride_metrics(t, p, pauses=activity.pauses, critical_power=CP, w_prime=W_PRIME)
+    metrics = M.ride_metrics(t, p, pauses=activity.pauses, critical_power=cp, w_prime=W_PRIME)
     assert_within_1pct(metrics.min_w_prime_balance, min(expected), "minimum")
     assert metrics.w_prime_below_25_s == sum(1 for b in expected if b < 0.25 * W_PRIME) > 0
     assert snap["min_w_prime_balance"] == pytest.approx(metrics.min_w_prime_balance)
