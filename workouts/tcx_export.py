@@ -125,7 +125,7 @@ class _Ride:
         if (max_hr := _bounded(self._max("heart_rate", rows), HEART_RATE)) is not None:
             out.append(f"<MaximumHeartRateBpm><Value>{max_hr}</Value></MaximumHeartRateBpm>\n")
         out.append("<Intensity>Active</Intensity>\n")
-        if not self.running and (cadence := _bounded(self._mean("cadence", rows), CADENCE)) is not None:
+        if not self.running and (cadence := _bounded(self._cadence(rows), CADENCE)) is not None:
             out.append(f"<Cadence>{cadence}</Cadence>\n")
         out.append("<TriggerMethod>Manual</TriggerMethod>\n")
         for track in self._tracks(rows):
@@ -177,7 +177,7 @@ class _Ride:
         values = [
             ("AvgSpeed", _number_or_none(self._mean("speed", rows))),
             ("MaxBikeCadence", None if self.running else cadence_max),
-            ("AvgRunCadence", _bounded(self._mean("cadence", rows), CADENCE) if self.running else None),
+            ("AvgRunCadence", _bounded(self._cadence(rows), CADENCE) if self.running else None),
             ("MaxRunCadence", cadence_max if self.running else None),
             ("AvgWatts", _bounded(lap.get("avg_power"), WATTS)),
             ("MaxWatts", _bounded(self._max("power", rows), WATTS)),
@@ -203,6 +203,12 @@ class _Ride:
     def _mean(self, name: str, rows: np.ndarray) -> float | None:
         values = self._present(name, rows)
         return None if values is None else float(values.mean())
+
+    def _cadence(self, rows: np.ndarray) -> float | None:
+        """The lap's average cadence with zeros left out (coasting, standing): the workout's rule."""
+        values = self._present("cadence", rows)
+        turning = None if values is None else values[values > 0]
+        return None if turning is None or not turning.size else float(turning.mean())
 
     def _distance(self, rows: np.ndarray) -> float | None:
         values = self._present("distance", rows)
