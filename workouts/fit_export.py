@@ -263,6 +263,10 @@ def _lap(index: int, lap: dict, summary: FitSummary, columns, ride_s, pauses, *,
          ride_start: float) -> LapMessage:
     start, end = first_s + float(lap["start_s"]), first_s + float(lap["end_s"])
     in_lap = (ride_s >= float(lap["start_s"])) & (ride_s < float(lap["end_s"]))
+    # A workout's laps store averages and NP; the maxima and cadence come from the lap's records.
+    lap = {"max_power": _lap_values(columns, "power", in_lap, np.max),
+           "max_hr": _lap_values(columns, "heart_rate", in_lap, np.max),
+           "avg_cadence": _lap_values(columns, "cadence", in_lap, _turning_mean), **lap}
     message = LapMessage()
     _set(
         message, message_index=index, timestamp=int(np.ceil(end)) * 1000, start_time=int(np.floor(start)) * 1000,
@@ -274,6 +278,22 @@ def _lap(index: int, lap: dict, summary: FitSummary, columns, ride_s, pauses, *,
         total_distance=_distance_between(columns, in_lap),
     )
     return message
+
+
+def _lap_values(columns, name: str, in_lap: np.ndarray, reduce) -> float | None:
+    """``reduce`` of the lap's records of ``name`` (holes left out); None without any."""
+    values = columns.get(name)
+    if values is None:
+        return None
+    values = values[in_lap]
+    values = values[~np.isnan(values)]
+    return reduce(values) if values.size else None
+
+
+def _turning_mean(cadence: np.ndarray) -> float | None:
+    """The average cadence with zeros left out (coasting), as the workout's ``avg_cadence``."""
+    turning = cadence[cadence > 0]
+    return float(turning.mean()) if turning.size else None
 
 
 def _session(summary: FitSummary, columns, pauses, *, first_s: int, end_s: int, laps: int,

@@ -194,6 +194,11 @@ async def test_a_workout_with_markers_exports_one_lap_per_lap(r):
     assert [lap["avg_power"] for lap in laps] == [round(lap["avg_power"]) for lap in workout["laps"]]
     assert [lap["normalized_power"] for lap in laps] == [round(lap["np"]) for lap in workout["laps"]]
     assert [lap["message_index"] for lap in laps] == [0, 1, 2]
+    # The maxima and the cadence of each lap, from its seconds (a_ride: 1 Hz, no zero cadence).
+    samples, bounds = a_ride(n=1200), [(0, 300), (300, 751), (751, 1200)]
+    for name, key, reduce in (("power", "max_power", np.nanmax), ("heart_rate", "max_heart_rate", np.nanmax),
+                              ("cadence", "avg_cadence", np.nanmean)):
+        assert [lap[key] for lap in laps] == [round(reduce(samples.get(name)[a:b])) for a, b in bounds], key
 
 
 # --- the API's answers ---------------------------------------------------------------------------
