@@ -207,6 +207,8 @@ async def test_w_prime_hr_and_stale_alerts_on_the_metrics_websocket(coach, setti
     ws = WebsocketCommunicator(application, f"/ws/streams/alerts/metrics/?token={token}")
     assert (await ws.connect())[0]
 
+    states = []  # the ride's state in each metrics frame, as it changes
+
     async def alerts_until(count: int) -> list[dict]:
         seen = []
         async with asyncio.timeout(15):
@@ -214,9 +216,14 @@ async def test_w_prime_hr_and_stale_alerts_on_the_metrics_websocket(coach, setti
                 frame = await ws.receive_json_from(15)
                 if frame.get("event") == "alert":
                     seen.append({k: frame[k] for k in ("stream", "kind", "state", "ride_s")})
+                elif frame.get("event") == "metrics" and (not states or states[-1] != frame["data"]["state"]):
+                    states.append(frame["data"]["state"])
         return seen
 
     try:
+        first = await ws.receive_json_from(10)  # before any entry: the ride is waiting
+        assert (first["event"], first["data"]["state"]) == ("metrics", "waiting")
+        states.append("waiting")
         ride = [{"t": str(s), "power": "450" if s < 90 else "100", "heart_rate": "185" if 10 <= s < 30 else "150"}
                 for s in range(140)]
         await store.stream_publish(name="alerts", entries=ride, actor=actor)
@@ -229,5 +236,10 @@ async def test_w_prime_hr_and_stale_alerts_on_the_metrics_websocket(coach, setti
 
         await store.stream_publish(name="alerts", entries=[{"t": "141", "power": "100"}], actor=actor)
         assert await alerts_until(1) == [{"stream": "alerts", "kind": "stale", "state": "cleared", "ride_s": 141}]
+        assert states == ["waiting", "live", "stale"]  # each metrics frame's "state", as it changed
+        async with asyncio.timeout(15):  # the snapshot of the entry that cleared it
+            while (frame := await ws.receive_json_from(15)).get("event") != "metrics":
+                pass
+        assert frame["data"]["state"] == "live"
     finally:
         await ws.disconnect()
