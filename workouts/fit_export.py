@@ -266,7 +266,7 @@ def _lap(index: int, lap: dict, summary: FitSummary, columns, ride_s, pauses, *,
     # A workout's laps store averages and NP; the maxima and cadence come from the lap's records.
     lap = {"max_power": _lap_values(columns, "power", in_lap, np.max),
            "max_hr": _lap_values(columns, "heart_rate", in_lap, np.max),
-           "avg_cadence": _lap_values(columns, "cadence", in_lap, _turning_mean), **lap}
+           "avg_cadence": _lap_values(columns, "cadence", in_lap, turning_mean), **lap}
     message = LapMessage()
     _set(
         message, message_index=index, timestamp=int(np.ceil(end)) * 1000, start_time=int(np.floor(start)) * 1000,
@@ -290,7 +290,7 @@ def _lap_values(columns, name: str, in_lap: np.ndarray, reduce) -> float | None:
     return reduce(values) if values.size else None
 
 
-def _turning_mean(cadence: np.ndarray) -> float | None:
+def turning_mean(cadence: np.ndarray) -> float | None:
     """The average cadence with zeros left out (coasting), as the workout's ``avg_cadence``."""
     turning = cadence[cadence > 0]
     return float(turning.mean()) if turning.size else None

@@ -30,7 +30,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from workouts.fit_export import FitSummary, NoSamplesToExport
+from workouts.fit_export import FitSummary, NoSamplesToExport, turning_mean
 from workouts.samples import Samples, decode
 
 TCX_NS = "http://www.garmin.com/xmlschemas/TrainingCenterDatabase/v2"
@@ -207,8 +207,7 @@ class _Ride:
     def _cadence(self, rows: np.ndarray) -> float | None:
         """The lap's average cadence with zeros left out (coasting, standing): the workout's rule."""
         values = self._present("cadence", rows)
-        turning = None if values is None else values[values > 0]
-        return None if turning is None or not turning.size else float(turning.mean())
+        return None if values is None else turning_mean(values)
 
     def _distance(self, rows: np.ndarray) -> float | None:
         values = self._present("distance", rows)
