@@ -24,6 +24,7 @@
   // ---------- who publishes: the session, or an API token kept in this browser ----------
   const token = () => (config.session ? null : localStorage.getItem(TOKEN_KEY));
   const say = (text) => { $("message").textContent = text; $("message").hidden = !text; };
+  const samplesText = (n) => `${n} sample${n === 1 ? "" : "s"}`;
   const detailOf = (answer) => answer.data.detail || `the server answered ${answer.status}`;
   const streamUrl = (name) => config.stream_url.replace("NAME", encodeURIComponent(name));
 
@@ -311,7 +312,7 @@
     if (frame.state === "ended") {  // ended elsewhere, or by the server after RIDE_IDLE_END without data
       const unsent = ride.queue.size;
       rideEnded();
-      if (unsent) say(`${frame.error} — ${unsent} samples taken while the connection was down could not be stored.`);
+      if (unsent) say(`${frame.error} — ${samplesText(unsent)} taken while the connection was down could not be stored.`);
       return;
     }
     if (frame.final) return rideRefused(frame.error);
@@ -405,7 +406,7 @@
     await drained();
     if (!ride.queue.size) return finishEnd();
     endWaits();
-    say(`${ride.queue.size} samples wait for the connection: the ride ends once they are stored. ` +
+    say(`${samplesText(ride.queue.size)} wait for the connection: the ride ends once they are stored. ` +
         `Press "end now, without them" to end without them.`);
     // The other choice shows a second later: a double tap does not drop the samples.
     setTimeout(showEndButton, 1000);
@@ -488,8 +489,8 @@
     $("end").textContent = "end ride";
     $("start").disabled = false;
     $("stream-name").disabled = false;
-    say(`${message} — the ride stopped on this page` +
-        (waiting ? `; ${waiting} samples wait in this browser and go first on a ride started on ${name} again.` : "."));
+    say(`Refused by the server: ${message}. The ride stopped on this page` +
+        (waiting ? `; ${samplesText(waiting)} taken wait in this browser and go first if you ride on ${name} again.` : "."));
   };
 
   const freshName = () => {
