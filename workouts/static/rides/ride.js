@@ -231,7 +231,7 @@
 
   const onClosed = (ws, event) => {
     if (ws !== socket) return;
-    if (FINAL_CLOSES.has(event.code) && ride && !ride.ended) return rideRefused(refusal || `the server refused the connection (${event.code})`);
+    if (FINAL_CLOSES.has(event.code) && ride && !ride.ended) return rideRefused(refusal || `the connection closed with code ${event.code}`);
     connectionLost();
   };
 
