@@ -6,8 +6,9 @@ Server → client: ``{"id": ..., "data": {...}}`` per entry (same hub and the sa
 as SSE: ``?last_event_id=`` / ``?from=start``), ``{"event": "overflow" | "deleted" |
 "shutdown" | "forbidden" | "unavailable", ...}`` before the server closes, ``{"ids": [...]}`` after a publish, and
 ``{"error": "..."}`` for a bad frame or a refused publish (the socket stays open; ``"final":
-true`` when sending the same frame again cannot mend it: the wrong stream, token or frame, an
-ended ride; ``retry_after`` when later can); with
+true`` when sending it again cannot succeed until the user acts — another stream or token, a
+smaller frame, a stream deleted under the quota, a reload for a new CSRF token — or never, an
+ended ride; ``retry_after`` when waiting is enough); with
 ``PUBLISH_DURABILITY=replicated``, a publish no replica confirmed in time gets
 ``{"error": "not replicated within N ms…", "ids": [...]}`` (the ids written).
 
@@ -88,6 +89,9 @@ CLOSE_NORMAL = 1000  # after {"event": "deleted"}: the end, do not resume
 CLOSE_INTERNAL_ERROR = 1011  # the server failed: resume after a backoff
 CLOSE_SERVICE_RESTART = 1012  # after {"event": "shutdown"}: resume (another process answers)
 CLOSE_UNAVAILABLE = 1013  # try again later: Redis unreachable, or the listener overflowed
+# Refusals at connect that a reconnect cannot mend (their error frame says "final"); 4429, a
+# per-user limit, can clear by itself.
+FINAL_CLOSES = frozenset({CLOSE_BAD_REQUEST, CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN, 4404})
 
 # The close after an ``Ended`` event. Every code but 1000 and 4xxx means "resume with
 # ?last_event_id=": clients decide from the code alone (docs/api.md).
@@ -145,9 +149,10 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def _refuse(self, detail: str, code: int) -> None:
         """Accepted, one ``{"error": ...}`` frame, closed with ``code``: a browser's WebSocket
-        sees neither a refused handshake's reason nor its status."""
+        sees neither a refused handshake's reason nor its status. ``"final": true`` for the
+        codes a reconnect cannot mend (``FINAL_CLOSES``)."""
         await self.accept()
-        await self.send_json({"error": detail})
+        await self.send_json({"error": detail, "final": True} if code in FINAL_CLOSES else {"error": detail})
         await self.close(code=code)
 
     async def connect(self):
@@ -256,8 +261,8 @@ class StreamConsumer(LiveConsumer):
             item = entry = None  # nothing kept while the next batch is awaited
 
     async def refuse(self, detail: str) -> None:
-        """An error frame for a publish that the same frame sent again cannot mend (``final``:
-        the wrong stream, token or frame); the socket stays open."""
+        """An error frame for a publish that sending again cannot mend until the user acts
+        (``final``: the wrong stream, token or frame); the socket stays open."""
         await self.send_json({"error": detail, "final": True})
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):

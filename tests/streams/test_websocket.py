@@ -91,7 +91,8 @@ async def test_private_reads_refuse_without_token(app, sockets, r, settings):
     settings.STREAMS_PUBLIC_READ = False
     ws, connected, _ = await open_ws(app, sockets, "/ws/streams/ride/")
     assert connected
-    assert "not found" in (await ws.receive_json_from(5))["error"]
+    refused = await ws.receive_json_from(5)
+    assert "not found" in refused["error"] and refused["final"] is True  # a reconnect cannot mend it
     assert await ws.receive_output(5) == {"type": "websocket.close", "code": 4404}
 
 

@@ -119,6 +119,7 @@ async def ride_page(request):
         "live_url": reverse("live", kwargs={"name": "NAME"}),
         "ws_path": "/ws/streams/NAME/",
         "sample_ms": sample_interval_ms(request),
+        "max_frame_bytes": settings.STREAMS_MAX_BODY,  # the page's frames stay under it
     }
     return _page(request, "rides/ride.html", ident, config=config)
 

@@ -183,7 +183,8 @@
     if (!ride || ride.ended || ride.ending) return;
     const entry = takeSample();
     if (!entry) return;
-    await ride.queue.add(entry);
+    const taking = ride, item = await taking.queue.add(entry);
+    if (taking.ended) return taking.queue.remove([item]);  // the ride stopped meanwhile: not part of it
     $("last-entry").textContent = JSON.stringify(entry);
     showQueue();
     pump();
@@ -290,8 +291,21 @@
 
   const pump = () => {
     if (!ride || !ready || ready !== socket || inFlight || !ride.queue.size || Date.now() < ride.holdUntil) return;
-    inFlight = ride.queue.head(BATCH);
-    socket.send(JSON.stringify(inFlight.map((item) => item.entry)));
+    const [items, text] = nextFrame();
+    inFlight = items;
+    socket.send(text);
+  };
+
+  // The oldest entries as one frame: at most BATCH, and halved until the frame fits the
+  // server's limit (STREAMS_MAX_BODY, the page's max_frame_bytes), so a long back-fill is never
+  // refused for its size.
+  const nextFrame = () => {
+    let items = ride.queue.head(BATCH), text = JSON.stringify(items.map((item) => item.entry));
+    while (items.length > 1 && new Blob([text]).size > config.max_frame_bytes) {
+      items = items.slice(0, Math.ceil(items.length / 2));
+      text = JSON.stringify(items.map((item) => item.entry));
+    }
+    return [items, text];
   };
 
   const acknowledged = () => {
@@ -307,15 +321,17 @@
   // the server says sending it again cannot mend it (``final``).
   const refused = (frame) => {
     say(frame.error);
-    refusal = frame.error;  // a refusal at connect: this frame, then a 44xx close
+    if (!ready) refusal = frame.error;  // a refusal at connect: this frame, then a 44xx close
+    const publishing = inFlight !== null;
     inFlight = null;
     if (frame.state === "ended") {  // ended elsewhere, or by the server after RIDE_IDLE_END without data
       const unsent = ride.queue.size;
       rideEnded();
-      if (unsent) say(`${frame.error} — ${samplesText(unsent)} taken while the connection was down could not be stored.`);
+      if (unsent) say(`${frame.error} — ${samplesText(unsent)} not stored yet could not be stored.`);
       return;
     }
     if (frame.final) return rideRefused(frame.error);
+    if (!publishing) return;  // at connect: the close that follows says what to do
     const pause = 1000 * (frame.retry_after || 5);
     ride.holdUntil = Date.now() + pause;
     setTimeout(pump, pause);
@@ -327,7 +343,8 @@
       if (frame.error) say(frame.error);
       return acknowledged();
     }
-    if (frame.error) refused(frame);
+    if (frame.error) return refused(frame);
+    if (frame.event === "forbidden" || frame.event === "deleted") refusal = frame.detail;  // then a 4403 or 1000 close
   };
 
   // ---------- start and end ----------
@@ -375,7 +392,7 @@
     const name = localStorage.getItem(ENDING_KEY);
     if (!name || name !== localStorage.getItem(STREAM_KEY) || (!config.session && !token())) return;
     await beginRide(name, true);
-    say(`The end of ${name} was waiting: ${ride.queue.size} samples go first, then the ride ends.`);
+    say(`The end of ${name} was waiting: ` + (ride.queue.size ? `${samplesText(ride.queue.size)} go first, then the ride ends.` : "the ride ends."));
     showEndButton();
     connect();
   };
@@ -489,8 +506,10 @@
     $("end").textContent = "end ride";
     $("start").disabled = false;
     $("stream-name").disabled = false;
+    showQueue();
     say(`Refused by the server: ${message}. The ride stopped on this page` +
-        (waiting ? `; ${samplesText(waiting)} taken wait in this browser and go first if you ride on ${name} again.` : "."));
+        (waiting ? `; ${samplesText(waiting)} taken wait in this browser and go first if you ride on ${name} again.` : ".") +
+        " Check the stream's name and your sign-in (after signing in again elsewhere, reload this page).");
   };
 
   const freshName = () => {

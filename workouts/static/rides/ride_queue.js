@@ -47,12 +47,14 @@ window.RideQueue = (() => {
 
     async add(entry) {
       const key = this.db ? await request(store(this.db, "readwrite").add({ stream: this.stream, entry })) : this.nextKey--;
-      this.items.push({ key, entry });
+      const item = { key, entry };
+      this.items.push(item);
       const over = this.items.length - this.limit;
       if (over > 0) {
         this.dropped += over;
         this._forget(this.items.splice(0, over));
       }
+      return item;
     }
 
     head(count) { return this.items.slice(0, count); }
