@@ -263,10 +263,12 @@ def _lap(index: int, lap: dict, summary: FitSummary, columns, ride_s, pauses, *,
          ride_start: float) -> LapMessage:
     start, end = first_s + float(lap["start_s"]), first_s + float(lap["end_s"])
     in_lap = (ride_s >= float(lap["start_s"])) & (ride_s < float(lap["end_s"]))
-    # A workout's laps store averages and NP; the maxima and cadence come from the lap's records.
-    lap = {"max_power": _lap_values(columns, "power", in_lap, np.max),
-           "max_hr": _lap_values(columns, "heart_rate", in_lap, np.max),
-           "avg_cadence": _lap_values(columns, "cadence", in_lap, turning_mean), **lap}
+    # A workout's laps store averages and NP; the maxima and cadence come from the lap's records
+    # where the lap does not carry them (the whole-ride lap carries the workout's).
+    from_records = {"max_power": lambda: _lap_values(columns, "power", in_lap, np.max),
+                    "max_hr": lambda: _lap_values(columns, "heart_rate", in_lap, np.max),
+                    "avg_cadence": lambda: _lap_values(columns, "cadence", in_lap, turning_mean)}
+    lap = {**lap, **{key: value() for key, value in from_records.items() if key not in lap}}
     message = LapMessage()
     _set(
         message, message_index=index, timestamp=int(np.ceil(end)) * 1000, start_time=int(np.floor(start)) * 1000,
@@ -291,7 +293,8 @@ def _lap_values(columns, name: str, in_lap: np.ndarray, reduce) -> float | None:
 
 
 def turning_mean(cadence: np.ndarray) -> float | None:
-    """The average cadence with zeros left out (coasting), as the workout's ``avg_cadence``."""
+    """A lap's average cadence: the plain mean of its one-a-second records with zeros (coasting)
+    left out — the workout's ``avg_cadence`` leaves zeros out too, time-weighted over the ride."""
     turning = cadence[cadence > 0]
     return float(turning.mean()) if turning.size else None
 

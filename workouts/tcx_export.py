@@ -105,7 +105,7 @@ class _Ride:
     def whole_lap(self) -> dict:
         s = self.summary
         return {"start_s": 0.0, "end_s": float(self.end_s - self.first_s), "avg_power": s.avg_power,
-                "avg_hr": s.avg_hr, "work_kj": s.work_kj}
+                "avg_hr": s.avg_hr, "work_kj": s.work_kj, "avg_cadence": s.avg_cadence}
 
     def lap(self, lap: dict, *, last: bool = False) -> list[str]:
         """One ``Lap``: its totals in the schema's order, its tracks, its LX extension. The last
@@ -125,7 +125,7 @@ class _Ride:
         if (max_hr := _bounded(self._max("heart_rate", rows), HEART_RATE)) is not None:
             out.append(f"<MaximumHeartRateBpm><Value>{max_hr}</Value></MaximumHeartRateBpm>\n")
         out.append("<Intensity>Active</Intensity>\n")
-        if not self.running and (cadence := _bounded(self._cadence(rows), CADENCE)) is not None:
+        if not self.running and (cadence := _bounded(self._cadence(lap, rows), CADENCE)) is not None:
             out.append(f"<Cadence>{cadence}</Cadence>\n")
         out.append("<TriggerMethod>Manual</TriggerMethod>\n")
         for track in self._tracks(rows):
@@ -177,7 +177,7 @@ class _Ride:
         values = [
             ("AvgSpeed", _number_or_none(self._mean("speed", rows))),
             ("MaxBikeCadence", None if self.running else cadence_max),
-            ("AvgRunCadence", _bounded(self._cadence(rows), CADENCE) if self.running else None),
+            ("AvgRunCadence", _bounded(self._cadence(lap, rows), CADENCE) if self.running else None),
             ("MaxRunCadence", cadence_max if self.running else None),
             ("AvgWatts", _bounded(lap.get("avg_power"), WATTS)),
             ("MaxWatts", _bounded(self._max("power", rows), WATTS)),
@@ -204,8 +204,11 @@ class _Ride:
         values = self._present(name, rows)
         return None if values is None else float(values.mean())
 
-    def _cadence(self, rows: np.ndarray) -> float | None:
-        """The lap's average cadence with zeros left out (coasting, standing): the workout's rule."""
+    def _cadence(self, lap: dict, rows: np.ndarray) -> float | None:
+        """The lap's average cadence: the workout's for the whole-ride lap (as in the FIT file),
+        else its records' without zeros (``turning_mean``)."""
+        if "avg_cadence" in lap:
+            return lap["avg_cadence"]
         values = self._present("cadence", rows)
         return None if values is None else turning_mean(values)
 

@@ -141,6 +141,8 @@ def test_garmins_sdk_decodes_the_file_with_its_records_lap_session_and_activity(
     assert session["intensity_factor"] == pytest.approx(0.926) and session["num_laps"] == 1
     assert session["total_distance"] == pytest.approx(9.25 * 599)
     assert laps[0]["start_time"] == START and laps[0]["total_elapsed_time"] == 600
+    # The one lap of a ride without laps carries the workout's own figures, not its records'.
+    assert (laps[0]["max_power"], laps[0]["max_heart_rate"], laps[0]["avg_cadence"]) == (331, 160, 88)
 
 
 def test_samples_within_one_second_give_one_record_the_first_and_out_of_range_values_are_left_out():

@@ -15,10 +15,11 @@ from tests.helpers import bearer
 from tests.workouts.test_fit_export import (
     START,
     a_ride,
+    decoded,
     marked_workout,
     owner_and_token,
 )
-from workouts import tcx_export
+from workouts import fit_export, tcx_export
 from workouts.fit_export import FitSummary
 from workouts.models import Workout
 from workouts.samples import samples_from_arrays
@@ -75,7 +76,6 @@ def test_a_reader_gets_every_second_back_with_power_hr_cadence_speed_and_distanc
 
 def test_one_lap_carries_the_rides_totals_and_a_pause_splits_its_track(tmp_path):
     samples = a_ride(n=600)
-    samples.get("cadence")[200:260] = 0  # a minute of coasting: not in the lap's average cadence
     data = tcx_export.workout_tcx(samples, summary=summary(), laps=[], pauses=[(300.0, 330.0)])
     root = ET.fromstring(data)
     (lap,) = root.findall("tc:Activities/tc:Activity/tc:Lap", NS)
@@ -84,8 +84,7 @@ def test_one_lap_carries_the_rides_totals_and_a_pause_splits_its_track(tmp_path)
     assert float(lap.find("tc:DistanceMeters", NS).text) == pytest.approx(9.25 * 599)
     assert lap.find("tc:AverageHeartRateBpm/tc:Value", NS).text == "138"
     assert int(lap.find("tc:MaximumHeartRateBpm/tc:Value", NS).text) == np.nanmax(samples.get("heart_rate"))
-    cadence = samples.get("cadence")
-    assert int(lap.find("tc:Cadence", NS).text) == round(np.nanmean(cadence[cadence != 0])) != round(np.nanmean(cadence))
+    assert lap.find("tc:Cadence", NS).text == "88"  # the workout's 88.1, as the FIT file's lap
     assert lap.find("tc:Calories", NS).text == "133"  # the workout's work, 133.4 kJ
     assert lap.find("tc:Extensions/x:LX/x:AvgWatts", NS).text == "222"
     assert int(lap.find("tc:Extensions/x:LX/x:MaxWatts", NS).text) == np.nanmax(samples.get("power"))
@@ -128,6 +127,22 @@ def test_calories_are_the_laps_work_whatever_the_sampling(tmp_path):
             {"start_s": 1800.0, "end_s": 3600.0, "avg_power": 200.0, "moving_s": 1800}]
     split = tcx_export.workout_tcx(samples, summary=FitSummary(started_at=START), laps=laps)
     assert [e.text for e in ET.fromstring(split).findall(".//tc:Lap/tc:Calories", NS)] == ["360", "360"]
+
+
+def test_a_laps_cadence_leaves_coasting_out(tmp_path):
+    """Marker laps: each lap's cadence is its seconds' mean without zeros (a minute of coasting
+    in the first lap does not pull it down), as the FIT file's laps."""
+    samples = a_ride(n=600)
+    cadence = samples.get("cadence")
+    cadence[100:160] = 0
+    laps = [{"start_s": 0.0, "end_s": 300.0}, {"start_s": 300.0, "end_s": 600.0}]
+    root = ET.fromstring(tcx_export.workout_tcx(samples, summary=summary(), laps=laps))
+    first = cadence[:300]
+    expected = [round(np.nanmean(first[first != 0])), round(np.nanmean(cadence[300:]))]
+    assert [int(e.text) for e in root.findall(".//tc:Lap/tc:Cadence", NS)] == expected
+    assert expected[0] != round(np.nanmean(first))  # the zeros would have counted
+    fit = fit_export.workout_fit(samples, summary=summary(), laps=laps)
+    assert [lap["avg_cadence"] for lap in decoded(fit)["lap_mesgs"]] == expected
 
 
 def test_the_last_lap_holds_the_last_trackpoint_and_a_run_has_run_cadence(tmp_path):
