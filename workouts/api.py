@@ -29,7 +29,12 @@ from workouts.rides import archive
 router = Router(tags=["workouts"])
 
 
+FORBID_EXTRA = {"extra": "forbid"}  # the schema tests fail on a field a schema does not name
+
+
 class LapOut(Schema):
+    model_config = FORBID_EXTRA
+
     start_s: float = Field(description="seconds from the first sample")
     end_s: float
     duration_s: float
@@ -41,6 +46,8 @@ class LapOut(Schema):
 
 
 class StepComplianceOut(Schema):
+    model_config = FORBID_EXTRA
+
     step: int
     name: str
     seconds: int = Field(description="seconds of the ride in this step")
@@ -49,6 +56,8 @@ class StepComplianceOut(Schema):
 
 
 class PlanComplianceOut(Schema):
+    model_config = FORBID_EXTRA
+
     plan_id: int
     plan: str = Field(description="the plan's name at the archive")
     session: float | None = Field(description="share of the planned seconds on target, 0..1")
@@ -59,7 +68,7 @@ class PlanComplianceOut(Schema):
 class WorkoutOut(Schema):
     """A workout as every workout endpoint answers it (``samples`` only with ``samples=true``)."""
 
-    model_config = {"extra": "forbid"}  # the test of this schema fails on a field it does not name
+    model_config = FORBID_EXTRA
 
     id: int
     title: str

@@ -115,7 +115,8 @@ async def test_a_ride_timed_by_the_devices_unix_clock_starts_at_its_first_sample
 
 async def test_the_workout_json_is_the_openapi_schema_it_names(rider):
     """Every field a workout answers is in the OpenAPI schema (WorkoutOut forbids the others):
-    an archived planned ride with laps, zones and W′ balance, read back every way."""
+    an archived ride with zones and W′ balance, read back every way (a planned session's laps
+    and compliance: tests/workouts/test_planned_session.py)."""
     from workouts.api import ArchivedOut, WorkoutListOut, WorkoutOut
 
     user, token = rider
