@@ -18,7 +18,7 @@ from streams.core import offload
 from streams.core.compat import add_twisted_shutdown_trigger, end_idle_request_threads
 from streams.core.compat import chain_stop_signals as wrap_stop_signals
 from streams.core.gc import FullCollections
-from streams.engine.context import close_redis_context, current_context
+from streams.engine.context import close_redis_context, current_context, redis_context
 from streams.live.hub import StreamHub
 from streamsite.server.flow_control import StallClock
 
@@ -97,12 +97,29 @@ def chain_stop_signals() -> None:
     wrap_stop_signals(begin_shutdown)
 
 
+STARTUP_REDIS_TIMEOUT_S = 5.0
+
+
+async def start_redis_context() -> None:
+    """This loop's Redis context at start-up, so that its background tasks (the ride janitor,
+    the registry's reconcile) run before any request: a server nobody visits still ends and
+    archives rides. Redis unreachable: logged, and they start with the first request that
+    reaches it (the service starts without Redis)."""
+    try:
+        await asyncio.wait_for(redis_context(), STARTUP_REDIS_TIMEOUT_S)
+    except Exception as exc:  # never fatal: the pages answer their styled 503 meanwhile
+        log.warning("Redis not reachable at start-up (%s): background tasks start with the first request "
+                    "that reaches it", exc)
+
+
 async def lifespan(scope, receive, send) -> None:
-    """ASGI lifespan (uvicorn, hypercorn); daphne does not send it and uses the hooks above."""
+    """ASGI lifespan (uvicorn, hypercorn); daphne does not send it and uses the hooks above
+    (its Redis context, and so its ride janitor, starts with the first request)."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             chain_stop_signals()
+            await start_redis_context()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await shutdown()

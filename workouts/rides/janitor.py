@@ -9,7 +9,8 @@ deleting the archived entries when ``RIDE_ARCHIVED_STREAM=delete``.
 - **Owned:** ``RideJanitor.of(ctx)`` belongs to the event loop's ``RedisContext``, which
   cancels and awaits its task at close. It runs only where ``start_ride_janitor`` is
   registered (``streamsite/asgi.py``: server processes, with ``RIDE_JANITOR`` on), never in
-  management commands.
+  management commands; the context starts at lifespan start-up (uvicorn), so it runs before
+  any request.
 - **Woken:** a write through this process (an explicit end among them) wakes it for the
   streams written; the scan of every stream comes each ``scan_interval()``.
 - **Never dies of an error:** a stream that fails is logged and tried again at the next scan.
