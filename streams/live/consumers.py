@@ -260,7 +260,7 @@ class StreamConsumer(LiveConsumer):
                 await send({"type": "websocket.send", "text": frame(entry)})
             item = entry = None  # nothing kept while the next batch is awaited
 
-    async def refuse(self, detail: str) -> None:
+    async def refuse_publish(self, detail: str) -> None:
         """An error frame for a publish that sending again cannot mend until the user acts
         (``final``: the wrong stream, token or frame); the socket stays open."""
         await self.send_json({"error": detail, "final": True})
@@ -277,13 +277,13 @@ class StreamConsumer(LiveConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         if not current.authenticated:
-            await self.refuse("publishing needs a valid API token (?token= or Authorization: Bearer)")
+            await self.refuse_publish("publishing needs a valid API token (?token= or Authorization: Bearer)")
             return
         if "publish" not in current.scopes:
-            await self.refuse("this API token lacks the 'publish' scope")
+            await self.refuse_publish("this API token lacks the 'publish' scope")
             return
         if not self.csrf_proven:
-            await self.refuse(
+            await self.refuse_publish(
                 "publishing over a session needs the CSRF token: connect with ?csrf=<CSRF token> "
                 "(as X-CSRFToken for REST), or use an API token"
             )
@@ -293,12 +293,12 @@ class StreamConsumer(LiveConsumer):
             len(text_data) if len(text_data) * 4 <= limit else len(text_data.encode())
         )
         if size > limit:
-            await self.refuse(f"frame of {size} bytes is larger than the limit of {limit} bytes (STREAMS_MAX_BODY)")
+            await self.refuse_publish(f"frame of {size} bytes is larger than the limit of {limit} bytes (STREAMS_MAX_BODY)")
             return
         try:
             entries = encode_entries(parse_json(text_data if text_data is not None else bytes_data, what="frame"))
         except InvalidInput as exc:
-            await self.refuse(f"bad frame: {exc}")
+            await self.refuse_publish(f"bad frame: {exc}")
             return
         try:
             capacity.check_publish_rate(current, len(entries))
@@ -308,10 +308,10 @@ class StreamConsumer(LiveConsumer):
         try:
             ids = await store.stream_publish(name=self.name, entries=entries, actor=rules.actor_of(current))
         except store.WriteRefused:
-            await self.refuse(f"only the owner of stream {self.name!r} or a stream manager may publish to it")
+            await self.refuse_publish(f"only the owner of stream {self.name!r} or a stream manager may publish to it")
             return
         except AccessError as exc:  # a quota (STREAMS_MAX_PER_USER on a first publish)
-            await self.refuse(exc.detail)
+            await self.refuse_publish(exc.detail)
             return
         except store.StorageFull as exc:
             await self.send_json({"error": str(exc)})
