@@ -1,4 +1,5 @@
 import asyncio
+import uuid
 
 import pytest
 from django.conf import settings
@@ -24,8 +25,10 @@ def limits(**kw) -> PoolLimits:
 async def make_pool(r):
     pools = []
 
-    def make(cls=ClientPool, name="main", **kw):
-        pool = cls(settings.REDIS.url, limits(**kw), name=name)
+    def make(cls=ClientPool, name=None, **kw):
+        # A name of this test's own (connections are named streamsite:<pool>:<pid>): a
+        # connection another test of this process left open cannot be counted as this pool's.
+        pool = cls(settings.REDIS.url, limits(**kw), name=name or f"test-{uuid.uuid4().hex[:8]}")
         pools.append(pool)
         return pool
 
@@ -39,7 +42,7 @@ async def test_start_opens_min_connections(r, make_pool):
     await pool.start()
     assert pool.stats().total == 3
     assert pool.stats().available == 3
-    assert len(await our_connections(r, "main")) == 3
+    assert len(await our_connections(r, pool.name)) == 3
 
 
 async def test_grows_to_max_and_times_out_when_exhausted(r, make_pool):
@@ -56,7 +59,7 @@ async def test_grows_to_max_and_times_out_when_exhausted(r, make_pool):
     pool.release(b)
     pool.release(c)
     assert pool.stats().total == 2
-    assert len(await our_connections(r, "main")) == 2
+    assert len(await our_connections(r, pool.name)) == 2
 
 
 async def test_waiters_are_served_in_fifo_order(r, make_pool):
@@ -89,7 +92,7 @@ async def test_cancelled_borrower_returns_its_client(r, make_pool):
     task = asyncio.create_task(blocked_read())
     await started.wait()
     async def blocked_in_redis():  # wait until Redis has the command: cancel mid-command
-        return any(c["cmd"] == "blpop" for c in await our_connections(r, "main"))
+        return any(c["cmd"] == "blpop" for c in await our_connections(r, pool.name))
 
     await eventually(blocked_in_redis)
     assert pool.stats().in_use == 1
@@ -125,7 +128,7 @@ async def test_idle_clients_above_min_are_reaped(r, make_pool):
     await pool._closing.wait()
 
     async def one_left():  # the server drops a closed socket on its next loop turn, not at once
-        return len(await our_connections(r, "main")) == 1
+        return len(await our_connections(r, pool.name)) == 1
 
     await eventually(one_left, what="the reaped connections closed on the server")
 
@@ -133,14 +136,14 @@ async def test_idle_clients_above_min_are_reaped(r, make_pool):
 async def test_health_check_replaces_dead_idle_clients(r, make_pool):
     pool = make_pool(min=2, max=2)
     await pool.start()
-    ours = await our_connections(r, "main")
+    ours = await our_connections(r, pool.name)
     killed = {c["id"] for c in ours}
     for conn in ours:
         await kill(r, conn)
     assert await pool.check_idle_health() == 2  # found before any borrower hit them
     assert pool.stats().total == 0
     await pool._fill_to_min()  # what the maintenance task does next
-    fresh = {c["id"] for c in await our_connections(r, "main")}
+    fresh = {c["id"] for c in await our_connections(r, pool.name)}
     assert len(fresh) == 2 and not fresh & killed
     async with pool.client() as client:
         assert await client.ping()
@@ -152,7 +155,7 @@ async def test_close_rejects_waiters_and_closes_every_connection(r, make_pool):
     borrowed = [await pool.acquire() for _ in range(3)]
     waiter = asyncio.create_task(pool.acquire())
     await eventually(lambda: pool.stats().waiting > 0, interval=0)
-    assert len(await our_connections(r, "main")) == 3
+    assert len(await our_connections(r, pool.name)) == 3
     await pool.close()
     with pytest.raises(PoolClosedError):
         await waiter
@@ -162,7 +165,7 @@ async def test_close_rejects_waiters_and_closes_every_connection(r, make_pool):
         pool.release(c)  # late release after shutdown is harmless
 
     async def all_closed():  # the server drops a closed socket on its next loop turn, not at once
-        return await our_connections(r, "main") == []
+        return await our_connections(r, pool.name) == []
 
     await eventually(all_closed, what="every connection closed on the server")
 
