@@ -86,11 +86,3 @@ def test_streams_pages_need_the_stream_permissions_not_just_staff(client, db, sy
     client.force_login(user)
     assert client.get("/admin/redis-streams/").status_code == 200
     assert client.post("/admin/redis-streams/delete/", {"names": ["a"], "confirm": "yes"}).status_code == 403
-
-
-def test_the_admins_view_site_link_lands_on_the_front_page(staff_client, sync_redis):
-    html = staff_client.get("/admin/").content.decode()
-    assert '<a href="/">View site</a>' in html
-    front = staff_client.get("/")
-    assert front.status_code == 200
-    assert "rides/home.js" in front.content.decode()  # the front page, not a 404 or a redirect
